@@ -1,0 +1,16 @@
+"""facepaint: text-driven face editing with SD1.5 inpainting, face masks and pixel-level blending.
+
+The core library (the method). It imports nothing of DVC, Prefect or MLflow; `stages/` and `flows/`
+wrap it. Where each step of SPEC.md lives:
+
+- celebamask.py  dataset layout, attribute names, validating reader
+- demo.py        the synthetic demo dataset in that layout
+- split.py       the seeded train/test split
+- masks.py       face masks (annotations or BiSeNet), soft and latent masks, beta
+- captions.py    caption candidates and evaluation prompts from attributes
+- models.py      all model loading (pretrained SD1.5 inpainting, tiny or full-size random)
+- latents.py     the VAE latent cache for training
+- images.py, io.py, report.py   safe image reading, atomic writes, per-stage reports
+"""
+
+__version__ = "0.1.0"

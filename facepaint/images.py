@@ -1,0 +1,120 @@
+"""Reading images safely: clear errors for corrupt files, any colour mode in, RGB out.
+
+Photos arrive as truncated JPEGs, CMYK scans, grayscale, RGBA PNGs, EXIF-rotated phone pictures and
+the occasional decompression bomb. `load_rgb` turns each into an RGB image or an `ImageError` whose
+message says what is wrong; the stages report it with the image's id.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Refuse images over 64 megapixels outright (PIL warns above 89M and fails above 179M by default);
+# a CelebA-HQ portrait is 1 megapixel.
+MAX_PIXELS = 64_000_000
+
+
+class ImageError(Exception):
+    """An image that cannot be used; the message is the reason (the caller adds the id or path)."""
+
+
+@dataclass
+class LoadedImage:
+    image: Image.Image  # RGB
+    original_size: tuple[int, int]  # (width, height) as stored, before EXIF rotation
+    notes: list[str] = field(default_factory=list)  # conversions applied, e.g. "converted from CMYK"
+
+
+def load_rgb(path_or_bytes, *, min_size: int = 1, require_square: bool = False,
+             draft_size: int | None = None) -> LoadedImage:
+    """Decode an image fully and return it as RGB.
+
+    - Truncated or corrupt files raise ImageError (PIL would otherwise pad truncated JPEGs with grey
+      when LOAD_TRUNCATED_IMAGES is set; it is never set here).
+    - EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and alpha images are converted to
+      RGB (alpha is composited on white) and the conversion is noted.
+    - `draft_size`: let the JPEG decoder scale down by a power of two while staying at or above this
+      size (much faster for 1024 -> 512; the result is then resized by the caller).
+    """
+    name = str(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) else "<bytes>"
+    src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else path_or_bytes
+    try:
+        with Image.open(src) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(f"{w}x{h} is over {MAX_PIXELS // 1_000_000} megapixels (refused as a possible decompression bomb)")
+            if draft_size and im.format == "JPEG" and min(w, h) > draft_size:
+                im.draft("RGB", (draft_size * w // min(w, h), draft_size * h // min(w, h)))
+            im.load()
+            notes = []
+            orientation = _orientation(im)
+            oriented = ImageOps.exif_transpose(im)
+            if orientation not in (None, 1):
+                notes.append(f"EXIF orientation {orientation} applied")
+            rgb = _to_rgb(oriented, notes)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"file not found: {name}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"refused as a possible decompression bomb: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        # PIL raises OSError for truncated data ("image file is truncated") and UnidentifiedImageError
+        # (an OSError) for files that are not images at all.
+        raise ImageError(f"corrupt or unreadable image: {e}") from None
+
+    width, height = rgb.size
+    if min(width, height) < min_size:
+        raise ImageError(f"too small: {width}x{height} (at least {min_size}x{min_size} is needed)")
+    if require_square and width != height:
+        raise ImageError(f"not square: {width}x{height} (CelebA-HQ images are square; crop it to a square first)")
+    return LoadedImage(rgb, (w, h), notes)
+
+
+def _orientation(im: Image.Image):
+    try:
+        return im.getexif().get(0x0112)
+    except Exception:  # malformed EXIF is not worth failing over
+        return None
+
+
+def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
+    mode = im.mode
+    if mode == "RGB":
+        return im.copy()
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        notes.append(f"converted from {mode} (alpha composited on white)")
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    notes.append(f"converted from {mode}")
+    return im.convert("RGB")
+
+
+def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
+    """A square RGB image resized to size x size (Lanczos), as uint8 HxWx3."""
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """A binary part mask (any mode; nonzero = part) as a bool HxW array. Raises ImageError."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("L"))
+    except FileNotFoundError:
+        raise ImageError(f"part mask not found: {path}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"corrupt part mask {Path(path).name}: {e}") from None
+    return arr >= 128

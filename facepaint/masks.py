@@ -1,0 +1,336 @@
+"""Face masks (SPEC section 1): the binary mask M, the soft mask, the latent mask and beta.
+
+Two back-ends give M as the union of the configured face parts:
+- `annotations`: the CelebAMask-HQ part PNGs (ground truth; only for the dataset itself).
+- `bisenet`: facexlib's 19-class BiSeNet face parser (for any photo), batched, on GPU when there is
+  one. Its classes are mapped to part names by name, never by raw index.
+
+From M (at the training resolution, binarized at 0.5):
+- soft mask  M_soft = G_sigma * M, in [0, 1]: the alpha matte of pixel blending.
+- latent mask: M averaged over each latent cell (factor x factor pixels) and binarized at 0.5; with
+  the image side a multiple of the factor, it commutes with horizontal flips.
+- beta = mean(M), the face ratio that gates the text adapter.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+from tqdm.auto import tqdm
+
+from facepaint import celebamask
+from facepaint.celebamask import FACE_PARTS, check_parts
+from facepaint.images import ImageError, load_mask, load_rgb
+from facepaint.models import ModelLoadError, pick_device
+from facepaint.report import StageReport
+
+BACKENDS = ("annotations", "bisenet")
+
+# facexlib's BiSeNet class order (face-parsing.PyTorch / CelebAMask-HQ training); differs from the
+# order of celebamask.PART_NAMES, hence the mapping by name.
+BISENET_CLASSES = (
+    "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
+    "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
+)
+BISENET_URL = "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth"
+BISENET_FILE = "parsing_bisenet.pth"
+BISENET_SIZE = 512  # the parser's input side
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class MaskConfig:
+    backend: str = "annotations"
+    parts: tuple = FACE_PARTS
+    resolution: int = 512  # side of M, the soft mask and the training images
+    sigma: float = 4.0  # Gaussian std of the soft mask, in pixels at `resolution`
+    latent_factor: int = 8  # the VAE's downsampling factor (8 for SD)
+    bisenet_weights: str | None = None  # path to parsing_bisenet.pth; None: facexlib's download
+    batch_size: int = 8
+    device: str = "auto"
+    half: bool = True  # BiSeNet in fp16 on GPU
+    workers: int = 2  # image-decoding processes
+    min_size: int = 64  # smaller images are unusable
+    max_unusable_fraction: float = 0.05
+
+    def __post_init__(self):
+        self.parts = check_parts(self.parts)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"masks.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.resolution % self.latent_factor:
+            raise ValueError(f"masks.resolution ({self.resolution}) must be a multiple of masks.latent_factor ({self.latent_factor})")
+        if self.sigma < 0:
+            raise ValueError(f"masks.sigma must be >= 0, got {self.sigma}")
+
+
+@dataclass
+class FaceMask:
+    mask: np.ndarray  # bool (R, R): M
+    soft: np.ndarray  # float32 (R, R): M_soft in [0, 1]
+    latent: np.ndarray  # bool (R/f, R/f): M_latent
+    beta: float  # mean(M)
+
+
+# ------------------------------------------------------------------------------------ mask algebra
+
+def resize_binary(mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize a mask (bool or [0,1] float) to size x size bilinearly and binarize at 0.5."""
+    m = np.asarray(mask, dtype=np.float32)
+    if m.shape != (size, size):
+        m = np.asarray(Image.fromarray(m, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    return m >= 0.5
+
+
+def soft_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """G_sigma * M as float32 in [0, 1]; exactly 0 farther than 3 sigma from the face."""
+    m = mask.astype(np.float32)
+    if sigma == 0:
+        return m
+    return np.clip(gaussian_filter(m, sigma=sigma, mode="nearest", truncate=3.0), 0.0, 1.0)
+
+
+def latent_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """M averaged over factor x factor cells, binarized at 0.5."""
+    h, w = mask.shape
+    if h % factor or w % factor:
+        raise ValueError(f"mask side {h}x{w} is not a multiple of the latent factor {factor}")
+    cells = mask.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    return cells >= 0.5
+
+
+def face_mask(mask: np.ndarray, resolution: int, sigma: float, latent_factor: int) -> FaceMask:
+    """All mask products from a face mask at any resolution."""
+    m = resize_binary(mask, resolution)
+    return FaceMask(mask=m, soft=soft_mask(m, sigma), latent=latent_mask(m, latent_factor), beta=float(m.mean()))
+
+
+def encode_png(mask: np.ndarray) -> bytes:
+    """bool masks -> 1-bit PNG; float masks in [0,1] -> 8-bit PNG (1/255 steps)."""
+    if mask.dtype == bool:
+        im = Image.fromarray(mask.astype(np.uint8) * 255, mode="L").convert("1")
+    else:
+        im = Image.fromarray(np.round(np.clip(mask, 0, 1) * 255).astype(np.uint8), mode="L")
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Inverse of encode_png: 1-bit PNGs give bool arrays, 8-bit ones float32 in [0, 1]."""
+    with Image.open(io.BytesIO(data)) as im:
+        if im.mode == "1":
+            return np.asarray(im.convert("L")) > 0
+        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+
+
+def parts_union_from_labels(labels: np.ndarray, parts, classes=BISENET_CLASSES) -> np.ndarray:
+    """Union of the named parts in a parser label map (class index per pixel), mapped by name."""
+    idx = [classes.index(p) for p in parts if p in classes]
+    return np.isin(labels, idx)
+
+
+# ----------------------------------------------------------------------------------- annotations
+
+def annotation_union(root, image_id: int, parts) -> tuple[np.ndarray, list[str]]:
+    """Union of the part PNGs present for this id. Raises ImageError when none exists or one is corrupt.
+
+    A part may legitimately be absent (no mouth file when the mouth is closed), so only the
+    absence of every configured part makes the image unusable; a missing skin mask is a warning.
+    """
+    union = None
+    found, notes = [], []
+    for part in parts:
+        path = celebamask.part_mask_path(root, image_id, part)
+        if not path.is_file():
+            continue
+        m = load_mask(path)
+        if union is None:
+            union = m.copy()
+        else:
+            if m.shape != union.shape:
+                if m.shape[0] != m.shape[1] or union.shape[0] != union.shape[1]:
+                    raise ImageError(f"part mask {path.name} is {m.shape[1]}x{m.shape[0]}, others are {union.shape[1]}x{union.shape[0]}")
+                m = resize_binary(m, union.shape[0])
+            union |= m
+        found.append(part)
+    if union is None:
+        folder = celebamask.part_mask_path(root, image_id, parts[0]).parent
+        raise ImageError(f"missing part masks: none of {', '.join(parts)} in {folder}")
+    if "skin" in parts and "skin" not in found:
+        notes.append("no skin part mask")
+    return union, notes
+
+
+# --------------------------------------------------------------------------------------- BiSeNet
+
+def default_bisenet_path() -> Path:
+    """Where facexlib's own downloader keeps the weights (site-packages/facexlib/weights)."""
+    import facexlib
+
+    return Path(facexlib.__file__).parent / "weights" / BISENET_FILE
+
+
+def bisenet_weights_path(weights: str | os.PathLike | None) -> Path:
+    """The weights file to use: the configured path, or facexlib's cached/downloaded file."""
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelLoadError(
+                f"BiSeNet weights not found at masks.bisenet_weights = {path}. Download {BISENET_FILE} "
+                f"from {BISENET_URL} and point masks.bisenet_weights at it, or use masks.backend: annotations "
+                f"(CelebAMask-HQ part masks)."
+            )
+        return path
+    path = default_bisenet_path()
+    if path.is_file():
+        return path
+    from facexlib.utils import load_file_from_url
+
+    try:
+        return Path(load_file_from_url(url=BISENET_URL, model_dir="facexlib/weights", progress=True))
+    except Exception as e:  # URLError, HTTPError, socket timeouts...
+        raise ModelLoadError(
+            f"BiSeNet weights {BISENET_FILE} are not at {path} and could not be downloaded from {BISENET_URL} "
+            f"({type(e).__name__}: {e}). Download that file on a machine with internet and set "
+            f"masks.bisenet_weights to its path (or copy it to {path}), or use masks.backend: annotations."
+        ) from e
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class BiSeNetParser:
+    """facexlib's BiSeNet: RGB uint8 images in, per-pixel class labels (BISENET_CLASSES) out."""
+
+    def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", half: bool = True):
+        from facexlib.parsing.bisenet import BiSeNet
+
+        self.weights = bisenet_weights_path(weights)
+        # weights_only: never unpickle arbitrary objects from a downloaded file.
+        state = torch.load(self.weights, map_location="cpu", weights_only=True)
+        net = BiSeNet(num_class=len(BISENET_CLASSES))
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ModelLoadError(f"{self.weights} does not hold 19-class BiSeNet weights ({BISENET_URL}): {str(e)[:300]}") from e
+        self.device = pick_device(device)
+        self.dtype = torch.float16 if (half and self.device.type == "cuda") else torch.float32
+        self.net = net.eval().to(self.device, self.dtype)
+        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    @torch.inference_mode()
+    def labels(self, batch: np.ndarray) -> np.ndarray:
+        """(B, 512, 512, 3) uint8 RGB -> (B, 512, 512) uint8 labels."""
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        x = ((x - self.mean) / self.std).to(self.dtype)
+        logits = self.net(x)[0]
+        return logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------- the stage
+
+class _Inputs(torch.utils.data.Dataset):
+    """Decodes and validates one image (and its part masks) per item, in DataLoader workers."""
+
+    def __init__(self, root, ids, cfg: MaskConfig):
+        self.root, self.ids, self.cfg = root, list(ids), cfg
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        image_id = int(self.ids[i])
+        cfg = self.cfg
+        item = {"id": image_id, "error": None, "notes": []}
+        try:
+            size = BISENET_SIZE if cfg.backend == "bisenet" else cfg.resolution
+            loaded = load_rgb(celebamask.image_path(self.root, image_id), min_size=cfg.min_size,
+                              require_square=True, draft_size=size)
+            item["notes"] += loaded.notes
+            item["size"] = loaded.original_size
+            if cfg.backend == "bisenet":
+                im = loaded.image.resize((BISENET_SIZE, BISENET_SIZE), Image.Resampling.BILINEAR)
+                item["pixels"] = np.asarray(im, dtype=np.uint8)
+            else:
+                union, notes = annotation_union(self.root, image_id, cfg.parts)
+                item["union"] = union
+                item["notes"] += notes
+        except ImageError as e:
+            item["error"] = str(e)
+        return item
+
+
+def _as_list(batch):
+    return batch
+
+
+def compute_masks(root, ids, cfg: MaskConfig, progress: bool = True,
+                  parser: BiSeNetParser | None = None) -> tuple[pd.DataFrame, StageReport]:
+    """Masks for `ids` under a CelebAMask-HQ `root`, and the report of what could not be used.
+
+    Returns a DataFrame with one row per usable id: id, beta, mask (1-bit PNG of M), soft (8-bit PNG
+    of M_soft), latent (1-bit PNG of M_latent), width and height of the original image.
+    """
+    report = StageReport("masks", total=len(ids))
+    if cfg.backend == "bisenet" and parser is None:
+        parser = BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half)
+    loader = torch.utils.data.DataLoader(
+        _Inputs(root, ids, cfg), batch_size=cfg.batch_size, shuffle=False, collate_fn=_as_list,
+        num_workers=cfg.workers, persistent_workers=False,
+    )
+    rows = []
+    bar = tqdm(total=len(ids), desc=f"masks ({cfg.backend})", unit="img", disable=not progress)
+    for batch in loader:
+        good = []
+        for item in batch:
+            for note in item["notes"]:
+                report.add_warning(item["id"], note)
+            if item["error"]:
+                report.add_unusable(item["id"], item["error"])
+            else:
+                good.append(item)
+        if good and cfg.backend == "bisenet":
+            labels = parser.labels(np.stack([it["pixels"] for it in good]))
+            for it, lab in zip(good, labels):
+                it["union"] = parts_union_from_labels(lab, cfg.parts)
+        for it in good:
+            fm = face_mask(it["union"], cfg.resolution, cfg.sigma, cfg.latent_factor)
+            if not fm.mask.any():
+                report.add_unusable(it["id"], "no face pixels: the face mask is empty (beta = 0)")
+                continue
+            rows.append({
+                "id": it["id"], "beta": fm.beta, "mask": encode_png(fm.mask), "soft": encode_png(fm.soft),
+                "latent": encode_png(fm.latent), "width": it["size"][0], "height": it["size"][1],
+            })
+        bar.update(len(batch))
+    bar.close()
+    df = pd.DataFrame(rows, columns=["id", "beta", "mask", "soft", "latent", "width", "height"])
+    df = df.astype({"id": "int64", "beta": "float64", "width": "int32", "height": "int32"})
+    return df.sort_values("id", ignore_index=True), report
+
+
+def mask_metadata(cfg: MaskConfig, parser: BiSeNetParser | None = None) -> dict:
+    """The parameters that made a masks table (stored in its Parquet metadata)."""
+    meta = asdict(cfg)
+    meta["parts"] = list(cfg.parts)
+    if cfg.backend == "bisenet" and parser is not None:
+        meta["bisenet_weights"] = str(parser.weights)
+        meta["bisenet_sha256"] = file_sha256(parser.weights)
+    meta["encoding"] = {"mask": "1-bit PNG", "soft": "8-bit PNG (value/255)", "latent": "1-bit PNG"}
+    return meta

@@ -1,0 +1,299 @@
+"""All model loading lives here: the pretrained SD1.5 inpainting components, or random ones built
+from config (tiny for tests and the demo, full-size for benchmarks).
+
+`model.source` in params.yaml picks one:
+- `pretrained`: a Hugging Face id or a local directory in the diffusers layout (model_index.json,
+  vae/, unet/, text_encoder/, tokenizer/, scheduler/). Default: SD1.5 inpainting.
+- `tiny`: SD1.5's architecture (9-channel UNet with cross-attention down/up blocks, 8x VAE,
+  CLIP text encoder, the real 49,408-token CLIP BPE tokenizer) at tiny widths, randomly
+  initialised from `model.seed`. Downloads nothing; a 128 px forward takes milliseconds on a CPU.
+- `random`: the full-size SD1.5 inpainting architecture with random weights (speed and memory are
+  those of the real model; used by the benchmarks).
+
+The pretrained path is tested by saving a tiny pipeline with `save_pipeline` and loading that
+directory through exactly the code a hub id takes.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+DEFAULT_PRETRAINED = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+SOURCES = ("pretrained", "tiny", "random")
+PARTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+# The published SD1.5 inpainting configs (the hub's unet/vae/text_encoder config.json), so the
+# full-size architecture can be built without a download.
+SD15_UNET = dict(
+    sample_size=64, in_channels=9, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5,
+    act_fn="silu", flip_sin_to_cos=True, freq_shift=0, downsample_padding=1, center_input_sample=False,
+)
+SD15_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    norm_num_groups=32, act_fn="silu", scaling_factor=0.18215,
+)
+SD15_TEXT = dict(
+    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+    num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    projection_dim=768, bos_token_id=0, pad_token_id=1, eos_token_id=2,
+)
+# SD1.5's noise schedule (scheduler/scheduler_config.json); training uses it as a DDPM schedule.
+SD15_SCHEDULE = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+)
+
+# Same structure, tiny widths: 4 resolution levels so the VAE downsamples by 8 like SD's, three
+# cross-attention levels like SD's UNet. Widths are multiples of the group-norm groups.
+TINY_UNET = dict(
+    SD15_UNET, sample_size=16, layers_per_block=1, block_out_channels=(32, 32, 64, 64),
+    cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
+)
+TINY_VAE = dict(SD15_VAE, sample_size=128, layers_per_block=1, block_out_channels=(16, 16, 32, 32), norm_num_groups=8)
+TINY_TEXT = dict(
+    SD15_TEXT, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32,
+)
+
+
+class ModelLoadError(Exception):
+    """A model could not be loaded; the message says what is missing and how to supply it."""
+
+
+@dataclass
+class ModelConfig:
+    source: str = "tiny"
+    pretrained: str = DEFAULT_PRETRAINED
+    revision: str | None = None
+    variant: str | None = None  # e.g. "fp16" to fetch the half-precision weight files
+    seed: int = 0  # initialisation seed for tiny/random
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"model.source must be one of {SOURCES}, got {self.source!r}")
+
+    @property
+    def name(self) -> str:
+        """What produced the weights, for provenance."""
+        return self.pretrained if self.source == "pretrained" else f"{self.source}-random(seed={self.seed})"
+
+
+@dataclass
+class Components:
+    vae: object = None
+    unet: object = None
+    text_encoder: object = None
+    tokenizer: object = None
+    scheduler: object = None  # the training noise schedule (DDPMScheduler)
+    name: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as given (e.g. 'cuda:1')."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return dev
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'fp16'/'bf16'/'fp32'; half precision falls back to fp32 on the CPU (slow and lossy there)."""
+    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if dtype not in table:
+        raise ValueError(f"dtype must be one of {list(table)}, got {dtype!r}")
+    if device.type == "cpu":
+        return torch.float32
+    return table[dtype]
+
+
+# ---------------------------------------------------------------------------------------- tokenizer
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte -> printable unicode map (the table every CLIP BPE vocabulary is built on)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+@lru_cache(maxsize=1)
+def clip_vocabulary() -> tuple[dict[str, int], list[str]]:
+    """The CLIP BPE vocabulary and merges, rebuilt from the merges file that open_clip ships.
+
+    transformers reads vocab.json + merges.txt; open_clip ships OpenAI's original
+    bpe_simple_vocab_16e6.txt.gz. The construction below is OpenAI's (CLIP's simple_tokenizer.py)
+    and yields the 49,408-entry vocabulary of openai/clip-vit-large-patch14, i.e. SD1.5's tokenizer.
+    We write it ourselves only because no registry package ships the HF-format files.
+    """
+    import open_clip
+
+    path = Path(open_clip.__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
+    if not path.is_file():
+        raise ModelLoadError(f"CLIP BPE merges not found at {path}; reinstall open_clip_torch")
+    lines = gzip.open(path).read().decode("utf-8").split("\n")
+    merges = lines[1 : 49152 - 256 - 2 + 1]
+    byte_chars = list(_bytes_to_unicode().values())
+    vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(vocab)}, merges
+
+
+def clip_tokenizer():
+    """SD1.5's CLIP tokenizer (77 tokens, pad = <|endoftext|>), built offline."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_vocabulary()
+    return CLIPTokenizer(vocab=dict(vocab), merges=[tuple(m.split()) for m in merges], model_max_length=77)
+
+
+# ------------------------------------------------------------------------------------- random init
+
+def _random_components(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, seed: int, parts, name: str) -> Components:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    comps = Components(name=name)
+    # fork_rng keeps the caller's global RNG untouched; each model gets its own derived seed so
+    # that building only the VAE gives the same VAE as building everything.
+    with torch.random.fork_rng(devices=[]):
+        if "vae" in parts:
+            torch.manual_seed(seed * 1000 + 1)
+            comps.vae = AutoencoderKL(**vae_cfg)
+        if "unet" in parts:
+            torch.manual_seed(seed * 1000 + 2)
+            comps.unet = UNet2DConditionModel(**unet_cfg)
+        if "text_encoder" in parts:
+            torch.manual_seed(seed * 1000 + 3)
+            comps.text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    if "tokenizer" in parts:
+        comps.tokenizer = clip_tokenizer()
+    if "scheduler" in parts:
+        comps.scheduler = DDPMScheduler.from_config(SD15_SCHEDULE)
+    for m in (comps.vae, comps.unet, comps.text_encoder):
+        if m is not None:
+            m.eval()
+    return comps
+
+
+def tiny_components(seed: int = 0, parts=PARTS) -> Components:
+    return _random_components(TINY_UNET, TINY_VAE, TINY_TEXT, seed, parts, f"tiny-random(seed={seed})")
+
+
+def sd15_random_components(seed: int = 0, parts=PARTS) -> Components:
+    return _random_components(SD15_UNET, SD15_VAE, SD15_TEXT, seed, parts, f"random(seed={seed})")
+
+
+# --------------------------------------------------------------------------------------- pretrained
+
+def _is_local(ref: str) -> bool:
+    return os.path.isdir(ref)
+
+
+def _missing_message(ref: str, subfolder: str, err: Exception) -> str:
+    if _is_local(ref):
+        return (
+            f"could not load {subfolder}/ from the local model directory {ref}: {err}. It must be in the "
+            f"diffusers layout (model_index.json, vae/, unet/, text_encoder/, tokenizer/, scheduler/) with "
+            f"safetensors weights, e.g. made by `huggingface-cli download {DEFAULT_PRETRAINED} --local-dir DIR`."
+        )
+    return (
+        f"could not load {subfolder}/ of '{ref}': it is not in the local Hugging Face cache "
+        f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and the hub could not be reached ({type(err).__name__}). "
+        f"On a machine with internet run `huggingface-cli download {ref}` (and copy its HF_HOME cache here), "
+        f"or download it to a directory and set model.pretrained to that directory; "
+        f"for a run without any weights set model.source: tiny."
+    )
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or os.sep != "/" and os.sep in ref
+
+
+def _from_pretrained(cls, cfg: ModelConfig, subfolder: str, **kwargs):
+    if _looks_like_path(cfg.pretrained) and not _is_local(cfg.pretrained):
+        raise ModelLoadError(
+            f"model.pretrained = {cfg.pretrained} is not a directory. Give a Hugging Face id "
+            f"(e.g. {DEFAULT_PRETRAINED}) or a local directory in the diffusers layout."
+        )
+    try:
+        return cls.from_pretrained(cfg.pretrained, subfolder=subfolder, revision=cfg.revision, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as e:  # hub/cache errors subclass OSError/ValueError
+        raise ModelLoadError(_missing_message(cfg.pretrained, subfolder, e)) from e
+
+
+def _pretrained_components(cfg: ModelConfig, parts, torch_dtype) -> Components:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    # Weights load from safetensors only (never pickles); `variant` picks e.g. the fp16 files.
+    weights = dict(use_safetensors=True, variant=cfg.variant)
+    dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+    comps = Components(name=cfg.pretrained)
+    if "vae" in parts:
+        comps.vae = _from_pretrained(AutoencoderKL, cfg, "vae", **weights, **dtype)
+    if "unet" in parts:
+        comps.unet = _from_pretrained(UNet2DConditionModel, cfg, "unet", **weights, **dtype)
+        if comps.unet.config.in_channels != 9:
+            raise ModelLoadError(
+                f"{cfg.pretrained}: its UNet takes {comps.unet.config.in_channels} input channels; facepaint needs "
+                f"an inpainting UNet (9 channels: noisy latent, mask, masked-image latent), e.g. {DEFAULT_PRETRAINED}"
+            )
+    if "text_encoder" in parts:
+        comps.text_encoder = _from_pretrained(CLIPTextModel, cfg, "text_encoder", **weights, **dtype)
+    if "tokenizer" in parts:
+        comps.tokenizer = _from_pretrained(CLIPTokenizer, cfg, "tokenizer")
+    if "scheduler" in parts:
+        comps.scheduler = _from_pretrained(DDPMScheduler, cfg, "scheduler")
+    for m in (comps.vae, comps.unet, comps.text_encoder):
+        if m is not None:
+            m.eval()
+    return comps
+
+
+def load_components(cfg: ModelConfig, parts=PARTS, torch_dtype: torch.dtype | None = None) -> Components:
+    """Load the named parts of the model `cfg` describes (see the module docstring)."""
+    parts = tuple(parts)
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown model part(s) {sorted(unknown)}; choose from {PARTS}")
+    if cfg.source == "pretrained":
+        return _pretrained_components(cfg, parts, torch_dtype)
+    build = tiny_components if cfg.source == "tiny" else sd15_random_components
+    comps = build(cfg.seed, parts)
+    if torch_dtype is not None:
+        for m in (comps.vae, comps.unet, comps.text_encoder):
+            if m is not None:
+                m.to(dtype=torch_dtype)
+    return comps
+
+
+def save_pipeline(comps: Components, path: str | os.PathLike) -> Path:
+    """Save components as a diffusers pipeline directory (the layout `pretrained` loads)."""
+    from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline
+
+    pipe = StableDiffusionInpaintPipeline(
+        vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet,
+        # The hub's SD1.5 inpainting repo ships a PNDM config; training reads it as DDPM.
+        scheduler=PNDMScheduler.from_config({**SD15_SCHEDULE, "skip_prk_steps": True}),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return Path(path)

@@ -1,0 +1,47 @@
+"""captions: ~10 caption candidates per present image from its 40 attributes, and one evaluation
+prompt per test image.
+
+Inputs:  data.root (attribute file), data/split.parquet, params `captions`
+Outputs: data/captions.parquet (id, split, candidates: list<string>, eval_prompt)
+Run:     dvc repro captions     (or: python -m stages.captions)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from facepaint import celebamask
+from facepaint.captions import build_captions
+from facepaint.io import read_parquet, write_parquet
+from stages.common import cli, data_root, load_params, section
+from stages.split import OUT as SPLIT
+
+OUT = Path("data/captions.parquet")
+
+
+@dataclass
+class CaptionConfig:
+    n_candidates: int = 10
+    seed: int = 42
+
+
+def run(root: Path, cfg: CaptionConfig, split: Path = SPLIT, out: Path = OUT) -> pd.DataFrame:
+    attrs = celebamask.read_attributes(root / celebamask.ATTRIBUTE_FILE)
+    present = read_parquet(split).query("present").set_index("id")["split"]
+    df = build_captions(attrs.table, present, n=cfg.n_candidates, seed=cfg.seed)
+    write_parquet(df, out, metadata={"root": str(root), "captions": vars(cfg)})
+    n = df["candidates"].map(len)
+    print(f"captions: {len(df)} images, {n.mean():.1f} candidates each (min {n.min()}), "
+          f"{df['eval_prompt'].notna().sum()} evaluation prompts")
+    return df
+
+
+def main() -> None:
+    params = load_params()
+    run(data_root(params), section(params, "captions", CaptionConfig))
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,50 @@
+"""latents: VAE latents of each training image and of its masked image (face removed), for both
+horizontal flips, in fp16 safetensors shards.
+
+Inputs:  data.root, data/split.parquet, data/masks.parquet, params `model` and `latents`
+         (the mask resolution comes from the masks table's metadata)
+Outputs: data/latents/ (shard-NNNNN.safetensors, index.json), data/reports/latents.json
+Run:     dvc repro latents      (or: python -m stages.latents)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from facepaint.io import atomic_dir, read_parquet, read_parquet_metadata
+from facepaint.latents import LatentConfig, compute_latents, vae_downsampling, write_index
+from facepaint.models import ModelConfig, load_components
+from stages.common import cli, data_root, finish, load_params, section
+from stages.masks import OUT as MASKS
+from stages.split import OUT as SPLIT
+
+OUT = Path("data/latents")
+
+
+def run(root: Path, model: ModelConfig, cfg: LatentConfig, split: Path = SPLIT, masks: Path = MASKS,
+        out: Path = OUT, progress: bool = True) -> dict:
+    train = read_parquet(split).query("split == 'train' and present")["id"]
+    table = read_parquet(masks)
+    table = table[table["id"].isin(train)]
+    mask_params = read_parquet_metadata(masks).get("masks", {})
+    resolution = int(mask_params["resolution"])
+    vae = load_components(model, parts=("vae",)).vae
+    factor = vae_downsampling(vae)
+    if factor != mask_params.get("latent_factor", factor):
+        raise SystemExit(f"the VAE downsamples by {factor} but masks.latent_factor is {mask_params['latent_factor']}; set it to {factor}")
+    with atomic_dir(out) as tmp:
+        index, report = compute_latents(root, table, vae, tmp, cfg, resolution, progress=progress)
+        index.update(model=model.name, masks=mask_params)
+        finish(report, cfg.max_unusable_fraction)
+        write_index(index, tmp)
+    print(f"latents: {index['count']} training images x {len(index['flips'])} flips in {len(index['shards'])} shard(s), "
+          f"latent {index['latent_shape']}")
+    return index
+
+
+def main() -> None:
+    params = load_params()
+    run(data_root(params), section(params, "model", ModelConfig), section(params, "latents", LatentConfig))
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,58 @@
+"""Shared test fixtures: the real CelebAMask-HQ mini fixture (when ../shared is there), generated
+demo data, and the gates for slow and GPU tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The licensed fixture lives beside the project and is never copied into it.
+FIXTURE = Path(os.environ.get("FACEPAINT_FIXTURE", REPO.parent / "shared" / "fixtures" / "celebamask-hq-mini"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none is available here")
+    skip_fixture = pytest.mark.skip(reason=f"real CelebAMask-HQ fixture absent at {FIXTURE} (set FACEPAINT_FIXTURE)")
+    has_fixture = (FIXTURE / "CelebAMask-HQ-attribute-anno.txt").is_file()
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+        if "fixture" in item.keywords and not has_fixture:
+            item.add_marker(skip_fixture)
+
+
+@pytest.fixture(scope="session")
+def fixture_root() -> Path:
+    """The real 200-image CelebAMask-HQ fixture (tests using it must be marked `fixture`)."""
+    return FIXTURE
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A small generated dataset in the CelebAMask-HQ layout (read-only: copy it to modify it)."""
+    from facepaint.demo import DemoConfig, generate
+
+    root = tmp_path_factory.mktemp("demo") / "data"
+    generate(root, DemoConfig(n_images=12, size=128, mask_size=64, seed=0), progress=False)
+    return root
+
+
+@pytest.fixture
+def demo_copy(demo_root, tmp_path) -> Path:
+    """A private copy of the demo dataset that a test may break."""
+    import shutil
+
+    dst = tmp_path / "dataset"
+    shutil.copytree(demo_root, dst)
+    return dst

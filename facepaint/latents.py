@@ -100,7 +100,9 @@ def compute_latents(root, masks: pd.DataFrame, vae, out_dir, cfg: LatentConfig, 
         raise ValueError(f"resolution {resolution} is not a multiple of the VAE's downsampling {factor}")
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.precision, device)
-    vae = vae.to(device, dtype).eval()
+    vae = vae.to(device).eval()
+    if vae.dtype != dtype:  # (a dtype in .to() makes diffusers warn even when it changes nothing)
+        vae = vae.to(dtype)
     report = StageReport("latents", total=len(masks))
     loader = torch.utils.data.DataLoader(
         _Images(root, masks, resolution), batch_size=cfg.batch_size, collate_fn=_as_list,

@@ -20,7 +20,8 @@ from facepaint.io import write_json
 @dataclass
 class StageReport:
     stage: str
-    total: int = 0  # items the stage tried to use (present ones)
+    total: int = 0  # items the stage tried to use
+    counted: str = "present"  # what `total` counts: present images, or "listed" attribute rows (split)
     missing: list[int] = field(default_factory=list)
     unusable: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
@@ -40,7 +41,7 @@ class StageReport:
         return {
             "stage": self.stage,
             "counts": {
-                "present": self.total,
+                self.counted: self.total,
                 "usable": self.total - len(self.unusable),
                 "unusable": len(self.unusable),
                 "missing": len(self.missing),
@@ -57,7 +58,7 @@ class StageReport:
         write_json(self.as_dict(), path)
 
     def summary(self) -> str:
-        return (f"{self.stage}: {self.total - len(self.unusable)} usable of {self.total} present, "
+        return (f"{self.stage}: {self.total - len(self.unusable)} usable of {self.total} {self.counted}, "
                 f"{len(self.unusable)} unusable, {len(self.missing)} missing, {len(self.warnings)} warnings")
 
     def check(self, max_fraction: float, param: str = "max_unusable_fraction",

@@ -23,7 +23,8 @@ OUT = Path("data/split.parquet")
 def run(root: Path, cfg: SplitConfig, out: Path = OUT) -> pd.DataFrame:
     attrs = celebamask.read_attributes(root / celebamask.ATTRIBUTE_FILE)
     sc = celebamask.scan(root, attrs)
-    report = StageReport("split", total=len(attrs.table) + len(attrs.problems), missing=sc.missing.tolist())
+    report = StageReport("split", total=len(attrs.table) + len(attrs.problems), counted="listed",
+                         missing=sc.missing.tolist())
     for p in attrs.problems:
         report.add_unusable(p.id, p.reason, p.line)
     report.notes += attrs.warnings

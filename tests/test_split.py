@@ -77,6 +77,6 @@ def test_stage_on_real_fixture_reports_missing_and_goes_on(fixture_root, tmp_pat
     assert df["present"].sum() == 200
     report = json.loads((tmp_path / "data/reports/split.json").read_text())
     assert report["counts"]["missing"] == 29800 and len(report["missing"]) == 29800
-    assert report["counts"]["unusable"] == 0
+    assert report["counts"]["unusable"] == 0 and report["counts"]["listed"] == 30000
     present = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())
     assert not set(present) & set(report["missing"])

@@ -56,3 +56,35 @@ def demo_copy(demo_root, tmp_path) -> Path:
     dst = tmp_path / "dataset"
     shutil.copytree(demo_root, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory) -> Path:
+    """A project directory with the data stages run on a small demo set (64 px, 24 images): the
+    inputs of the train stage (data/latents, data/captions.parquet) and a params.yaml for it."""
+    import yaml
+
+    from facepaint.demo import DemoConfig
+    from facepaint.latents import LatentConfig
+    from facepaint.masks import MaskConfig
+    from facepaint.models import ModelConfig
+    from facepaint.split import SplitConfig
+    from stages import captions, demo, latents, masks, split
+
+    project = tmp_path_factory.mktemp("project")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["demo"].update(n_images=24, size=64, mask_size=64)
+    params["masks"].update(resolution=64, sigma=1.0, min_size=32, workers=0)
+    params["latents"].update(workers=0)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        demo.run(DemoConfig(**params["demo"]), progress=False)
+        split.run(Path("data/demo"), SplitConfig())
+        masks.run(Path("data/demo"), MaskConfig(**params["masks"]), progress=False)
+        captions.run(Path("data/demo"), captions.CaptionConfig())
+        latents.run(Path("data/demo"), ModelConfig(), LatentConfig(**params["latents"]), progress=False)
+    finally:
+        os.chdir(cwd)
+    return project

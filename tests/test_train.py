@@ -1,0 +1,181 @@
+"""The train stage: what is trainable, reproducibility, kill-and-resume, DDP."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from facepaint.artifact import freeze_all_but_kv
+from facepaint.adapter import FaceAdapter
+from facepaint.models import SD15_TEXT, SD15_UNET, ModelConfig
+from facepaint.train import TrainConfig, TrainData, draw_step, trainable_counts
+
+REPO = Path(__file__).resolve().parents[1]
+# Small but not trivial: 16 images per epoch at batch 4 -> several epochs in 24 steps.
+TRAIN = dict(batch_size=4, max_steps=24, checkpoint_every=4, log_every=2, keep_checkpoints=2)
+
+
+def test_sd15_trainable_parameters_without_download():
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD15_UNET)
+        adapter = FaceAdapter(SD15_TEXT["hidden_size"])
+    freeze_all_but_kv(unet)
+    counts = trainable_counts(unet, adapter)
+    assert counts["kv"] == 19_169_280  # 16 transformer blocks x (to_k + to_v), 768 -> {320, 640, 1280}
+    assert counts["adapter"] == 2 * 768 * 768 == 1_179_648
+    assert counts["frozen"] + counts["kv"] == 859_535_364  # the whole SD1.5 inpainting UNet
+    trainable = [n for n, p in unet.named_parameters() if p.requires_grad]
+    assert len(trainable) == 32 and all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in trainable)
+    assert not any("attn1" in n or "to_q" in n or "to_out" in n for n in trainable)
+
+
+def test_draws_depend_only_on_seed_and_step(demo_project):
+    data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
+    cfg = TrainConfig(batch_size=4)
+    a, b = draw_step(data, cfg, 7, 4, 1000), draw_step(data, cfg, 7, 4, 1000)
+    assert torch.equal(a.noise, b.noise) and a.caption == b.caption and torch.equal(a.index, b.index)
+    c = draw_step(data, cfg, 8, 4, 1000)
+    assert not torch.equal(a.noise, c.noise)
+    # One epoch visits every image once; flips and captions are drawn per image and step.
+    seen = torch.cat([draw_step(data, cfg, s, 4, 1000).index for s in range(4)])
+    assert sorted(seen.tolist()) == list(range(16))
+    flips = torch.cat([draw_step(data, cfg, s, 4, 1000).flip for s in range(40)]).float().mean()
+    assert 0.3 < flips < 0.7
+    for i, cap in zip(a.index.tolist(), a.caption):
+        assert cap in data.captions[i]
+
+
+def _write_params(project: Path, work: Path, **train) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"] = {**params["train"], **TRAIN, **train}
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    (work / "data").mkdir(exist_ok=True)
+    for name in ("latents", "captions.parquet"):
+        if not (work / "data" / name).exists():
+            os.symlink(project / "data" / name, work / "data" / name)
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+def _weights(work: Path) -> dict:
+    out = load_file(str(work / "data/model/kv.safetensors"))
+    out.update({f"adapter.{k}": v for k, v in load_file(str(work / "data/model/adapter.safetensors")).items()})
+    return out
+
+
+def _log(work: Path) -> list:
+    import pandas as pd
+
+    return pd.read_csv(work / "data/train/log.csv")[["step", "loss", "lr_kv"]].values.tolist()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(demo_project, tmp_path_factory):
+    work = tmp_path_factory.mktemp("whole")
+    _write_params(demo_project, work)
+    subprocess.run([sys.executable, "-m", "stages.train"], cwd=work, env=_env(), check=True, capture_output=True)
+    return work
+
+
+def test_training_changes_only_kv_and_adapter_and_is_repeatable(uninterrupted, demo_project, tmp_path):
+    from facepaint.models import tiny_components
+
+    info = json.loads((uninterrupted / "data/model/facepaint.json").read_text())
+    assert info["steps"] == 24 and info["model"]["source"] == "tiny" and info["adapter_scale"] == 0.3
+    w = _weights(uninterrupted)
+    base = dict(tiny_components(seed=0, parts=("unet",)).unet.named_parameters())
+    kv = {k: v for k, v in w.items() if not k.startswith("adapter.")}
+    assert set(kv) == {n for n in base if n.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))}
+    assert all(not torch.equal(kv[k], base[k].detach()) for k in kv)  # every k/v moved
+    assert torch.count_nonzero(w["adapter.w2.weight"]) > 0  # the adapter left its zero init
+    metrics = json.loads((uninterrupted / "data/train/metrics.json").read_text())
+    assert metrics["trainable_parameters"]["kv"] == sum(v.numel() for v in kv.values())
+    assert not list((uninterrupted / "data/checkpoints").glob("step-*"))  # cleaned up when done
+    # In-process, same params and thread count: the same weights bit for bit.
+    from stages import train as stage
+
+    _write_params(demo_project, tmp_path)
+    os.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocess (OMP_NUM_THREADS=1): CPU reductions depend on it
+    try:
+        params = yaml.safe_load(Path("params.yaml").read_text())
+        stage.run(ModelConfig(**params["model"]), TrainConfig(**params["train"]), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+        os.chdir(REPO)
+    again = _weights(tmp_path)
+    assert all(torch.equal(again[k], w[k]) for k in w)
+
+
+def test_sigkill_then_resume_is_bit_identical(uninterrupted, demo_project, tmp_path):
+    """A real SIGKILL part-way through, then the same command again: the resumed run ends with the
+    weights (and logged losses) of the uninterrupted run, bit for bit."""
+    _write_params(demo_project, tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "data/checkpoints/step-00000008/state.json"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "data/model").exists()  # killed before the artifact
+    done = sorted(p.name for p in (tmp_path / "data/checkpoints").glob("step-*"))
+    assert done and done[-1] < "step-00000024"
+    resumed = subprocess.run([sys.executable, "-m", "stages.train"], cwd=tmp_path, env=_env(), capture_output=True,
+                             text=True, check=True)
+    assert "resuming from" in resumed.stderr
+    a, b = _weights(uninterrupted), _weights(tmp_path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _log(uninterrupted) == _log(tmp_path)
+
+
+def test_changed_params_do_not_resume_a_stale_checkpoint(demo_project, tmp_path):
+    from stages import train as stage
+
+    _write_params(demo_project, tmp_path)
+    os.chdir(tmp_path)
+    try:
+        stage.run(ModelConfig(), TrainConfig(**{**TRAIN, "max_steps": 8}), progress=False, stop_after=4)
+        assert (tmp_path / "data/checkpoints/step-00000004").is_dir()
+        stage.run(ModelConfig(), TrainConfig(**{**TRAIN, "max_steps": 8, "lr_kv": 1e-3}), progress=False, stop_after=2)
+        assert sorted(p.name for p in (tmp_path / "data/checkpoints").glob("step-*")) == ["step-00000002"]
+    finally:
+        os.chdir(REPO)
+
+
+def test_two_process_ddp_matches_one_process(uninterrupted, demo_project, tmp_path):
+    """`accelerate launch` with 2 CPU processes (torchrun + gloo DDP) runs the stage unchanged; each
+    process takes half of the same global batch, so the result equals the single-process run up to
+    float rounding. (accelerate's `--cpu` flag would start one process unless mpirun is installed.)"""
+    _write_params(demo_project, tmp_path)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "stages.train"]
+    subprocess.run(cmd, cwd=tmp_path, env=_env(), check=True, capture_output=True, timeout=600)
+    metrics = json.loads((tmp_path / "data/train/metrics.json").read_text())
+    assert metrics["processes"] == 2
+    a, b = _weights(uninterrupted), _weights(tmp_path)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    losses = [r[1] for r in _log(uninterrupted)], [r[1] for r in _log(tmp_path)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="fp8")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)

@@ -317,7 +317,7 @@ def train(components: Components, model_cfg: ModelConfig, data: TrainData, cfg: 
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    model = FaceModel(unet, adapter, cfg.adapter_scale)
+    model = FaceModel(unet, adapter, cfg.adapter_scale).to(acc.device)  # before the optimizer: fused AdamW needs it
     groups = [
         {"params": [p for p in unet.parameters() if p.requires_grad], "lr": cfg.lr_kv},
         {"params": list(adapter.parameters()), "lr": cfg.lr_adapter},

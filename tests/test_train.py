@@ -179,3 +179,18 @@ def test_config_validation():
         TrainConfig(mixed_precision="fp8")
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+
+
+def test_gradient_checkpointing_gives_the_same_training(demo_project, tmp_path):
+    """A speed/memory knob must not change the result (beyond float rounding)."""
+    from facepaint.models import load_components
+    from facepaint.train import train
+
+    data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
+    out = {}
+    for gc in (False, True):
+        comps = load_components(ModelConfig(), parts=("unet", "text_encoder", "tokenizer", "scheduler"))
+        cfg = TrainConfig(**{**TRAIN, "max_steps": 3, "gradient_checkpointing": gc})
+        res = train(comps, ModelConfig(), data, cfg, tmp_path / f"m{gc}", tmp_path / f"c{gc}", progress=False)
+        out[gc] = res.artifact.kv
+    assert all(torch.allclose(out[False][k], out[True][k], atol=1e-6) for k in out[False])

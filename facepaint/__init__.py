@@ -10,6 +10,13 @@ wrap it. Where each step of SPEC.md lives:
 - captions.py    caption candidates and evaluation prompts from attributes
 - models.py      all model loading (pretrained SD1.5 inpainting, tiny or full-size random)
 - latents.py     the VAE latent cache for training
+- adapter.py     the face-aware text adapter A(E) = W2 SiLU(W1 E), E_hat = E + lambda * beta * A(E)
+- loss.py        the mask-weighted noise-prediction loss
+- train.py       k/v + adapter fine-tuning, checkpoints and resume
+- artifact.py    the trained artifact (k/v + adapter safetensors, provenance json) and applying it
+- edit.py        FaceEditor: face mask, crop, inpainting with the adapter, pixel-level blending
+- watermark.py   an invisible mark confined to the edited face
+- cli.py         the `facepaint` command (`facepaint edit ...`)
 - images.py, io.py, report.py   safe image reading, atomic writes, per-stage reports
 """
 

@@ -280,7 +280,7 @@ def load_components(cfg: ModelConfig, parts=PARTS, torch_dtype: torch.dtype | No
     comps = build(cfg.seed, parts)
     if torch_dtype is not None:
         for m in (comps.vae, comps.unet, comps.text_encoder):
-            if m is not None:
+            if m is not None and m.dtype != torch_dtype:  # (a no-op cast makes diffusers warn)
                 m.to(dtype=torch_dtype)
     return comps
 

@@ -121,6 +121,7 @@ class TrainData:
     captions: list[list[str]]  # candidates per image
     resolution: int
     version: str = ""  # digest of the cache index and the captions
+    masks: dict = field(default_factory=dict)  # the params that made the masks (sigma, parts, backend...)
 
     def __len__(self):
         return len(self.ids)
@@ -141,7 +142,7 @@ class TrainData:
         digest = hashlib.sha256(json.dumps(index, sort_keys=True).encode())
         digest.update(json.dumps(captions).encode())
         return cls(cat["ids"], cat["latents"], cat["masked_latents"], cat["latent_mask"], cat["beta"].float(),
-                   captions, int(index["resolution"]), digest.hexdigest()[:16])
+                   captions, int(index["resolution"]), digest.hexdigest()[:16], index.get("masks", {}))
 
 
 def _generator(*key) -> torch.Generator:
@@ -425,6 +426,7 @@ def train(components: Components, model_cfg: ModelConfig, data: TrainData, cfg: 
     if acc.is_main_process:
         artifact = save_artifact(out_dir, final.unet, final.adapter, model_cfg, cfg.adapter_scale, data.resolution,
                                  extra={"train": asdict(cfg), "data": {"version": data.version, "images": len(data)},
+                                        "masks": {k: data.masks[k] for k in ("sigma", "parts", "backend") if k in data.masks},
                                         "steps": total, "final_loss": metrics["final_loss"]})
         for p in _checkpoints(ckpt_dir):  # the run is complete; its checkpoints are no longer needed
             shutil.rmtree(p, ignore_errors=True)

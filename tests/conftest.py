@@ -88,3 +88,16 @@ def demo_project(tmp_path_factory) -> Path:
     finally:
         os.chdir(cwd)
     return project
+
+
+@pytest.fixture(scope="session")
+def random_bisenet_weights(tmp_path_factory) -> Path:
+    """A 19-class BiSeNet weights file with random values (the real ones cannot be downloaded here)."""
+    import torch
+    from facexlib.parsing.bisenet import BiSeNet
+
+    path = tmp_path_factory.mktemp("weights") / "parsing_bisenet.pth"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        torch.save(BiSeNet(num_class=19).state_dict(), path)
+    return path

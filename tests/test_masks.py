@@ -186,14 +186,6 @@ def test_stage_fails_over_threshold_and_writes_report_but_no_parquet(demo_copy, 
 
 # ----------------------------------------------------------------------------------------- BiSeNet
 
-@pytest.fixture(scope="module")
-def random_bisenet_weights(tmp_path_factory):
-    from facexlib.parsing.bisenet import BiSeNet
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "parsing_bisenet.pth"
-    torch.save(BiSeNet(num_class=19).state_dict(), path)
-    return path
 
 
 def test_bisenet_backend_end_to_end_with_random_weights(demo_root, random_bisenet_weights):

@@ -94,6 +94,11 @@ def test_training_changes_only_kv_and_adapter_and_is_repeatable(uninterrupted, d
 
     info = json.loads((uninterrupted / "data/model/facepaint.json").read_text())
     assert info["steps"] == 24 and info["model"]["source"] == "tiny" and info["adapter_scale"] == 0.3
+    assert info["masks"]["sigma"] == 1.0 and info["resolution"] == 64  # what the editor must reproduce
+    from facepaint.edit import FaceEditor
+
+    editor = FaceEditor.from_artifact(uninterrupted / "data/model", device="cpu")
+    assert editor.sigma == 1.0 and editor.resolution == 64 and editor.artifact_version == info["version"]
     w = _weights(uninterrupted)
     base = dict(tiny_components(seed=0, parts=("unet",)).unet.named_parameters())
     kv = {k: v for k, v in w.items() if not k.startswith("adapter.")}

@@ -48,6 +48,19 @@ MASK_HINT = ("For `facepaint edit`, give the weights with --bisenet-weights PATH
              "passing a face mask with --mask PATH (white = face; `mask=` in the Python API).")
 
 
+def make_scheduler(name: str, config):
+    """The sampling scheduler `name` (ddim | dpm) from a base model's scheduler config.
+
+    SD's latents span about +-4: clipping the predicted x0 to [-1, 1] (DDPM's default when a config
+    lacks the key) would wreck them, so clip_sample is always off."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {name!r}")
+    cls = DDIMScheduler if name == "ddim" else DPMSolverMultistepScheduler
+    return cls.from_config({**config, "clip_sample": False})
+
+
 class EditError(Exception):
     """A photo that cannot be edited (no face, a mask that does not fit it); the message names the photo."""
 
@@ -161,16 +174,18 @@ def read_provenance(path: str | os.PathLike) -> dict:
 # ------------------------------------------------------------------------------------------- editor
 
 class FaceEditor:
-    """Text-driven face editing with a trained artifact (or any components, adapter and scale)."""
+    """Text-driven face editing with a trained artifact (or any components, adapter and scale).
+
+    `pipeline_class`: a StableDiffusionInpaintPipeline subclass to sample with (the evaluation's
+    Blended Latent Diffusion baseline); default the plain one."""
 
     def __init__(self, components: Components, adapter: FaceAdapter | None, scale: float, resolution: int, *,
                  device="auto", scheduler: str = "ddim", bisenet_weights=None, parts=FACE_PARTS,
                  sigma: float = 4.0, padding: float = 0.25, watermark_key=wm.DEFAULT_KEY,
-                 model_name: str | None = None, artifact_version: str | None = None, artifact_path=None):
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, StableDiffusionInpaintPipeline
+                 model_name: str | None = None, artifact_version: str | None = None, artifact_path=None,
+                 pipeline_class=None):
+        from diffusers import StableDiffusionInpaintPipeline
 
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         if resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8 (the VAE's factor), got {resolution}")
         if padding < 0 or sigma < 0:
@@ -182,11 +197,8 @@ class FaceEditor:
         self.bisenet_weights, self.watermark_key = bisenet_weights, watermark_key
         self.model_name = model_name or components.name
         self.artifact_version, self.artifact_path = artifact_version, artifact_path and str(artifact_path)
-        sched_cls = DDIMScheduler if scheduler == "ddim" else DPMSolverMultistepScheduler
-        # SD's latents span about +-4: clipping the predicted x0 to [-1, 1] (DDPM's default when a
-        # config lacks the key) would wreck them.
-        sched = sched_cls.from_config({**components.scheduler.config, "clip_sample": False})
-        self.pipe = StableDiffusionInpaintPipeline(
+        sched = make_scheduler(scheduler, components.scheduler.config)
+        self.pipe = (pipeline_class or StableDiffusionInpaintPipeline)(
             vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
             unet=components.unet, scheduler=sched,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -265,7 +277,7 @@ class FaceEditor:
             raise EditError(f"no face found in {name}: the face mask vanishes at the model's resolution "
                             f"({self.resolution} px for a {side} px crop)")
         beta = float(mask_r.mean())
-        generated, cut = self._generate(resize_rgb(Image.fromarray(photo[crop]), self.resolution), mask_r, beta,
+        generated, cut = self.generate(resize_rgb(Image.fromarray(photo[crop]), self.resolution), mask_r, beta,
                                         prompt, negative_prompt, steps, guidance_scale, strength, seed)
         decoded = resize_rgb(Image.fromarray(generated), side)
 
@@ -286,8 +298,10 @@ class FaceEditor:
         return EditResult(out, photo, m, soft, (x0, y0, x0 + side, y0 + side), generated, provenance, notes)
 
     @torch.inference_mode()
-    def _generate(self, image, mask, beta, prompt, negative_prompt, steps, guidance_scale, strength, seed):
-        """The inpainted crop I_result (uint8, R x R x 3) and the prompt text cut at 77 tokens."""
+    def generate(self, image: np.ndarray, mask: np.ndarray, beta: float, prompt: str, negative_prompt: str = "",
+                 steps: int = 50, guidance_scale: float = 7.5, strength: float = 1.0, seed: int = 0):
+        """I_result for a square photo already at the model's resolution (uint8 R x R x 3, bool R x R
+        mask): the decoded inpainting, not blended, and the prompt text cut at 77 tokens."""
         embeds, cuts = [], []
         for what, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
             e, cut = encode_prompt(self.pipe.text_encoder, self.pipe.tokenizer, text)

@@ -207,20 +207,53 @@ def _is_local(ref: str) -> bool:
     return os.path.isdir(ref)
 
 
-def _missing_message(ref: str, subfolder: str, err: Exception) -> str:
+def _missing_message(ref: str, subfolder: str, err: Exception | str) -> str:
     if _is_local(ref):
         return (
             f"could not load {subfolder}/ from the local model directory {ref}: {err}. It must be in the "
             f"diffusers layout (model_index.json, vae/, unet/, text_encoder/, tokenizer/, scheduler/) with "
             f"safetensors weights, e.g. made by `huggingface-cli download {DEFAULT_PRETRAINED} --local-dir DIR`."
         )
+    why = err if isinstance(err, str) else f"it is not in the local cache and the hub could not be reached ({type(err).__name__})"
     return (
-        f"could not load {subfolder}/ of '{ref}': it is not in the local Hugging Face cache "
-        f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and the hub could not be reached ({type(err).__name__}). "
+        f"could not load {subfolder}/ of '{ref}': {why} (cache: {os.environ.get('HF_HOME', '~/.cache/huggingface')}). "
         f"On a machine with internet run `huggingface-cli download {ref}` (and copy its HF_HOME cache here), "
         f"or download it to a directory and set model.pretrained to that directory; "
         f"for a run without any weights set model.source: tiny."
     )
+
+
+def hub_unreachable(ref: str, revision: str | None = None) -> str | None:
+    """Why the Hugging Face model `ref` cannot be loaded now, or None when it can be tried: a local
+    directory, a snapshot in the local cache, or a hub that answers.
+
+    The hub clients retry a failed connection with back-off, which offline takes minutes per model
+    (measured here: 2.5 min for PickScore's processor). One short probe first makes a missing model
+    an immediate, clear "unavailable". (Something huggingface_hub could offer; it does not.)"""
+    if os.path.isdir(ref):
+        return None
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        snapshot_download(ref, revision=revision, local_files_only=True)
+        return None
+    except Exception:  # LocalEntryNotFoundError and kin: not cached
+        pass
+    if constants.HF_HUB_OFFLINE:
+        return "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+    reason = _probe_hub(constants.ENDPOINT)
+    return None if reason is None else f"it is not in the local Hugging Face cache and {reason}"
+
+
+@lru_cache(maxsize=4)
+def _probe_hub(endpoint: str) -> str | None:
+    import httpx
+
+    try:
+        httpx.head(endpoint, timeout=5.0, follow_redirects=True)
+        return None
+    except httpx.HTTPError as e:
+        return f"the hub ({endpoint}) cannot be reached: {type(e).__name__}: {e}"
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -233,6 +266,9 @@ def _from_pretrained(cls, cfg: ModelConfig, subfolder: str, **kwargs):
             f"model.pretrained = {cfg.pretrained} is not a directory. Give a Hugging Face id "
             f"(e.g. {DEFAULT_PRETRAINED}) or a local directory in the diffusers layout."
         )
+    reason = hub_unreachable(cfg.pretrained, cfg.revision)
+    if reason:
+        raise ModelLoadError(_missing_message(cfg.pretrained, subfolder, reason))
     try:
         return cls.from_pretrained(cfg.pretrained, subfolder=subfolder, revision=cfg.revision, **kwargs)
     except (OSError, ValueError, EnvironmentError) as e:  # hub/cache errors subclass OSError/ValueError

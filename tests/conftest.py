@@ -101,3 +101,26 @@ def random_bisenet_weights(tmp_path_factory) -> Path:
         torch.manual_seed(0)
         torch.save(BiSeNet(num_class=19).state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory):
+    """A 'trained' tiny artifact (64 px, soft-mask sigma 1): k/v moved away from the base model and
+    an adapter with non-zero W2, so every part of it changes an edit. Returns facepaint's Artifact."""
+    import torch
+
+    from facepaint.adapter import FaceAdapter
+    from facepaint.artifact import freeze_all_but_kv, save_artifact
+    from facepaint.models import ModelConfig, tiny_components
+
+    comps = tiny_components(seed=0, parts=("unet", "text_encoder"))
+    kv = freeze_all_but_kv(comps.unet)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        adapter = FaceAdapter(comps.text_encoder.config.hidden_size)
+        with torch.no_grad():
+            for p in kv.values():
+                p.add_(0.05)
+            adapter.w2.weight.normal_()
+    return save_artifact(tmp_path_factory.mktemp("art") / "model", comps.unet, adapter,
+                         ModelConfig(source="tiny", seed=0), 0.3, 64, extra={"masks": {"sigma": 1.0}})

@@ -3,27 +3,13 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
-from facepaint.adapter import FaceAdapter
-from facepaint.artifact import save_artifact
 from facepaint.cli import main
 from facepaint.edit import read_provenance
-from facepaint.models import ModelConfig, tiny_components
 
 FAST = ["--steps", "2", "--sigma", "1"]
 
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    comps = tiny_components(seed=0)
-    adapter = FaceAdapter(comps.text_encoder.config.hidden_size)
-    torch.nn.init.normal_(adapter.w2.weight, std=0.5)
-    path = tmp_path_factory.mktemp("art") / "model"
-    save_artifact(path, comps.unet, adapter, ModelConfig(source="tiny", seed=0), 0.3, 64)
-    return path
 
 
 def write_photo(path, h, w, seed=0):
@@ -37,12 +23,12 @@ def write_mask(path, h, w):
     Image.fromarray(m).save(path)
 
 
-def test_single_photo(artifact, tmp_path, capsys):
+def test_single_photo(tiny_artifact, tmp_path, capsys):
     write_photo(tmp_path / "me.jpg", 90, 70)
     write_mask(tmp_path / "mask.png", 45, 35)  # half size, same aspect
     out = tmp_path / "out" / "me.png"
     code = main(["edit", str(tmp_path / "me.jpg"), "--prompt", "a smiling face", "--out", str(out),
-                 "--model", str(artifact), "--mask", str(tmp_path / "mask.png"), "--seed", "3", "--watermark",
+                 "--model", str(tiny_artifact.path), "--mask", str(tmp_path / "mask.png"), "--seed", "3", "--watermark",
                  "--guidance-scale", "4", "--scheduler", "dpm", *FAST])
     assert code == 0, capsys.readouterr().err
     assert Image.open(out).size == (70, 90)
@@ -51,7 +37,7 @@ def test_single_photo(artifact, tmp_path, capsys):
     assert prov["guidance_scale"] == 4.0 and prov["mask"] == str(tmp_path / "mask.png") and prov["scheduler"] == "dpm"
 
 
-def test_folder_with_a_corrupt_photo_goes_on_and_fails_at_the_end(artifact, tmp_path, capsys):
+def test_folder_with_a_corrupt_photo_goes_on_and_fails_at_the_end(tiny_artifact, tmp_path, capsys):
     photos, masks, out = tmp_path / "photos", tmp_path / "masks", tmp_path / "edited"
     photos.mkdir(), masks.mkdir()
     for i, (h, w) in enumerate([(64, 64), (97, 150), (120, 80)]):
@@ -60,7 +46,7 @@ def test_folder_with_a_corrupt_photo_goes_on_and_fails_at_the_end(artifact, tmp_
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     write_mask(masks / "broken.png", 64, 64)
     (photos / "notes.txt").write_text("not a photo")
-    code = main(["edit", str(photos), "--prompt", "a face", "--out", str(out), "--model", str(artifact),
+    code = main(["edit", str(photos), "--prompt", "a face", "--out", str(out), "--model", str(tiny_artifact.path),
                  "--mask", str(masks), "--no-blend", *FAST])
     err = capsys.readouterr().err
     assert code == 1
@@ -71,32 +57,32 @@ def test_folder_with_a_corrupt_photo_goes_on_and_fails_at_the_end(artifact, tmp_
     assert "edited 3 of 4 photos" in err
 
 
-def test_expected_errors_are_one_line(artifact, tmp_path, capsys):
+def test_expected_errors_are_one_line(tiny_artifact, tmp_path, capsys):
     write_photo(tmp_path / "me.png", 64, 64)
     base = ["edit", str(tmp_path / "me.png"), "--prompt", "a face", "--out", str(tmp_path / "o.png"), *FAST]
     assert main([*base, "--model", str(tmp_path / "no-model")]) == 1
     assert "error: model artifact" in capsys.readouterr().err
-    assert main([*base, "--model", str(artifact), "--bisenet-weights", str(tmp_path / "nope.pth")]) == 1
+    assert main([*base, "--model", str(tiny_artifact.path), "--bisenet-weights", str(tmp_path / "nope.pth")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: BiSeNet weights not found") and "--mask" in err and len(err.splitlines()) == 1
     write_mask(tmp_path / "empty.png", 64, 0 + 1)  # a 64 x 1 mask: wrong aspect
-    assert main([*base, "--model", str(artifact), "--mask", str(tmp_path / "empty.png")]) == 1
+    assert main([*base, "--model", str(tiny_artifact.path), "--mask", str(tmp_path / "empty.png")]) == 1
     assert "aspect ratio" in capsys.readouterr().err
     Image.new("L", (64, 64)).save(tmp_path / "black.png")
-    assert main([*base, "--model", str(artifact), "--mask", str(tmp_path / "black.png")]) == 1
+    assert main([*base, "--model", str(tiny_artifact.path), "--mask", str(tmp_path / "black.png")]) == 1
     assert "no face found in " + str(tmp_path / "me.png") in capsys.readouterr().err
-    assert main([*base[:-len(FAST) - 2], "--out", str(tmp_path / "o.jpg"), "--model", str(artifact)]) == 1
+    assert main([*base[:-len(FAST) - 2], "--out", str(tmp_path / "o.jpg"), "--model", str(tiny_artifact.path)]) == 1
     assert "must be a .png" in capsys.readouterr().err
-    assert main([*base, "--model", str(artifact), "--strength", "0"]) == 1
+    assert main([*base, "--model", str(tiny_artifact.path), "--strength", "0"]) == 1
     assert "strength" in capsys.readouterr().err
 
 
-def test_long_prompt_warning_reaches_stderr(artifact, tmp_path, capsys):
+def test_long_prompt_warning_reaches_stderr(tiny_artifact, tmp_path, capsys):
     write_photo(tmp_path / "me.png", 64, 64)
     write_mask(tmp_path / "mask.png", 64, 64)
     prompt = "a face " * 40 + "with green eyes"
     assert main(["edit", str(tmp_path / "me.png"), "--prompt", prompt, "--out", str(tmp_path / "o.png"),
-                 "--model", str(artifact), "--mask", str(tmp_path / "mask.png"), *FAST]) == 0
+                 "--model", str(tiny_artifact.path), "--mask", str(tmp_path / "mask.png"), *FAST]) == 0
     err = capsys.readouterr().err
     assert "warning: prompt" in err and "green eyes" in err
 

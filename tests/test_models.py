@@ -132,3 +132,13 @@ def test_sd15_configs_match_the_published_model():
     assert abs(kv - 19.17e6) < 0.01e6
     assert abs(count(vae) - 83.65e6) < 0.1e6
     assert abs(count(te) - 123.06e6) < 0.1e6
+
+
+def test_hub_unreachable_answers_fast_and_names_the_reason(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    assert models.hub_unreachable(str(tmp_path)) is None  # a local directory is always tried
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    reason = models.hub_unreachable("someone/not-cached-model")
+    assert "not in the local Hugging Face cache" in reason and "HF_HUB_OFFLINE" in reason

@@ -1,0 +1,393 @@
+"""Evaluation (SPEC section 5): every method on the same image-prompt pairs, the paper's metrics, the
+figures people expect.
+
+Pairs. N test images drawn with a seed from the test split (ordered by SHA-256 of "<seed>:<id>", as
+the split is, so the draw is the same on every machine and version), each with its canonical
+evaluation prompt from the captions stage. Every method edits the same pairs with the same seeds.
+
+Background. A pixel is *background* when it lies outside the binary face mask M dilated by
+`background_dilation` pixels (a square structuring element, at the evaluation resolution; see
+`facepaint.metrics.background_region`). PSNR and LPIPS are reported on the background and on the
+whole image. A third region, `outside_soft`, is where the blending alpha M_soft is exactly 0: there a
+pixel-blended method must return the input bit for bit (PSNR = inf), which the table checks.
+
+PSNR is averaged over images in dB; an image whose region is reproduced exactly has PSNR = inf and
+is counted in `*_inf` instead of being averaged (a mean with inf in it says nothing).
+
+Efficiency: seconds per edit (CUDA events around one edit on a GPU, CPU time without one) after
+`warmup` untimed edits, and peak GPU memory, per method; the median over pairs is reported.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy.ndimage import distance_transform_edt
+from tqdm.auto import tqdm
+
+from facepaint import celebamask
+from facepaint.images import load_rgb, resize_rgb
+from facepaint.masks import decode_png, resize_binary, soft_mask
+
+METHODS = ("ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion", "paint_by_example", "brushnet",
+           "diptych_prompting")
+METRICS = ("fid", "psnr", "lpips", "pickscore")
+
+# SPEC section 5: the publication's table (CelebA-HQ, 100 pairs) and one 512x512 edit.
+PUBLISHED = {
+    "SD1.5 inpaint": dict(fid=91.785, psnr=30.779, lpips=0.266, pickscore=15.226, vram_mib=7532, seconds=1.37),
+    "Blended Latent Diffusion": dict(fid=94.442, psnr=30.551, lpips=0.322, pickscore=9.177, vram_mib=3394, seconds=1.6),
+    "BrushNet": dict(fid=91.895, psnr=33.216, lpips=0.168, pickscore=17.449, vram_mib=4484, seconds=3.5),
+    "Diptych Prompting": dict(fid=75.690, psnr=28.054, lpips=0.347, pickscore=33.842, vram_mib=46114, seconds=180),
+    "the method (published)": dict(fid=63.981, psnr=33.538, lpips=0.143, pickscore=24.306, vram_mib=7794, seconds=2.5),
+}
+
+
+@dataclass
+class EvalConfig:
+    n_pairs: int = 100
+    seed: int = 42
+    methods: list = field(default_factory=lambda: list(METHODS))
+    metrics: list = field(default_factory=lambda: list(METRICS))
+    steps: int = 50
+    guidance_scale: float = 7.5
+    scheduler: str = "ddim"
+    background_dilation: int = 8  # pixels at the evaluation resolution
+    fid_reference_size: int = 1000  # real test images whose Inception statistics FID compares against
+    fid_batch_size: int = 32
+    warmup: int = 1
+    grid_photos: int = 4
+    profile_radius: int = 24  # pixels on each side of the mask boundary in the profile plot
+    device: str = "auto"
+    dtype: str = "fp16"
+    paint_by_example: str = "Fantasy-Studio/Paint-by-Example"
+
+    def __post_init__(self):
+        self.methods, self.metrics = list(self.methods), list(self.metrics)
+        unknown = sorted(set(self.methods) - set(METHODS)) + sorted(set(self.metrics) - set(METRICS))
+        if unknown:
+            raise ValueError(f"evaluate: unknown method(s)/metric(s) {unknown}; methods: {METHODS}, metrics: {METRICS}")
+        if self.n_pairs < 1 or self.background_dilation < 0 or self.warmup < 0:
+            raise ValueError("evaluate.n_pairs must be >= 1, background_dilation and warmup >= 0")
+
+
+# -------------------------------------------------------------------------------------------- pairs
+
+def hash_order(ids, seed: int) -> list[int]:
+    return sorted((int(i) for i in ids), key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())
+
+
+def draw_pairs(captions: pd.DataFrame, usable_ids, n: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
+    """N (id, prompt) pairs from the test split's usable images; notes say when fewer are available."""
+    test = captions[(captions["split"] == "test") & captions["eval_prompt"].notna()]
+    test = test[test["id"].isin(set(int(i) for i in usable_ids))].set_index("id")
+    chosen = hash_order(test.index, seed)[:n]
+    notes = [] if len(chosen) == n else [f"only {len(chosen)} usable test images with prompts: evaluating {len(chosen)} pairs, not {n}"]
+    pairs = pd.DataFrame({"id": chosen, "prompt": [test.at[i, "eval_prompt"] for i in chosen]})
+    pairs["seed"] = [seed * 1000 + k for k in range(len(chosen))]  # one sampling seed per pair, the same for all methods
+    return pairs, notes
+
+
+@dataclass
+class Sample:
+    id: int
+    image: np.ndarray  # uint8 (R, R, 3)
+    mask: np.ndarray  # bool (R, R)
+    soft: np.ndarray  # float32 (R, R)
+    beta: float
+
+
+def load_sample(root, row: pd.Series, resolution: int, sigma: float) -> Sample:
+    """A test photo at the evaluation resolution with its face mask (from the masks table) and soft mask."""
+    image = resize_rgb(load_rgb(celebamask.image_path(root, int(row["id"]))).image, resolution)
+    mask = decode_png(row["mask"])
+    if mask.shape != (resolution, resolution):
+        mask = resize_binary(mask, resolution)
+        sigma = sigma * resolution / decode_png(row["mask"]).shape[0]
+    return Sample(int(row["id"]), image, mask, soft_mask(mask, sigma), float(mask.mean()))
+
+
+# ------------------------------------------------------------------------------------- per image
+
+def image_metrics(sample: Sample, output: np.ndarray, dilation: int, lpips=None) -> dict:
+    from facepaint.metrics import background_region, psnr
+
+    bg = background_region(sample.mask, dilation)
+    outside_soft = sample.soft == 0
+    row = {
+        "psnr_bg": psnr(sample.image, output, bg),
+        "psnr_full": psnr(sample.image, output),
+        "psnr_outside_soft": psnr(sample.image, output, outside_soft) if outside_soft.any() else math.nan,
+        "changed_outside_soft": int((output != sample.image).any(axis=2)[outside_soft].sum()),
+    }
+    if lpips is not None:
+        row["lpips_bg"] = lpips(sample.image, output, bg)
+        row["lpips_full"] = lpips(sample.image, output)
+    return row
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    """Per-method aggregates of the per-image table (see the module docstring for PSNR's inf)."""
+    out = {}
+    for method, g in table.groupby("method", sort=False):
+        s = {"pairs": len(g)}
+        for col in ("psnr_bg", "psnr_full", "psnr_outside_soft"):
+            finite = g[col][np.isfinite(g[col])]
+            s[col] = float(finite.mean()) if len(finite) else math.inf
+            s[f"{col}_inf"] = int(np.isinf(g[col]).sum())
+        for col in ("lpips_bg", "lpips_full", "pickscore"):
+            if col in g and g[col].notna().any():
+                s[col] = float(g[col].mean())
+        s["changed_outside_soft"] = int(g["changed_outside_soft"].sum())
+        s["seconds_per_edit"] = float(g["seconds"].median())
+        mem = g["peak_mem_mib"].dropna()
+        s["peak_mem_mib"] = float(mem.max()) if len(mem) else None
+        s["clock"] = g["clock"].iloc[0]
+        out[method] = s
+    return out
+
+
+# ---------------------------------------------------------------------------------------- figures
+
+def boundary_profile(samples: list[Sample], outputs: dict[str, list[np.ndarray]], radius: int) -> pd.DataFrame:
+    """Mean |output - input| (0-255, averaged over channels and pairs) against the signed distance to
+    the mask boundary in pixels (negative inside the face): how far each method's change reaches."""
+    rows = []
+    dists = []
+    for s in samples:
+        inside = distance_transform_edt(s.mask)
+        outside = distance_transform_edt(~s.mask)
+        dists.append(np.where(s.mask, -np.ceil(inside) + 1, np.ceil(outside)).astype(int))
+    for method, outs in outputs.items():
+        sums, counts = np.zeros(2 * radius + 1), np.zeros(2 * radius + 1)
+        for s, d, out in zip(samples, dists, outs):
+            diff = np.abs(out.astype(np.float32) - s.image.astype(np.float32)).mean(axis=2)
+            sel = np.abs(d) <= radius
+            np.add.at(sums, d[sel] + radius, diff[sel])
+            np.add.at(counts, d[sel] + radius, 1)
+        for k in range(2 * radius + 1):
+            rows.append({"distance": k - radius, "method": method,
+                         "mean_abs_change": sums[k] / counts[k] if counts[k] else math.nan})
+    return pd.DataFrame(rows)
+
+
+def _labels():
+    from facepaint.methods import LABELS
+
+    return LABELS
+
+
+def plot_distributions(table: pd.DataFrame, path: Path) -> None:
+    """Background PSNR and LPIPS per image, with and without blending (and every other method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in ("psnr_bg", "lpips_bg") if c in table and table[c].notna().any()]
+    fig, axes = plt.subplots(1, max(len(cols), 1), figsize=(6 * max(len(cols), 1), 4), squeeze=False)
+    labels = _labels()
+    for ax, col in zip(axes[0], cols):
+        groups = [(m, g[col].replace([np.inf], np.nan).dropna()) for m, g in table.groupby("method", sort=False)]
+        groups = [(m, v) for m, v in groups if len(v)]
+        if groups:
+            ax.boxplot([v for _, v in groups], showmeans=True)
+            ax.set_xticks(range(1, len(groups) + 1), [labels.get(m, m) for m, _ in groups], rotation=20, ha="right")
+        inf = {m: int(np.isinf(g[col]).sum()) for m, g in table.groupby("method", sort=False) if col.startswith("psnr")}
+        note = ", ".join(f"{labels.get(m, m)}: {n} exact" for m, n in inf.items() if n)
+        ax.set_title(f"{'background PSNR (dB)' if col == 'psnr_bg' else 'background LPIPS (VGG)'}" + (f"\n({note})" if note else ""),
+                     fontsize=9)
+    if not cols:
+        axes[0][0].text(0.5, 0.5, "no background metric available", ha="center")
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def plot_profile(profile: pd.DataFrame, example: Sample | None, example_outputs: dict[str, np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = _labels()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for method, g in profile.groupby("method", sort=False):
+        axes[0].plot(g["distance"], g["mean_abs_change"], label=labels.get(method, method))
+    axes[0].axvline(0, color="grey", lw=0.8, ls="--")
+    axes[0].set(xlabel="signed distance to the face-mask boundary (px; < 0 inside the face)",
+                ylabel="mean |output - input| (0-255)", title="how far each method changes the photo")
+    axes[0].legend(fontsize=8)
+    if example is not None:
+        ys, xs = np.nonzero(example.mask)
+        y = int(np.median(ys))
+        row = np.nonzero(example.mask[y])[0]
+        x1 = int(row.max())  # the face's right edge on this row
+        lo, hi = max(x1 - 32, 0), min(x1 + 32, example.image.shape[1])
+        xs_ = np.arange(lo, hi) - x1
+        axes[1].plot(xs_, example.image[y, lo:hi].mean(axis=1), color="black", lw=2, label="input")
+        for method, out in example_outputs.items():
+            axes[1].plot(xs_, out[y, lo:hi].mean(axis=1), label=labels.get(method, method))
+        axes[1].axvline(0, color="grey", lw=0.8, ls="--")
+        axes[1].set(xlabel="pixels from the face's edge along one row", ylabel="intensity (mean of RGB)",
+                    title=f"intensity across the boundary, image {example.id}, row {y}")
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def sample_grid(samples: list[Sample], prompts: list[str], outputs: dict[str, list[np.ndarray]], path: Path,
+                cell: int = 192) -> None:
+    """Rows: photos; columns: the input (face mask outlined) and every method, same prompt per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = _labels()
+    cols = ["input", *outputs]
+    fig, axes = plt.subplots(len(samples), len(cols), figsize=(2.2 * len(cols), 2.4 * len(samples)), squeeze=False)
+    for r, (s, prompt) in enumerate(zip(samples, prompts)):
+        for c, name in enumerate(cols):
+            ax = axes[r][c]
+            img = s.image if name == "input" else outputs[name][r]
+            ax.imshow(np.asarray(Image.fromarray(img).resize((cell, cell))))
+            if name == "input":
+                ax.contour(np.asarray(Image.fromarray(s.mask.astype(np.uint8) * 255).resize((cell, cell))) > 127,
+                           levels=[0.5], colors="yellow", linewidths=0.6)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(labels.get(name, name), fontsize=8)
+        axes[r][0].set_ylabel("\n".join(_wrap(prompt, 34)), fontsize=6)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)[:4]
+
+
+def _save_fig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from facepaint.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ table
+
+def _fmt(v, digits):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    if math.isinf(v):
+        return "inf (exact)"
+    return f"{v:,.{digits}f}"
+
+
+def markdown_table(summary: dict, fid: dict, unavailable_methods: dict, unavailable_metrics: dict,
+                   failed: dict, device: str, n_pairs: int) -> str:
+    """The paper's comparison table for our run, then the published figures for reference."""
+    labels = _labels()
+    lines = [f"# Evaluation: {n_pairs} image-prompt pairs on {device}", "",
+             "| method | FID | PSNR dB (background) | PSNR dB (whole) | LPIPS (background) | LPIPS (whole) | PickScore | seconds / edit | peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for method, s in summary.items():
+        f = fid.get(method)
+        lines.append("| " + " | ".join([
+            labels.get(method, method), _fmt(f, 3) if f is not None else "n/a",
+            _fmt(s["psnr_bg"], 3), _fmt(s["psnr_full"], 3), _fmt(s.get("lpips_bg"), 4), _fmt(s.get("lpips_full"), 4),
+            _fmt(s.get("pickscore"), 3), f"{s['seconds_per_edit']:.3f} ({s['clock']})", _fmt(s["peak_mem_mib"], 0),
+        ]) + " |")
+    for method, why in {**unavailable_methods, **failed}.items():
+        lines.append(f"| {labels.get(method, method)} | " + " | ".join(["n/a"] * 8) + " |")
+    notes = [f"- {labels.get(m, m)}: not available: {why}" for m, why in unavailable_methods.items()]
+    notes += [f"- {labels.get(m, m)}: failed: {why}" for m, why in failed.items()]
+    notes += [f"- {m.upper() if m != 'pickscore' else 'PickScore'}: unavailable: {why}" for m, why in unavailable_metrics.items()]
+    if notes:
+        lines += ["", "n/a:", *notes]
+    lines += ["", "Published (SPEC section 5, 100 pairs, their GPU):", "",
+              "| method | FID | PSNR dB | LPIPS | PickScore | seconds / edit | VRAM MiB |", "|---|---|---|---|---|---|---|"]
+    for name, p in PUBLISHED.items():
+        lines.append(f"| {name} | {p['fid']} | {p['psnr']} | {p['lpips']} | {p['pickscore']} | {p['seconds']} | {p['vram_mib']:,} |")
+    return "\n".join(lines) + "\n"
+
+
+def error_text(e: BaseException) -> str:
+    """One line for a report: the exception and where it was raised."""
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(e).__name__}: {e}{where}"[:500]
+
+
+# -------------------------------------------------------------------------------------------- run
+
+def _face(s: Sample) -> np.ndarray:
+    from facepaint.edit import face_crop
+
+    x0, y0, side = face_crop(s.mask, 0.1)
+    return s.image[y0:y0 + side, x0:x0 + side]
+
+
+@dataclass
+class EvalResult:
+    table: pd.DataFrame  # one row per (method, pair)
+    summary: dict  # per method aggregates
+    fid: dict  # per method FID (when available)
+    outputs: dict  # method -> list of uint8 outputs, in pair order
+    failed: dict  # method -> error text
+
+
+def run(samples: list[Sample], pairs: pd.DataFrame, methods: dict, cfg: EvalConfig, device, lpips=None,
+        pickscore=None, fid=None, fid_reference=None, progress: bool = True) -> EvalResult:
+    """Every method on every pair (timed), then the metrics. A method that raises is reported in
+    `failed` and the others go on."""
+    from facepaint.methods import EditInput, measure
+
+    # Paint-by-Example edits from an exemplar instead of text: the face of the next pair's photo.
+    exemplars = [_face(samples[(k + 1) % len(samples)]) for k in range(len(samples))]
+    inputs = [EditInput(s.image, s.mask, s.soft, s.beta, p, int(seed), exemplar=e)
+              for s, p, seed, e in zip(samples, pairs["prompt"], pairs["seed"], exemplars)]
+    rows, outputs, failed = [], {}, {}
+    bar = tqdm(total=len(methods) * len(inputs), desc="evaluate", unit="edit", disable=not progress)
+    for name, method in methods.items():
+        bar.set_postfix(method=name)
+        try:
+            for _ in range(cfg.warmup):
+                method.edit(inputs[0])
+            outs, timing = [], []
+            for x in inputs:
+                out, t = measure(method, x, device)
+                outs.append(out)
+                timing.append(t)
+                bar.update(1)
+        except Exception as e:  # one method's failure must not lose the others' results
+            failed[name] = error_text(e)
+            bar.update(len(inputs) - len(outs) if "outs" in locals() else len(inputs))
+            continue
+        outputs[name] = outs
+        for s, x, out, t in zip(samples, inputs, outs, timing):
+            rows.append({"method": name, "id": s.id, "prompt": x.prompt, "seed": x.seed, "beta": s.beta,
+                         **image_metrics(s, out, cfg.background_dilation, lpips), **t})
+    bar.close()
+    table = pd.DataFrame(rows)
+    if pickscore is not None and len(table):
+        scores = {name: pickscore(outs, list(pairs["prompt"])) for name, outs in outputs.items()}
+        table["pickscore"] = [scores[m][k % len(samples)] for k, m in enumerate(table["method"])]
+    fids = {}
+    if fid is not None and fid_reference is not None:
+        for name, outs in outputs.items():
+            fids[name] = fid.score(iter(outs), fid_reference)
+    summary = summarise(table) if len(table) else {}
+    return EvalResult(table, summary, fids, outputs, failed)

@@ -1,0 +1,297 @@
+"""The editing methods the evaluation compares (SPEC sections 4-6), each behind one interface:
+`Method.edit(EditInput) -> uint8 (R, R, 3)` on a square photo at the model's resolution R.
+
+    ours                      the artifact's base model + k/v + adapter, decoded, then pixel-blended with M_soft
+    ours_no_blend             the same generation (same seed), the decoded image as it is (the blending ablation)
+    sd15_inpaint              the base model, no artifact, plain CLIP embeddings, decoded as it is (diffusers' default)
+    blended_latent_diffusion  the base model + Blended Latent Diffusion's latent replacement (`LatentBlend`), decoded
+    paint_by_example          diffusers' PaintByExamplePipeline, conditioned on an exemplar face instead of text
+    brushnet, diptych_prompting  known, always unavailable: no integration here (see NOT_INTEGRATED)
+
+The four inpainting methods are one class, `Inpaint`: a `facepaint.edit.FaceEditor` (its generation,
+so the prompt and the negative prompt go through `adapter.condition` exactly as in `facepaint edit`)
+with or without `pixel_blend`. The base model is loaded once; "ours" loads the artifact's k/v into its
+UNet in place, so when a base method is built beside it the base methods get a deep copy of the UNet
+(one more UNet in memory: 1.7 GB in fp16 for SD1.5, 3.4 GB in fp32). VAE and text encoder are shared.
+
+Blended Latent Diffusion (Avrahami et al. 2023) on the SD1.5 inpainting model: the pipeline runs as
+for sd15_inpaint, and after every denoising step the latents outside the latent mask are replaced by
+the photo's latents (VAE posterior mean x scaling factor) noised to the next step's level with the
+same noise the sampler started from (clean after the last step), as diffusers does itself only for
+4-channel UNets. The whole latent is then decoded: no pixel blend, the background passes through the
+VAE. The latent mask is the SPEC's M_latent (`masks.latent_mask`: M averaged over 8 x 8 cells,
+binarized at 0.5), the one the model was trained with.
+
+`measure` times one edit: CUDA events and peak memory on a GPU, CPU time on the CPU. Warm up first
+(one untimed edit), as the evaluate stage does.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, replace
+from functools import cache, partial
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facepaint.artifact import apply_artifact, load_artifact
+from facepaint.edit import SCHEDULERS, FaceEditor, check_options, make_scheduler, pixel_blend
+from facepaint.masks import latent_mask
+from facepaint.models import ModelConfig, hub_unreachable, load_components, pick_device, pick_dtype
+
+PAINT_BY_EXAMPLE = "Fantasy-Studio/Paint-by-Example"
+LABELS = {
+    "ours": "ours", "ours_no_blend": "ours (no blending)", "sd15_inpaint": "SD1.5 inpaint",
+    "blended_latent_diffusion": "Blended Latent Diffusion", "paint_by_example": "Paint-by-Example",
+    "brushnet": "BrushNet", "diptych_prompting": "Diptych Prompting",
+}
+NOT_INTEGRATED = {
+    "brushnet": "no diffusers integration in facepaint yet; BrushNet needs its own pipeline (a dual-branch UNet "
+                "that diffusers does not ship) and weights (TencentARC/BrushNet, the SD1.5 segmentation-mask "
+                "checkpoint): supply both and add a Method in facepaint/methods.py",
+    "diptych_prompting": "no diffusers integration in facepaint yet; Diptych Prompting needs FLUX.1-dev with a FLUX "
+                         "inpainting ControlNet (black-forest-labs/FLUX.1-dev, "
+                         "alimama-creative/FLUX.1-dev-Controlnet-Inpainting-Beta) and its reference attention "
+                         "enhancement: supply the weights and add a Method in facepaint/methods.py",
+}
+
+
+class MethodUnavailable(Exception):
+    """A method that cannot be built here (weights or integration missing); the message says how to supply it."""
+
+
+@dataclass(eq=False)
+class EditInput:
+    image: np.ndarray  # uint8 (R, R, 3): the test photo at the model's resolution
+    mask: np.ndarray  # bool (R, R): M
+    soft: np.ndarray  # float32 (R, R): M_soft in [0, 1], the blending alpha
+    beta: float  # face ratio mean(M)
+    prompt: str
+    seed: int
+    exemplar: np.ndarray | None = None  # uint8 (H, W, 3): Paint-by-Example's reference face (another photo's)
+
+
+@dataclass
+class InferenceConfig:
+    steps: int = 50
+    guidance_scale: float = 7.5
+    scheduler: str = "ddim"
+    strength: float = 1.0
+    negative_prompt: str = ""
+
+
+def _check_input(x: EditInput, resolution: int) -> None:
+    r = resolution
+    if x.image.shape != (r, r, 3) or x.image.dtype != np.uint8 or x.mask.shape != (r, r) or x.soft.shape != (r, r):
+        raise ValueError(f"expected a uint8 ({r}, {r}, 3) photo with ({r}, {r}) masks, got {x.image.dtype} "
+                         f"{x.image.shape}, mask {x.mask.shape}, soft {x.soft.shape}")
+
+
+class Method:
+    """One editing method; `edit` returns the edited photo, uint8 (R, R, 3)."""
+
+    name: str
+    label: str
+
+    def edit(self, x: EditInput) -> np.ndarray:
+        raise NotImplementedError
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The networks an edit runs (for the memory the method would need alone on the GPU)."""
+        return []
+
+
+class Inpaint(Method):
+    """A FaceEditor's generation on the square photo, pixel-blended with M_soft when `blend`."""
+
+    def __init__(self, name: str, editor: FaceEditor, cfg: InferenceConfig, blend: bool):
+        self.name, self.label, self.editor, self.cfg, self.blend = name, LABELS[name], editor, cfg, blend
+
+    def edit(self, x: EditInput) -> np.ndarray:
+        _check_input(x, self.editor.resolution)
+        c = self.cfg
+        # FaceEditor.generate is the generation `facepaint edit` runs on its crop.
+        generated, _ = self.editor.generate(x.image, x.mask, x.beta, x.prompt, c.negative_prompt, c.steps,
+                                             c.guidance_scale, c.strength, x.seed)
+        return pixel_blend(x.image, generated, x.soft) if self.blend else generated
+
+    def modules(self):
+        pipe = self.editor.pipe
+        return [m for m in (pipe.vae, pipe.unet, pipe.text_encoder, self.editor.adapter) if m is not None]
+
+
+# --------------------------------------------------------------------------- Blended Latent Diffusion
+
+@dataclass
+class LatentBlend:
+    """Blended Latent Diffusion's step as a diffusers `callback_on_step_end`: after denoising step i the
+    latents where `keep` (outside the latent mask) become `init` noised to step i+1's level, or `init`
+    itself after the last step."""
+
+    init: torch.Tensor  # (1, 4, h, w) the photo's latents
+    noise: torch.Tensor  # (1, 4, h, w) the noise the sampler started from
+    keep: torch.Tensor  # bool (1, 1, h, w): True outside the face
+
+    def __call__(self, pipe, i: int, t, callback_kwargs: dict) -> dict:
+        latents = callback_kwargs["latents"]
+        timesteps = pipe.scheduler.timesteps[-pipe.num_timesteps:]  # those run (strength < 1 skips the first)
+        target = self.init if i + 1 == len(timesteps) else pipe.scheduler.add_noise(
+            self.init, self.noise, timesteps[i + 1:i + 2])
+        return {"latents": torch.where(self.keep, target.to(latents.dtype), latents)}
+
+
+@cache  # one class, defined on first use: importing diffusers' pipelines takes seconds
+def _blended_latent_pipeline():
+    from diffusers import StableDiffusionInpaintPipeline
+    from diffusers.utils.torch_utils import randn_tensor
+
+    class BlendedLatentInpaintPipeline(StableDiffusionInpaintPipeline):
+        """SD inpainting with `LatentBlend` after every step (the 9-channel UNet keeps its mask inputs)."""
+
+        def __call__(self, *, image, mask_image, height, width, generator, **kwargs):
+            device, dtype = self._execution_device, self.text_encoder.dtype
+            pixels = self.image_processor.preprocess(image, height=height, width=width)
+            init = self.vae.encode(pixels.to(device, self.vae.dtype)).latent_dist.mean * self.vae.config.scaling_factor
+            keep = ~latent_mask(np.asarray(mask_image) > 127, self.vae_scale_factor)
+            # The pipeline's first draw from `generator` is its starting noise (strength 1): draw the same.
+            state = generator.get_state()
+            noise = randn_tensor(init.shape, generator=generator, device=device, dtype=dtype)
+            generator.set_state(state)
+            blend = LatentBlend(init.to(dtype), noise, torch.from_numpy(keep)[None, None].to(device))
+            return super().__call__(image=image, mask_image=mask_image, height=height, width=width,
+                                    generator=generator, callback_on_step_end=blend, **kwargs)
+
+    return BlendedLatentInpaintPipeline
+
+
+# --------------------------------------------------------------------------------- Paint-by-Example
+
+class PaintByExample(Method):
+    """diffusers' PaintByExamplePipeline (its own SD1.4-based weights), decoded as it is.
+
+    The exemplar is a face from another photo, which the caller supplies in `EditInput.exemplar`
+    (Paint-by-Example takes no text; the input's own face would make the edit a reconstruction); the
+    evaluate stage passes the face of the next pair's photo. `strength` and the negative prompt do
+    not apply."""
+
+    name, label = "paint_by_example", LABELS["paint_by_example"]
+
+    def __init__(self, ref: str, cfg: InferenceConfig, device: torch.device, torch_dtype: torch.dtype):
+        from diffusers import PaintByExamplePipeline
+
+        try:
+            reason = hub_unreachable(ref)  # fails in a second instead of minutes of retries
+            if reason:
+                raise OSError(reason)
+            pipe = PaintByExamplePipeline.from_pretrained(ref, torch_dtype=torch_dtype, safety_checker=None)
+        except Exception as e:  # hub, cache and file errors come in many types; each means "not here"
+            raise MethodUnavailable(
+                f"Paint-by-Example weights '{ref}' could not be loaded ({type(e).__name__}: {str(e)[:200]}). On a "
+                f"machine with internet run `huggingface-cli download {PAINT_BY_EXAMPLE}` (and copy its HF_HOME "
+                f"cache here), or download it with --local-dir DIR and pass that directory as paint_by_example."
+            ) from e
+        pipe.scheduler = make_scheduler(cfg.scheduler, pipe.scheduler.config)
+        self.pipe, self.cfg, self.device = pipe.to(device), cfg, device
+        self.pipe.set_progress_bar_config(disable=True)
+
+    def edit(self, x: EditInput) -> np.ndarray:
+        if x.exemplar is None:
+            raise ValueError("Paint-by-Example needs an exemplar face (EditInput.exemplar, a face from another "
+                             "photo); none was given")
+        r = x.image.shape[0]
+        _check_input(x, r)
+        out = self.pipe(
+            example_image=Image.fromarray(x.exemplar), image=Image.fromarray(x.image),
+            mask_image=Image.fromarray(x.mask.astype(np.uint8) * 255), height=r, width=r,
+            num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.guidance_scale,
+            generator=torch.Generator(self.device).manual_seed(x.seed), output_type="np",
+        ).images[0]
+        return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+
+    def modules(self):
+        return [self.pipe.vae, self.pipe.unet, self.pipe.image_encoder]
+
+
+# ----------------------------------------------------------------------------------------- building
+
+def build_methods(names: list[str], artifact_path, base_model: ModelConfig | None = None,
+                  cfg: InferenceConfig | None = None, device="auto", dtype: str = "fp16",
+                  paint_by_example: str = PAINT_BY_EXAMPLE) -> tuple[dict[str, Method], dict[str, str]]:
+    """(the methods that could be built, in the order of `names`; {name: reason} for the unavailable ones).
+
+    `base_model` defaults to the artifact's; all inpainting methods run at the artifact's resolution.
+    A base model that cannot be loaded raises (`models.ModelLoadError`): no method but
+    Paint-by-Example could run without it."""
+    unknown = sorted(set(names) - set(LABELS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {list(LABELS)}")
+    cfg = cfg or InferenceConfig()
+    check_options(cfg.steps, cfg.strength)
+    if cfg.scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {cfg.scheduler!r}")
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    artifact = load_artifact(artifact_path)
+    built, unavailable = {}, {n: NOT_INTEGRATED[n] for n in names if n in NOT_INTEGRATED}
+
+    ours = [n for n in ("ours", "ours_no_blend") if n in names]
+    plain = [n for n in ("sd15_inpaint", "blended_latent_diffusion") if n in names]
+    if ours or plain:
+        comps = load_components(base_model or artifact.model, torch_dtype=torch_dtype)
+        base = replace(comps, unet=copy.deepcopy(comps.unet)) if ours and plain else comps
+        editor = partial(FaceEditor, resolution=artifact.resolution, device=dev, scheduler=cfg.scheduler)
+        if ours:
+            ed = editor(comps, apply_artifact(comps, artifact), artifact.scale, artifact_version=artifact.version,
+                        artifact_path=artifact_path)
+            built.update({n: Inpaint(n, ed, cfg, blend=n == "ours") for n in ours})
+        if "sd15_inpaint" in names:
+            built["sd15_inpaint"] = Inpaint("sd15_inpaint", editor(base, None, 0.0), cfg, blend=False)
+        if "blended_latent_diffusion" in names:
+            ed = editor(base, None, 0.0, pipeline_class=_blended_latent_pipeline())
+            built["blended_latent_diffusion"] = Inpaint("blended_latent_diffusion", ed, cfg, blend=False)
+    if "paint_by_example" in names:
+        try:
+            built["paint_by_example"] = PaintByExample(paint_by_example, cfg, dev, torch_dtype)
+        except MethodUnavailable as e:
+            unavailable["paint_by_example"] = str(e)
+    return {n: built[n] for n in names if n in built}, unavailable
+
+
+# ---------------------------------------------------------------------------------------- measuring
+
+def _weights_mib(modules) -> float:
+    tensors = {id(t): t for m in modules for t in (*m.parameters(), *m.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+
+
+def measure(method: Method, x: EditInput, device) -> tuple[np.ndarray, dict]:
+    """(output, {"seconds", "wall_seconds", "peak_mem_mib", "weights_mib", "clock"}) of one edit.
+
+    weights_mib: the parameters and buffers of the networks the method runs (shared ones counted once).
+    CUDA: seconds between CUDA events around the edit; peak_mem_mib = the method's own weights + what the
+    edit allocated beyond what was resident before it (max_memory_allocated after a reset), i.e. the
+    peak it would reach alone on the GPU, whatever other methods are loaded beside it
+    (`peak_mem_total_mib` is the raw figure). CPU: seconds = process CPU time (all threads, so it can
+    exceed the wall time), peak_mem_mib None."""
+    device, weights = pick_device(device), _weights_mib(method.modules())
+    wall = time.perf_counter()
+    if device.type != "cuda":
+        cpu = time.process_time()
+        out = method.edit(x)
+        return out, {"seconds": time.process_time() - cpu, "wall_seconds": time.perf_counter() - wall,
+                     "peak_mem_mib": None, "weights_mib": weights, "clock": "cpu"}
+    with torch.cuda.device(device):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        resident = torch.cuda.memory_allocated()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = method.edit(x)
+        end.record()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    return out, {"seconds": start.elapsed_time(end) / 1000, "wall_seconds": time.perf_counter() - wall,
+                 "peak_mem_mib": weights + (peak - resident) / 2**20, "peak_mem_total_mib": peak / 2**20,
+                 "weights_mib": weights, "clock": "cuda"}

@@ -1,0 +1,150 @@
+"""evaluate: every method on the same N test image-prompt pairs; FID, background PSNR and LPIPS,
+PickScore, seconds and memory per edit; the comparison table and figures (SPEC section 5).
+
+Inputs:  data/model (the trained artifact; its base model is the baselines' base), data.root,
+         data/split.parquet, data/masks.parquet, data/captions.parquet, params `evaluate`
+Outputs: data/evaluate/metrics.json (DVC metrics), data/evaluate/per_image.parquet,
+         data/evaluate/table.md, data/evaluate/profile.csv and data/evaluate/plots/*.png (DVC plots),
+         data/fid_stats/ (cached Inception statistics of the real test images; kept between runs)
+Run:     dvc repro evaluate     (or: python -m stages.evaluate)
+
+Metrics or methods whose weights cannot be had here are reported as unavailable, with the reason,
+in metrics.json and table.md; they never get a number.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+from pathlib import Path
+
+import torch
+
+from facepaint import evaluate as ev
+from facepaint.artifact import load_artifact
+from facepaint.images import load_rgb, resize_rgb
+from facepaint.io import atomic_path, read_parquet, read_parquet_metadata, write_json, write_parquet
+from facepaint.models import pick_device
+from stages.captions import OUT as CAPTIONS
+from stages.common import cli, data_root, load_params, section
+from stages.masks import OUT as MASKS
+from stages.split import OUT as SPLIT
+from stages.train import OUT as MODEL
+
+OUT = Path("data/evaluate")
+FID_STATS = Path("data/fid_stats")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+def fid_reference(fid, root: Path, split: Path, resolution: int, cfg: ev.EvalConfig, extractor: str):
+    """Inception statistics of `fid_reference_size` real test images, cached in data/fid_stats."""
+    test = read_parquet(split).query("split == 'test' and present")["id"]
+    ids = ev.hash_order(test, cfg.seed)[: cfg.fid_reference_size]
+    key = hashlib.sha256(json.dumps([str(root.resolve()), ids, resolution, extractor]).encode()).hexdigest()[:16]
+    path = FID_STATS / f"{key}.npz"
+    if path.is_file():
+        return fid.load_stats(path)
+    images = (resize_rgb(load_rgb(root / "CelebA-HQ-img" / f"{i}.jpg").image, resolution) for i in ids)
+    mu, sigma, n = fid.reference_stats(images)
+    fid.save_stats(path, mu, sigma, n, {"ids": len(ids), "resolution": resolution, "root": str(root)})
+    return fid.load_stats(path)
+
+
+def build_metrics(cfg: ev.EvalConfig, device: torch.device) -> tuple[dict, dict]:
+    from facepaint import metrics as m
+
+    built, unavailable = {}, {}
+    factories = {"lpips": lambda: m.LPIPS(device=device), "fid": lambda: m.FID(device=device),
+                 "pickscore": lambda: m.PickScore(device=device)}
+    for name in cfg.metrics:
+        if name == "psnr":
+            continue
+        try:
+            built[name] = factories[name]()
+        except m.MetricUnavailable as e:
+            unavailable[name] = str(e)
+    return built, unavailable
+
+
+def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT, masks: Path = MASKS,
+        captions: Path = CAPTIONS, out: Path = OUT, progress: bool = True) -> dict:
+    from facepaint.methods import InferenceConfig, build_methods
+
+    artifact = load_artifact(model)
+    FID_STATS.mkdir(parents=True, exist_ok=True)  # a DVC out even when FID is unavailable
+    resolution = artifact.resolution
+    sigma = float(read_parquet_metadata(masks).get("masks", {}).get("sigma", artifact.info.get("masks", {}).get("sigma", 4.0)))
+    mask_table = read_parquet(masks).set_index("id", drop=False)
+    pairs, notes = ev.draw_pairs(read_parquet(captions), mask_table.index, cfg.n_pairs, cfg.seed)
+    if not len(pairs):
+        raise SystemExit("evaluate: no usable test images with evaluation prompts; check data/reports/*.json")
+    samples = [ev.load_sample(root, mask_table.loc[i], resolution, sigma) for i in pairs["id"]]
+
+    device = pick_device(cfg.device)
+    methods, unavailable_methods = build_methods(
+        cfg.methods, model, None, InferenceConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler),
+        device=str(device), dtype=cfg.dtype, paint_by_example=cfg.paint_by_example)
+    metric_objs, unavailable_metrics = build_metrics(cfg, device)
+    ref = None
+    if "fid" in metric_objs:
+        ref = fid_reference(metric_objs["fid"], root, split, resolution, cfg, "inception-2048")
+    result = ev.run(samples, pairs, methods, cfg, device, lpips=metric_objs.get("lpips"),
+                    pickscore=metric_objs.get("pickscore"), fid=metric_objs.get("fid"), fid_reference=ref,
+                    progress=progress)
+
+    device_name = _device_name(device)
+    plots = out / "plots"
+    write_parquet(result.table, out / "per_image.parquet", metadata={"evaluate": vars(cfg), "artifact": artifact.version})
+    profile_methods = {k: v for k, v in result.outputs.items()}
+    profile = ev.boundary_profile(samples, profile_methods, cfg.profile_radius)
+    wide = profile.pivot(index="distance", columns="method", values="mean_abs_change").reset_index()
+    with atomic_path(out / "profile.csv") as tmp:
+        wide.to_csv(tmp, index=False)
+    if len(result.table):
+        ev.plot_distributions(result.table, plots / "background_distributions.png")
+        blend_pair = {k: result.outputs[k][0] for k in ("ours", "ours_no_blend") if k in result.outputs}
+        ev.plot_profile(profile, samples[0], blend_pair, plots / "boundary_profile.png")
+        k = min(cfg.grid_photos, len(samples))
+        ev.sample_grid(samples[:k], list(pairs["prompt"][:k]), {m: o[:k] for m, o in result.outputs.items()},
+                       plots / "samples.png")
+    table = ev.markdown_table(result.summary, result.fid, unavailable_methods, unavailable_metrics, result.failed,
+                              device_name, len(pairs))
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(table)
+
+    metrics = {
+        "pairs": len(pairs), "device": device_name, "resolution": resolution, "artifact": artifact.version,
+        "methods": {name: {**_jsonable(s), **({"fid": result.fid[name]} if name in result.fid else
+                                              {"fid": "unavailable"} if "fid" in cfg.metrics else {})}
+                    for name, s in result.summary.items()},
+        "unavailable_methods": unavailable_methods, "unavailable_metrics": unavailable_metrics,
+        "failed_methods": result.failed, "notes": notes,
+    }
+    for name in ("lpips", "pickscore"):
+        if name in unavailable_metrics:
+            for s in metrics["methods"].values():
+                s.update({f"{name}_bg": "unavailable", f"{name}_full": "unavailable"} if name == "lpips" else {name: "unavailable"})
+    write_json(metrics, out / "metrics.json")
+    print(table)
+    return metrics
+
+
+def _jsonable(d: dict) -> dict:
+    """inf -> "inf" (JSON has no infinity); NaN -> None."""
+    return {k: ("inf" if isinstance(v, float) and math.isinf(v) else None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in d.items()}
+
+
+def main() -> None:
+    params = load_params()
+    run(data_root(params), section(params, "evaluate", ev.EvalConfig))
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,165 @@
+"""The evaluate stage: pairs, aggregation, figures, the real-photo blending check, and end to end."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from facepaint import evaluate as ev
+from facepaint.celebamask import FACE_PARTS
+
+
+def captions_table():
+    ids = list(range(30))
+    return pd.DataFrame({"id": ids, "split": ["test" if i % 3 == 0 else "train" for i in ids],
+                         "eval_prompt": [f"prompt {i}" if i % 3 == 0 else None for i in ids]})
+
+
+def test_pairs_are_seeded_test_images_with_prompts():
+    pairs, notes = ev.draw_pairs(captions_table(), range(30), 5, 42)
+    assert len(pairs) == 5 and notes == [] and all(i % 3 == 0 for i in pairs["id"])
+    assert list(pairs["prompt"]) == [f"prompt {i}" for i in pairs["id"]]
+    again, _ = ev.draw_pairs(captions_table().sample(frac=1, random_state=1), range(30), 5, 42)
+    assert again.equals(pairs)
+    other, _ = ev.draw_pairs(captions_table(), range(30), 5, 7)
+    assert list(other["id"]) != list(pairs["id"])
+    few, notes = ev.draw_pairs(captions_table(), [0, 3, 4], 5, 42)  # only usable (masked) ids count
+    assert sorted(few["id"]) == [0, 3] and "only 2" in notes[0]
+    assert pairs["seed"].is_unique
+
+
+def sample(h=32, face=(8, 24)):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (h, h, 3), dtype=np.uint8)
+    mask = np.zeros((h, h), bool)
+    mask[face[0]:face[1], face[0]:face[1]] = True
+    from facepaint.masks import soft_mask
+
+    return ev.Sample(0, image, mask, soft_mask(mask, 1.0), float(mask.mean()))
+
+
+def test_image_metrics_regions_on_a_constructed_example():
+    s = sample()
+    face_only = s.image.copy()
+    face_only[s.mask] = 0  # changed only inside M
+    r = ev.image_metrics(s, face_only, dilation=2)
+    assert math.isinf(r["psnr_bg"]) and math.isinf(r["psnr_outside_soft"]) and math.isfinite(r["psnr_full"])
+    assert r["changed_outside_soft"] == 0
+    everywhere = np.clip(s.image.astype(int) + 1, 0, 255).astype(np.uint8)
+    r = ev.image_metrics(s, everywhere, dilation=2)
+    assert math.isfinite(r["psnr_bg"]) and r["changed_outside_soft"] > 0
+
+
+def test_summary_counts_exact_images_instead_of_averaging_inf():
+    t = pd.DataFrame({"method": ["a", "a", "b"], "psnr_bg": [math.inf, 30.0, 20.0], "psnr_full": [40.0, 30.0, 20.0],
+                      "psnr_outside_soft": [math.inf, math.inf, 25.0], "changed_outside_soft": [0, 0, 7],
+                      "seconds": [1.0, 3.0, 2.0], "peak_mem_mib": [None, None, None], "clock": ["cpu"] * 3})
+    s = ev.summarise(t)
+    assert s["a"]["psnr_bg"] == 30.0 and s["a"]["psnr_bg_inf"] == 1
+    assert math.isinf(s["a"]["psnr_outside_soft"]) and s["a"]["psnr_outside_soft_inf"] == 2
+    assert s["b"]["changed_outside_soft"] == 7 and s["a"]["seconds_per_edit"] == 2.0
+
+
+def test_boundary_profile_shows_where_the_change_stops():
+    s = sample()
+    inside = s.image.copy()
+    inside[s.mask] = 255 - inside[s.mask]
+    prof = ev.boundary_profile([s], {"m": [inside]}, radius=4)
+    by = prof.set_index("distance")["mean_abs_change"]
+    assert (by.loc[1:] == 0).all() and (by.loc[:0] > 0).all()
+
+
+def test_markdown_table_marks_unavailable_and_lists_published_numbers():
+    summary = {"ours": {"psnr_bg": math.inf, "psnr_full": 31.2, "lpips_bg": None, "seconds_per_edit": 1.5,
+                        "clock": "cpu", "peak_mem_mib": None}}
+    md = ev.markdown_table(summary, {}, {"brushnet": "no weights"}, {"fid": "Inception weights missing"}, {}, "CPU", 8)
+    assert "| ours | n/a | inf (exact) | 31.200 |" in md
+    assert "BrushNet: not available: no weights" in md and "FID: unavailable: Inception weights missing" in md
+    assert "63.981" in md  # the published row
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown"):
+        ev.EvalConfig(methods=["ours", "dalle"])
+
+
+# ------------------------------------------------------------------------------------- real photos
+
+
+@pytest.mark.fixture
+def test_blending_on_real_photos_keeps_every_zero_alpha_pixel(fixture_root, tiny_artifact):
+    """Real CelebA-HQ photos, tiny model: blended outputs have PSNR = inf where M_soft == 0, the
+    unblended ones do not."""
+    from facepaint.masks import annotation_union, face_mask
+    from facepaint.methods import InferenceConfig, build_methods
+
+    ids = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())[:3]
+    samples = []
+    for i in ids:
+        from facepaint.images import load_rgb, resize_rgb
+
+        image = resize_rgb(load_rgb(fixture_root / "CelebA-HQ-img" / f"{i}.jpg").image, 64)
+        union, _ = annotation_union(fixture_root, i, FACE_PARTS)
+        fm = face_mask(union, 64, 1.0, 8)
+        samples.append(ev.Sample(i, image, fm.mask, fm.soft, fm.beta))
+    pairs = pd.DataFrame({"id": ids, "prompt": ["a smiling woman with blond hair"] * 3, "seed": [1, 2, 3]})
+    methods, _ = build_methods(["ours", "ours_no_blend"], tiny_artifact.path, None, InferenceConfig(steps=2), device="cpu")
+    res = ev.run(samples, pairs, methods, ev.EvalConfig(warmup=0, background_dilation=2), torch.device("cpu"),
+                 progress=False)
+    t = res.table.set_index("method")
+    assert res.failed == {}
+    assert np.isinf(t.loc["ours", "psnr_outside_soft"]).all() and (t.loc["ours", "changed_outside_soft"] == 0).all()
+    assert np.isfinite(t.loc["ours_no_blend", "psnr_outside_soft"]).all()
+    assert (t.loc["ours_no_blend", "changed_outside_soft"] > 0).all()
+    s = res.summary
+    assert s["ours"]["psnr_bg"] > s["ours_no_blend"]["psnr_bg"] or s["ours"]["psnr_bg_inf"] == 3
+
+
+def test_a_failing_method_is_reported_and_the_others_finish(tiny_artifact):
+    from facepaint.methods import InferenceConfig, build_methods
+
+    s = sample(h=64, face=(16, 48))
+    methods, _ = build_methods(["ours", "sd15_inpaint"], tiny_artifact.path, None, InferenceConfig(steps=2), device="cpu")
+
+    from facepaint.methods import Method
+
+    class Broken(Method):
+        name, label = "broken", "broken"
+
+        def edit(self, x):
+            raise RuntimeError("out of memory")
+
+    methods = {"broken": Broken(), **methods}
+    pairs = pd.DataFrame({"id": [0], "prompt": ["a man"], "seed": [0]})
+    res = ev.run([s], pairs, methods, ev.EvalConfig(warmup=0), torch.device("cpu"), progress=False)
+    assert "out of memory" in res.failed["broken"] and set(res.summary) == {"ours", "sd15_inpaint"}
+
+
+def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, tmp_path):
+    """All outputs are written; metrics without weights say unavailable with a reason, never a number."""
+
+    from stages import evaluate as stage
+
+    monkeypatch.chdir(demo_project)
+    cfg = ev.EvalConfig(n_pairs=3, steps=2, warmup=0, background_dilation=1, grid_photos=2, profile_radius=4,
+                        fid_reference_size=4)
+    out = tmp_path / "evaluate"
+    stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=out, progress=False)
+    for f in ("metrics.json", "per_image.parquet", "table.md", "profile.csv", "plots/background_distributions.png",
+              "plots/boundary_profile.png", "plots/samples.png"):
+        assert (out / f).is_file(), f
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["pairs"] == 3 and {"ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion"} <= set(saved["methods"])
+    assert {"brushnet", "diptych_prompting"} <= set(saved["unavailable_methods"])
+    for name, why in saved["unavailable_metrics"].items():
+        assert len(why) > 20
+        for m in saved["methods"].values():
+            values = [v for k, v in m.items() if k.startswith(name)]
+            assert values and all(v == "unavailable" for v in values), (name, m)
+    assert saved["methods"]["ours"]["changed_outside_soft"] == 0
+    table = (out / "table.md").read_text()
+    assert "Blended Latent Diffusion" in table and "not available" in table
+    per_image = pd.read_parquet(out / "per_image.parquet")
+    assert len(per_image) == 3 * len(saved["methods"])

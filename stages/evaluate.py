@@ -93,7 +93,7 @@ def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT
     metric_objs, unavailable_metrics = build_metrics(cfg, device)
     ref = None
     if "fid" in metric_objs:
-        ref = fid_reference(metric_objs["fid"], root, split, resolution, cfg, "inception-2048")
+        ref = fid_reference(metric_objs["fid"], root, split, resolution, cfg, metric_objs["fid"].name)
     result = ev.run(samples, pairs, methods, cfg, device, lpips=metric_objs.get("lpips"),
                     pickscore=metric_objs.get("pickscore"), fid=metric_objs.get("fid"), fid_reference=ref,
                     progress=progress)

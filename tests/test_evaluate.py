@@ -163,3 +163,33 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
     assert "Blended Latent Diffusion" in table and "not available" in table
     per_image = pd.read_parquet(out / "per_image.parquet")
     assert len(per_image) == 3 * len(saved["methods"])
+
+
+def test_stage_fid_path_with_an_injected_extractor(demo_project, tiny_artifact, monkeypatch, tmp_path):
+    """The FID code path of the stage (reference statistics of real test images, their cache, one
+    score per method) with a small pixel-statistics extractor standing in for Inception."""
+    from facepaint import metrics as m
+    from stages import evaluate as stage
+
+    calls = {"n": 0}
+
+    def extractor(images):  # (N, 3, H, W) uint8 -> (N, 6): per-channel mean and std
+        calls["n"] += len(images)
+        x = images.float() / 255
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+
+    real_fid = m.FID
+    monkeypatch.setattr(m, "FID", lambda device=None, **k: real_fid(feature_extractor=extractor, device="cpu"))
+    monkeypatch.chdir(demo_project)
+    monkeypatch.setattr(stage, "FID_STATS", tmp_path / "fid_stats")
+    cfg = ev.EvalConfig(n_pairs=3, steps=2, warmup=0, background_dilation=1, fid_reference_size=6,
+                        methods=["ours", "sd15_inpaint"], metrics=["fid", "psnr"])
+    first = stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=tmp_path / "a", progress=False)
+    fids = {k: v["fid"] for k, v in first["methods"].items()}
+    assert all(isinstance(v, float) and v >= 0 for v in fids.values()), fids
+    assert len(list((tmp_path / "fid_stats").iterdir())) == 1 and "fid" not in first["unavailable_metrics"]
+    n_first = calls["n"]  # 6 reference images + 3 outputs x 2 methods
+    assert n_first == 6 + 3 * 2
+    second = stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=tmp_path / "b", progress=False)
+    assert calls["n"] - n_first == 3 * 2  # the reference statistics came from the cache
+    assert {k: v["fid"] for k, v in second["methods"].items()} == fids

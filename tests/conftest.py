@@ -124,3 +124,19 @@ def tiny_artifact(tmp_path_factory):
             adapter.w2.weight.normal_()
     return save_artifact(tmp_path_factory.mktemp("art") / "model", comps.unet, adapter,
                          ModelConfig(source="tiny", seed=0), 0.3, 64, extra={"masks": {"sigma": 1.0}})
+
+
+@pytest.fixture
+def offline(tmp_path):
+    """Run Python `code` in a fresh process as on a machine without internet (HF_HUB_OFFLINE, an empty
+    HF cache) and return what it printed; fails the test when the process fails."""
+    import subprocess
+    import sys
+
+    def run(code: str) -> str:
+        env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PATH": ""}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    return run

@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -95,14 +93,11 @@ def test_missing_local_directory_is_named(tmp_path):
         load_components(ModelConfig(source="pretrained", pretrained=str(tmp_path / "empty")), parts=("vae",))
 
 
-def test_unreachable_hub_id_says_how_to_supply_the_weights(tmp_path):
+def test_unreachable_hub_id_says_how_to_supply_the_weights(offline):
     """Offline (HF_HUB_OFFLINE, as on a machine without internet) the default id fails clearly."""
-    code = ("from facepaint.models import *\n"
-            "try:\n    load_components(ModelConfig(source='pretrained'), parts=('vae',))\n"
-            "except ModelLoadError as e:\n    print(e)\n")
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PATH": ""}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    msg = out.stdout
+    msg = offline("from facepaint.models import *\n"
+                  "try:\n    load_components(ModelConfig(source='pretrained'), parts=('vae',))\n"
+                  "except ModelLoadError as e:\n    print(e)\n")
     assert "stable-diffusion-v1-5/stable-diffusion-inpainting" in msg
     assert "huggingface-cli download" in msg and "model.pretrained" in msg and "model.source: tiny" in msg
 

@@ -247,13 +247,17 @@ def hub_unreachable(ref: str, revision: str | None = None) -> str | None:
 
 @lru_cache(maxsize=4)
 def _probe_hub(endpoint: str) -> str | None:
-    import httpx
+    """One HEAD request with a short timeout (standard library: honours the *_proxy variables)."""
+    import urllib.error
+    import urllib.request
 
     try:
-        httpx.head(endpoint, timeout=5.0, follow_redirects=True)
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=5.0).close()
         return None
-    except httpx.HTTPError as e:
-        return f"the hub ({endpoint}) cannot be reached: {type(e).__name__}: {e}"
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (OSError, ValueError) as e:  # URLError (an OSError), timeouts
+        return f"the hub ({endpoint}) cannot be reached: {type(e).__name__}: {getattr(e, 'reason', e)}"
 
 
 def _looks_like_path(ref: str) -> bool:

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("photo", type=Path, help="a photo, or a folder of photos")
     e.add_argument("--prompt", required=True, help="what the face should look like")
     e.add_argument("--out", required=True, type=Path, help="output .png (a folder when PHOTO is a folder)")
-    e.add_argument("--model", type=Path, default=Path(DEFAULT_MODEL),
+    e.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"a trained artifact directory (default: {DEFAULT_MODEL}, the pipeline's latest)")
     e.add_argument("--mask", type=Path, help="face mask image, white = face (a folder of <stem>.png for a folder)")
     e.add_argument("--no-blend", dest="blend", action="store_false",
@@ -109,7 +109,12 @@ def edit_command(args) -> int:
         check_options(args.steps, args.strength)
         jobs = _jobs(args)
         sigma = {} if args.sigma is None else {"sigma": args.sigma}
-        editor = FaceEditor.from_artifact(args.model, device=args.device, dtype=args.dtype, scheduler=args.scheduler,
+        model = args.model
+        if str(model).startswith(("models:/", "runs:/")):  # a registered release, e.g. models:/facepaint@champion
+            from facepaint.tracking import resolve_model
+
+            model = resolve_model(str(model))
+        editor = FaceEditor.from_artifact(model, device=args.device, dtype=args.dtype, scheduler=args.scheduler,
                                           bisenet_weights=args.bisenet_weights, padding=args.padding, **sigma)
         if args.mask is None:
             editor.face_parser()  # missing weights: one error up front, not one per photo

@@ -131,6 +131,12 @@ def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT
             for s in metrics["methods"].values():
                 s.update({f"{name}_bg": "unavailable", f"{name}_full": "unavailable"} if name == "lpips" else {name: "unavailable"})
     write_json(metrics, out / "metrics.json")
+    from facepaint.tracking import Tracker
+
+    run = Tracker().start(artifact_version=artifact.version, params={"evaluate": vars(cfg)})
+    run.metrics({"eval": metrics["methods"]})
+    run.artifacts(out, "evaluate")
+    run.end()
     print(table)
     return metrics
 

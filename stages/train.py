@@ -14,6 +14,7 @@ artifact is written.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from facepaint.io import atomic_path, write_json
@@ -40,10 +41,27 @@ def run(model: ModelConfig, cfg: TrainConfig, latents: Path = LATENTS, captions:
     with atomic_path(log) as tmp:
         history_frame(result.history).to_csv(tmp, index=False)
     write_json(result.metrics, metrics)
+    track(result, model, cfg, out, log, metrics)
     m = result.metrics
     print(f"train: {m['steps']} steps ({m['epochs']} epochs of {m['train_images']} images), final loss "
           f"{m['final_loss']:.4f}, {m['samples_per_s']:.1f} samples/s; artifact {out} (version {result.artifact.version})")
     return result
+
+
+def track(result, model: ModelConfig, cfg: TrainConfig, out: Path, log: Path, metrics: Path) -> None:
+    """The MLflow run of this pipeline run: params, versions, the loss curve, the pyfunc model."""
+    from facepaint.tracking import MODEL_URI_TAG, Tracker
+
+    run = Tracker().start(artifact_version=result.artifact.version, run_name=f"facepaint {result.artifact.version}",
+                          params={"train": asdict(cfg), "model": asdict(model)})
+    run.history(result.history)
+    run.metrics({"train": {k: v for k, v in result.metrics.items() if k != "trainable_parameters"}})
+    run.artifacts(log, "train")
+    run.artifacts(metrics, "train")
+    uri = run.model(out)
+    if uri:
+        run.tag({MODEL_URI_TAG: uri})
+    run.end()
 
 
 def main() -> None:

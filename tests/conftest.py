@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Unit tests do not log to MLflow (each training run would log a model); tests/test_tracking.py
+# turns it on for itself against a temporary store.
+os.environ.setdefault("FACEPAINT_TRACKING", "off")
 # The licensed fixture lives beside the project and is never copied into it.
 FIXTURE = Path(os.environ.get("FACEPAINT_FIXTURE", REPO.parent / "shared" / "fixtures" / "celebamask-hq-mini"))
 

@@ -1,0 +1,54 @@
+"""The MLflow pyfunc model of a facepaint artifact (logged by `facepaint.tracking.log_pyfunc` as
+"models from code": MLflow stores this file, not a pickle).
+
+    model = mlflow.pyfunc.load_model("models:/facepaint@champion")
+    out = model.predict(pd.DataFrame({"image": [jpeg_or_png_bytes], "prompt": ["a smiling man"],
+                                      "mask": [mask_png_bytes_or_None]}),
+                        params={"steps": 50, "guidance_scale": 7.5, "seed": 0})
+    out["image"][0]        # PNG bytes of the edited photo, with its provenance in a text chunk
+
+Without a mask BiSeNet finds the face (its weights must be available, see facepaint.masks).
+"""
+from __future__ import annotations
+
+import io
+
+import mlflow
+import pandas as pd
+
+DEFAULTS = {"steps": 50, "guidance_scale": 7.5, "seed": 0, "strength": 1.0, "blend": True}
+
+
+class FacepaintModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        from facepaint.edit import FaceEditor
+
+        self.editor = FaceEditor.from_artifact(context.artifacts["artifact"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        import json
+
+        import numpy as np
+        from PIL import Image
+        from PIL.PngImagePlugin import PngInfo
+
+        opts = {**DEFAULTS, **(params or {})}
+        images, provenance = [], []
+        masks = model_input["mask"] if "mask" in model_input else [None] * len(model_input)
+        for image, prompt, mask in zip(model_input["image"], model_input["prompt"], masks):
+            m = None
+            if mask is not None and not (isinstance(mask, float) and np.isnan(mask)):
+                m = np.asarray(Image.open(io.BytesIO(mask)).convert("L"), dtype=np.float32) / 255.0
+            result = self.editor.edit(bytes(image), str(prompt), mask=m, steps=int(opts["steps"]),
+                                      guidance_scale=float(opts["guidance_scale"]), seed=int(opts["seed"]),
+                                      strength=float(opts["strength"]), blend=bool(opts["blend"]))
+            info = PngInfo()
+            info.add_text("facepaint", json.dumps(result.provenance))
+            buf = io.BytesIO()
+            Image.fromarray(result.image).save(buf, format="PNG", pnginfo=info)
+            images.append(buf.getvalue())
+            provenance.append(json.dumps(result.provenance))
+        return pd.DataFrame({"image": images, "provenance": provenance})
+
+
+mlflow.models.set_model(FacepaintModel())

@@ -1,0 +1,78 @@
+"""register: the evaluated model becomes a version of the registered MLflow model (alias
+`challenger`); the gate in params promotes it to `champion` when its metrics are no worse than the
+current champion's. The decision and its reasons are tags on the version.
+
+Inputs:  data/model (the artifact), data/evaluate/metrics.json, params `register`
+Outputs: data/register.json (version, promoted or not, why)
+Run:     dvc repro register     (or: python -m stages.register)
+
+The store is MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here. When it cannot be reached the
+stage warns, writes why into data/register.json and succeeds: the pipeline's results stand.
+Serve the champion with `facepaint edit --model models:/facepaint@champion ...`.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facepaint.artifact import load_artifact
+from facepaint.io import write_json
+from stages.common import cli, load_params, section
+from stages.evaluate import OUT as EVALUATE
+from stages.train import OUT as MODEL
+
+OUT = Path("data/register.json")
+
+
+@dataclass
+class RegisterConfig:
+    model_name: str = "facepaint"
+    gate: dict = field(default_factory=dict)  # facepaint.tracking.Gate fields
+
+
+def run(cfg: RegisterConfig, model: Path = MODEL, metrics: Path = EVALUATE / "metrics.json", out: Path = OUT) -> dict:
+    from facepaint import tracking
+
+    rules = tracking.Gate(**cfg.gate)
+    artifact = load_artifact(model)
+    evaluated = json.loads(Path(metrics).read_text())
+    if evaluated.get("artifact") != artifact.version:
+        raise SystemExit(f"{metrics} evaluates artifact {evaluated.get('artifact')}, {model} is {artifact.version}: "
+                         f"rerun the evaluate stage first (`dvc repro evaluate`)")
+    scores = evaluated["methods"].get(rules.method)
+    if scores is None:
+        raise SystemExit(f"{metrics} has no results for register.gate.method = {rules.method!r}")
+    outcome = {"artifact": artifact.version, "tracking_uri": tracking.tracking_uri()}
+    if not tracking.enabled():
+        outcome.update(registered=False, reason="tracking is off (FACEPAINT_TRACKING)")
+    else:
+        try:
+            uri = tracking.model_uri_of(artifact.version)
+            if uri is None:  # train ran without tracking: log the model now
+                run = tracking.Tracker().start(artifact_version=artifact.version)
+                uri = run.model(model)
+                run.end()
+            outcome.update(registered=True, **tracking.register(uri, scores, rules, cfg.model_name))
+            run = tracking.Tracker().start(artifact_version=artifact.version)
+            run.tag({"facepaint.registered_version": str(outcome["version"]), "facepaint.promoted": str(outcome["promoted"])})
+            run.end()
+        except Exception as e:  # the registry is bookkeeping: never fail the pipeline over it
+            warnings.warn(f"model registry at {tracking.tracking_uri()} failed: {type(e).__name__}: {e}")
+            outcome.update(registered=False, reason=f"{type(e).__name__}: {str(e)[:300]}")
+    write_json(outcome, out)
+    if outcome["registered"]:
+        print(f"register: {cfg.model_name} version {outcome['version']} is challenger; "
+              f"{'promoted to champion' if outcome['promoted'] else 'not promoted'}: {outcome['reason']}")
+    else:
+        print(f"register: not registered ({outcome['reason']})")
+    return outcome
+
+
+def main() -> None:
+    run(section(load_params(), "register", RegisterConfig))
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,159 @@
+"""MLflow tracking, the pyfunc model and the registry gate, on real sqlite stores in temp dirs."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from facepaint import tracking
+from facepaint.tracking import Gate, gate
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh sqlite-backed MLflow store (tracking + registry), tracking on, cwd = tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACEPAINT_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield tmp_path
+    import mlflow
+
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+# ------------------------------------------------------------------------------------------- gate
+
+def test_gate_rules():
+    champ = {"fid": 60.0, "psnr_bg": 33.0, "pickscore": 24.0}
+    assert gate(champ, None, Gate()).promote and gate(champ, None, Gate()).text == "no champion yet"
+    better = {"fid": 55.0, "psnr_bg": 33.5, "pickscore": 23.8}  # PickScore within the 0.5 margin
+    assert gate(better, champ, Gate()).promote
+    worse_fid = {**better, "fid": 61.0}
+    d = gate(worse_fid, champ, Gate())
+    assert not d.promote and "FID 61 vs champion 60 (fails" in d.text
+    assert gate(worse_fid, champ, Gate(fid_max_increase=2.0)).promote
+    assert not gate({**better, "pickscore": 23.0}, champ, Gate()).promote
+    assert not gate({**better, "psnr_bg": 32.9}, champ, Gate()).promote
+
+
+def test_gate_never_counts_an_unavailable_metric_as_passed():
+    champ = {"fid": "unavailable", "psnr_bg": 30.0, "pickscore": "unavailable"}
+    d = gate({"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, champ, Gate())
+    assert d.promote and "FID not checked (unavailable)" in d.text
+    nothing = gate({"fid": "unavailable"}, {"fid": 60.0}, Gate())
+    assert not nothing.promote and "no metric could be compared" in nothing.text
+    assert gate({"psnr_bg": "inf"}, {"psnr_bg": 40.0}, Gate()).promote  # exact background beats any finite PSNR
+
+
+# --------------------------------------------------------------------------------- pyfunc + registry
+
+@pytest.fixture
+def logged(store, tiny_artifact):
+    run = tracking.Tracker().start(artifact_version=tiny_artifact.version, run_name="test", params={"train": {"lr": 1}})
+    uri = run.model(tiny_artifact.path)
+    run.tag({tracking.MODEL_URI_TAG: uri})
+    run.end()
+    assert uri and not run.disabled
+    return uri
+
+
+def photo_and_mask(h=80, w=96):
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[20:60, 30:70] = 255
+    enc = []
+    for arr in (img, mask):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        enc.append(buf.getvalue())
+    return img, mask, enc
+
+
+def test_pyfunc_model_loads_and_edits_a_photo(logged):
+    import io
+
+    import mlflow
+    from PIL import Image
+
+    img, mask, (img_png, mask_png) = photo_and_mask()
+    model = mlflow.pyfunc.load_model(logged)
+    out = model.predict(pd.DataFrame({"image": [img_png], "prompt": ["a smiling man"], "mask": [mask_png]}),
+                        params={"steps": 2, "seed": 1})
+    edited = np.asarray(Image.open(io.BytesIO(out["image"][0])))
+    assert edited.shape == img.shape and not np.array_equal(edited, img)
+    prov = json.loads(out["provenance"][0])
+    assert prov["prompt"] == "a smiling man" and prov["steps"] == 2
+    x0, y0, x1, y1 = prov["region"]
+    outside = np.ones(mask.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(edited[outside], img[outside])  # nothing outside the edited square changed
+    assert model.metadata.signature is not None
+
+
+def test_registry_promotes_a_better_model_and_refuses_a_worse_one(logged):
+    from mlflow import MlflowClient
+
+    first = tracking.register(logged, {"fid": "unavailable", "psnr_bg": 30.0, "pickscore": "unavailable"}, Gate())
+    assert first["promoted"] and first["champion"] == first["version"] == 1
+    worse = tracking.register(logged, {"fid": "unavailable", "psnr_bg": 29.0, "pickscore": "unavailable"}, Gate())
+    assert not worse["promoted"] and worse["champion"] == 1
+    better = tracking.register(logged, {"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, Gate())
+    assert better["promoted"] and better["previous_champion"] == 1
+    client = MlflowClient()
+    assert int(client.get_model_version_by_alias("facepaint", "champion").version) == 3
+    assert int(client.get_model_version_by_alias("facepaint", "challenger").version) == 3
+    refused = client.get_model_version("facepaint", "2")
+    assert refused.tags["facepaint.gate"] == "refused" and "fails" in refused.tags["facepaint.gate_reason"]
+    assert json.loads(refused.tags["facepaint.metrics"])["psnr_bg"] == 29.0
+
+
+def test_edit_command_serves_the_champion(logged, tiny_artifact, tmp_path):
+    from PIL import Image
+
+    from facepaint.cli import main
+
+    tracking.register(logged, {"psnr_bg": 30.0}, Gate())
+    img, mask, _ = photo_and_mask()
+    Image.fromarray(img).save(tmp_path / "p.png")
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    code = main(["edit", str(tmp_path / "p.png"), "--prompt", "a man", "--out", str(tmp_path / "o.png"),
+                 "--model", "models:/facepaint@champion", "--mask", str(tmp_path / "m.png"), "--steps", "2"])
+    assert code == 0
+    from facepaint.edit import read_provenance
+
+    assert read_provenance(tmp_path / "o.png")["artifact_version"] == tiny_artifact.version
+
+
+# ------------------------------------------------------------------------------------ never fatal
+
+def test_unreachable_store_warns_once_and_the_stage_goes_on(tmp_path, monkeypatch, tiny_artifact):
+    from stages import register as stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACEPAINT_TRACKING", "on")
+    (tmp_path / "blocker").write_text("a file where the store's folder would have to be")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'blocker' / 'mlflow.db'}")
+    with pytest.warns(UserWarning, match="MLflow tracking .* failed") as caught:
+        run = tracking.Tracker().start(artifact_version="x")
+        run.metrics({"a": 1.0})
+        run.end()
+    assert run.disabled and len([w for w in caught if "MLflow tracking" in str(w.message)]) == 1
+    (tmp_path / "metrics.json").write_text(json.dumps({"artifact": tiny_artifact.version,
+                                                        "methods": {"ours": {"psnr_bg": 30.0}}}))
+    with pytest.warns(UserWarning):
+        outcome = stage.run(stage.RegisterConfig(), model=tiny_artifact.path, metrics=tmp_path / "metrics.json",
+                            out=tmp_path / "register.json")
+    assert outcome["registered"] is False and json.loads((tmp_path / "register.json").read_text()) == outcome
+
+
+def test_versions_name_the_commit_and_dvc_hashes(tmp_path):
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  split:\n    cmd: x\n    outs:\n"
+                                       "    - path: data/split.parquet\n      md5: abc123\n")
+    tags = tracking.code_and_data_versions(tmp_path)
+    assert tags["dvc.split.outs.data/split.parquet"] == "abc123"

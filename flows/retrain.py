@@ -1,0 +1,138 @@
+"""Retrain on a schedule: the DVC pipeline stage by stage as Prefect tasks, then the registry outcome.
+
+    python -m flows.retrain                 # one run now (no server needed: Prefect runs it in-process)
+    python -m flows.retrain serve           # serve both flows on the cron schedules of params `retrain`
+                                            # (start a server first: `prefect server start`, and set
+                                            # PREFECT_API_URL=http://127.0.0.1:4200/api)
+
+Retries. A stage that fails for a transient reason (the network, a storage or lock timeout, a busy
+GPU; see TRANSIENT) is retried with exponential back-off; a real failure (bad data, a bug, a
+training error) is not: retrying it would only repeat it. DVC makes a retry cheap: finished stages
+are skipped and a killed train stage resumes from its checkpoint.
+
+Never twice at once. The served deployment has a concurrency limit of 1 (a second scheduled run is
+cancelled, not queued behind the first), and every run holds a lock file in the project, so a run
+started by hand cannot overlap a scheduled one either.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from filelock import FileLock, Timeout
+from prefect import flow, get_run_logger, task
+from prefect.tasks import exponential_backoff
+
+LOCK = ".facepaint-retrain.lock"
+# Failures worth another try: networks, remote storage, locks, a GPU busy with someone else's job.
+TRANSIENT = re.compile(
+    r"connection (reset|refused|aborted)|timed? ?out|temporar(y|ily)|name resolution|503|502|429|"
+    r"unable to acquire lock|is locked|resource busy|cuda error: (busy|all cuda-capable devices are busy)",
+    re.IGNORECASE,
+)
+
+
+class TransientError(RuntimeError):
+    """A stage failure that may well succeed when tried again."""
+
+
+class PipelineError(RuntimeError):
+    """A stage failure that another try would repeat (bad input, a bug, a training error)."""
+
+
+class AlreadyRunning(RuntimeError):
+    """Another retrain holds the project's lock."""
+
+
+def classify(stage: str, returncode: int, output: str) -> Exception:
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    cls = TransientError if TRANSIENT.search(output) else PipelineError
+    return cls(f"stage {stage} failed (exit {returncode}):\n{tail}")
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """Prefect retry condition: only TransientError is retried."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def pipeline_stages(project: Path) -> list[str]:
+    """The stages of dvc.yaml, in file order (which is dependency order)."""
+    return list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+
+
+def dvc_repro(stage: str, project: Path) -> str:
+    """`dvc repro --single-item STAGE` in the project; its output, or a classified exception."""
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project,
+                          capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    if proc.returncode:
+        raise classify(stage, proc.returncode, output)
+    return output
+
+
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_jitter_factor=0.2,
+      retry_condition_fn=retry_transient, task_run_name="dvc repro {stage}")
+def run_stage(stage: str, project: str) -> str:
+    out = dvc_repro(stage, Path(project))
+    get_run_logger().info("%s: %s", stage, "up to date" if "didn't change" in out else "reproduced")
+    return out
+
+
+@flow(name="facepaint-retrain", log_prints=True)
+def retrain(project: str = ".") -> dict:
+    """Reproduce the pipeline, then report the evaluation and the registry decision."""
+    log = get_run_logger()
+    root = Path(project).resolve()
+    lock = FileLock(str(root / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise AlreadyRunning(f"another retrain of {root} is running (it holds {root / LOCK})") from None
+    try:
+        for stage in pipeline_stages(root):
+            run_stage(stage, str(root))
+    finally:
+        lock.release()
+    summary = {"metrics": json.loads((root / "data/evaluate/metrics.json").read_text())["methods"].get("ours", {}),
+               "register": json.loads((root / "data/register.json").read_text())}
+    reg = summary["register"]
+    if reg.get("registered"):
+        log.info("model version %s: %s (%s)", reg["version"], "promoted to champion" if reg["promoted"] else
+                 "not promoted", reg["reason"])
+    else:
+        log.warning("not registered: %s", reg.get("reason"))
+    return summary
+
+
+def schedule(project: Path = Path(".")) -> dict:
+    return (yaml.safe_load((project / "params.yaml").read_text()) or {}).get("retrain") or {}
+
+
+def serve(project: Path = Path(".")) -> None:
+    from prefect import serve as prefect_serve
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    from flows.watch import watch
+
+    cfg = schedule(project)
+    once = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+    prefect_serve(
+        retrain.to_deployment("scheduled", cron=cfg.get("cron"), concurrency_limit=once,
+                              parameters={"project": str(project.resolve())}),
+        watch.to_deployment("new-data", cron=cfg.get("watch_cron"), concurrency_limit=once,
+                            parameters={"project": str(project.resolve())}),
+    )
+
+
+if __name__ == "__main__":
+    serve() if sys.argv[1:] == ["serve"] else print(json.dumps(retrain(), indent=2, default=str))

@@ -118,3 +118,10 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"corrupt part mask {Path(path).name}: {e}") from None
     return arr >= 128
+
+
+def worker_context(workers: int):
+    """How DataLoader workers start: from a clean forkserver process rather than by forking the
+    caller. Forking a process that runs other threads (a Prefect flow, an MLflow or web server, a
+    notebook's kernel) can leave the child with a held lock and kill it; the forkserver never has them."""
+    return "forkserver" if workers > 0 else None

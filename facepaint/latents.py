@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from facepaint import celebamask
-from facepaint.images import ImageError, load_rgb
+from facepaint.images import ImageError, worker_context, load_rgb
 from facepaint.io import atomic_path, write_json
 from facepaint.masks import decode_png
 from facepaint.models import pick_device, pick_dtype
@@ -106,7 +106,7 @@ def compute_latents(root, masks: pd.DataFrame, vae, out_dir, cfg: LatentConfig, 
     report = StageReport("latents", total=len(masks))
     loader = torch.utils.data.DataLoader(
         _Images(root, masks, resolution), batch_size=cfg.batch_size, collate_fn=_as_list,
-        num_workers=cfg.workers, pin_memory=device.type == "cuda",
+        num_workers=cfg.workers, pin_memory=device.type == "cuda", multiprocessing_context=worker_context(cfg.workers),
     )
     shards, pending = [], {k: [] for k in ("ids", "latents", "masked_latents", "latent_mask", "beta")}
 

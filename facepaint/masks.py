@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from facepaint import celebamask
 from facepaint.celebamask import FACE_PARTS, check_parts
-from facepaint.images import ImageError, load_mask, load_rgb
+from facepaint.images import ImageError, worker_context, load_mask, load_rgb
 from facepaint.models import ModelLoadError, pick_device
 from facepaint.report import StageReport
 
@@ -292,7 +292,7 @@ def compute_masks(root, ids, cfg: MaskConfig, progress: bool = True,
         parser = BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half)
     loader = torch.utils.data.DataLoader(
         _Inputs(root, ids, cfg), batch_size=cfg.batch_size, shuffle=False, collate_fn=_as_list,
-        num_workers=cfg.workers, persistent_workers=False,
+        num_workers=cfg.workers, persistent_workers=False, multiprocessing_context=worker_context(cfg.workers),
     )
     rows = []
     bar = tqdm(total=len(ids), desc=f"masks ({cfg.backend})", unit="img", disable=not progress)

@@ -1,0 +1,361 @@
+"""Edit speed and memory: seconds per edit at batch 1, images/s at batch 8, peak memory, with and
+without the inference optimisations.
+
+    python bench/edit.py                          # CPU: scaled-down (tiny model, 128 px, 10 and 5 steps),
+                                                  # finishes in 1-2 min
+    python bench/edit.py --full --steps 1 --batch 2 --repeats 1 --variants optimized
+                                                  # CPU: the full SD1.5 architecture at 512 px; ~40 s per
+                                                  # 1-step edit on 2 cores (VAE + UNet), ~5 min in all
+    python bench/edit.py                          # CUDA: the full config (SD1.5 inpainting at 512 px, 50
+                                                  # and 25 steps, batch 1 and 8) with the pass/fail targets
+    python bench/edit.py --ablate                 # also `optimized` minus one optimisation at a time
+    python bench/edit.py --compile / --no-compile # torch.compile the UNet (default: on CUDA only)
+
+The model is the SD1.5 inpainting architecture with random weights (`models.sd15_random_components`):
+nothing is downloaded, and speed and memory do not depend on the weights' values. The adapter is a
+FaceAdapter of the text encoder's width with random (non-zero) weights, so its cost is included.
+
+Variants (the optimisations, each a flag here; FaceEditor does not expose them yet):
+- `baseline`: fp32 weights, the classic attention processor (`AttnProcessor`: explicit softmax(QK^T)V),
+  contiguous (NCHW) tensors, eager UNet.
+- `optimized`: bf16 weights on CUDA (`--dtype fp16` for fp16; fp32 on the CPU), PyTorch SDPA attention
+  (`AttnProcessor2_0`, diffusers' default), channels_last UNet and VAE, torch.compile'd UNet on CUDA.
+- with `--ablate`: `optimized` without one of them each (`-half`, `-sdpa`, `-channels_last`, `-compile`).
+
+What is timed, after one warm-up call per (variant, steps, batch) (which also compiles):
+- batch 1: `FaceEditor.edit` end to end on a 512 x 512 photo with a given face mask (crop, prompt
+  encoding, adapter, classifier-free guidance (scale 7.5) sampling with DDIM, VAE decode, soft mask,
+  pixel blend); seconds per edit is the median of `--repeats` calls.
+- batch `--batch` (8): the same steps for 8 photos at once: 8 prompts encoded and conditioned by the
+  adapter, one call of the diffusers inpainting pipeline (`editor.pipe`) with 8 images, masks and
+  prompt embeddings, then the soft mask and pixel blend of each; images/s = 8 / median seconds.
+Timing: CUDA events on a GPU, perf_counter on the CPU. Peak memory: torch.cuda.max_memory_allocated
+(weights included) on a GPU; on the CPU the process's peak resident set during the timed calls
+(sampled every 2 ms from /proc: weights included, and memory the allocator kept from earlier rows).
+
+Targets (issue 6, GPU, full config): <= 0.6 s per 512 x 512 edit at 50 steps with guidance, and
+<= 4 GiB peak memory at batch 1; the table's `target` column says pass/fail only then.
+Prints a table and writes bench/results/edit-<device>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from facepaint.adapter import FaceAdapter, condition
+from facepaint.edit import FaceEditor, encode_prompt, pixel_blend
+from facepaint.masks import soft_mask
+from facepaint.models import (
+    pick_device,
+    pick_dtype,
+    sd15_random_components,
+    tiny_components,
+)
+
+TARGET_SECONDS = 0.6  # per 512 x 512 edit, 50 steps, classifier-free guidance, batch 1
+TARGET_PEAK_GIB = 4.0  # batch 1
+GIB = 2**30
+PROMPT = "a smiling woman with blond hair and eyeglasses"
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+def photo_like(resolution: int, seed: int) -> np.ndarray:
+    """A random uint8 R x R x 3 image with photo-like statistics: smooth low-frequency colour fields plus grain."""
+    rng = np.random.default_rng(seed)
+    low = rng.uniform(0, 255, (8, 8, 3)).astype(np.uint8)
+    smooth = np.asarray(Image.fromarray(low).resize((resolution, resolution), Image.Resampling.BICUBIC), np.float32)
+    return np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
+
+
+def face_ellipse(resolution: int) -> np.ndarray:
+    """A centred elliptical face mask (bool R x R), 0.5 R wide and 0.66 R tall: CelebA-HQ-like proportions."""
+    y, x = np.mgrid[:resolution, :resolution] + 0.5
+    c = resolution / 2
+    return ((x - c) / (0.25 * resolution)) ** 2 + ((y - c) / (0.33 * resolution)) ** 2 <= 1
+
+
+# ------------------------------------------------------------------------------------------ variants
+
+def variants(gpu: bool, half: str, compile_unet: bool, ablate: bool) -> dict[str, dict]:
+    base = {"dtype": "fp32", "sdpa": False, "channels_last": False, "compile": False}
+    opt = {"dtype": half if gpu else "fp32", "sdpa": True, "channels_last": True, "compile": compile_unet}
+    out = {"baseline": base, "optimized": opt}
+    if ablate:
+        if opt["dtype"] != "fp32":
+            out["optimized-half"] = dict(opt, dtype="fp32")
+        out["optimized-sdpa"] = dict(opt, sdpa=False)
+        out["optimized-channels_last"] = dict(opt, channels_last=False)
+        if opt["compile"]:
+            out["optimized-compile"] = dict(opt, compile=False)
+    return out
+
+
+def build_editor(full: bool, resolution: int, settings: dict, device: torch.device, seed: int) -> FaceEditor:
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    comps = (sd15_random_components if full else tiny_components)(seed)
+    dtype = pick_dtype(settings["dtype"], device)
+    if dtype != torch.float32:
+        for m in (comps.unet, comps.vae, comps.text_encoder):
+            m.to(dtype)
+    for m in (comps.unet, comps.vae):
+        m.set_attn_processor(AttnProcessor2_0() if settings["sdpa"] else AttnProcessor())
+        if settings["channels_last"]:
+            m.to(memory_format=torch.channels_last)
+    adapter = FaceAdapter(comps.text_encoder.config.hidden_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.nn.init.normal_(adapter.w2.weight, std=0.02)  # non-zero, so A(E) is really computed
+    editor = FaceEditor(comps, adapter, scale=1.0, resolution=resolution, device=device, scheduler="ddim")
+    if settings["compile"]:
+        # static shapes: batch 1 and batch 8 each get their own graph, not one dynamic-shape graph
+        editor.pipe.unet = torch.compile(editor.pipe.unet, dynamic=False)
+    return editor
+
+
+# ------------------------------------------------------------------------------------- measurement
+
+class CpuPeak:
+    """The process's peak resident set size while inside, sampled from /proc/self/statm (Linux)."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval, self.peak, self._stop = interval, None, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> int | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:
+            return None
+
+    def _run(self):
+        while not self._stop.is_set():
+            r = self._rss()
+            if r is not None:
+                self._max = max(self._max, r)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._start = self._rss()
+        if self._start is None:
+            return self
+        self._max = self._start
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._start is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = self._max
+
+
+def measure(fn, device: torch.device, repeats: int) -> tuple[float, float | None, list[float]]:
+    """(median seconds, peak bytes, all seconds) of `fn()` over `repeats` calls (after the caller's warm-up)."""
+    gpu = device.type == "cuda"
+    times, peak = [], None
+    if gpu:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        with CpuPeak() as mem:
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+        peak = mem.peak
+    return statistics.median(times), peak, times
+
+
+def edit_one(editor: FaceEditor, photo, mask, steps: int):
+    """One edit through the public API: crop, prompt encoding + adapter, CFG sampling, decode, blend."""
+    return editor.edit(photo, PROMPT, mask=mask, steps=steps, guidance_scale=7.5, seed=0).image
+
+
+@torch.inference_mode()
+def edit_batch(editor: FaceEditor, photos, masks, steps: int, sigma: float):
+    """`len(photos)` edits in one pipeline call: batched prompt encoding and adapter conditioning
+    (each photo's own face ratio beta), batched CFG sampling and decode, then each photo's blend."""
+    pipe, n = editor.pipe, len(photos)
+    betas = torch.tensor([float(m.mean()) for m in masks], device=editor.device)
+    embeds = []
+    for text in (PROMPT, ""):
+        e, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, text)
+        embeds.append(condition(e.expand(n, -1, -1), betas.to(e.dtype), editor.adapter, editor.scale))
+    out = pipe(
+        prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1], image=[Image.fromarray(p) for p in photos],
+        mask_image=[Image.fromarray(m.astype(np.uint8) * 255) for m in masks], height=editor.resolution,
+        width=editor.resolution, num_inference_steps=steps, guidance_scale=7.5,
+        generator=torch.Generator(editor.device).manual_seed(0), output_type="np",
+    ).images
+    generated = np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+    return [pixel_blend(p, g, soft_mask(m, sigma)) for p, g, m in zip(photos, generated, masks)]
+
+
+# -------------------------------------------------------------------------------------------- main
+
+def versions() -> dict:
+    import diffusers
+    import transformers
+
+    v = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+         "numpy": np.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        v["cuda"] = torch.version.cuda
+        v["cudnn"] = torch.backends.cudnn.version()
+    return v
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--full", action="store_true",
+                    help="the full SD1.5 inpainting architecture at 512 px (the default on CUDA); on a CPU "
+                         "it needs --steps with small counts")
+    ap.add_argument("--resolution", type=int, default=None, help="px (default 512 full, 128 scaled-down)")
+    ap.add_argument("--steps", type=int, nargs="+", default=None,
+                    help="denoising step counts (default 50 25; 10 5 for the CPU scaled-down run)")
+    ap.add_argument("--batch", type=int, default=None, help="the throughput batch (default 8; 2 for --full on CPU)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per row (default 5 CUDA, 3 CPU)")
+    ap.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16", help="half precision of `optimized` (GPU)")
+    ap.add_argument("--compile", dest="compile_unet", action="store_true", default=None,
+                    help="torch.compile the UNet in `optimized` (default: on CUDA only)")
+    ap.add_argument("--no-compile", dest="compile_unet", action="store_false")
+    ap.add_argument("--variants", nargs="+", default=None, help="run only these variants (by name)")
+    ap.add_argument("--ablate", action="store_true", help="also `optimized` minus each optimisation in turn")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="json path (default bench/results/edit-<device>.json)")
+    args = ap.parse_args()
+
+    device = pick_device(args.device)
+    gpu = device.type == "cuda"
+    full = args.full or gpu
+    if full and not gpu and args.steps is None:
+        ap.error("--full on a CPU runs the 860M-parameter UNet and the 512 px VAE: a 1-step edit takes ~40 s on "
+                 "2 cores. Give small step counts, e.g. --full --steps 1 --batch 2 --repeats 1 --variants optimized")
+    if full and not gpu:
+        warnings.warn("full SD1.5 architecture on a CPU: each UNet forward takes seconds; this run takes minutes",
+                      stacklevel=1)
+    res = args.resolution or (512 if full else 128)
+    steps_list = args.steps or ([50, 25] if full else [10, 5])
+    batch = args.batch or (2 if full and not gpu else 8)
+    repeats = args.repeats or (5 if gpu else 3)
+    compile_unet = gpu if args.compile_unet is None else args.compile_unet
+    all_variants = variants(gpu, args.dtype, compile_unet, args.ablate)
+    chosen = args.variants or list(all_variants)
+    unknown = set(chosen) - set(all_variants)
+    if unknown:
+        ap.error(f"unknown variant(s) {sorted(unknown)}; choose from {list(all_variants)}")
+    targets_apply = gpu and full and res == 512
+    config = "full: SD1.5 inpainting architecture (random weights)" if full else \
+        "scaled-down: tiny SD1.5-shaped model (random weights) -- NOT comparable with the targets"
+
+    photo, mask = photo_like(res, args.seed), face_ellipse(res)
+    photos = [photo_like(res, args.seed + i) for i in range(batch)]
+    masks = [mask] * batch
+    rows, notes = [], []
+    for name in chosen:
+        settings = all_variants[name]
+        editor = build_editor(full, res, settings, device, args.seed)
+        for steps in steps_list:
+            for b in (1, batch):
+                fn = partial(edit_one, editor, photo, mask, steps) if b == 1 else \
+                    partial(edit_batch, editor, photos, masks, steps, editor.sigma)
+                t0 = time.perf_counter()
+                fn()  # warm-up (and compilation)
+                if gpu:
+                    torch.cuda.synchronize(device)
+                warm = time.perf_counter() - t0
+                sec, peak, times = measure(fn, device, repeats)
+                row = dict(variant=name, steps=steps, batch=b, seconds_per_call=round(sec, 4),
+                           seconds_per_image=round(sec / b, 4), images_per_s=round(b / sec, 3),
+                           peak_bytes=peak, peak_gib=None if peak is None else round(peak / GIB, 3),
+                           warmup_seconds=round(warm, 2), times=[round(t, 4) for t in times])
+                if targets_apply and b == 1:
+                    ok = peak is not None and peak <= TARGET_PEAK_GIB * GIB
+                    if steps == 50:
+                        ok = ok and sec <= TARGET_SECONDS
+                    row["target_pass"] = bool(ok)
+                rows.append(row)
+                print(f"  {name:<24} steps {steps:>3} batch {b:>2}: {sec / b:8.3f} s/image "
+                      f"(warm-up {warm:.1f} s)", flush=True)
+        del editor, fn
+        gc.collect()
+        if settings["compile"]:
+            torch._dynamo.reset()
+        if gpu:
+            torch.cuda.empty_cache()
+
+    if gpu:
+        dev_name = torch.cuda.get_device_name(device)
+    else:
+        dev_name = f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+    mem_label = "peak GiB" if gpu else "RSS GiB"
+    print(f"\nedit speed on {dev_name}; {config}; {res} px, DDIM, guidance 7.5, median of {repeats}")
+    header = f"{'variant':<24} {'steps':>5} {'batch':>5} {'s/edit':>9} {'images/s':>9} {mem_label:>9}"
+    print(header + (f"  {'target':<6}" if targets_apply else ""))
+    for r in rows:
+        mem = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.3f}"
+        line = (f"{r['variant']:<24} {r['steps']:>5} {r['batch']:>5} {r['seconds_per_image']:>9.3f} "
+                f"{r['images_per_s']:>9.2f} {mem:>9}")
+        if "target_pass" in r:
+            line += f"  {'pass' if r['target_pass'] else 'FAIL'}"
+        print(line)
+    if targets_apply:
+        print(f"targets (batch 1): <= {TARGET_SECONDS} s per edit at 50 steps, <= {TARGET_PEAK_GIB} GiB peak")
+    else:
+        notes.append("targets not evaluated: they apply to the full config at 512 px on a GPU")
+        print(f"(targets -- <= {TARGET_SECONDS} s/edit at 50 steps, <= {TARGET_PEAK_GIB} GiB peak -- "
+              f"apply only to the full config on a GPU)")
+    if not gpu:
+        notes.append("CPU memory is the process's peak resident set during the timed calls (weights included)")
+
+    result = {
+        "device": dev_name, "device_type": device.type, "versions": versions(),
+        "settings": {
+            "config": "full" if full else "scaled-down", "model": "sd15-random" if full else "tiny-random",
+            "resolution": res, "steps": steps_list, "batch": batch, "repeats": repeats, "scheduler": "ddim",
+            "guidance_scale": 7.5, "prompt": PROMPT, "seed": args.seed, "threads": torch.get_num_threads(),
+            "variants": {k: all_variants[k] for k in chosen},
+        },
+        "targets": {"seconds_per_edit_50_steps": TARGET_SECONDS, "peak_gib_batch1": TARGET_PEAK_GIB,
+                    "evaluated": targets_apply},
+        "notes": notes,
+        "results": rows,
+    }
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"edit-{'cuda' if gpu else 'cpu'}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+
+
+if __name__ == "__main__":
+    main()

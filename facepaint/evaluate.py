@@ -363,10 +363,10 @@ def run(samples: list[Sample], pairs: pd.DataFrame, methods: dict, cfg: EvalConf
     bar = tqdm(total=len(methods) * len(inputs), desc="evaluate", unit="edit", disable=not progress)
     for name, method in methods.items():
         bar.set_postfix(method=name)
+        outs, timing = [], []
         try:
             for _ in range(cfg.warmup):
                 method.edit(inputs[0])
-            outs, timing = [], []
             for x in inputs:
                 out, t = measure(method, x, device)
                 outs.append(out)
@@ -374,7 +374,7 @@ def run(samples: list[Sample], pairs: pd.DataFrame, methods: dict, cfg: EvalConf
                 bar.update(1)
         except Exception as e:  # one method's failure must not lose the others' results
             failed[name] = error_text(e)
-            bar.update(len(inputs) - len(outs) if "outs" in locals() else len(inputs))
+            bar.update(len(inputs) - len(outs))
             continue
         outputs[name] = outs
         for s, x, out, t in zip(samples, inputs, outs, timing):

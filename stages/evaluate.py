@@ -101,8 +101,7 @@ def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT
     device_name = _device_name(device)
     plots = out / "plots"
     write_parquet(result.table, out / "per_image.parquet", metadata={"evaluate": vars(cfg), "artifact": artifact.version})
-    profile_methods = {k: v for k, v in result.outputs.items()}
-    profile = ev.boundary_profile(samples, profile_methods, cfg.profile_radius)
+    profile = ev.boundary_profile(samples, result.outputs, cfg.profile_radius)
     wide = profile.pivot(index="distance", columns="method", values="mean_abs_change").reset_index()
     with atomic_path(out / "profile.csv") as tmp:
         wide.to_csv(tmp, index=False)

@@ -28,13 +28,18 @@ use accelerate's save_state because that saves the whole 3.4 GB UNet and unpickl
 Multi-GPU: the same code runs under `accelerate launch` (DDP). The global batch is split across
 processes; each process takes its slice of the same per-step draws.
 
-Speed knobs (params): mixed precision (bf16/fp16 autocast; the frozen text encoder runs in that dtype),
-SDPA attention (diffusers' default processor on torch >= 2), gradient checkpointing, torch.compile.
-The cached latents are loaded into (pinned) host memory once and batches are gathered by index: at the
-full 20,000-image scale that is ~2.6 GB, far cheaper than decoding shards every epoch.
+Speed knobs (params; bench/train.py measures each on and off, facepaint.speed explains them):
+mixed precision (bf16/fp16 autocast; the frozen text encoder runs in that dtype), `half_frozen` (the
+frozen UNet weights stored in that dtype: same result as autocast's casts, half the memory), SDPA
+attention, channels_last, fused AdamW, torch.compile, gradient checkpointing (memory for speed), and
+`cache_on_device`: the latent cache (~2.7 GB at the full 20,000-image, 512 px scale) lives on the GPU,
+so a batch is gathered there by index with no host-to-device copy of latents. Captions are tokenised
+once each (memoised), and the only host sync in the loop is the loss read every `log_every` steps.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -56,10 +61,22 @@ from facepaint.io import atomic_dir, read_parquet
 from facepaint.latents import iter_shards, read_index
 from facepaint.loss import masked_mse
 from facepaint.models import Components, ModelConfig
+from facepaint.speed import (
+    check_attention,
+    compile_mode,
+    compiled,
+    half_frozen,
+    set_attention,
+    to_channels_last,
+)
 
 log = logging.getLogger("facepaint.train")
 
 PRECISIONS = ("no", "fp16", "bf16")
+# Params that change speed and memory, not what is learned (up to float rounding): a checkpoint made
+# with other values of these is still resumed from.
+SPEED_KNOBS = ("compile", "gradient_checkpointing", "attention", "channels_last", "half_frozen", "fused_adamw",
+               "cache_on_device")
 
 
 @dataclass
@@ -82,7 +99,12 @@ class TrainConfig:
     caption_dropout: float = 0.0  # probability of an empty caption (keeps CFG sharp; the SPEC uses none)
     mixed_precision: str = "bf16"  # no | fp16 | bf16; the CPU always trains in fp32
     gradient_checkpointing: bool = False
-    compile: bool = False
+    compile: bool | str = False  # false | true (= "default") | a torch.compile mode, see facepaint.speed
+    attention: str = "sdpa"  # sdpa | classic
+    channels_last: bool = False
+    half_frozen: bool = True  # frozen UNet weights in the autocast dtype (with mixed precision on a GPU)
+    fused_adamw: bool = True  # on CUDA
+    cache_on_device: bool = True  # the latent cache on the training device (GPU)
     checkpoint_every: int = 500  # steps; 0 = only at the end
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -98,11 +120,16 @@ class TrainConfig:
             raise ValueError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
         if not 0 <= self.flip_p <= 1 or not 0 <= self.caption_dropout <= 1:
             raise ValueError("train.flip_p and train.caption_dropout are probabilities in [0, 1]")
+        try:
+            self.compile = compile_mode(self.compile)
+            check_attention(self.attention)
+        except ValueError as e:
+            raise ValueError(f"train.{e}") from None
 
     def fingerprint_fields(self) -> dict:
         """What changes the trained weights (not logging/checkpoint cadence or speed-only knobs)."""
         d = asdict(self)
-        for k in ("checkpoint_every", "keep_checkpoints", "log_every", "compile", "gradient_checkpointing"):
+        for k in ("checkpoint_every", "keep_checkpoints", "log_every") + SPEED_KNOBS:
             d.pop(k)
         return d
 
@@ -127,7 +154,7 @@ class TrainData:
         return len(self.ids)
 
     @classmethod
-    def load(cls, latents_dir, captions_path) -> "TrainData":
+    def load(cls, latents_dir, captions_path) -> TrainData:
         index = read_index(latents_dir)
         shards = list(iter_shards(latents_dir))
         if not shards:
@@ -151,7 +178,9 @@ def _generator(*key) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
+@functools.lru_cache(maxsize=2)
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The image order of `epoch` (computed once per epoch, not once per step; do not modify it)."""
     return torch.randperm(n, generator=_generator(seed, "epoch", epoch))
 
 
@@ -219,6 +248,118 @@ def setup_trainable(components: Components, seed: int) -> tuple[FaceAdapter, dic
         torch.manual_seed(seed)
         adapter = FaceAdapter(components.text_encoder.config.hidden_size)
     return adapter, trainable_counts(components.unet, adapter)
+
+
+# ---------------------------------------------------------------------------------------- one step
+
+def autocast_dtype(mixed_precision: str) -> torch.dtype | None:
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
+
+
+def build_model(components: Components, cfg: TrainConfig, device, amp_dtype: torch.dtype | None = None
+                ) -> tuple[FaceModel, dict[str, int]]:
+    """The FaceModel on `device`, only k/v and the adapter trainable, with cfg's speed knobs applied
+    (attention, gradient checkpointing, half_frozen when `amp_dtype` is the autocast dtype, channels_last)."""
+    adapter, counts = setup_trainable(components, cfg.seed)
+    unet = components.unet
+    set_attention(unet, cfg.attention)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    model = FaceModel(unet, adapter, cfg.adapter_scale).to(device)
+    if cfg.half_frozen and amp_dtype is not None:
+        half_frozen(unet, amp_dtype)
+    if cfg.channels_last:
+        to_channels_last(model)
+    return model, counts
+
+
+def build_optimizer(model: FaceModel, cfg: TrainConfig, device, total_steps: int):
+    """AdamW with two parameter groups (k/v at lr_kv, adapter at lr_adapter) and its LR schedule.
+    Build it after the model is on its device: fused AdamW needs the parameters there."""
+    from diffusers.optimization import get_scheduler
+
+    groups = [
+        {"params": [p for p in model.unet.parameters() if p.requires_grad], "lr": cfg.lr_kv},
+        {"params": list(model.adapter.parameters()), "lr": cfg.lr_adapter},
+    ]
+    fused = {"fused": True} if (cfg.fused_adamw and torch.device(device).type == "cuda") else {}
+    optimizer = torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                                  weight_decay=cfg.weight_decay, **fused)
+    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
+                                 num_training_steps=total_steps)
+    return optimizer, lr_scheduler
+
+
+@dataclass
+class StepBatch:
+    """One step's inputs on the training device."""
+
+    latents: torch.Tensor  # (b, 4, h, w) float32, the drawn flip
+    masked: torch.Tensor  # (b, 4, h, w) float32
+    mask: torch.Tensor  # (b, 1, h, w) float32 M_latent, flipped with the image
+    beta: torch.Tensor  # (b,)
+    timesteps: torch.Tensor  # (b,) int64
+    noise: torch.Tensor  # (b, 4, h, w) float32
+    input_ids: torch.Tensor  # (b, 77) int64 caption tokens
+
+
+class Batches:
+    """StepDraws -> StepBatch. The latent cache is moved to the device once (`on_device`; else it is
+    pinned on a GPU machine) and gathered there by index; each caption is tokenised once (memoised:
+    the ~10 captions of an image come back every epoch)."""
+
+    def __init__(self, data: TrainData, tokenizer, device, on_device: bool = True):
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        cache = {"lat": data.latents, "masked": data.masked_latents, "mask": data.latent_mask, "beta": data.beta}
+        if on_device:
+            self.tensors = {k: v.to(self.device) for k, v in cache.items()}
+        else:
+            self.tensors = {k: v.pin_memory() if cuda else v for k, v in cache.items()}
+        self.tokenizer, self._ids = tokenizer, {}
+
+    def tokens(self, captions: list[str]) -> torch.Tensor:
+        tok = self.tokenizer
+        for c in captions:
+            if c not in self._ids:
+                self._ids[c] = tok(c, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                                   return_tensors="pt").input_ids[0]
+        return torch.stack([self._ids[c] for c in captions]).to(self.device, non_blocking=True)
+
+    def __call__(self, d: StepDraws, rows: slice = slice(None)) -> StepBatch:
+        """The slice `rows` of the global batch drawn in `d` (a process's share under DDP)."""
+        dev, t = self.device, self.tensors
+        src = t["lat"].device
+        idx, flip = d.index[rows].to(src), d.flip[rows].to(src)
+        which = flip.long()
+        m = t["mask"][idx].to(dev, non_blocking=True).float()
+        m = torch.where(flip.to(dev).view(-1, 1, 1, 1), m.flip(-1), m)
+        return StepBatch(
+            latents=t["lat"][idx, which].to(dev, non_blocking=True).float(),
+            masked=t["masked"][idx, which].to(dev, non_blocking=True).float(),
+            mask=m, beta=t["beta"][idx].to(dev, non_blocking=True),
+            timesteps=d.timesteps[rows].to(dev), noise=d.noise[rows].to(dev, non_blocking=True),
+            input_ids=self.tokens(d.caption[rows]))
+
+
+def step_loss(model, text_encoder, noise_sched, b: StepBatch, cfg: TrainConfig, autocast=contextlib.nullcontext):
+    """Steps 2-5 of the module docstring: noise, the 9-channel input, E_hat, the mask-weighted loss.
+    `autocast`: a context manager factory (accelerate's Accelerator.autocast, or torch.autocast bound)."""
+    noisy = noise_sched.add_noise(b.latents, b.noise, b.timesteps)
+    if noise_sched.config.prediction_type == "v_prediction":
+        a = noise_sched.alphas_cumprod.to(b.timesteps.device)[b.timesteps].view(-1, 1, 1, 1)
+        target = a.sqrt() * b.noise - (1 - a).sqrt() * b.latents
+    else:
+        target = b.noise
+    with torch.no_grad():
+        emb = text_encoder(b.input_ids)[0].float()
+    x = torch.cat([noisy, b.mask, b.masked], dim=1)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast():
+        pred = model(x, b.timesteps, emb, b.beta)
+    return masked_mse(pred, target, b.mask, cfg.alpha)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -300,7 +441,6 @@ def train(components: Components, model_cfg: ModelConfig, data: TrainData, cfg: 
     """Fine-tune and write the artifact to `out_dir`; resume from `ckpt_dir` when it holds a checkpoint
     of the same run. `stop_after` ends the run after that many steps of this call (tests)."""
     from diffusers import DDPMScheduler
-    from diffusers.optimization import get_scheduler
 
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     acc = _accelerator(cfg, device)
@@ -313,20 +453,11 @@ def train(components: Components, model_cfg: ModelConfig, data: TrainData, cfg: 
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
 
     noise_sched = DDPMScheduler.from_config(components.scheduler.config)
-    adapter, counts = setup_trainable(components, cfg.seed)
-    unet, te, tok = components.unet, components.text_encoder, components.tokenizer
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    unet.train()
-    model = FaceModel(unet, adapter, cfg.adapter_scale).to(acc.device)  # before the optimizer: fused AdamW needs it
-    groups = [
-        {"params": [p for p in unet.parameters() if p.requires_grad], "lr": cfg.lr_kv},
-        {"params": list(adapter.parameters()), "lr": cfg.lr_adapter},
-    ]
-    fused = {"fused": True} if acc.device.type == "cuda" else {}
-    optimizer = torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay, **fused)
-    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total)
+    amp = autocast_dtype(acc.mixed_precision)
+    # the model is on its device before the optimizer is built: fused AdamW needs it
+    model, counts = build_model(components, cfg, acc.device, amp)
+    te = components.text_encoder
+    optimizer, lr_scheduler = build_optimizer(model, cfg, acc.device, total)
 
     fingerprint = hashlib.sha256(json.dumps(
         {"train": cfg.fingerprint_fields(), "model": asdict(model_cfg), "data": data.version, "world": world},
@@ -344,15 +475,10 @@ def train(components: Components, model_cfg: ModelConfig, data: TrainData, cfg: 
             log.info("resuming from %s (step %d of %d)", resume, start, total)
 
     model, optimizer = acc.prepare(model, optimizer)
-    if cfg.compile:
-        model = torch.compile(model)
+    model = compiled(model, cfg.compile, dynamic=None)
     dev = acc.device
-    te_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
-    te.to(dev, te_dtype).eval()
-    alphas = noise_sched.alphas_cumprod.to(dev)
-    pin = dev.type == "cuda"
-    tensors = {k: (v.pin_memory() if pin else v) for k, v in
-               dict(lat=data.latents, masked=data.masked_latents, mask=data.latent_mask, beta=data.beta).items()}
+    te.to(dev, amp or torch.float32).eval()
+    batches = Batches(data, components.tokenizer, dev, on_device=cfg.cache_on_device)
 
     local = cfg.batch_size // world
     sl = slice(acc.process_index * local, (acc.process_index + 1) * local)
@@ -361,27 +487,7 @@ def train(components: Components, model_cfg: ModelConfig, data: TrainData, cfg: 
     running, t_last, n_since = torch.zeros((), device=dev), time.perf_counter(), 0
     for step in range(start, end):
         d = draw_step(data, cfg, step, steps_per_epoch, noise_sched.config.num_train_timesteps)
-        idx, flip = d.index[sl], d.flip[sl]
-        lat = tensors["lat"][idx, flip.long()].to(dev, non_blocking=True).float()
-        masked = tensors["masked"][idx, flip.long()].to(dev, non_blocking=True).float()
-        m = tensors["mask"][idx].to(dev, non_blocking=True).float()
-        m = torch.where(flip.to(dev).view(-1, 1, 1, 1), m.flip(-1), m)
-        beta = tensors["beta"][idx].to(dev, non_blocking=True)
-        t = d.timesteps[sl].to(dev)
-        noise = d.noise[sl].to(dev, non_blocking=True)
-        noisy = noise_sched.add_noise(lat, noise, t)
-        if noise_sched.config.prediction_type == "v_prediction":
-            a = alphas[t].view(-1, 1, 1, 1)
-            target = a.sqrt() * noise - (1 - a).sqrt() * lat
-        else:
-            target = noise
-        ids = tok(d.caption[sl], padding="max_length",
-                  max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids.to(dev)
-        with torch.no_grad():
-            emb = te(ids)[0].float()
-        with acc.autocast():
-            pred = model(torch.cat([noisy, m, masked], dim=1), t, emb, beta)
-        loss = masked_mse(pred, target, m, cfg.alpha)
+        loss = step_loss(model, te, noise_sched, batches(d, sl), cfg, acc.autocast)
         acc.backward(loss)
         if cfg.max_grad_norm:
             acc.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)

@@ -199,3 +199,94 @@ def test_gradient_checkpointing_gives_the_same_training(demo_project, tmp_path):
         res = train(comps, ModelConfig(), data, cfg, tmp_path / f"m{gc}", tmp_path / f"c{gc}", progress=False)
         out[gc] = res.artifact.kv
     assert all(torch.allclose(out[False][k], out[True][k], atol=1e-6) for k in out[False])
+
+
+# ------------------------------------------------------------------------------------ speed knobs
+
+def _one_step_loss(demo_project, amp=None, **knobs):
+    """The loss of step 3 on the demo cache with a fresh tiny model and the given speed knobs."""
+    from facepaint.models import load_components
+    from facepaint.train import Batches, build_model, step_loss
+
+    data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
+    cfg = TrainConfig(**{**TRAIN, **knobs})
+    comps = load_components(ModelConfig(), parts=("unet", "text_encoder", "tokenizer", "scheduler"))
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config(comps.scheduler.config)
+    model, _ = build_model(comps, cfg, "cpu", amp)
+    with torch.no_grad():  # W2 starts at 0: make the adapter count, the same way in every call
+        model.adapter.w2.weight.copy_(0.02 * torch.randn(model.adapter.w2.weight.shape, generator=torch.Generator().manual_seed(1)))
+    batches = Batches(data, comps.tokenizer, "cpu", on_device=cfg.cache_on_device)
+    b = batches(draw_step(data, cfg, 3, len(data) // cfg.batch_size, 1000))
+    autocast = (lambda: torch.autocast("cpu", dtype=amp)) if amp else None
+    loss = step_loss(model, comps.text_encoder, sched, b, cfg, *([autocast] if autocast else []))
+    return loss, model, b
+
+
+def test_speed_knobs_keep_the_loss(demo_project):
+    """attention, channels_last and the cache placement change speed, not the math (fp32, CPU)."""
+    ref, model, _ = _one_step_loss(demo_project)
+    assert torch.isfinite(ref) and ref > 0
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    assert all(isinstance(p, AttnProcessor2_0) for p in model.unet.attn_processors.values())
+    classic, model, _ = _one_step_loss(demo_project, attention="classic")
+    assert all(isinstance(p, AttnProcessor) for p in model.unet.attn_processors.values())
+    # SDPA and the explicit softmax sum in other orders: 6e-8 relative measured here
+    assert torch.allclose(ref, classic, rtol=1e-5), (ref.item(), classic.item())
+    cl, model, _ = _one_step_loss(demo_project, channels_last=True)
+    assert model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(ref, cl, rtol=1e-5), (ref.item(), cl.item())  # NHWC conv kernels (equal here)
+    host, _, _ = _one_step_loss(demo_project, cache_on_device=False)
+    assert torch.equal(ref, host)
+
+
+def test_half_frozen_weights_give_the_autocast_result(demo_project):
+    """Frozen Linear/Conv weights stored in bf16 = autocast's own casts: the same loss, bit for bit;
+    k/v (trainable) and norms stay fp32."""
+    full, _, _ = _one_step_loss(demo_project, amp=torch.bfloat16, half_frozen=False)
+    half, model, _ = _one_step_loss(demo_project, amp=torch.bfloat16, half_frozen=True)
+    unet = model.unet
+    assert unet.conv_in.weight.dtype == torch.bfloat16
+    assert unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    kv = [p for p in unet.parameters() if p.requires_grad]
+    assert kv and all(p.dtype == torch.float32 for p in kv)
+    assert unet.conv_norm_out.weight.dtype == torch.float32
+    assert torch.equal(full, half), (full, half)
+    half.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in kv)
+
+
+def test_batches_flip_the_mask_with_the_latents_and_tokenise_once(demo_project):
+    from facepaint.models import load_components
+    from facepaint.train import Batches
+
+    data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
+    tok = load_components(ModelConfig(), parts=("tokenizer",)).tokenizer
+    batches = Batches(data, tok, "cpu")
+    cfg = TrainConfig(batch_size=4, flip_p=0.5)
+    d = next(d for s in range(50) if (d := draw_step(data, cfg, s, 4, 1000)).flip.any() and not d.flip.all())
+    b = batches(d)
+    for j, (i, f) in enumerate(zip(d.index.tolist(), d.flip.tolist())):
+        mask = data.latent_mask[i].float()
+        assert torch.equal(b.mask[j], mask.flip(-1) if f else mask)
+        assert torch.equal(b.latents[j], data.latents[i, int(f)].float())
+    ids = tok(d.caption, padding="max_length", max_length=tok.model_max_length, truncation=True,
+              return_tensors="pt").input_ids
+    assert torch.equal(b.input_ids, ids)
+    assert set(batches._ids) == set(d.caption)
+    assert torch.equal(b.noise, d.noise) and torch.equal(b.timesteps, d.timesteps)
+
+
+def test_speed_knobs_are_validated_and_do_not_change_the_fingerprint():
+    with pytest.raises(ValueError, match="train.attention"):
+        TrainConfig(attention="flash")
+    with pytest.raises(ValueError, match="train.compile"):
+        TrainConfig(compile="fast")
+    assert TrainConfig(compile=True).compile == "default" and TrainConfig().compile == "off"
+    base = TrainConfig().fingerprint_fields()
+    fast = TrainConfig(compile="max-autotune", attention="classic", channels_last=True, half_frozen=False,
+                       fused_adamw=False, cache_on_device=False, gradient_checkpointing=True).fingerprint_fields()
+    assert base == fast
+    assert TrainConfig(lr_kv=1e-3).fingerprint_fields() != base

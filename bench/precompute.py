@@ -5,9 +5,15 @@
     python bench/precompute.py --data DIR      # a CelebAMask-HQ copy (default: the shared fixture,
                                                # else a generated demo set)
 
-Measures the stage code end to end (decode, parse or encode, pack), after one warm-up batch.
-BiSeNet runs with random weights: its speed does not depend on their values. `latents/s` counts
-training images cached per second; each is 4 VAE encodes (two flips x image and masked image).
+Measures the stage code end to end (decode, parse or encode, pack), after one warm-up batch, for each
+setting of the stages' speed params: BiSeNet in fp32 / fp16 / fp16 + channels_last (MaskConfig.half,
+.channels_last) and the VAE in fp32 / bf16 / bf16 + channels_last (LatentConfig.precision,
+.channels_last); on a CPU only fp32 runs (the stages use fp32 there). BiSeNet runs with random weights:
+its speed does not depend on their values. `latents/s` counts training images cached per second; each
+is 4 VAE encodes (two flips x image and masked image). Model FLOPs per item are counted on the meta
+device (torch.utils.flop_counter) and printed with the achieved TFLOP/s: at 512 px one cached image
+is 4 x 1.117 TFLOP of VAE encoder, so the issue's 100 latents/s means 447 TFLOP/s.
+Targets (issue 6, H100, 512 px): >= 100 latents/s and >= 200 BiSeNet masks/s.
 Prints a table and writes bench/results/precompute-<device>.json.
 """
 from __future__ import annotations
@@ -25,11 +31,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facepaint import celebamask  # noqa: E402
-from facepaint.latents import LatentConfig, compute_latents  # noqa: E402
-from facepaint.masks import BiSeNetParser, MaskConfig, compute_masks  # noqa: E402
-from facepaint.models import pick_device, sd15_random_components, tiny_components  # noqa: E402
+from facepaint import celebamask
+from facepaint.latents import LatentConfig, compute_latents
+from facepaint.masks import BiSeNetParser, MaskConfig, compute_masks
+from facepaint.models import pick_device, sd15_random_components, tiny_components
 
+TARGET_LATENTS, TARGET_MASKS = 100, 200  # issue 6, H100, 512 px
 FIXTURE = REPO.parent / "shared" / "fixtures" / "celebamask-hq-mini"
 
 
@@ -44,6 +51,27 @@ def timed(fn, device):
     out = fn()
     sync(device)
     return out, time.perf_counter() - t
+
+
+def count_flops(module, x) -> float:
+    """Forward FLOPs of `module` on input shape `x` (a tensor on the meta device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        module(x)
+    return fc.get_total_flops()
+
+
+def model_flops() -> dict[str, float]:
+    """FLOPs per item at 512 px: one BiSeNet parse; one cached training image (4 VAE encodes)."""
+    from facexlib.parsing.bisenet import BiSeNet
+
+    with torch.device("meta"):
+        net = BiSeNet(num_class=19).eval()
+        vae = sd15_random_components(0, parts=("vae",)).vae
+        x = torch.empty(1, 3, 512, 512)
+    return {"bisenet_mask": count_flops(net, x), "vae_encode": count_flops(lambda t: vae.encode(t), x),
+            "latent_image": 4 * count_flops(lambda t: vae.encode(t), x)}
 
 
 def dataset(args, tmp: Path) -> tuple[Path, list[int]]:
@@ -90,37 +118,62 @@ def main() -> None:
         from facexlib.parsing.bisenet import BiSeNet
 
         torch.save(BiSeNet(num_class=19).state_dict(), weights)
-        bcfg = MaskConfig(backend="bisenet", bisenet_weights=str(weights), resolution=512, batch_size=batch,
-                          workers=args.workers, device=str(device), max_unusable_fraction=1.0)
-        parser = BiSeNetParser(weights, str(device), half=True)
         nb = n if full else min(n, 16)  # BiSeNet at 512 px is ~1 s per image on 2 CPU cores
-        compute_masks(root, ids[:batch], bcfg, progress=False, parser=parser)
-        _, t = timed(lambda: compute_masks(root, ids[:nb], bcfg, progress=False, parser=parser), device)
-        rows.append(("masks/s", "bisenet" + (" fp16" if parser.dtype == torch.float16 else ""), 512, nb, nb / t))
+        # (half, channels_last): the stage's default is the last; both are GPU-only, the CPU runs fp32
+        settings = [(False, False), (True, False), (True, True)] if gpu else [(False, False)]
+        for half, cl in settings:
+            bcfg = MaskConfig(backend="bisenet", bisenet_weights=str(weights), resolution=512, batch_size=batch,
+                              workers=args.workers, device=str(device), max_unusable_fraction=1.0, half=half,
+                              channels_last=cl)
+            parser = BiSeNetParser(weights, str(device), half=half, channels_last=cl)
+            compute_masks(root, ids[:batch], bcfg, progress=False, parser=parser)
+            _, t = timed(lambda bcfg=bcfg, parser=parser: compute_masks(root, ids[:nb], bcfg, progress=False,
+                                                                        parser=parser), device)
+            label = "bisenet " + ("fp16" if parser.dtype == torch.float16 else "fp32") + (" channels_last" if cl else "")
+            rows.append(("masks/s", label, 512, nb, nb / t))
+            del parser
 
         # Latents: the table at the latent resolution, with the stage's own code.
         lt = table if res == 512 else compute_masks(root, ids, MaskConfig(resolution=res, sigma=1.0, batch_size=batch,
                                                                            workers=args.workers), progress=False)[0]
-        for name, build, precision in (("tiny VAE", tiny_components, "fp32"), ("SD1.5 VAE", sd15_random_components, "bf16")):
+        runs = [("tiny VAE", tiny_components, "fp32", False)]
+        runs += [("SD1.5 VAE", sd15_random_components, p, cl)
+                 for p, cl in ([("fp32", False), ("bf16", False), ("bf16", True)] if gpu else [("fp32", False)])]
+        for name, build, precision, cl in runs:
             vae = build(0, parts=("vae",)).vae
             nl = len(lt) if (gpu or name == "tiny VAE") else min(len(lt), 2)  # full VAE: ~6 s/image on CPU
             lcfg = LatentConfig(batch_size=batch, shard_size=10**6, precision=precision, device=str(device),
-                                workers=args.workers)
+                                workers=args.workers, channels_last=cl)
             compute_latents(root, lt.iloc[: min(batch, nl)], vae, tmp / "warm", lcfg, res, progress=False)
-            _, t = timed(lambda: compute_latents(root, lt.iloc[:nl], vae, tmp / "lat", lcfg, res, progress=False), device)
-            label = name + (f" {precision}" if gpu else "")
+            _, t = timed(lambda lcfg=lcfg, vae=vae, nl=nl: compute_latents(root, lt.iloc[:nl], vae, tmp / "lat", lcfg,
+                                                                           res, progress=False), device)
+            label = name + (f" {precision}" + (" channels_last" if cl else "") if gpu else "")
             rows.append(("latents/s", label, res, nl, nl / t))
             rows.append(("VAE encodes/s", label, res, nl, 4 * nl / t))
+            del vae
 
     dev_name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
     print(f"\nprecompute throughput on {dev_name}, data: {root}")
-    print(f"{'metric':<14} {'back-end / model':<22} {'px':>5} {'n':>5} {'per s':>9}")
+    flops = model_flops()
+    per_item = {"masks/s": flops["bisenet_mask"], "latents/s": flops["latent_image"], "VAE encodes/s": flops["vae_encode"]}
+    print(f"{'metric':<14} {'back-end / model':<34} {'px':>5} {'n':>5} {'per s':>9} {'TFLOP/s':>8}")
+    table_rows = []
     for metric, what, px, count, rate in rows:
-        print(f"{metric:<14} {what:<22} {px:>5} {count:>5} {rate:>9.2f}")
+        # model FLOPs only where the row runs the full-size model at 512 px
+        tf = per_item[metric] * rate / 1e12 if (px == 512 and "annotations" not in what and "tiny" not in what) else None
+        table_rows.append({"metric": metric, "what": what, "px": px, "n": count, "per_s": round(rate, 3),
+                               "tflops_per_s": None if tf is None else round(tf, 3)})
+        print(f"{metric:<14} {what:<34} {px:>5} {count:>5} {rate:>9.2f} {'-' if tf is None else format(tf, '.2f'):>8}")
+    print(f"model FLOPs at 512 px: BiSeNet {flops['bisenet_mask'] / 1e9:.1f} GFLOP per mask; VAE encoder "
+          f"{flops['vae_encode'] / 1e12:.3f} TFLOP per encode, {flops['latent_image'] / 1e12:.3f} TFLOP per cached "
+          f"image (x4); targets (H100): >= {TARGET_LATENTS} latents/s (= {TARGET_LATENTS * flops['latent_image'] / 1e12:.0f} "
+          f"TFLOP/s), >= {TARGET_MASKS} BiSeNet masks/s")
     result = {
         "device": dev_name, "torch": torch.__version__, "python": platform.python_version(),
         "data": str(root), "batch": batch, "workers": args.workers,
-        "results": [dict(metric=m, what=w, px=p, n=c, per_s=round(r, 3)) for m, w, p, c, r in rows],
+        "flops_per_item_512px": flops, "targets": {"latents_per_s": TARGET_LATENTS, "bisenet_masks_per_s": TARGET_MASKS,
+                                                   "on": "H100, 512 px"},
+        "results": table_rows,
     }
     out = REPO / "bench" / "results" / f"precompute-{'cuda' if gpu else 'cpu'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

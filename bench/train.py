@@ -6,17 +6,18 @@
     python bench/train.py --variants bf16,bf16+compile     # only some variants (see VARIANTS below)
     python bench/train.py --peak-tflops 989    # the GPU's dense bf16 peak, when the table does not know it
 
-What one step is: exactly the body of facepaint.train.train()'s loop, with its own functions: draw_step
-(flip, caption, timestep and noise draws on the CPU), gathering the batch from the host cache (pinned on
-CUDA) and copying it to the device, the DDPM add_noise, tokenising the captions and the frozen CLIP text
-encoder forward (so the text encoder's cost IS included, as in training: the cache holds latents, not
-text embeddings; its cost alone is the `text encoder only` row), FaceModel forward under autocast,
-facepaint.loss.masked_mse, backward, grad-norm clipping, AdamW (two parameter groups) and
-zero_grad(set_to_none=True). The cache is synthetic (random latents, masked latents, binary latent
-masks, face ratios), the models have random weights (facepaint.models.sd15_random_components /
-tiny_components): speed does not depend on the values. Differences from train(): no accelerate wrapper
-(single process: its autocast / backward / clip_grad_norm_ are torch.autocast, loss.backward() and
-torch.nn.utils.clip_grad_norm_ there) and no logging / checkpoints.
+What one step is: the core's own step, as facepaint.train.train() runs it: draw_step (flip, caption,
+timestep and noise draws on the CPU), facepaint.train.Batches (the batch gathered from the latent cache,
+on the device or pinned on the host, captions tokenised once each), facepaint.train.step_loss (DDPM
+add_noise, the frozen CLIP text encoder forward: its cost IS included, as in training, and is also
+shown alone in the `text encoder only` row; FaceModel forward under autocast; masked_mse), backward,
+grad-norm clipping, AdamW (facepaint.train.build_optimizer: two parameter groups) and
+zero_grad(set_to_none=True); the model comes from facepaint.train.build_model with the variant's
+TrainConfig. The cache is synthetic (random latents, masked latents, binary latent masks, face
+ratios), the models have random weights (facepaint.models.sd15_random_components / tiny_components):
+speed does not depend on the values. Differences from train(): no accelerate wrapper (single process:
+torch.autocast, loss.backward() and torch.nn.utils.clip_grad_norm_ stand for accelerate's) and no
+logging / checkpoints.
 
 Timing: `--warmup` steps (they include torch.compile's compilation, reported as warm-up s), then `--steps`
 steps between two device synchronisations; samples/s = batch x steps / time. Peak memory: CUDA's
@@ -31,12 +32,16 @@ Model FLOPs per sample = the three together; gradient-checkpointing's recomputat
 (PEAK_BF16_TFLOPS; --peak-tflops overrides); n/a on a CPU. The full config's FLOPs per sample are
 always computed and printed, so a CPU run already gives the numerator.
 
-Variants (join with +): bf16 | fp32 (autocast or not; the CPU trains in fp32 in train()), classic
-(diffusers' AttnProcessor instead of SDPA), ckpt (gradient checkpointing), channels-last, unfused-adamw
-(AdamW's default implementation instead of fused=True, which train() uses on CUDA), frozen-bf16 (the
-frozen UNet weights stored in bf16, the trainable k/v kept as fp32 master weights; needs bf16), compile
-(torch.compile(model) as train() does). Target (issue 6): >= 150 samples/s on an H100 in bf16, with the
-full config; the pass column is shown only for that config on a GPU.
+Variants: `default` is TrainConfig's defaults (bf16 autocast, SDPA attention, half_frozen, fused
+AdamW on CUDA, latent cache on the device, no channels_last, no compile); a variant adds modifiers to
+it with +, each a TrainConfig param (see MODIFIERS): fp32 (mixed_precision=no), classic
+(attention=classic), fp32-frozen (half_frozen=false), unfused-adamw, host-cache
+(cache_on_device=false: pinned host memory), channels-last, ckpt (gradient_checkpointing), compile,
+max-autotune (compile=max-autotune-no-cudagraphs), cudagraphs (compile=reduce-overhead). `baseline`
+is the naive setup: fp32, classic attention, unfused AdamW, latents copied from host memory. As in
+train(), a CPU always trains in fp32, so there only attention, channels_last and ckpt differ.
+Target (issue 6): >= 150 samples/s on an H100 in bf16, with the full config; the pass column is
+shown only for that config on a GPU.
 Prints a table and writes bench/results/train-<device>.json.
 """
 from __future__ import annotations
@@ -49,7 +54,7 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -57,9 +62,27 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facepaint.loss import masked_mse  # noqa: E402
-from facepaint.models import Components, pick_device, sd15_random_components, tiny_components  # noqa: E402
-from facepaint.train import FaceModel, TrainConfig, TrainData, draw_step, setup_trainable  # noqa: E402
+from facepaint.loss import masked_mse
+from facepaint.models import (
+    Components,
+    pick_device,
+    sd15_random_components,
+    tiny_components,
+)
+from facepaint.speed import compiled
+from facepaint.train import (
+    SPEED_KNOBS,
+    Batches,
+    FaceModel,
+    TrainConfig,
+    TrainData,
+    autocast_dtype,
+    build_model,
+    build_optimizer,
+    draw_step,
+    setup_trainable,
+    step_loss,
+)
 
 TARGET_SAMPLES_PER_S = 150.0  # issue 6: H100, bf16, batch 16, full SD1.5 inpainting UNet
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; first match wins.
@@ -68,34 +91,37 @@ PEAK_BF16_TFLOPS = [("H200", 989.4), ("GH200", 989.4), ("H100 PCIe", 756.0), ("H
                     ("A6000", 154.8), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0)]
 CAPTIONS = ["a photo of a smiling woman with long blond hair", "a man with a beard and glasses",
             "a young woman wearing red lipstick, looking at the camera", "an old man with grey hair, neutral face"]
-TOKENS = ("bf16", "fp32", "classic", "ckpt", "channels-last", "unfused-adamw", "frozen-bf16", "compile")
-VARIANTS = ["bf16", "fp32", "bf16+classic", "bf16+ckpt", "bf16+channels-last", "bf16+unfused-adamw",
-            "bf16+frozen-bf16", "bf16+compile", "bf16+frozen-bf16+compile"]
+MODIFIERS = {
+    "fp32": {"mixed_precision": "no"},
+    "classic": {"attention": "classic"},
+    "fp32-frozen": {"half_frozen": False},
+    "unfused-adamw": {"fused_adamw": False},
+    "host-cache": {"cache_on_device": False},
+    "channels-last": {"channels_last": True},
+    "ckpt": {"gradient_checkpointing": True},
+    "compile": {"compile": "default"},
+    "max-autotune": {"compile": "max-autotune-no-cudagraphs"},
+    "cudagraphs": {"compile": "reduce-overhead"},
+}
+BASELINE = "default+fp32+classic+unfused-adamw+host-cache"
+VARIANTS = ["baseline", "default", "default+fp32", "default+classic", "default+fp32-frozen", "default+unfused-adamw",
+            "default+host-cache", "default+channels-last", "default+ckpt", "default+compile",
+            "default+channels-last+compile", "default+max-autotune", "default+cudagraphs"]
+# A CPU trains in fp32 with the cache in host memory: precision, half_frozen, fused AdamW and the cache's
+# place change nothing there, and torch.compile's CPU code is not what training uses.
+CPU_VARIANTS = ["baseline", "default", "default+classic", "default+channels-last", "default+ckpt"]
 
 
-@dataclass
-class Variant:
-    name: str
-    bf16: bool = True
-    classic: bool = False
-    ckpt: bool = False
-    channels_last: bool = False
-    fused_adamw: bool = True
-    frozen_bf16: bool = False
-    compile: bool = False
-
-    @classmethod
-    def parse(cls, name: str) -> "Variant":
-        toks = name.split("+")
-        bad = [t for t in toks if t not in TOKENS]
-        if bad:
-            raise SystemExit(f"unknown variant token(s) {bad} in {name!r}; choose from {TOKENS}")
-        v = cls(name, bf16="fp32" not in toks, classic="classic" in toks, ckpt="ckpt" in toks,
-                channels_last="channels-last" in toks, fused_adamw="unfused-adamw" not in toks,
-                frozen_bf16="frozen-bf16" in toks, compile="compile" in toks)
-        if v.frozen_bf16 and not v.bf16:
-            raise SystemExit(f"{name}: frozen-bf16 needs bf16 autocast (fp32 matmuls cannot take bf16 weights)")
-        return v
+def variant_config(name: str, batch: int, seed: int) -> TrainConfig:
+    """The TrainConfig of a variant name (see the module docstring)."""
+    toks = (BASELINE if name == "baseline" else name).split("+")
+    if toks[0] != "default" or any(t not in MODIFIERS for t in toks[1:]):
+        raise SystemExit(f"unknown variant {name!r}: `baseline`, or `default` followed by +modifiers from "
+                         f"{sorted(MODIFIERS)}")
+    knobs = {}
+    for t in toks[1:]:
+        knobs.update(MODIFIERS[t])
+    return TrainConfig(batch_size=batch, seed=seed, **knobs)
 
 
 def sync(device):
@@ -119,9 +145,8 @@ def count_flops(build, latent: int) -> dict[str, float]:
         t = torch.zeros(1, dtype=torch.long)
         beta, target, mask = torch.rand(1), torch.randn(1, 4, latent, latent), torch.rand(1, 1, latent, latent)
     out = {}
-    with FlopCounterMode(display=False) as fc:
-        with torch.no_grad():
-            emb = comps.text_encoder(ids)[0]
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        emb = comps.text_encoder(ids)[0]
     out["text_encoder_fwd"] = fc.get_total_flops()
     with FlopCounterMode(display=False) as fc:
         loss = masked_mse(model(x, t, emb, beta), target, mask, 0.05)
@@ -147,76 +172,33 @@ def synthetic_cache(n: int, latent: int, seed: int = 0) -> TrainData:
 
 
 class Step:
-    """train()'s loop body for one variant (see the module docstring)."""
+    """One training step of a variant, built and run by the core (see the module docstring)."""
 
-    def __init__(self, base: Components, v: Variant, cfg: TrainConfig, data: TrainData, device):
+    def __init__(self, base: Components, cfg: TrainConfig, data: TrainData, device):
         from diffusers import DDPMScheduler
-        from diffusers.optimization import get_scheduler
 
-        self.v, self.cfg, self.data, self.dev, self.tok = v, cfg, data, device, base.tokenizer
-        unet = copy.deepcopy(base.unet)
-        comps = Components(unet=unet, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+        self.cfg, self.data, self.dev = cfg, data, device
+        comps = Components(unet=copy.deepcopy(base.unet), text_encoder=base.text_encoder, tokenizer=base.tokenizer,
                            scheduler=base.scheduler)
         self.noise_sched = DDPMScheduler.from_config(base.scheduler.config)
-        adapter, self.counts = setup_trainable(comps, cfg.seed)
-        if v.classic:
-            from diffusers.models.attention_processor import AttnProcessor
-
-            unet.set_attn_processor(AttnProcessor())
-        if v.ckpt:
-            unet.enable_gradient_checkpointing()
-        unet.train()
-        model = FaceModel(unet, adapter, cfg.adapter_scale).to(device)
-        if v.frozen_bf16:  # frozen weights in bf16; the k/v (requires_grad) stay fp32 master weights
-            for p in unet.parameters():
-                if not p.requires_grad:
-                    p.data = p.data.to(torch.bfloat16)
-        if v.channels_last:
-            model.to(memory_format=torch.channels_last)
-        groups = [{"params": [p for p in unet.parameters() if p.requires_grad], "lr": cfg.lr_kv},
-                  {"params": list(adapter.parameters()), "lr": cfg.lr_adapter}]
-        self.params = [p for g in groups for p in g["params"]]
-        self.optimizer = torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                           weight_decay=cfg.weight_decay, **({"fused": True} if v.fused_adamw else {}))
-        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=0, num_training_steps=10**6)
-        self.model = torch.compile(model) if v.compile else model
-        self.amp = torch.bfloat16 if v.bf16 else None
+        # as train(): mixed precision on a GPU only
+        self.amp = autocast_dtype(cfg.mixed_precision) if device.type == "cuda" else None
+        model, self.counts = build_model(comps, cfg, device, self.amp)
+        self.optimizer, self.lr_scheduler = build_optimizer(model, cfg, device, 10**6)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.model = compiled(model, cfg.compile, dynamic=None)
         self.te = base.text_encoder.to(device, self.amp or torch.float32).eval()
-        self.alphas = self.noise_sched.alphas_cumprod.to(device)
-        pin = device.type == "cuda"
-        self.tensors = {k: (t.pin_memory() if pin else t) for k, t in dict(
-            lat=data.latents, masked=data.masked_latents, mask=data.latent_mask, beta=data.beta).items()}
+        self.batches = Batches(data, base.tokenizer, device, on_device=cfg.cache_on_device)
         self.steps_per_epoch = len(data) // cfg.batch_size
         self.running = torch.zeros((), device=device)
 
+    def autocast(self):
+        return torch.autocast(self.dev.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
+
     def __call__(self, step: int):
-        cfg, dev, tensors, noise_sched = self.cfg, self.dev, self.tensors, self.noise_sched
-        d = draw_step(self.data, cfg, step, self.steps_per_epoch, noise_sched.config.num_train_timesteps)
-        idx, flip = d.index, d.flip
-        lat = tensors["lat"][idx, flip.long()].to(dev, non_blocking=True).float()
-        masked = tensors["masked"][idx, flip.long()].to(dev, non_blocking=True).float()
-        m = tensors["mask"][idx].to(dev, non_blocking=True).float()
-        m = torch.where(flip.to(dev).view(-1, 1, 1, 1), m.flip(-1), m)
-        beta = tensors["beta"][idx].to(dev, non_blocking=True)
-        t = d.timesteps.to(dev)
-        noise = d.noise.to(dev, non_blocking=True)
-        noisy = noise_sched.add_noise(lat, noise, t)
-        if noise_sched.config.prediction_type == "v_prediction":
-            a = self.alphas[t].view(-1, 1, 1, 1)
-            target = a.sqrt() * noise - (1 - a).sqrt() * lat
-        else:
-            target = noise
-        tok = self.tok
-        ids = tok(d.caption, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids.to(dev)
-        with torch.no_grad():
-            emb = self.te(ids)[0].float()
-        x = torch.cat([noisy, m, masked], dim=1)
-        if self.v.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp is not None):
-            pred = self.model(x, t, emb, beta)
-        loss = masked_mse(pred, target, m, cfg.alpha)
+        cfg = self.cfg
+        d = draw_step(self.data, cfg, step, self.steps_per_epoch, self.noise_sched.config.num_train_timesteps)
+        loss = step_loss(self.model, self.te, self.noise_sched, self.batches(d), cfg, self.autocast)
         loss.backward()
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
@@ -227,16 +209,14 @@ class Step:
 
 
 def text_encoder_rate(base: Components, data: TrainData, cfg: TrainConfig, device, bf16: bool, steps: int) -> float:
-    """samples/s of tokenising + the frozen text encoder alone (included in every training step)."""
+    """samples/s of tokenising (memoised, as in training) + the frozen text encoder alone."""
     te = base.text_encoder.to(device, torch.bfloat16 if bf16 else torch.float32).eval()
-    tok = base.tokenizer
+    batches = Batches(data, base.tokenizer, device)
 
     def run(s):
         d = draw_step(data, cfg, s, len(data) // cfg.batch_size, 1000)
-        ids = tok(d.caption, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids.to(device)
         with torch.no_grad():
-            return te(ids)[0].float()
+            return te(batches.tokens(d.caption))[0].float()
 
     for s in range(2):
         run(s)
@@ -277,8 +257,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="default 16 (full) or 4 (scaled-down)")
     ap.add_argument("--latent", type=int, default=None, help="latent side, default 64 (full) or 16 (scaled-down)")
     ap.add_argument("--variants", default=None,
-                    help=f"comma-separated, tokens joined by + from {','.join(TOKENS)}; default: all "
-                         f"(without compile on a CPU): {','.join(VARIANTS)}")
+                    help=f"comma-separated: baseline, or default+modifiers from {','.join(MODIFIERS)}; "
+                         f"default on a GPU: {','.join(VARIANTS)}; on a CPU: {','.join(CPU_VARIANTS)}")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3 GPU, 2 CPU)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 GPU, 5 CPU)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU")
@@ -290,13 +270,14 @@ def main() -> None:
     full = args.full or gpu
     if full and not gpu:
         print("warning: --full on a CPU: one full-size step at batch 16 takes minutes; consider --batch 1 "
-              "--steps 1 --warmup 1 --variants fp32", file=sys.stderr)
+              "--steps 1 --warmup 1 --variants default", file=sys.stderr)
     batch = args.batch or (16 if full else 4)
     latent = args.latent or (64 if full else 16)
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 2)
     steps = args.steps or (20 if gpu else 5)
-    names = args.variants.split(",") if args.variants else [n for n in VARIANTS if gpu or "compile" not in n]
-    variants = [Variant.parse(n.strip()) for n in names if n.strip()]
+    names = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else \
+        (VARIANTS if gpu else CPU_VARIANTS)
+    variants = {n: variant_config(n, batch, args.seed) for n in names}
     build = sd15_random_components if full else tiny_components
     config = "full SD1.5 inpainting UNet" if full else "scaled-down: tiny UNet"
     if gpu:
@@ -318,14 +299,14 @@ def main() -> None:
     judge = gpu and full and batch == 16 and latent == 64
 
     rows = []
-    for v in variants:
-        row = dict(variant=v.name, **{k: x for k, x in asdict(v).items() if k != "name"})
+    for name, vcfg in variants.items():
+        row = dict(variant=name, **{k: getattr(vcfg, k) for k in ("mixed_precision",) + SPEED_KNOBS})
         try:
             if gpu:
                 gc.collect()
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
-            step = Step(base, v, cfg, data, device)
+            step = Step(base, vcfg, data, device)
             sync(device)
             tw = time.perf_counter()
             for s in range(warmup):
@@ -350,12 +331,12 @@ def main() -> None:
             del step
         except torch.OutOfMemoryError as e:
             row["error"] = "OOM"
-            print(f"{v.name}: out of memory ({str(e).splitlines()[0]})", file=sys.stderr)
-        except Exception as e:  # a variant that does not run here (e.g. compile without a compiler)
+            print(f"{name}: out of memory ({str(e).splitlines()[0]})", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 -- a variant that does not run here (e.g. compile without a compiler)
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
-            print(f"{v.name}: {row['error']}", file=sys.stderr)
+            print(f"{name}: {row['error']}", file=sys.stderr)
         rows.append(row)
-        print(f"  {v.name}: {row.get('samples_per_s', float('nan')):.2f} samples/s", file=sys.stderr)
+        print(f"  {name}: {row.get('samples_per_s', float('nan')):.2f} samples/s", file=sys.stderr)
     te_rate = text_encoder_rate(base, data, cfg, device, gpu, max(steps, 5))
 
     def fmt(x, f):

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from facepaint import celebamask
-from facepaint.images import ImageError, worker_context, load_rgb
+from facepaint.images import ImageError, load_rgb, worker_context
 from facepaint.io import atomic_path, write_json
 from facepaint.masks import decode_png
 from facepaint.models import pick_device, pick_dtype
@@ -42,6 +42,7 @@ class LatentConfig:
     batch_size: int = 8  # images per VAE call (x 4: two flips, image and masked image)
     shard_size: int = 512  # images per shard file
     precision: str = "fp32"  # VAE compute precision on GPU: fp32 | bf16 | fp16 (CPU: fp32)
+    channels_last: bool = True  # the VAE's convolutions in NHWC on GPU (facepaint.speed)
     device: str = "auto"
     workers: int = 2
     max_unusable_fraction: float = 0.05
@@ -81,11 +82,13 @@ def _as_list(batch):
 
 
 @torch.inference_mode()
-def encode_batch(vae, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_batch(vae, x: torch.Tensor, mask: torch.Tensor,
+                 memory_format=torch.contiguous_format) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,3,R,R) in [-1,1] and (B,1,R,R) binary -> latents and masked latents, (B, 2 flips, 4, h, w)."""
     masked = x * (1.0 - mask)
     both = torch.cat([x, masked])
     both = torch.stack([both, both.flip(-1)], dim=1).flatten(0, 1)  # (2B*2, 3, R, R), flips interleaved
+    both = both.contiguous(memory_format=memory_format)
     z = vae.encode(both).latent_dist.mean * vae.config.scaling_factor
     z = z.unflatten(0, (2, x.shape[0], 2))  # (image|masked, B, flip, 4, h, w)
     return z[0], z[1]
@@ -103,6 +106,8 @@ def compute_latents(root, masks: pd.DataFrame, vae, out_dir, cfg: LatentConfig, 
     vae = vae.to(device).eval()
     if vae.dtype != dtype:  # (a dtype in .to() makes diffusers warn even when it changes nothing)
         vae = vae.to(dtype)
+    memory_format = torch.channels_last if (cfg.channels_last and device.type == "cuda") else torch.contiguous_format
+    vae = vae.to(memory_format=memory_format)
     report = StageReport("latents", total=len(masks))
     loader = torch.utils.data.DataLoader(
         _Images(root, masks, resolution), batch_size=cfg.batch_size, collate_fn=_as_list,
@@ -140,7 +145,7 @@ def compute_latents(root, masks: pd.DataFrame, vae, out_dir, cfg: LatentConfig, 
         if good:
             x = torch.stack([it["x"] for it in good]).to(device, dtype, non_blocking=True)
             m = torch.stack([it["mask"] for it in good]).to(device, dtype, non_blocking=True)
-            lat, masked = encode_batch(vae, x, m)
+            lat, masked = encode_batch(vae, x, m, memory_format)
             pending["ids"].append(torch.tensor([it["id"] for it in good], dtype=torch.int64))
             pending["latents"].append(lat.to("cpu", torch.float16))
             pending["masked_latents"].append(masked.to("cpu", torch.float16))

@@ -21,7 +21,7 @@ OUT = Path("data/masks.parquet")
 
 def run(root: Path, cfg: MaskConfig, split: Path = SPLIT, out: Path = OUT, progress: bool = True) -> pd.DataFrame:
     ids = read_parquet(split).query("present")["id"].to_numpy()
-    parser = BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half) if cfg.backend == "bisenet" else None
+    parser = BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half, cfg.channels_last) if cfg.backend == "bisenet" else None
     df, report = compute_masks(root, ids, cfg, progress=progress, parser=parser)
     finish(report, cfg.max_unusable_fraction)
     if len(df):

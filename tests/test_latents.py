@@ -38,6 +38,20 @@ def test_encode_batch_flips_and_masks(vae):
     assert not torch.allclose(z[:, 0], zm[:, 0])
 
 
+def test_channels_last_encoding_gives_the_same_latents(vae):
+    """LatentConfig.channels_last (a GPU speed knob) must not change the cache: NHWC weights and inputs."""
+    import copy
+
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    m = (torch.rand(2, 1, 64, 64) > 0.5).float()
+    z, zm = encode_batch(vae, x, m)
+    nhwc = copy.deepcopy(vae).to(memory_format=torch.channels_last)
+    assert nhwc.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    z2, zm2 = encode_batch(nhwc, x, m, torch.channels_last)
+    assert torch.allclose(z, z2, atol=1e-5) and torch.allclose(zm, zm2, atol=1e-5)
+
+
 def test_cache_covers_every_row_in_fp16_shards(demo_root, mask_table, vae, tmp_path):
     index, report = compute_latents(demo_root, mask_table, vae, tmp_path, LatentConfig(batch_size=3, shard_size=5, workers=0),
                                     resolution=64, progress=False)

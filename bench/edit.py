@@ -15,20 +15,25 @@ The model is the SD1.5 inpainting architecture with random weights (`models.sd15
 nothing is downloaded, and speed and memory do not depend on the weights' values. The adapter is a
 FaceAdapter of the text encoder's width with random (non-zero) weights, so its cost is included.
 
-Variants (the optimisations, each a flag here; FaceEditor does not expose them yet):
-- `baseline`: fp32 weights, the classic attention processor (`AttnProcessor`: explicit softmax(QK^T)V),
-  contiguous (NCHW) tensors, eager UNet.
-- `optimized`: bf16 weights on CUDA (`--dtype fp16` for fp16; fp32 on the CPU), PyTorch SDPA attention
-  (`AttnProcessor2_0`, diffusers' default), channels_last UNet and VAE, torch.compile'd UNet on CUDA.
-- with `--ablate`: `optimized` without one of them each (`-half`, `-sdpa`, `-channels_last`, `-compile`).
+Variants: each optimisation is a param of the core, `FaceEditor(..., dtype=, attention=, channels_last=,
+compile=)` (facepaint.speed); a variant is one set of these params, and the benchmark times the public API.
+- `baseline`: dtype fp32, attention "classic" (diffusers' `AttnProcessor`: explicit softmax(QK^T)V),
+  channels_last off (NCHW), compile off (eager UNet).
+- `optimized`: FaceEditor's defaults on the device plus torch.compile on CUDA: half precision on CUDA
+  (bf16; `--dtype fp16` for `FaceEditor.from_artifact`'s default fp16; fp32 on the CPU), attention
+  "sdpa" (PyTorch SDPA via `AttnProcessor2_0`), channels_last on CUDA and off on the CPU (FaceEditor's
+  channels_last=None), the UNet compiled on CUDA (`--compile` / `--no-compile`).
+- with `--ablate`: `optimized` with one of them toggled each: `-half`, `-sdpa` (classic attention),
+  `-channels_last` (CUDA) or `+channels_last` (CPU), `-compile` (when compiled).
 
 What is timed, after one warm-up call per (variant, steps, batch) (which also compiles):
 - batch 1: `FaceEditor.edit` end to end on a 512 x 512 photo with a given face mask (crop, prompt
   encoding, adapter, classifier-free guidance (scale 7.5) sampling with DDIM, VAE decode, soft mask,
   pixel blend); seconds per edit is the median of `--repeats` calls.
-- batch `--batch` (8): the same steps for 8 photos at once: 8 prompts encoded and conditioned by the
-  adapter, one call of the diffusers inpainting pipeline (`editor.pipe`) with 8 images, masks and
-  prompt embeddings, then the soft mask and pixel blend of each; images/s = 8 / median seconds.
+- batch `--batch` (8): `FaceEditor.edit_batch` on 8 photos (seeds 0..7): each photo's crop and mask,
+  the prompt encoded once and conditioned by the adapter with each photo's face ratio, one call of the
+  diffusers inpainting pipeline for the 8 crops, then each photo's soft mask and pixel blend;
+  images/s = 8 / median seconds.
 Timing: CUDA events on a GPU, perf_counter on the CPU. Peak memory: torch.cuda.max_memory_allocated
 (weights included) on a GPU; on the CPU the process's peak resident set during the timed calls
 (sampled every 2 ms from /proc: weights included, and memory the allocator kept from earlier rows).
@@ -59,15 +64,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facepaint.adapter import FaceAdapter, condition
-from facepaint.edit import FaceEditor, encode_prompt, pixel_blend
-from facepaint.masks import soft_mask
-from facepaint.models import (
-    pick_device,
-    pick_dtype,
-    sd15_random_components,
-    tiny_components,
-)
+from facepaint.adapter import FaceAdapter
+from facepaint.edit import FaceEditor
+from facepaint.models import pick_device, sd15_random_components, tiny_components
 
 TARGET_SECONDS = 0.6  # per 512 x 512 edit, 50 steps, classifier-free guidance, batch 1
 TARGET_PEAK_GIB = 4.0  # batch 1
@@ -95,40 +94,31 @@ def face_ellipse(resolution: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ variants
 
 def variants(gpu: bool, half: str, compile_unet: bool, ablate: bool) -> dict[str, dict]:
-    base = {"dtype": "fp32", "sdpa": False, "channels_last": False, "compile": False}
-    opt = {"dtype": half if gpu else "fp32", "sdpa": True, "channels_last": True, "compile": compile_unet}
+    """{name: FaceEditor's speed params}. `optimized` is FaceEditor's default on this device
+    (channels_last=None resolves to on with CUDA, off on the CPU; recorded resolved) plus `compile_unet`."""
+    base = {"dtype": "fp32", "attention": "classic", "channels_last": False, "compile": False}
+    opt = {"dtype": half if gpu else "fp32", "attention": "sdpa", "channels_last": gpu, "compile": compile_unet}
     out = {"baseline": base, "optimized": opt}
     if ablate:
         if opt["dtype"] != "fp32":
             out["optimized-half"] = dict(opt, dtype="fp32")
-        out["optimized-sdpa"] = dict(opt, sdpa=False)
-        out["optimized-channels_last"] = dict(opt, channels_last=False)
+        out["optimized-sdpa"] = dict(opt, attention="classic")
+        out[f"optimized{'-' if opt['channels_last'] else '+'}channels_last"] = dict(
+            opt, channels_last=not opt["channels_last"])
         if opt["compile"]:
             out["optimized-compile"] = dict(opt, compile=False)
     return out
 
 
 def build_editor(full: bool, resolution: int, settings: dict, device: torch.device, seed: int) -> FaceEditor:
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
+    """A FaceEditor on random SD1.5-shaped (or tiny) components with a random non-zero adapter;
+    `settings` are its speed params (dtype, attention, channels_last, compile)."""
     comps = (sd15_random_components if full else tiny_components)(seed)
-    dtype = pick_dtype(settings["dtype"], device)
-    if dtype != torch.float32:
-        for m in (comps.unet, comps.vae, comps.text_encoder):
-            m.to(dtype)
-    for m in (comps.unet, comps.vae):
-        m.set_attn_processor(AttnProcessor2_0() if settings["sdpa"] else AttnProcessor())
-        if settings["channels_last"]:
-            m.to(memory_format=torch.channels_last)
     adapter = FaceAdapter(comps.text_encoder.config.hidden_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         torch.nn.init.normal_(adapter.w2.weight, std=0.02)  # non-zero, so A(E) is really computed
-    editor = FaceEditor(comps, adapter, scale=1.0, resolution=resolution, device=device, scheduler="ddim")
-    if settings["compile"]:
-        # static shapes: batch 1 and batch 8 each get their own graph, not one dynamic-shape graph
-        editor.pipe.unet = torch.compile(editor.pipe.unet, dynamic=False)
-    return editor
+    return FaceEditor(comps, adapter, scale=1.0, resolution=resolution, device=device, scheduler="ddim", **settings)
 
 
 # ------------------------------------------------------------------------------------- measurement
@@ -200,24 +190,11 @@ def edit_one(editor: FaceEditor, photo, mask, steps: int):
     return editor.edit(photo, PROMPT, mask=mask, steps=steps, guidance_scale=7.5, seed=0).image
 
 
-@torch.inference_mode()
-def edit_batch(editor: FaceEditor, photos, masks, steps: int, sigma: float):
-    """`len(photos)` edits in one pipeline call: batched prompt encoding and adapter conditioning
-    (each photo's own face ratio beta), batched CFG sampling and decode, then each photo's blend."""
-    pipe, n = editor.pipe, len(photos)
-    betas = torch.tensor([float(m.mean()) for m in masks], device=editor.device)
-    embeds = []
-    for text in (PROMPT, ""):
-        e, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, text)
-        embeds.append(condition(e.expand(n, -1, -1), betas.to(e.dtype), editor.adapter, editor.scale))
-    out = pipe(
-        prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1], image=[Image.fromarray(p) for p in photos],
-        mask_image=[Image.fromarray(m.astype(np.uint8) * 255) for m in masks], height=editor.resolution,
-        width=editor.resolution, num_inference_steps=steps, guidance_scale=7.5,
-        generator=torch.Generator(editor.device).manual_seed(0), output_type="np",
-    ).images
-    generated = np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
-    return [pixel_blend(p, g, soft_mask(m, sigma)) for p, g, m in zip(photos, generated, masks)]
+def edit_batch(editor: FaceEditor, photos, masks, steps: int):
+    """`len(photos)` edits through the public batch API: one pipeline call for all of them."""
+    results = editor.edit_batch(photos, PROMPT, masks=masks, steps=steps, guidance_scale=7.5,
+                                seeds=list(range(len(photos))))
+    return [r.image for r in results]
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -288,17 +265,17 @@ def main() -> None:
         for steps in steps_list:
             for b in (1, batch):
                 fn = partial(edit_one, editor, photo, mask, steps) if b == 1 else \
-                    partial(edit_batch, editor, photos, masks, steps, editor.sigma)
+                    partial(edit_batch, editor, photos, masks, steps)
                 t0 = time.perf_counter()
                 fn()  # warm-up (and compilation)
                 if gpu:
                     torch.cuda.synchronize(device)
                 warm = time.perf_counter() - t0
                 sec, peak, times = measure(fn, device, repeats)
-                row = dict(variant=name, steps=steps, batch=b, seconds_per_call=round(sec, 4),
-                           seconds_per_image=round(sec / b, 4), images_per_s=round(b / sec, 3),
-                           peak_bytes=peak, peak_gib=None if peak is None else round(peak / GIB, 3),
-                           warmup_seconds=round(warm, 2), times=[round(t, 4) for t in times])
+                row = {"variant": name, "steps": steps, "batch": b, "seconds_per_call": round(sec, 4),
+                       "seconds_per_image": round(sec / b, 4), "images_per_s": round(b / sec, 3),
+                       "peak_bytes": peak, "peak_gib": None if peak is None else round(peak / GIB, 3),
+                       "warmup_seconds": round(warm, 2), "times": [round(t, 4) for t in times]}
                 if targets_apply and b == 1:
                     ok = peak is not None and peak <= TARGET_PEAK_GIB * GIB
                     if steps == 50:

@@ -33,6 +33,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import facepaint
+from facepaint import speed
 from facepaint import watermark as wm
 from facepaint.adapter import FaceAdapter, condition
 from facepaint.artifact import apply_artifact, load_artifact
@@ -127,13 +128,29 @@ def check_options(steps: int, strength: float) -> None:
 
 # ------------------------------------------------------------------------------------------ prompts
 
+def encode_prompts(text_encoder, tokenizer, prompts) -> tuple[torch.Tensor, list[str]]:
+    """CLIP embeddings E (N, 77, d) of N prompts, in one tokenizer call and one text-encoder call, and for
+    each prompt the text cut off beyond the 77-token window ('' if none). A prompt repeated in the list
+    is encoded once (a prompt broadcast to a batch costs one text-encoder row, and its embedding is the
+    same whatever else is in the batch)."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("encode_prompts needs at least one prompt")
+    unique = list(dict.fromkeys(prompts))
+    n = tokenizer.model_max_length
+    ids = tokenizer(unique, padding="max_length", max_length=n, truncation=True, return_tensors="pt").input_ids
+    words = tokenizer(unique, add_special_tokens=False, truncation=False, verbose=False).input_ids
+    cut = {p: tokenizer.decode(w[n - 2:]) if len(w) > n - 2 else "" for p, w in zip(unique, words)}
+    embeddings = text_encoder(ids.to(text_encoder.device))[0]
+    if len(unique) < len(prompts):
+        embeddings = embeddings[torch.tensor([unique.index(p) for p in prompts], device=embeddings.device)]
+    return embeddings, [cut[p] for p in prompts]
+
+
 def encode_prompt(text_encoder, tokenizer, prompt: str) -> tuple[torch.Tensor, str]:
     """CLIP embeddings E (1, 77, d) of `prompt`, and the text cut off beyond the 77-token window ('' if none)."""
-    n = tokenizer.model_max_length
-    ids = tokenizer(prompt, padding="max_length", max_length=n, truncation=True, return_tensors="pt").input_ids
-    words = tokenizer(prompt, add_special_tokens=False, truncation=False, verbose=False).input_ids
-    cut = tokenizer.decode(words[n - 2:]) if len(words) > n - 2 else ""
-    return text_encoder(ids.to(text_encoder.device))[0], cut
+    embeddings, cuts = encode_prompts(text_encoder, tokenizer, [prompt])
+    return embeddings, cuts[0]
 
 
 # ------------------------------------------------------------------------------------------- result
@@ -173,24 +190,88 @@ def read_provenance(path: str | os.PathLike) -> dict:
 
 # ------------------------------------------------------------------------------------------- editor
 
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@dataclass(eq=False)
+class Prepared:
+    """A photo ready for the model (`FaceEditor.prepare`): the photo, its face mask M, and the square
+    crop around the face at the model's resolution. `edit_batch` takes these in place of photos."""
+
+    photo: np.ndarray  # uint8 H x W x 3: the input as decoded
+    name: str  # the photo's name in messages ("<array>" for an array)
+    notes: list[str]  # decoding and cropping notes
+    mask: np.ndarray  # bool H x W: M (kept inside the crop when the face is wider than the photo's short side)
+    source: str  # where M came from: "bisenet", the mask's path, or "array"
+    x0: int
+    y0: int
+    side: int  # the square crop (x0, y0, side) at the photo's resolution
+    image: np.ndarray  # uint8 R x R x 3: the crop at the model's resolution
+    crop_mask: np.ndarray  # bool R x R: M of the crop at the model's resolution
+    beta: float  # the face ratio mean(crop_mask)
+
+    @property
+    def region(self) -> tuple[int, int, int, int]:
+        return self.x0, self.y0, self.x0 + self.side, self.y0 + self.side
+
+    @property
+    def crop(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y0 + self.side), slice(self.x0, self.x0 + self.side)
+
+
+def _per_image(value, n: int, what: str, kind) -> list:
+    """`value` as a list of n: one `kind` (str, int) broadcast to all, or a sequence of exactly n."""
+    if isinstance(value, kind):
+        return [value] * n
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise TypeError(f"{what} must be one value for all images or a list of {n}, got {type(value).__name__}")
+    values = list(value)
+    if len(values) != n:
+        raise ValueError(f"{what}: expected one for all images or one per image ({n}), got {len(values)}")
+    return values
+
+
 class FaceEditor:
     """Text-driven face editing with a trained artifact (or any components, adapter and scale).
 
     `pipeline_class`: a StableDiffusionInpaintPipeline subclass to sample with (the evaluation's
-    Blended Latent Diffusion baseline); default the plain one."""
+    Blended Latent Diffusion baseline); default the plain one.
+
+    Speed options (facepaint.speed; bench/edit.py measures each on and off). An image is the same
+    with any of them up to float rounding (fp16/bf16 excepted: half precision changes it visibly).
+    - dtype: None keeps the components' dtype (`from_artifact` loads them in its `dtype`: fp16 on a GPU);
+      "fp16" | "bf16" | "fp32" casts the UNet, VAE and text encoder (always fp32 on the CPU).
+    - attention: "sdpa" (torch's scaled_dot_product_attention: flash / memory-efficient kernels on a
+      GPU; diffusers' default) | "classic" (explicit softmax(QK^T)V), for the UNet and the VAE.
+    - channels_last: NHWC UNet and VAE weights (False: NCHW); None = on with CUDA (cuDNN's tensor-core
+      convolutions want it), off on the CPU (no consistent gain in bench/edit.py's CPU runs).
+    - compile: torch.compile the UNet with static shapes: False / "off", True / "default", or a mode of
+      speed.COMPILE_MODES. The first edit at each batch size compiles (tens of seconds on a GPU).
+    dtype, attention and channels_last change the given components in place (the pipeline runs their
+    modules); the compiled UNet is the pipeline's own wrapper, `components.unet` stays eager.
+    The settings are recorded in every result's provenance under "runtime".
+    """
 
     def __init__(self, components: Components, adapter: FaceAdapter | None, scale: float, resolution: int, *,
                  device="auto", scheduler: str = "ddim", bisenet_weights=None, parts=FACE_PARTS,
                  sigma: float = 4.0, padding: float = 0.25, watermark_key=wm.DEFAULT_KEY,
                  model_name: str | None = None, artifact_version: str | None = None, artifact_path=None,
-                 pipeline_class=None):
+                 pipeline_class=None, dtype: str | None = None, attention: str = "sdpa",
+                 channels_last: bool | None = None, compile: bool | str = False):
         from diffusers import StableDiffusionInpaintPipeline
 
         if resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8 (the VAE's factor), got {resolution}")
         if padding < 0 or sigma < 0:
             raise ValueError(f"padding and sigma must be >= 0, got padding={padding}, sigma={sigma}")
+        speed.check_attention(attention)
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be True, False or None (on with CUDA), got {channels_last!r}")
+        compile_mode = speed.compile_mode(compile)
         self.device = pick_device(device)
+        torch_dtype = None if dtype is None else pick_dtype(dtype, self.device)
+        channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+
         self.adapter = None if adapter is None else adapter.to(self.device).eval()
         self.scale, self.resolution = scale, resolution
         self.scheduler, self.sigma, self.padding, self.parts = scheduler, sigma, padding, tuple(parts)
@@ -204,11 +285,27 @@ class FaceEditor:
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         ).to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
+        pipe = self.pipe
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            if torch_dtype is not None and module.dtype != torch_dtype:
+                module.to(torch_dtype)
+        for module in (pipe.unet, pipe.vae):
+            speed.set_attention(module, attention)
+            if channels_last:
+                speed.to_channels_last(module)
+            else:  # NCHW, also for components an earlier editor made channels_last
+                module.to(memory_format=torch.contiguous_format)
+        self.runtime = {"device": str(self.device), "dtype": DTYPE_NAMES.get(pipe.unet.dtype, str(pipe.unet.dtype)),
+                        "attention": attention, "channels_last": channels_last, "compile": compile_mode}
+        # static shapes: a batch of 1 and a batch of 8 each get their own graph
+        pipe.unet = speed.compiled(pipe.unet, compile_mode, dynamic=False)
         self._parser = None
 
     @classmethod
-    def from_artifact(cls, path: str | os.PathLike, device="auto", dtype: str = "fp16", **options) -> "FaceEditor":
-        """Load a trained artifact directory and its base model (half precision on a GPU, fp32 on the CPU)."""
+    def from_artifact(cls, path: str | os.PathLike, device="auto", dtype: str = "fp16", **options) -> FaceEditor:
+        """Load a trained artifact directory and its base model (half precision on a GPU, fp32 on the CPU).
+
+        `options`: FaceEditor's keyword arguments (scheduler, attention, channels_last, compile, ...)."""
         artifact = load_artifact(path)
         masks = artifact.info.get("masks", {})  # the soft mask and face parts the model was trained with
         options.setdefault("sigma", masks.get("sigma", 4.0))
@@ -217,7 +314,7 @@ class FaceEditor:
         comps = load_components(artifact.model, torch_dtype=pick_dtype(dtype, dev))
         adapter = apply_artifact(comps, artifact)
         return cls(comps, adapter, artifact.scale, artifact.resolution, device=dev, model_name=artifact.model.name,
-                   artifact_version=artifact.version, artifact_path=path, **options)
+                   artifact_version=artifact.version, artifact_path=path, dtype=dtype, **options)
 
     # -------------------------------------------------------------------------------- face mask
     def face_parser(self) -> BiSeNetParser:
@@ -251,18 +348,11 @@ class FaceEditor:
         return m, source
 
     # ------------------------------------------------------------------------------------- edit
-    def edit(self, image, prompt: str, *, mask=None, negative_prompt: str = "", steps: int = 50,
-             guidance_scale: float = 7.5, seed: int = 0, strength: float = 1.0, blend: bool = True,
-             watermark: bool = False) -> EditResult:
-        """Edit the face in `image` (a path, bytes, a PIL image or a uint8 H x W x 3 array) to match `prompt`.
-
-        `mask`: None (BiSeNet), a mask image path, or an array (bool, or float in [0, 1]) of any size with
-        the photo's aspect ratio. Files are decoded by `images.load_rgb` (EXIF rotation, any colour mode,
-        decompression bombs refused); alpha is composited on white.
-        """
-        check_options(steps, strength)
+    def prepare(self, image, mask=None) -> Prepared:
+        """The first step of an edit: read the photo, find its face mask M, crop the square around the face
+        and bring crop and M to the model's resolution. Raises (ImageError, EditError, ValueError) for a
+        photo that cannot be edited, before any generation; see `edit` for `image` and `mask`."""
         photo, name, notes = _read_photo(image)
-        h, w = photo.shape[:2]
         m, source = self._face_mask(photo, mask, name)
         x0, y0, side = face_crop(m, self.padding)
         crop = (slice(y0, y0 + side), slice(x0, x0 + side))
@@ -276,47 +366,148 @@ class FaceEditor:
         if not mask_r.any():
             raise EditError(f"no face found in {name}: the face mask vanishes at the model's resolution "
                             f"({self.resolution} px for a {side} px crop)")
-        beta = float(mask_r.mean())
-        generated, cut = self.generate(resize_rgb(Image.fromarray(photo[crop]), self.resolution), mask_r, beta,
-                                        prompt, negative_prompt, steps, guidance_scale, strength, seed)
-        decoded = resize_rgb(Image.fromarray(generated), side)
+        image_r = resize_rgb(Image.fromarray(photo[crop]), self.resolution)
+        return Prepared(photo, name, notes, m, source, x0, y0, side, image_r, mask_r, float(mask_r.mean()))
 
-        soft = np.zeros((h, w), np.float32)
+    def edit(self, image, prompt: str, *, mask=None, negative_prompt: str = "", steps: int = 50,
+             guidance_scale: float = 7.5, seed: int = 0, strength: float = 1.0, blend: bool = True,
+             watermark: bool = False) -> EditResult:
+        """Edit the face in `image` (a path, bytes, a PIL image or a uint8 H x W x 3 array) to match `prompt`.
+
+        `mask`: None (BiSeNet), a mask image path, or an array (bool, or float in [0, 1]) of any size with
+        the photo's aspect ratio. Files are decoded by `images.load_rgb` (EXIF rotation, any colour mode,
+        decompression bombs refused); alpha is composited on white. `edit_batch` of this one photo.
+        """
+        return self.edit_batch([image], prompt, masks=[mask], negative_prompts=negative_prompt, steps=steps,
+                               guidance_scale=guidance_scale, seeds=seed, strength=strength, blend=blend,
+                               watermark=watermark)[0]
+
+    def edit_batch(self, images, prompts, *, masks=None, negative_prompts="", steps: int = 50,
+                   guidance_scale: float = 7.5, seeds=0, strength: float = 1.0, blend: bool = True,
+                   watermark: bool = False) -> list[EditResult]:
+        """`edit` for N photos with one pipeline call (the UNet runs each step once for all N faces):
+        prepare every photo, generate all crops in one batch (`generate_batch`), blend each into its photo.
+
+        `prompts`, `negative_prompts`, `seeds`: one per photo, or a single str / int for all. `masks`:
+        None (BiSeNet for every photo) or one per photo (None, a path or an array each). An item of
+        `images` may be a `Prepared` photo (from `prepare`; its mask must then be None). A photo that
+        cannot be edited raises before anything is generated, its message starting with "image i of N"
+        (i counted from 0) when N > 1.
+
+        Photo i's noise comes from its own generator seeded with seeds[i], so each result is `edit` of that
+        photo with that seed, up to float rounding: batching changes the summation order inside the
+        batched convolutions and matrix products (on the tiny test model at most a few 1/255 steps).
+        """
+        check_options(steps, strength)
+        n = len(images)
+        if n == 0:
+            raise ValueError("edit_batch needs at least one image")
+        prompts = _per_image(prompts, n, "prompts", str)
+        negative_prompts = _per_image(negative_prompts, n, "negative_prompts", str)
+        seeds = [int(s) for s in _per_image(seeds, n, "seeds", (int, np.integer))]
+        masks = [None] * n if masks is None else _per_image(masks, n, "masks", type(None))
+        jobs = []
+        for i, (image, mask) in enumerate(zip(images, masks)):
+            if isinstance(image, Prepared):
+                if mask is not None:
+                    raise ValueError(f"image {i} of {n} is already prepared (its mask is chosen); give mask None")
+                jobs.append(image)
+                continue
+            try:
+                jobs.append(self.prepare(image, mask))
+            except (ImageError, EditError, ValueError) as e:
+                if n == 1:
+                    raise
+                raise type(e)(f"image {i} of {n}: {e}") from e
+        generated, cuts = self.generate_batch([j.image for j in jobs], [j.crop_mask for j in jobs],
+                                              [j.beta for j in jobs], prompts, negative_prompts, steps,
+                                              guidance_scale, strength, seeds)
+        settings = {"steps": steps, "guidance_scale": guidance_scale, "strength": strength, "blend": blend,
+                    "watermark": watermark, "batch": n}
+        return [self._finish(*args, settings)
+                for args in zip(jobs, generated, prompts, negative_prompts, cuts, seeds)]
+
+    def _finish(self, job: Prepared, generated: np.ndarray, prompt: str, negative_prompt: str, cut: str, seed: int,
+                settings: dict) -> EditResult:
+        """The last step of an edit: the decoded crop resized back, blended into the photo with M_soft
+        (or pasted as it is without `blend`), the watermark, the provenance."""
+        photo, m, crop, side = job.photo, job.mask, job.crop, job.side
+        decoded = resize_rgb(Image.fromarray(generated), side)
+        soft = np.zeros(m.shape, np.float32)
         soft[crop] = soft_mask(m[crop], self.sigma * side / self.resolution)
         out = photo.copy()
-        out[crop] = pixel_blend(photo[crop], decoded, soft[crop]) if blend else decoded
-        if watermark:
+        out[crop] = pixel_blend(photo[crop], decoded, soft[crop]) if settings["blend"] else decoded
+        if settings["watermark"]:
             out = wm.embed(out, m & (soft > 0), self.watermark_key)
         provenance = {
-            "prompt": prompt, "negative_prompt": negative_prompt, "prompt_cut": cut, "seed": seed, "steps": steps,
-            "guidance_scale": guidance_scale, "strength": strength, "scheduler": self.scheduler, "blend": blend,
-            "watermark": watermark, "sigma": self.sigma, "padding": self.padding, "mask": source,
-            "beta": beta, "model": self.model_name, "artifact_version": self.artifact_version,
+            "prompt": prompt, "negative_prompt": negative_prompt, "prompt_cut": cut, "seed": seed,
+            "steps": settings["steps"], "guidance_scale": settings["guidance_scale"],
+            "strength": settings["strength"], "scheduler": self.scheduler, "blend": settings["blend"],
+            "watermark": settings["watermark"], "sigma": self.sigma, "padding": self.padding, "mask": job.source,
+            "beta": job.beta, "model": self.model_name, "artifact_version": self.artifact_version,
             "artifact_path": self.artifact_path, "adapter_scale": self.scale, "resolution": self.resolution,
-            "region": [x0, y0, x0 + side, y0 + side], "source": name, "facepaint": facepaint.__version__,
+            "region": list(job.region), "source": job.name, "facepaint": facepaint.__version__,
+            "runtime": {**self.runtime, "batch": settings["batch"]},
         }
-        return EditResult(out, photo, m, soft, (x0, y0, x0 + side, y0 + side), generated, provenance, notes)
+        return EditResult(out, photo, m, soft, job.region, generated, provenance, list(job.notes))
 
-    @torch.inference_mode()
+    # ------------------------------------------------------------------------------- generation
     def generate(self, image: np.ndarray, mask: np.ndarray, beta: float, prompt: str, negative_prompt: str = "",
                  steps: int = 50, guidance_scale: float = 7.5, strength: float = 1.0, seed: int = 0):
         """I_result for a square photo already at the model's resolution (uint8 R x R x 3, bool R x R
-        mask): the decoded inpainting, not blended, and the prompt text cut at 77 tokens."""
+        mask): the decoded inpainting, not blended, and the prompt text cut at 77 tokens.
+        `generate_batch` of this one crop."""
+        images, cuts = self.generate_batch([image], [mask], [beta], prompt, negative_prompt, steps, guidance_scale,
+                                           strength, seed)
+        return images[0], cuts[0]
+
+    @torch.inference_mode()
+    def generate_batch(self, images, masks, betas, prompts, negative_prompts="", steps: int = 50,
+                       guidance_scale: float = 7.5, strength: float = 1.0, seeds=0):
+        """I_result for N square photos already at the model's resolution (uint8 R x R x 3 each, bool R x R
+        masks, face ratios beta) in ONE diffusers pipeline call. Returns (the N decoded inpaintings, not
+        blended; each prompt's text cut at 77 tokens).
+
+        The prompts and the negative prompts are encoded in one text-encoder call each (`encode_prompts`)
+        and both conditioned by the adapter with each crop's own beta, exactly as in training. Crop i's
+        noise comes from its own torch.Generator seeded with seeds[i] (`prompts`, `negative_prompts`,
+        `seeds`: one per crop, or a single str / int for all), so it does not depend on the other crops.
+        One crop is passed to the pipeline as before batching (one image, one generator), which keeps
+        single-image pipelines such as the Blended Latent Diffusion baseline working."""
+        n = len(images)
+        if n == 0:
+            raise ValueError("generate_batch needs at least one image")
+        if len(masks) != n or len(betas) != n:
+            raise ValueError(f"generate_batch: {n} images but {len(masks)} masks and {len(betas)} betas")
+        prompts = _per_image(prompts, n, "prompts", str)
+        negative_prompts = _per_image(negative_prompts, n, "negative_prompts", str)
+        seeds = [int(s) for s in _per_image(seeds, n, "seeds", (int, np.integer))]
+        r = self.resolution
+        for i, (image, mask) in enumerate(zip(images, masks)):
+            if np.shape(image) != (r, r, 3) or np.asarray(image).dtype != np.uint8 or np.shape(mask) != (r, r):
+                raise ValueError(f"crop {i}: expected a uint8 ({r}, {r}, 3) image and an ({r}, {r}) mask at the "
+                                 f"model's resolution, got {np.asarray(image).dtype} {np.shape(image)} and "
+                                 f"{np.shape(mask)}")
+        beta = [float(b) for b in betas]
         embeds, cuts = [], []
-        for what, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
-            e, cut = encode_prompt(self.pipe.text_encoder, self.pipe.tokenizer, text)
-            if cut:
-                warnings.warn(f"{what} {text[:40]!r}... is longer than CLIP's 77 tokens; this part was cut "
-                              f"and has no effect: {cut!r}", stacklevel=3)
-            embeds.append(condition(e, beta, self.adapter, self.scale))
+        for what, texts in (("prompt", prompts), ("negative prompt", negative_prompts)):
+            e, cut = encode_prompts(self.pipe.text_encoder, self.pipe.tokenizer, texts)
+            for text, c in dict(zip(texts, cut)).items():
+                if c:
+                    warnings.warn(f"{what} {text[:40]!r}... is longer than CLIP's 77 tokens; this part was cut "
+                                  f"and has no effect: {c!r}", stacklevel=4)
+            embeds.append(condition(e, beta[0] if n == 1 else beta, self.adapter, self.scale))
             cuts.append(cut)
+        pil_images = [Image.fromarray(np.asarray(image)) for image in images]
+        pil_masks = [Image.fromarray(np.asarray(mask).astype(np.uint8) * 255) for mask in masks]
+        generators = [torch.Generator(self.device).manual_seed(s) for s in seeds]
+        one = (lambda items: items[0]) if n == 1 else (lambda items: items)
         out = self.pipe(
-            prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1], image=Image.fromarray(image),
-            mask_image=Image.fromarray(mask.astype(np.uint8) * 255), height=self.resolution, width=self.resolution,
-            num_inference_steps=steps, guidance_scale=guidance_scale, strength=strength,
-            generator=torch.Generator(self.device).manual_seed(seed), output_type="np",
-        ).images[0]
-        return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8), cuts[0]
+            prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1], image=one(pil_images),
+            mask_image=one(pil_masks), height=r, width=r, num_inference_steps=steps, guidance_scale=guidance_scale,
+            strength=strength, generator=one(generators), output_type="np",
+        ).images
+        return list(np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)), cuts[0]
 
 
 def _read_photo(image) -> tuple[np.ndarray, str, list[str]]:

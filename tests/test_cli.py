@@ -3,6 +3,8 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from facepaint.cli import main
@@ -92,3 +94,63 @@ def test_console_script_runs_without_traceback(tmp_path):
                            "--out", str(tmp_path / "o.png"), "--model", str(tmp_path / "none")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_speed_flags_reach_the_editor_and_keep_the_image(tiny_artifact, tmp_path, capsys, monkeypatch):
+    write_photo(tmp_path / "me.png", 80, 64)
+    write_mask(tmp_path / "mask.png", 80, 64)
+    base = ["edit", str(tmp_path / "me.png"), "--prompt", "a face", "--model", str(tiny_artifact.path),
+            "--mask", str(tmp_path / "mask.png"), *FAST]
+    assert main([*base, "--out", str(tmp_path / "sdpa.png")]) == 0, capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "classic.png"), "--attention", "classic",
+                 "--channels-last", "on"]) == 0, capsys.readouterr().err
+    sdpa, classic = read_provenance(tmp_path / "sdpa.png"), read_provenance(tmp_path / "classic.png")
+    assert sdpa["runtime"] == {"device": "cpu", "dtype": "fp32", "attention": "sdpa", "channels_last": False,
+                               "compile": "off", "batch": 1}
+    assert classic["runtime"]["attention"] == "classic" and classic["runtime"]["channels_last"] is True
+    # the same edit up to float rounding: at most 2/255 per channel, on at most 1% of the values
+    diff = np.abs(np.asarray(Image.open(tmp_path / "sdpa.png"), int) - np.asarray(Image.open(tmp_path / "classic.png"), int))
+    assert diff.max() <= 2 and (diff > 0).mean() <= 0.01
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(kw) or module)  # no real compile
+    assert main([*base, "--out", str(tmp_path / "c.png"), "--compile"]) == 0, capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "m.png"), "--compile", "max-autotune"]) == 0
+    assert compiled == [{"mode": None, "dynamic": False}, {"mode": "max-autotune", "dynamic": False}]
+    assert read_provenance(tmp_path / "m.png")["runtime"]["compile"] == "max-autotune"
+
+
+def test_invalid_speed_flags_exit_with_a_clear_error(tiny_artifact, tmp_path, capsys):
+    write_photo(tmp_path / "me.png", 64, 64)
+    base = ["edit", str(tmp_path / "me.png"), "--prompt", "a face", "--out", str(tmp_path / "o.png"),
+            "--model", str(tiny_artifact.path), *FAST]
+    for flag, value, allowed in (("--attention", "flash", ("sdpa", "classic")), ("--channels-last", "yes", ("auto", "on", "off")),
+                                 ("--compile", "fast", ("default", "reduce-overhead", "max-autotune"))):
+        with pytest.raises(SystemExit) as e:
+            main([*base, flag, value])
+        err = capsys.readouterr().err.splitlines()[-1]  # argparse: usage, then the error line
+        assert e.value.code == 2 and f"{flag}: invalid choice: '{value}'" in err and all(a in err for a in allowed)
+    assert main([*base, "--batch-size", "0"]) == 1
+    assert "error: --batch-size must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_folder_in_batches_matches_one_at_a_time(tiny_artifact, tmp_path, capsys):
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir(), masks.mkdir()
+    for i, (h, w) in enumerate([(64, 64), (97, 150), (120, 80)]):
+        write_photo(photos / f"p{i}.png", h, w, seed=i)
+        write_mask(masks / f"p{i}.png", h, w)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    base = ["edit", str(photos), "--prompt", "a face", "--model", str(tiny_artifact.path), "--mask", str(masks), *FAST]
+    assert main([*base, "--out", str(tmp_path / "one")]) == 1
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "two"), "--batch-size", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "edited 3 of 4 photos" in err and sum(line.startswith("error:") for line in err.splitlines()) == 1
+    for i in range(3):
+        one, two = tmp_path / "one" / f"p{i}.png", tmp_path / "two" / f"p{i}.png"
+        diff = np.abs(np.asarray(Image.open(one), int) - np.asarray(Image.open(two), int))
+        assert diff.max() <= 2 and (diff > 0).mean() <= 0.01  # batching: float rounding only
+        # broken.jpg sorts first, so the first batch holds broken.jpg and p0 -> p0 alone; then p1 + p2
+        assert read_provenance(two)["runtime"]["batch"] == (1 if i == 0 else 2)

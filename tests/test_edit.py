@@ -323,3 +323,143 @@ def test_bytes_input_and_png_roundtrip(editor, tmp_path):
     Image.fromarray(photo).save(buf, format="PNG")
     result = editor.edit(buf.getvalue(), "a face", mask=box_mask(70, 70, 20, 50, 20, 50), **FAST)
     assert_background_kept(result, photo)
+
+
+# ------------------------------------------------------------------------------ speed options, batches
+
+# Batching changes the summation order inside the batched convolutions and matrix products on the CPU
+# (the noise is the same: each crop has its own generator), so a batched crop may differ from the same
+# crop generated alone by a rounding step: at most 2/255 per channel, on at most 1% of the values.
+BATCH_TOL, BATCH_FRACTION = 2, 0.01
+
+
+def assert_close_images(a, b, tol=BATCH_TOL, fraction=BATCH_FRACTION):
+    assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= tol and (diff > 0).mean() <= fraction, (diff.max(), (diff > 0).mean())
+
+
+def conv_in(editor):
+    return editor.pipe.unet.conv_in.weight  # a 3 x 3 conv: NCHW and NHWC layouts differ
+
+
+def processors(model):
+    return {type(p).__name__ for p in model.attn_processors.values()}
+
+
+def test_speed_options_are_applied_and_recorded(monkeypatch):
+    comps = tiny_components(seed=0)  # the options change the components in place: not the shared fixture
+    adapter = make_adapter(comps)
+    classic = FaceEditor(comps, adapter, 0.3, RES, device="cpu", attention="classic", channels_last=True)
+    assert processors(classic.pipe.unet) == processors(classic.pipe.vae) == {"AttnProcessor"}
+    for module in (classic.pipe.unet, classic.pipe.vae):
+        weight = next(p for p in module.parameters() if p.ndim == 4 and p.shape[-1] > 1)
+        assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert classic.runtime == {"device": "cpu", "dtype": "fp32", "attention": "classic", "channels_last": True,
+                               "compile": "off"}
+
+    default = FaceEditor(comps, adapter, 0.3, RES, device="cpu")  # sdpa; channels_last None: off on the CPU
+    assert processors(default.pipe.unet) == processors(default.pipe.vae) == {"AttnProcessor2_0"}
+    assert conv_in(default).is_contiguous() and default.runtime["channels_last"] is False
+    assert default.pipe.unet is comps.unet  # not compiled
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(kw) or copy.copy(module))
+    ed = FaceEditor(comps, adapter, 0.3, RES, device="cpu", compile="max-autotune")
+    assert compiled == [{"mode": "max-autotune", "dynamic": False}] and ed.pipe.unet is not comps.unet
+    FaceEditor(comps, adapter, 0.3, RES, device="cpu", compile=True)
+    assert compiled[-1] == {"mode": None, "dynamic": False} and ed.runtime["compile"] == "max-autotune"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"attention": "flash"}, "attention must be one of"),
+    ({"channels_last": "yes"}, "channels_last must be True, False or None"),
+    ({"compile": "fast"}, "compile must be true, false or one of"),
+    ({"dtype": "fp8"}, "dtype must be one of"),
+])
+def test_invalid_speed_options_are_refused_before_touching_the_model(bad, message):
+    comps = tiny_components(seed=0)
+    with pytest.raises(ValueError, match=message):
+        FaceEditor(comps, None, 0.0, RES, device="cpu", **{"attention": "classic", **bad})
+    assert processors(comps.unet) == {"AttnProcessor2_0"}  # nothing was applied
+
+
+def test_attention_and_channels_last_keep_the_image(editor):
+    photo, mask = textured(64, 64, seed=13), box_mask(64, 64, 12, 52, 16, 48)
+    reference = editor.edit(photo, "a face", mask=mask, **FAST)
+    comps = tiny_components(seed=0)
+    other = FaceEditor(comps, editor.adapter, 0.3, RES, device="cpu", sigma=1.0, attention="classic",
+                       channels_last=True)
+    result = other.edit(photo, "a face", mask=mask, **FAST)
+    assert_close_images(result.generated, reference.generated)
+    assert result.provenance["runtime"]["attention"] == "classic"
+    assert reference.provenance["runtime"] == {"device": "cpu", "dtype": "fp32", "attention": "sdpa",
+                                               "channels_last": False, "compile": "off", "batch": 1}
+
+
+def test_generate_batch_equals_generate_per_crop(editor):
+    crops = [textured(RES, RES, seed=s) for s in (20, 21)]
+    masks = [box_mask(RES, RES, 10, 50, 15, 45), box_mask(RES, RES, 5, 40, 20, 60)]
+    betas = [float(m.mean()) for m in masks]
+    prompts = ["a smiling face", "a face with blond hair"]
+    images, cuts = editor.generate_batch(crops, masks, betas, prompts, "blurry", 3, 5.0, 1.0, [4, 9])
+    assert len(images) == 2 and cuts == ["", ""]
+    alone = [editor.generate(c, m, b, p, "blurry", 3, 5.0, 1.0, s)[0]
+             for c, m, b, p, s in zip(crops, masks, betas, prompts, (4, 9))]
+    for batched, single in zip(images, alone):
+        assert_close_images(batched, single)
+    assert not np.array_equal(alone[0], editor.generate(crops[0], masks[0], betas[0], prompts[0], "blurry", 3, 5.0,
+                                                        1.0, 9)[0])  # the seed matters, so the check can fail
+    with pytest.raises(ValueError, match="one per image"):
+        editor.generate_batch(crops, masks, betas, ["one", "two", "three"], steps=2)
+    with pytest.raises(ValueError, match="crop 1: expected a uint8"):
+        editor.generate_batch([crops[0], crops[1][:32]], masks, betas, "a face", steps=2)
+
+
+def test_encode_prompts_batches_and_deduplicates(editor):
+    te, tok = editor.pipe.text_encoder, editor.pipe.tokenizer
+    long = "a portrait of " + "a very " * 40 + "smiling woman"
+    with torch.inference_mode():
+        e, cuts = edit_mod.encode_prompts(te, tok, ["a face", long, "a face"])
+        one, cut = edit_mod.encode_prompt(te, tok, long)
+    assert e.shape == (3, tok.model_max_length, te.config.hidden_size) and one.shape[0] == 1
+    assert cuts[0] == cuts[2] == "" and cuts[1] == cut and cut.endswith("smiling woman")
+    assert torch.equal(e[0], e[2]) and torch.allclose(e[1], one[0], atol=1e-5)
+
+
+def test_edit_batch_equals_edit_per_photo(editor):
+    photos = [textured(97, 150, seed=1), textured(64, 64, seed=2), textured(120, 80, seed=3)]
+    masks = [box_mask(97, 150, 30, 60, 60, 95), box_mask(64, 64, 10, 50, 10, 50), box_mask(120, 80, 30, 90, 20, 60)]
+    prompts = ["a smiling face", "a face with blond hair", "a smiling face"]
+    batch = editor.edit_batch(photos, prompts, masks=masks, steps=2, seeds=[0, 1, 2], watermark=True)
+    assert len(batch) == 3
+    for i, result in enumerate(batch):
+        alone = editor.edit(photos[i], prompts[i], mask=masks[i], steps=2, seed=i, watermark=True)
+        assert_close_images(result.generated, alone.generated)
+        assert result.region == alone.region and np.array_equal(result.mask, alone.mask)
+        assert np.array_equal(result.soft, alone.soft)
+        assert_background_kept(result, photos[i])
+        assert result.provenance["runtime"]["batch"] == 3 and alone.provenance["runtime"]["batch"] == 1
+        assert ({**result.provenance, "runtime": None} == {**alone.provenance, "runtime": None})
+    # one prompt and one seed for all; a batch of one is exactly `edit`
+    same = editor.edit_batch(photos[:2], "a face", masks=masks[:2], steps=2, seeds=5)
+    assert [r.provenance["seed"] for r in same] == [5, 5]
+    one = editor.edit_batch([photos[1]], ["a face"], masks=[masks[1]], steps=2, seeds=[5])[0]
+    assert np.array_equal(one.image, editor.edit(photos[1], "a face", mask=masks[1], steps=2, seed=5).image)
+    prepared = editor.prepare(photos[1], masks[1])
+    assert np.array_equal(editor.edit_batch([prepared], "a face", steps=2, seeds=5)[0].image, one.image)
+
+
+def test_edit_batch_names_the_photo_that_cannot_be_edited(editor, tmp_path):
+    photos = [textured(64, 64, seed=1), textured(80, 120, seed=2)]
+    good = box_mask(64, 64, 10, 50, 10, 50)
+    with pytest.raises(EditError, match=r"^image 1 of 2: no face found in <array>: the mask"):
+        editor.edit_batch(photos, "a face", masks=[good, np.zeros((80, 120), bool)], steps=2)
+    with pytest.raises(EditError, match=r"^image 1 of 2: .*aspect ratio"):
+        editor.edit_batch(photos, "a face", masks=[good, np.ones((80, 80), bool)], steps=2)
+    with pytest.raises(ImageError, match=r"^image 0 of 2: .*missing.png.*not found"):
+        editor.edit_batch([tmp_path / "missing.png", photos[1]], "a face", masks=[good, None], steps=2)
+    with pytest.raises(ValueError, match="masks: expected one for all images or one per image"):
+        editor.edit_batch(photos, "a face", masks=[good], steps=2)
+    with pytest.raises(ValueError, match="seeds: expected"):
+        editor.edit_batch(photos, "a face", masks=[good, None], steps=2, seeds=[1, 2, 3])

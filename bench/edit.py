@@ -64,6 +64,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.hardware import peak_tflops
 from facepaint.adapter import FaceAdapter
 from facepaint.edit import FaceEditor
 from facepaint.models import pick_device, sd15_random_components, tiny_components
@@ -199,6 +200,32 @@ def edit_batch(editor: FaceEditor, photos, masks, steps: int):
 
 # -------------------------------------------------------------------------------------------- main
 
+def edit_flops(build, resolution: int) -> dict[str, float]:
+    """Model FLOPs of one edit's parts at `resolution`, counted on the meta device (no weights, no time):
+    the UNet forward for a guided step (batch 2: unconditional + conditional), one VAE encode (the
+    masked image), one VAE decode, one text-encoder forward (there are two: prompt and negative)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(fn, *args):
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            fn(*args)
+        return fc.get_total_flops()
+
+    lat = resolution // 8
+    with torch.device("meta"):
+        c = build(0, parts=("unet", "vae", "text_encoder"))
+        d = c.text_encoder.config.hidden_size
+        x, t, e = torch.empty(2, 9, lat, lat), torch.zeros(2, dtype=torch.long), torch.empty(2, 77, d)
+        img, z, ids = torch.empty(1, 3, resolution, resolution), torch.empty(1, 4, lat, lat), torch.zeros(1, 77, dtype=torch.long)
+    return {"unet_guided_step": count(lambda: c.unet(x, t, encoder_hidden_states=e)),
+            "vae_encode": count(lambda: c.vae.encode(img)), "vae_decode": count(lambda: c.vae.decode(z)),
+            "text_encoder": count(lambda: c.text_encoder(ids))}
+
+
+def flops_per_edit(f: dict, steps: int) -> float:
+    return steps * f["unet_guided_step"] + f["vae_encode"] + f["vae_decode"] + 2 * f["text_encoder"]
+
+
 def versions() -> dict:
     import diffusers
     import transformers
@@ -255,6 +282,8 @@ def main() -> None:
     config = "full: SD1.5 inpainting architecture (random weights)" if full else \
         "scaled-down: tiny SD1.5-shaped model (random weights) -- NOT comparable with the targets"
 
+    flops = edit_flops(sd15_random_components if full else tiny_components, res)
+    peak_tf = peak_tflops(torch.cuda.get_device_name(device)) if gpu else None
     photo, mask = photo_like(res, args.seed), face_ellipse(res)
     photos = [photo_like(res, args.seed + i) for i in range(batch)]
     masks = [mask] * batch
@@ -275,7 +304,10 @@ def main() -> None:
                 row = {"variant": name, "steps": steps, "batch": b, "seconds_per_call": round(sec, 4),
                        "seconds_per_image": round(sec / b, 4), "images_per_s": round(b / sec, 3),
                        "peak_bytes": peak, "peak_gib": None if peak is None else round(peak / GIB, 3),
-                       "warmup_seconds": round(warm, 2), "times": [round(t, 4) for t in times]}
+                       "warmup_seconds": round(warm, 2), "times": [round(t, 4) for t in times],
+                       "tflops_per_s": round(flops_per_edit(flops, steps) * b / sec / 1e12, 4)}
+                if peak_tf:
+                    row["mfu"] = round(row["tflops_per_s"] / peak_tf, 4)
                 if targets_apply and b == 1:
                     ok = peak is not None and peak <= TARGET_PEAK_GIB * GIB
                     if steps == 50:
@@ -297,15 +329,22 @@ def main() -> None:
         dev_name = f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
     mem_label = "peak GiB" if gpu else "RSS GiB"
     print(f"\nedit speed on {dev_name}; {config}; {res} px, DDIM, guidance 7.5, median of {repeats}")
-    header = f"{'variant':<24} {'steps':>5} {'batch':>5} {'s/edit':>9} {'images/s':>9} {mem_label:>9}"
+    header = (f"{'variant':<24} {'steps':>5} {'batch':>5} {'s/edit':>9} {'images/s':>9} {mem_label:>9} "
+              f"{'TFLOP/s':>8} {'MFU':>6}")
     print(header + (f"  {'target':<6}" if targets_apply else ""))
     for r in rows:
         mem = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.3f}"
         line = (f"{r['variant']:<24} {r['steps']:>5} {r['batch']:>5} {r['seconds_per_image']:>9.3f} "
-                f"{r['images_per_s']:>9.2f} {mem:>9}")
+                f"{r['images_per_s']:>9.2f} {mem:>9} {r['tflops_per_s']:>8.3g} "
+                f"{format(100 * r['mfu'], '.1f') + '%' if 'mfu' in r else 'n/a':>6}")
         if "target_pass" in r:
             line += f"  {'pass' if r['target_pass'] else 'FAIL'}"
         print(line)
+    print(f"model FLOPs per edit ({res} px): " + ", ".join(
+        f"{n} steps {flops_per_edit(flops, n) / 1e12:.3g} TFLOP" for n in steps_list)
+        + f" (UNet {flops['unet_guided_step'] / 1e9:.1f} GFLOP per guided step, VAE encode "
+          f"{flops['vae_encode'] / 1e9:.1f} G + decode {flops['vae_decode'] / 1e9:.1f} G, text encoder 2 x "
+          f"{flops['text_encoder'] / 1e9:.1f} G)" + (f"; MFU against {peak_tf:g} TFLOP/s dense bf16" if peak_tf else ""))
     if targets_apply:
         print(f"targets (batch 1): <= {TARGET_SECONDS} s per edit at 50 steps, <= {TARGET_PEAK_GIB} GiB peak")
     else:
@@ -323,6 +362,9 @@ def main() -> None:
             "guidance_scale": 7.5, "prompt": PROMPT, "seed": args.seed, "threads": torch.get_num_threads(),
             "variants": {k: all_variants[k] for k in chosen},
         },
+        "flops": {**flops, "per_edit": {n: flops_per_edit(flops, n) for n in steps_list},
+                  "counted": "FlopCounterMode, meta device"},
+        "peak_bf16_tflops": peak_tf,
         "targets": {"seconds_per_edit_50_steps": TARGET_SECONDS, "peak_gib_batch1": TARGET_PEAK_GIB,
                     "evaluated": targets_apply},
         "notes": notes,

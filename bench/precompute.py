@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None, help="images per measurement")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=None, help="json path (default bench/results/precompute-<device>.json)")
     args = ap.parse_args()
     device = pick_device(args.device)
     gpu = device.type == "cuda"
@@ -175,10 +176,10 @@ def main() -> None:
                                                    "on": "H100, 512 px"},
         "results": table_rows,
     }
-    out = REPO / "bench" / "results" / f"precompute-{'cuda' if gpu else 'cpu'}.json"
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"precompute-{'cuda' if gpu else 'cpu'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {out.relative_to(REPO)}")
+    print(f"written {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
 
 
 if __name__ == "__main__":

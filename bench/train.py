@@ -29,7 +29,7 @@ batch 1, for the text encoder forward, the FaceModel forward and its backward (a
 through the whole UNet after the first cross-attention, weight gradients only for k/v and the adapter).
 Model FLOPs per sample = the three together; gradient-checkpointing's recomputation is not counted
 (MFU, not hardware utilisation). MFU = FLOPs per sample x samples/s / the GPU's dense bf16 peak
-(PEAK_BF16_TFLOPS; --peak-tflops overrides); n/a on a CPU. The full config's FLOPs per sample are
+(bench/hardware.py; --peak-tflops overrides); n/a on a CPU. The full config's FLOPs per sample are
 always computed and printed, so a CPU run already gives the numerator.
 
 Variants: `default` is TrainConfig's defaults (bf16 autocast, SDPA attention, half_frozen, fused
@@ -62,6 +62,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.hardware import peak_tflops
 from facepaint.loss import masked_mse
 from facepaint.models import (
     Components,
@@ -85,10 +86,6 @@ from facepaint.train import (
 )
 
 TARGET_SAMPLES_PER_S = 150.0  # issue 6: H100, bf16, batch 16, full SD1.5 inpainting UNet
-# Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; first match wins.
-PEAK_BF16_TFLOPS = [("H200", 989.4), ("GH200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
-                    ("H800", 989.4), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.1), ("RTX A6000", 154.8),
-                    ("A6000", 154.8), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0)]
 CAPTIONS = ["a photo of a smiling woman with long blond hair", "a man with a beard and glasses",
             "a young woman wearing red lipstick, looking at the camera", "an old man with grey hair, neutral face"]
 MODIFIERS = {
@@ -228,15 +225,6 @@ def text_encoder_rate(base: Components, data: TrainData, cfg: TrainConfig, devic
     return cfg.batch_size * steps / (time.perf_counter() - t0)
 
 
-def peak_tflops(dev_name: str, override: float | None) -> float | None:
-    if override:
-        return override
-    for key, tf in PEAK_BF16_TFLOPS:
-        if key.lower() in dev_name.lower():
-            return tf
-    return None
-
-
 def versions() -> dict:
     import accelerate
     import diffusers
@@ -263,6 +251,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 GPU, 5 CPU)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="json path (default bench/results/train-<device>.json)")
     args = ap.parse_args()
 
     device = pick_device(args.device)
@@ -387,10 +376,10 @@ def main() -> None:
         "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "results": rows,
     }
-    out = REPO / "bench" / "results" / f"train-{'cuda' if gpu else 'cpu'}.json"
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"train-{'cuda' if gpu else 'cpu'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"written {out.relative_to(REPO)}")
+    print(f"written {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
 
 
 if __name__ == "__main__":

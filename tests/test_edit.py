@@ -463,3 +463,18 @@ def test_edit_batch_names_the_photo_that_cannot_be_edited(editor, tmp_path):
         editor.edit_batch(photos, "a face", masks=[good], steps=2)
     with pytest.raises(ValueError, match="seeds: expected"):
         editor.edit_batch(photos, "a face", masks=[good, None], steps=2, seeds=[1, 2, 3])
+
+
+@pytest.mark.slow
+def test_compiled_unet_gives_the_eager_image(editor):
+    """FaceEditor(compile=...) really compiles the UNet (inductor, CPU here) and keeps the image."""
+    torch._dynamo.reset()
+    photo, mask = textured(64, 64, seed=21), box_mask(64, 64, 12, 52, 16, 48)
+    reference = editor.edit(photo, "a face", mask=mask, **FAST)
+    compiled = FaceEditor(tiny_components(seed=0), editor.adapter, 0.3, RES, device="cpu", sigma=1.0,
+                          compile="default")
+    assert isinstance(compiled.pipe.unet, torch._dynamo.eval_frame.OptimizedModule)
+    result = compiled.edit(photo, "a face", mask=mask, **FAST)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    assert_close_images(result.generated, reference.generated)
+    assert result.provenance["runtime"]["compile"] == "default"

@@ -290,3 +290,23 @@ def test_speed_knobs_are_validated_and_do_not_change_the_fingerprint():
                        fused_adamw=False, cache_on_device=False, gradient_checkpointing=True).fingerprint_fields()
     assert base == fast
     assert TrainConfig(lr_kv=1e-3).fingerprint_fields() != base
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(demo_project, tmp_path):
+    """train.compile really compiles (inductor, CPU here) and learns what eager mode learns."""
+    from facepaint.models import load_components
+    from facepaint.train import train
+
+    torch._dynamo.reset()
+    data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
+    out = {}
+    for mode in ("off", "default"):
+        comps = load_components(ModelConfig(), parts=("unet", "text_encoder", "tokenizer", "scheduler"))
+        cfg = TrainConfig(**{**TRAIN, "max_steps": 3, "compile": mode})
+        res = train(comps, ModelConfig(), data, cfg, tmp_path / mode, tmp_path / f"c{mode}", progress=False)
+        out[mode] = (res.artifact.kv, res.history[-1]["loss"])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # something was compiled
+    kv_eager, kv_compiled = out["off"][0], out["default"][0]
+    assert all(torch.allclose(kv_eager[k], kv_compiled[k], atol=1e-5) for k in kv_eager)
+    assert out["off"][1] == pytest.approx(out["default"][1], rel=1e-4)

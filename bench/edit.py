@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -64,7 +62,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.hardware import peak_tflops
+from bench.common import device_name, peak_tflops, versions, write_result
 from facepaint.adapter import FaceAdapter
 from facepaint.edit import FaceEditor
 from facepaint.models import pick_device, sd15_random_components, tiny_components
@@ -226,18 +224,6 @@ def flops_per_edit(f: dict, steps: int) -> float:
     return steps * f["unet_guided_step"] + f["vae_encode"] + f["vae_decode"] + 2 * f["text_encoder"]
 
 
-def versions() -> dict:
-    import diffusers
-    import transformers
-
-    v = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-         "numpy": np.__version__, "python": platform.python_version()}
-    if torch.cuda.is_available():
-        v["cuda"] = torch.version.cuda
-        v["cudnn"] = torch.backends.cudnn.version()
-    return v
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
@@ -283,7 +269,8 @@ def main() -> None:
         "scaled-down: tiny SD1.5-shaped model (random weights) -- NOT comparable with the targets"
 
     flops = edit_flops(sd15_random_components if full else tiny_components, res)
-    peak_tf = peak_tflops(torch.cuda.get_device_name(device)) if gpu else None
+    dev_name = device_name(device)
+    peak_tf = peak_tflops(dev_name) if gpu else None
     photo, mask = photo_like(res, args.seed), face_ellipse(res)
     photos = [photo_like(res, args.seed + i) for i in range(batch)]
     masks = [mask] * batch
@@ -323,10 +310,6 @@ def main() -> None:
         if gpu:
             torch.cuda.empty_cache()
 
-    if gpu:
-        dev_name = torch.cuda.get_device_name(device)
-    else:
-        dev_name = f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
     mem_label = "peak GiB" if gpu else "RSS GiB"
     print(f"\nedit speed on {dev_name}; {config}; {res} px, DDIM, guidance 7.5, median of {repeats}")
     header = (f"{'variant':<24} {'steps':>5} {'batch':>5} {'s/edit':>9} {'images/s':>9} {mem_label:>9} "
@@ -370,10 +353,7 @@ def main() -> None:
         "notes": notes,
         "results": rows,
     }
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"edit-{'cuda' if gpu else 'cpu'}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    write_result(result, "edit", device, args.out)
 
 
 if __name__ == "__main__":

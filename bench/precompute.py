@@ -19,8 +19,6 @@ Prints a table and writes bench/results/precompute-<device>.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import device_name, versions, write_result
 from facepaint import celebamask
 from facepaint.latents import LatentConfig, compute_latents
 from facepaint.masks import BiSeNetParser, MaskConfig, compute_masks
@@ -153,7 +152,7 @@ def main() -> None:
             rows.append(("VAE encodes/s", label, res, nl, 4 * nl / t))
             del vae
 
-    dev_name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+    dev_name = device_name(device)
     print(f"\nprecompute throughput on {dev_name}, data: {root}")
     flops = model_flops()
     per_item = {"masks/s": flops["bisenet_mask"], "latents/s": flops["latent_image"], "VAE encodes/s": flops["vae_encode"]}
@@ -170,16 +169,13 @@ def main() -> None:
           f"image (x4); targets (H100): >= {TARGET_LATENTS} latents/s (= {TARGET_LATENTS * flops['latent_image'] / 1e12:.0f} "
           f"TFLOP/s), >= {TARGET_MASKS} BiSeNet masks/s")
     result = {
-        "device": dev_name, "torch": torch.__version__, "python": platform.python_version(),
+        "device": dev_name, "versions": versions(),
         "data": str(root), "batch": batch, "workers": args.workers,
         "flops_per_item_512px": flops, "targets": {"latents_per_s": TARGET_LATENTS, "bisenet_masks_per_s": TARGET_MASKS,
                                                    "on": "H100, 512 px"},
         "results": table_rows,
     }
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"precompute-{'cuda' if gpu else 'cpu'}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    write_result(result, "precompute", device, args.out)
 
 
 if __name__ == "__main__":

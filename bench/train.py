@@ -29,7 +29,7 @@ batch 1, for the text encoder forward, the FaceModel forward and its backward (a
 through the whole UNet after the first cross-attention, weight gradients only for k/v and the adapter).
 Model FLOPs per sample = the three together; gradient-checkpointing's recomputation is not counted
 (MFU, not hardware utilisation). MFU = FLOPs per sample x samples/s / the GPU's dense bf16 peak
-(bench/hardware.py; --peak-tflops overrides); n/a on a CPU. The full config's FLOPs per sample are
+(bench/common.py; --peak-tflops overrides); n/a on a CPU. The full config's FLOPs per sample are
 always computed and printed, so a CPU run already gives the numerator.
 
 Variants: `default` is TrainConfig's defaults (bf16 autocast, SDPA attention, half_frozen, fused
@@ -49,8 +49,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
-import platform
 import resource
 import sys
 import time
@@ -62,7 +60,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.hardware import peak_tflops
+from bench.common import device_name, peak_tflops, versions, write_result
 from facepaint.loss import masked_mse
 from facepaint.models import (
     Components,
@@ -225,18 +223,6 @@ def text_encoder_rate(base: Components, data: TrainData, cfg: TrainConfig, devic
     return cfg.batch_size * steps / (time.perf_counter() - t0)
 
 
-def versions() -> dict:
-    import accelerate
-    import diffusers
-    import transformers
-
-    v = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-         "accelerate": accelerate.__version__, "python": platform.python_version()}
-    if torch.cuda.is_available():
-        v.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
-    return v
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
@@ -282,8 +268,7 @@ def main() -> None:
     base = build(args.seed, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
     print(f"built {base.name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
-    dev_name = torch.cuda.get_device_name(device) if gpu else \
-        f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+    dev_name = device_name(device)
     peak = peak_tflops(dev_name, args.peak_tflops) if gpu or args.peak_tflops else None
     judge = gpu and full and batch == 16 and latent == 64
 
@@ -376,10 +361,7 @@ def main() -> None:
         "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "results": rows,
     }
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"train-{'cuda' if gpu else 'cpu'}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"written {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    write_result(result, "train", device, args.out)
 
 
 if __name__ == "__main__":

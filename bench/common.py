@@ -1,0 +1,55 @@
+"""What the three benchmarks share: the device's name and dense bf16 peak (for MFU), the library
+versions, and writing the result json."""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets; the first match
+# of the device name wins (so "H100 PCIe" before "H100").
+PEAK_BF16_TFLOPS = [("H200", 989.4), ("GH200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
+                    ("H800", 989.4), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.1), ("RTX A6000", 154.8),
+                    ("A6000", 154.8), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0)]
+
+
+def peak_tflops(device_name: str, override: float | None = None) -> float | None:
+    """The dense bf16 peak of the device called `device_name`, `override` when given, None if unknown."""
+    if override:
+        return override
+    for key, tf in PEAK_BF16_TFLOPS:
+        if key.lower() in device_name.lower():
+            return tf
+    return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+
+
+def versions() -> dict:
+    import accelerate
+    import diffusers
+    import numpy
+    import transformers
+
+    v = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+         "accelerate": accelerate.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        v.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    return v
+
+
+def write_result(result: dict, name: str, device: torch.device, out: str | None = None) -> Path:
+    """Write `result` to `out`, default bench/results/<name>-<cpu|cuda>.json, and say where."""
+    path = Path(out) if out else REPO / "bench" / "results" / f"{name}-{'cuda' if device.type == 'cuda' else 'cpu'}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"written {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    return path

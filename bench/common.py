@@ -27,6 +27,15 @@ def peak_tflops(device_name: str, override: float | None = None) -> float | None
     return None
 
 
+def forward_flops(fn) -> int:
+    """Model FLOPs of calling `fn()` without gradients (run it on the meta device: no weights, no time)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        fn()
+    return fc.get_total_flops()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

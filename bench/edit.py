@@ -62,7 +62,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import device_name, peak_tflops, versions, write_result
+from bench.common import device_name, forward_flops, peak_tflops, versions, write_result
 from facepaint.adapter import FaceAdapter
 from facepaint.edit import FaceEditor
 from facepaint.models import pick_device, sd15_random_components, tiny_components
@@ -202,22 +202,15 @@ def edit_flops(build, resolution: int) -> dict[str, float]:
     """Model FLOPs of one edit's parts at `resolution`, counted on the meta device (no weights, no time):
     the UNet forward for a guided step (batch 2: unconditional + conditional), one VAE encode (the
     masked image), one VAE decode, one text-encoder forward (there are two: prompt and negative)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    def count(fn, *args):
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
-            fn(*args)
-        return fc.get_total_flops()
-
     lat = resolution // 8
     with torch.device("meta"):
         c = build(0, parts=("unet", "vae", "text_encoder"))
         d = c.text_encoder.config.hidden_size
         x, t, e = torch.empty(2, 9, lat, lat), torch.zeros(2, dtype=torch.long), torch.empty(2, 77, d)
         img, z, ids = torch.empty(1, 3, resolution, resolution), torch.empty(1, 4, lat, lat), torch.zeros(1, 77, dtype=torch.long)
-    return {"unet_guided_step": count(lambda: c.unet(x, t, encoder_hidden_states=e)),
-            "vae_encode": count(lambda: c.vae.encode(img)), "vae_decode": count(lambda: c.vae.decode(z)),
-            "text_encoder": count(lambda: c.text_encoder(ids))}
+    return {"unet_guided_step": forward_flops(lambda: c.unet(x, t, encoder_hidden_states=e)),
+            "vae_encode": forward_flops(lambda: c.vae.encode(img)), "vae_decode": forward_flops(lambda: c.vae.decode(z)),
+            "text_encoder": forward_flops(lambda: c.text_encoder(ids))}
 
 
 def flops_per_edit(f: dict, steps: int) -> float:

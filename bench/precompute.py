@@ -29,7 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import device_name, versions, write_result
+from bench.common import device_name, forward_flops, versions, write_result
 from facepaint import celebamask
 from facepaint.latents import LatentConfig, compute_latents
 from facepaint.masks import BiSeNetParser, MaskConfig, compute_masks
@@ -52,15 +52,6 @@ def timed(fn, device):
     return out, time.perf_counter() - t
 
 
-def count_flops(module, x) -> float:
-    """Forward FLOPs of `module` on input shape `x` (a tensor on the meta device)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
-        module(x)
-    return fc.get_total_flops()
-
-
 def model_flops() -> dict[str, float]:
     """FLOPs per item at 512 px: one BiSeNet parse; one cached training image (4 VAE encodes)."""
     from facexlib.parsing.bisenet import BiSeNet
@@ -69,8 +60,8 @@ def model_flops() -> dict[str, float]:
         net = BiSeNet(num_class=19).eval()
         vae = sd15_random_components(0, parts=("vae",)).vae
         x = torch.empty(1, 3, 512, 512)
-    return {"bisenet_mask": count_flops(net, x), "vae_encode": count_flops(lambda t: vae.encode(t), x),
-            "latent_image": 4 * count_flops(lambda t: vae.encode(t), x)}
+    encode = forward_flops(lambda: vae.encode(x))
+    return {"bisenet_mask": forward_flops(lambda: net(x)), "vae_encode": encode, "latent_image": 4 * encode}
 
 
 def dataset(args, tmp: Path) -> tuple[Path, list[int]]:

@@ -1,14 +1,63 @@
-"""What the three benchmarks share: the device's name and dense bf16 peak (for MFU), the library
-versions, and writing the result json."""
+"""What the three benchmarks share: their settings (params.yaml with a profile's overrides, and the
+model architecture they build with random weights), the device's name and dense bf16 peak (for MFU),
+the library versions, and writing the result json."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import platform
 from pathlib import Path
 
 import torch
 
+from facepaint.models import Components, ModelConfig, load_components
+from stages.common import load_params, section
+
 REPO = Path(__file__).resolve().parents[1]
+PAPER = "paper"  # profiles/paper.yaml: the full-size paper configuration
+
+
+# ---------------------------------------------------------------------------------------- settings
+
+def add_profile_argument(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--profile", default=None,
+                    help="profiles/<name>.yaml applied over params.yaml, or `none` for params.yaml's own (demo) "
+                         f"values; default: {PAPER} on CUDA, none on the CPU")
+
+
+def bench_params(profile: str | None, device: torch.device) -> tuple[dict, str | None]:
+    """(params.yaml with `profile`'s overrides, the profile's name or None). `profile` None picks the
+    default: the paper's profile on CUDA, params.yaml's demo values on the CPU; "none" forces the latter."""
+    if profile is None:
+        profile = PAPER if device.type == "cuda" else None
+    elif profile.lower() == "none":
+        profile = None
+    return load_params(REPO / "params.yaml", profile=profile), profile
+
+
+def model_config(params: dict, **overrides) -> ModelConfig:
+    """The params' `model` section as the architecture a benchmark builds: `pretrained` becomes `random`
+    (the same SD1.5 inpainting architecture with random weights, model.seed): nothing is downloaded, and
+    speed and memory do not depend on the weights' values. `tiny` stays tiny."""
+    cfg = section(params, "model", ModelConfig, **overrides)
+    return dataclasses.replace(cfg, source="random") if cfg.source == "pretrained" else cfg
+
+
+def full_size(cfg: ModelConfig) -> bool:
+    """Whether `cfg` builds the full-size SD1.5 architecture (not the tiny test model)."""
+    return cfg.source != "tiny"
+
+
+def random_components(cfg: ModelConfig, parts) -> Components:
+    """The named parts of the architecture `cfg` (see model_config), randomly initialised; under
+    torch.device("meta") they take no memory and no time (for counting FLOPs)."""
+    if cfg.source == "pretrained":
+        raise ValueError("benchmarks build random weights: pass model_config(params), not the pretrained config")
+    return load_components(cfg, parts=parts)
+
+
+# ---------------------------------------------------------------------------------------- hardware
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets; the first match
 # of the device name wins (so "H100 PCIe" before "H100").

@@ -21,3 +21,8 @@ wrap it. Where each step of SPEC.md lives:
 """
 
 __version__ = "0.1.0"
+
+
+class FacepaintError(Exception):
+    """Base of facepaint's own errors. Each message names the file or value at fault and what to do, so
+    the command lines print it as one `error:` line instead of a traceback."""

@@ -1,7 +1,10 @@
 """The face-aware text adapter (SPEC section 3).
 
-    A(E)  = W2 SiLU(W1 E)                 W1, W2 in R^{d x d}, d = the text encoder's width (768)
-    E_hat = E + lambda * beta * A(E)      beta = the face ratio of the image, one scalar per sample
+    A(E)  = W2 SiLU(W1 E)                        W1, W2 in R^{d x d}, d = the text encoder's width (768)
+    E_hat = E + adapter_scale * beta * A(E)      beta = the face ratio of the image, one scalar per sample
+
+`adapter_scale` is the SPEC's lambda (0.3), params.yaml `train.adapter_scale`; the trained artifact
+records it and inference reads it from there (`Artifact.conditions`).
 
 `condition` is the one function that turns text embeddings into UNet conditioning, in training and at
 inference, for the conditional and the unconditional (classifier-free guidance) embedding alike.
@@ -32,9 +35,9 @@ class FaceAdapter(nn.Module):
         return self.w2(nn.functional.silu(self.w1(embeddings)))
 
 
-def condition(embeddings: torch.Tensor, beta, adapter: FaceAdapter | None, scale: float) -> torch.Tensor:
-    """E_hat = E + scale * beta * A(E); `beta` is a float or a (B,) tensor. No adapter: E unchanged."""
-    if adapter is None or scale == 0:
+def condition(embeddings: torch.Tensor, beta, adapter: FaceAdapter | None, adapter_scale: float) -> torch.Tensor:
+    """E_hat = E + adapter_scale * beta * A(E); `beta` is a float or a (B,) tensor. No adapter: E unchanged."""
+    if adapter is None or adapter_scale == 0:
         return embeddings
     beta = torch.as_tensor(beta, dtype=embeddings.dtype, device=embeddings.device)
     if beta.ndim == 0:
@@ -42,4 +45,4 @@ def condition(embeddings: torch.Tensor, beta, adapter: FaceAdapter | None, scale
     if beta.shape != (embeddings.shape[0],):
         raise ValueError(f"beta must be a scalar or have shape ({embeddings.shape[0]},), got {tuple(beta.shape)}")
     delta = adapter(embeddings.to(adapter.w1.weight.dtype)).to(embeddings.dtype)
-    return embeddings + scale * beta.view(-1, 1, 1) * delta
+    return embeddings + adapter_scale * beta.view(-1, 1, 1) * delta

@@ -1,17 +1,23 @@
-"""The trained artifact: what fine-tuning changed, and what it was made from.
+"""The trained artifact: what fine-tuning changed, and the conditions inference must reproduce.
 
 A directory with
 - `kv.safetensors`       every UNet cross-attention `attn2.to_k` / `attn2.to_v` weight (fp32),
 - `adapter.safetensors`  the face-aware text adapter (`w1.weight`, `w2.weight`),
-- `facepaint.json`       the base model (a `model` params section that `models.load_components`
-                         rebuilds), the adapter scale lambda, the training resolution, the training
-                         params and data versions, and `version`: a digest of the two weight files.
+- `facepaint.json`       `conditions` (below), the training params and data version, and `version`: a
+                         digest of the two weight files (the model version everything else names).
+
+`conditions` is everything inference must do as training did: the base model (a `model` params
+section that `models.load_components` rebuilds), the training resolution, adapter_scale (the SPEC's
+lambda), the face parts and mask backend that made M, the soft mask's sigma and the latent factor.
+`Artifact.conditions` is the one accessor the editor and the evaluation read them through; an
+artifact without them (an older format) is refused with a message, never filled in with defaults.
 
 About 80 MB for SD1.5 (19.2M + 1.2M fp32 parameters) instead of the 3.4 GB UNet. `apply_artifact`
 loads it into base components; the frozen rest of the UNet is the base model's own.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,16 +27,45 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from facepaint import FacepaintError
 from facepaint.adapter import FaceAdapter
 from facepaint.io import atomic_dir
 from facepaint.models import Components, ModelConfig
 
-FORMAT = 1
+FORMAT = 2  # of facepaint.json (2: `conditions`)
+WEIGHTS_FORMAT = 1  # of the two safetensors files (their bytes make the version digest, so it stays put)
 KV_FILE, ADAPTER_FILE, INFO_FILE = "kv.safetensors", "adapter.safetensors", "facepaint.json"
 KV_SUFFIXES = ("attn2.to_k.weight", "attn2.to_v.weight", "attn2.to_k.bias", "attn2.to_v.bias")
 
 
-class ArtifactError(Exception):
+@dataclass(frozen=True)
+class Conditions:
+    """What inference must reproduce of training (recorded by `train`, read by the editor and evaluate)."""
+
+    model: ModelConfig  # the base model whose UNet the k/v weights belong to
+    resolution: int  # side of the training images and of M
+    adapter_scale: float  # the SPEC's lambda in E_hat = E + adapter_scale * beta * A(E)
+    parts: tuple[str, ...]  # the face parts whose union is M
+    mask_backend: str  # what made the training masks: annotations | bisenet
+    sigma: float  # std of M_soft = G_sigma * M, pixels at `resolution` (the blending alpha)
+    latent_factor: int  # M_latent = M pooled over latent_factor x latent_factor cells
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "parts": list(self.parts)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "conditions") -> Conditions:
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise ArtifactError(f"{where} lacks {', '.join(missing)}: the artifact was made by another facepaint "
+                                f"version; retrain it (`dvc repro train`)")
+        return cls(model=ModelConfig(**d["model"]), resolution=int(d["resolution"]),
+                   adapter_scale=float(d["adapter_scale"]), parts=tuple(d["parts"]), mask_backend=str(d["mask_backend"]),
+                   sigma=float(d["sigma"]), latent_factor=int(d["latent_factor"]))
+
+
+class ArtifactError(FacepaintError):
     """An artifact directory that cannot be used; the message names the file and what to do."""
 
 
@@ -62,16 +97,10 @@ class Artifact:
     path: Path | None = None
 
     @property
-    def model(self) -> ModelConfig:
-        return ModelConfig(**self.info["model"])
-
-    @property
-    def scale(self) -> float:
-        return float(self.info["adapter_scale"])
-
-    @property
-    def resolution(self) -> int:
-        return int(self.info["resolution"])
+    def conditions(self) -> Conditions:
+        """The conditions training ran under (see the module docstring): the one accessor inference uses."""
+        where = f"{self.path / INFO_FILE}" if self.path else "the artifact's info"
+        return Conditions.from_dict(self.info.get("conditions") or {}, f"{where}: conditions")
 
     @property
     def version(self) -> str:
@@ -91,21 +120,20 @@ def _digest(*paths: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def save_artifact(path: str | os.PathLike, unet, adapter: FaceAdapter, model: ModelConfig, adapter_scale: float,
-                  resolution: int, extra: dict | None = None) -> Artifact:
-    """Write the artifact directory atomically (see the module docstring)."""
+def save_artifact(path: str | os.PathLike, unet, adapter: FaceAdapter, conditions: Conditions,
+                  extra: dict | None = None) -> Artifact:
+    """Write the artifact directory atomically (see the module docstring); `extra`: more JSON-able
+    provenance (training params, data version)."""
     unet = getattr(unet, "_orig_mod", unet)  # torch.compile wrapper
     kv = {n: p.detach().float().cpu().contiguous() for n, p in kv_parameters(unet).items()}
     ad = {k: v.detach().float().cpu().contiguous() for k, v in adapter.state_dict().items()}
     with atomic_dir(path) as tmp:
-        save_file(kv, str(tmp / KV_FILE), metadata={"format": str(FORMAT)})
-        save_file(ad, str(tmp / ADAPTER_FILE), metadata={"format": str(FORMAT)})
+        save_file(kv, str(tmp / KV_FILE), metadata={"format": str(WEIGHTS_FORMAT)})
+        save_file(ad, str(tmp / ADAPTER_FILE), metadata={"format": str(WEIGHTS_FORMAT)})
         info = {
             "format": FORMAT,
             "version": _digest(tmp / KV_FILE, tmp / ADAPTER_FILE),
-            "model": asdict(model),
-            "adapter_scale": adapter_scale,
-            "resolution": resolution,
+            "conditions": conditions.as_dict(),
             **(extra or {}),
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
@@ -130,10 +158,13 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
     except Exception as e:  # safetensors_rust.SafetensorError derives from Exception only
         raise ArtifactError(f"model artifact {path} is unreadable: {e}") from e
     if info.get("format") != FORMAT:
-        raise ArtifactError(f"{path / INFO_FILE}: format {info.get('format')!r}, this facepaint reads format {FORMAT}")
+        raise ArtifactError(f"{path / INFO_FILE}: format {info.get('format')!r}, this facepaint reads format {FORMAT}: "
+                            f"retrain it with this version (`dvc repro train`)")
     if set(adapter) != {"w1.weight", "w2.weight"}:
         raise ArtifactError(f"{path / ADAPTER_FILE} holds {sorted(adapter)}, expected w1.weight and w2.weight")
-    return Artifact(kv, adapter, info, path)
+    artifact = Artifact(kv, adapter, info, path)
+    artifact.conditions  # refuse an artifact whose conditions are incomplete now, not at the first edit
+    return artifact
 
 
 def apply_artifact(components: Components, artifact: Artifact) -> FaceAdapter:

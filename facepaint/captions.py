@@ -56,6 +56,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -399,7 +400,7 @@ def _hair_first(rng: random.Random, features: list[_Feature]) -> list[_Feature]:
     return feats
 
 
-def caption_candidates(attrs: Mapping[str, int], image_id: int, n: int = 10, seed: int = 42) -> list[str]:
+def caption_candidates(attrs: Mapping[str, int], image_id: int, *, n: int, seed: int) -> list[str]:
     """About `n` distinct captions for one image (exactly n unless fewer distinct ones exist).
 
     attrs maps attribute name -> +1 (present) / -1 (absent); a row of the attribute table works.
@@ -442,11 +443,10 @@ def caption_candidates(attrs: Mapping[str, int], image_id: int, n: int = 10, see
     return out
 
 
-def eval_prompt(attrs: Mapping[str, int], image_id: int, seed: int = 42) -> str:
+def eval_prompt(attrs: Mapping[str, int]) -> str:
     """The designated evaluation prompt for one image: every salient present attribute, one fixed
     template ("a photo of a smiling young woman with wavy blond hair, wearing earrings and
-    lipstick"). Canonical on purpose, so `image_id` and `seed` do not change it; they are part of
-    the signature so that a future randomised variant keeps the same call sites.
+    lipstick"). Canonical on purpose: it depends on the attributes only.
     """
     gender, _, _, features, _ = _features(attrs)
     by_key = {f.key: f for f in features}
@@ -487,7 +487,17 @@ def _plain_join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def build_captions(attributes: pd.DataFrame, splits: pd.Series, n: int = 10, seed: int = 42) -> pd.DataFrame:
+@dataclass
+class CaptionConfig:  # params.yaml `captions`
+    n_candidates: int  # caption candidates per image (SPEC: about 10)
+    seed: int
+
+    def __post_init__(self):
+        if self.n_candidates < 1:
+            raise ValueError(f"captions.n_candidates must be at least 1, got {self.n_candidates}")
+
+
+def build_captions(attributes: pd.DataFrame, splits: pd.Series, cfg: CaptionConfig) -> pd.DataFrame:
     """Caption table for the ids in `splits` (a Series id -> "train"/"test").
 
     Returns columns id (int64), split (str), candidates (list of str), eval_prompt (str for test
@@ -512,8 +522,8 @@ def build_captions(attributes: pd.DataFrame, splits: pd.Series, n: int = 10, see
     cands, prompts = [], []
     for image_id, split, row in zip(ids.tolist(), split_values.tolist(), values):
         attrs = dict(zip(columns, row))
-        cands.append(caption_candidates(attrs, image_id, n=n, seed=seed))
-        prompts.append(eval_prompt(attrs, image_id, seed=seed) if split == "test" else None)
+        cands.append(caption_candidates(attrs, image_id, n=cfg.n_candidates, seed=cfg.seed))
+        prompts.append(eval_prompt(attrs) if split == "test" else None)
     return pd.DataFrame({
         "id": pd.Series(ids.to_numpy(), dtype="int64"),
         "split": pd.Series(split_values, dtype=object),

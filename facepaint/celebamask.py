@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from facepaint import FacepaintError
+
 IMAGE_DIR = "CelebA-HQ-img"
 MASK_DIR = "CelebAMask-HQ-mask-anno"
 ATTRIBUTE_FILE = "CelebAMask-HQ-attribute-anno.txt"
@@ -41,11 +43,8 @@ PART_NAMES = (
     "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
 )
 
-# SPEC section 1: the face is the union of skin, brows, eyes, nose, mouth and lips.
-FACE_PARTS = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "mouth", "u_lip", "l_lip")
 
-
-class DatasetError(Exception):
+class DatasetError(FacepaintError):
     """A problem with the dataset as a whole; the message names the file and what to do."""
 
 

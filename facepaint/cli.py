@@ -12,7 +12,7 @@ print one `error:` line, without a traceback. Run `facepaint edit -h` for every 
 `--batch-size N` edits a folder's photos N per pipeline call (`FaceEditor.edit_batch`: faster on a GPU;
 each result equals the one-at-a-time edit up to float rounding, at most a few 1/255 steps).
 
-Speed options (`--attention`, `--channels-last`, `--compile`, `--dtype`) are FaceEditor's (facepaint.speed);
+Speed options (`--attention`, `--channels-last`, `--compile`, `--dtype`) are `facepaint.speed.Speed`'s;
 the defaults are the fast settings, and each output's provenance records them under "runtime".
 """
 from __future__ import annotations
@@ -20,18 +20,21 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from facepaint.artifact import ArtifactError
-from facepaint.edit import SCHEDULERS, EditError, FaceEditor, check_options
+from facepaint.edit import DEFAULTS, PADDING, EditError, EditOptions, FaceEditor
+from facepaint.generate import SCHEDULERS
 from facepaint.images import ImageError
 from facepaint.models import ModelLoadError
-from facepaint.speed import ATTENTION, COMPILE_MODES
+from facepaint.speed import ATTENTION, COMPILE_MODES, DTYPES, Speed
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-DEFAULT_MODEL = "data/model"  # where the train stage writes its artifact
+DEFAULT_MODEL = "data/model"  # where the train stage writes its artifact (stages.common.MODEL)
+SPEED = Speed()  # the speed options' defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,15 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mask", type=Path, help="face mask image, white = face (a folder of <stem>.png for a folder)")
     e.add_argument("--no-blend", dest="blend", action="store_false",
                    help="paste the decoded crop as it is (the ablation of pixel-level blending)")
-    e.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    e.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--strength", type=float, default=1.0, help="how far to noise the face, 0..1 (default 1)")
-    e.add_argument("--negative-prompt", default="")
+    e.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"denoising steps (default {DEFAULTS.steps})")
+    e.add_argument("--guidance-scale", type=float, default=DEFAULTS.guidance_scale,
+                   help=f"classifier-free guidance (default {DEFAULTS.guidance_scale})")
+    e.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    e.add_argument("--strength", type=float, default=DEFAULTS.strength,
+                   help=f"how far to noise the face, 0..1 (default {DEFAULTS.strength})")
+    e.add_argument("--negative-prompt", default=DEFAULTS.negative_prompt)
     e.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    e.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16", help="on a GPU; the CPU uses fp32")
-    e.add_argument("--attention", choices=ATTENTION, default="sdpa",
+    e.add_argument("--dtype", choices=DTYPES, default=SPEED.dtype, help="on a GPU; the CPU uses fp32")
+    e.add_argument("--attention", choices=ATTENTION, default=SPEED.attention,
                    help="sdpa: torch's scaled_dot_product_attention (default); classic: explicit softmax(QK^T)V")
     e.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                    help="NHWC UNet and VAE weights (auto: on with CUDA, off on the CPU)")
@@ -66,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="photos of a folder edited per pipeline call (default 1)")
     e.add_argument("--bisenet-weights", type=Path, help="parsing_bisenet.pth (default: facexlib's cache/download)")
     e.add_argument("--watermark", action="store_true", help="add an invisible mark to the edited face only")
-    e.add_argument("--padding", type=float, default=0.25, help="crop margin per side, x the face size (default 0.25)")
+    e.add_argument("--padding", type=float, default=PADDING, help=f"crop margin per side, x the face size (default {PADDING})")
     e.add_argument("--sigma", type=float, default=None,
                    help="soft-mask Gaussian std in pixels at the model's resolution (default: the one the model "
                         "was trained with, from its artifact)")
@@ -120,23 +125,36 @@ def _mask_for(photo: Path, mask: Path | None) -> Path | None:
     return found[0] if found else mask / f"{photo.stem}.png"  # a missing file fails that photo, with its name
 
 
+def resolve(model) -> str:
+    """An artifact directory, or a registered release (`models:/facepaint@champion`, `runs:/...`) resolved
+    to the artifact directory inside it through the MLflow registry (the orchestration layer's
+    `tracking` package: the one place this method package reaches it, lazily, and only for such URIs)."""
+    if not str(model).startswith(("models:/", "runs:/")):
+        return str(model)
+    try:
+        from tracking.registry import resolve_model
+    except ImportError as e:
+        raise ValueError(f"--model {model} is an MLflow model URI, but MLflow cannot be imported ({e}); "
+                         f"install the project with its dependencies, or pass an artifact directory") from e
+    try:
+        return resolve_model(str(model))
+    except Exception as e:  # MlflowException (no such model or alias), an unreachable store, no artifact inside
+        raise ValueError(f"--model {model}: {type(e).__name__}: {e}") from e
+
+
 def edit_command(args) -> int:
     try:
-        check_options(args.steps, args.strength)
+        options = EditOptions(steps=args.steps, guidance_scale=args.guidance_scale, strength=args.strength,
+                              negative_prompt=args.negative_prompt, seed=args.seed, blend=args.blend,
+                              watermark=args.watermark)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
         jobs = _jobs(args)
-        sigma = {} if args.sigma is None else {"sigma": args.sigma}
-        model = args.model
-        if str(model).startswith(("models:/", "runs:/")):  # a registered release, e.g. models:/facepaint@champion
-            from facepaint.tracking import resolve_model
-
-            model = resolve_model(str(model))
-        channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
-        editor = FaceEditor.from_artifact(model, device=args.device, dtype=args.dtype, scheduler=args.scheduler,
-                                          bisenet_weights=args.bisenet_weights, padding=args.padding,
-                                          attention=args.attention, channels_last=channels_last,
-                                          compile=args.compile, **sigma)
+        speed = Speed(dtype=args.dtype, attention=args.attention,
+                      channels_last={"auto": None, "on": True, "off": False}[args.channels_last], compile=args.compile)
+        editor = FaceEditor.from_artifact(resolve(args.model), device=args.device, scheduler=args.scheduler,
+                                          speed_options=speed, bisenet_weights=args.bisenet_weights,
+                                          padding=args.padding, sigma=args.sigma)
         if args.mask is None:
             editor.face_parser()  # missing weights: one error up front, not one per photo
     except (ValueError, ArtifactError, ModelLoadError) as e:
@@ -155,9 +173,7 @@ def edit_command(args) -> int:
                     tqdm.write(f"error: {e}" if str(photo) in str(e) else f"error: {photo}: {e}", file=sys.stderr)
             if not ready:
                 continue
-            results = editor.edit_batch([p for p, _ in ready], args.prompt, negative_prompts=args.negative_prompt,
-                                        steps=args.steps, guidance_scale=args.guidance_scale, seeds=args.seed,
-                                        strength=args.strength, blend=args.blend, watermark=args.watermark)
+            results = editor.edit_batch([p for p, _ in ready], args.prompt, **asdict(options))
             for (prepared, out), result in zip(ready, results):
                 result.save(out)
                 bar.update()

@@ -50,23 +50,32 @@ PUBLISHED = {
 
 
 @dataclass
-class EvalConfig:
-    n_pairs: int = 100
-    seed: int = 42
-    methods: list = field(default_factory=lambda: list(METHODS))
-    metrics: list = field(default_factory=lambda: list(METRICS))
-    steps: int = 50
-    guidance_scale: float = 7.5
-    scheduler: str = "ddim"
-    background_dilation: int = 8  # pixels at the evaluation resolution
-    fid_reference_size: int = 1000  # real test images whose Inception statistics FID compares against
-    fid_batch_size: int = 32
-    warmup: int = 1
-    grid_photos: int = 4
-    profile_radius: int = 24  # pixels on each side of the mask boundary in the profile plot
-    device: str = "auto"
-    dtype: str = "fp16"
-    paint_by_example: str = "Fantasy-Studio/Paint-by-Example"
+class EvalConfig:  # params.yaml `evaluate`
+    n_pairs: int
+    seed: int
+    methods: list
+    metrics: list
+    steps: int  # denoising steps per edit
+    guidance_scale: float
+    scheduler: str  # ddim | dpm
+    strength: float
+    negative_prompt: str
+    background_dilation: int  # pixels at the evaluation resolution
+    fid_reference_size: int  # real test images whose Inception statistics FID compares against
+    fid_batch_size: int  # images per Inception forward
+    warmup: int  # untimed edits per method before timing
+    grid_photos: int
+    profile_radius: int  # pixels on each side of the mask boundary in the profile plot
+    device: str
+    dtype: str  # fp16 | bf16 | fp32 on a GPU; the CPU uses fp32
+    paint_by_example: str  # that baseline's weights: a hub id or a local directory
+
+    def inference(self):
+        """How every method samples."""
+        from facepaint.methods import InferenceConfig
+
+        return InferenceConfig(steps=self.steps, guidance_scale=self.guidance_scale, scheduler=self.scheduler,
+                               strength=self.strength, negative_prompt=self.negative_prompt)
 
     def __post_init__(self):
         self.methods, self.metrics = list(self.methods), list(self.metrics)
@@ -104,12 +113,10 @@ class Sample:
 
 
 def load_sample(root, row: pd.Series, resolution: int, sigma: float) -> Sample:
-    """A test photo at the evaluation resolution with its face mask (from the masks table) and soft mask."""
+    """A test photo at the evaluation `resolution` (the model's) with its face mask M from the masks table
+    and M_soft = G_sigma * M (`sigma` in pixels at `resolution`: the artifact's conditions)."""
     image = resize_rgb(load_rgb(celebamask.image_path(root, int(row["id"]))).image, resolution)
-    mask = decode_png(row["mask"])
-    if mask.shape != (resolution, resolution):
-        mask = resize_binary(mask, resolution)
-        sigma = sigma * resolution / decode_png(row["mask"]).shape[0]
+    mask = resize_binary(decode_png(row["mask"]), resolution)
     return Sample(int(row["id"]), image, mask, soft_mask(mask, sigma), float(mask.mean()))
 
 

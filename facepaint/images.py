@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from facepaint import FacepaintError
+
 # Refuse images over 64 megapixels outright (PIL warns above 89M and fails above 179M by default);
 # a CelebA-HQ portrait is 1 megapixel.
 MAX_PIXELS = 64_000_000
 
 
-class ImageError(Exception):
+class ImageError(FacepaintError):
     """An image that cannot be used; the message is the reason (the caller adds the id or path)."""
 
 

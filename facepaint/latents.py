@@ -17,6 +17,7 @@ Shard `shard-NNNNN.safetensors` tensors:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +39,17 @@ INDEX = "index.json"
 
 
 @dataclass
-class LatentConfig:
-    batch_size: int = 8  # images per VAE call (x 4: two flips, image and masked image)
-    shard_size: int = 512  # images per shard file
-    precision: str = "fp32"  # VAE compute precision on GPU: fp32 | bf16 | fp16 (CPU: fp32)
-    channels_last: bool = True  # the VAE's convolutions in NHWC on GPU (facepaint.speed)
-    device: str = "auto"
-    workers: int = 2
-    max_unusable_fraction: float = 0.05
+class LatentConfig:  # params.yaml `latents`
+    batch_size: int  # images per VAE call (x 4: two flips, image and masked image)
+    shard_size: int  # images per shard file
+    precision: str  # VAE compute precision on GPU: fp32 | bf16 | fp16 (CPU: fp32)
+    channels_last: bool  # the VAE's convolutions in NHWC on GPU (facepaint.speed)
+    device: str
+    workers: int
+    max_unusable_fraction: float
+
+    # Settings that change speed, not the cache (see the stage's per-key DVC params).
+    SPEED_KNOBS: ClassVar[tuple[str, ...]] = ("batch_size", "workers", "channels_last")
 
 
 def vae_downsampling(vae) -> int:
@@ -164,7 +168,7 @@ def compute_latents(root, masks: pd.DataFrame, vae, out_dir, cfg: LatentConfig, 
         "resolution": resolution,
         "scaling_factor": vae.config.scaling_factor,
         "stored": "posterior mean x scaling_factor, fp16",
-        "settings": asdict(cfg),
+        "settings": {k: v for k, v in asdict(cfg).items() if k not in cfg.SPEED_KNOBS},
     }
     return index, report
 

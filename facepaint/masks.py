@@ -6,7 +6,8 @@ Two back-ends give M as the union of the configured face parts:
   one. Its classes are mapped to part names by name, never by raw index.
 
 From M (at the training resolution, binarized at 0.5):
-- soft mask  M_soft = G_sigma * M, in [0, 1]: the alpha matte of pixel blending.
+- soft mask  M_soft = G_sigma * M, in [0, 1]: the alpha matte of pixel blending (`soft_mask`, made
+  where it is used; sigma is `masks.sigma`, which the trained artifact records).
 - latent mask: M averaged over each latent cell (factor x factor pixels) and binarized at 0.5; with
   the image side a multiple of the factor, it commutes with horizontal flips.
 - beta = mean(M), the face ratio that gates the text adapter.
@@ -17,6 +18,7 @@ import hashlib
 import io
 import os
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
 from facepaint import celebamask
-from facepaint.celebamask import FACE_PARTS, check_parts
+from facepaint.celebamask import check_parts
 from facepaint.images import ImageError, load_mask, load_rgb, worker_context
 from facepaint.models import ModelLoadError, pick_device
 from facepaint.report import StageReport
@@ -48,20 +50,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class MaskConfig:
-    backend: str = "annotations"
-    parts: tuple = FACE_PARTS
-    resolution: int = 512  # side of M, the soft mask and the training images
-    sigma: float = 4.0  # Gaussian std of the soft mask, in pixels at `resolution`
-    latent_factor: int = 8  # the VAE's downsampling factor (8 for SD)
-    bisenet_weights: str | None = None  # path to parsing_bisenet.pth; None: facexlib's download
-    batch_size: int = 8
-    device: str = "auto"
-    half: bool = True  # BiSeNet in fp16 on GPU
-    channels_last: bool = True  # BiSeNet's convolutions in NHWC on GPU (facepaint.speed)
-    workers: int = 2  # image-decoding processes
-    min_size: int = 64  # smaller images are unusable
-    max_unusable_fraction: float = 0.05
+class MaskConfig:  # params.yaml `masks`
+    backend: str  # annotations | bisenet
+    parts: tuple  # CelebAMask-HQ part names whose union is M
+    resolution: int  # side of M and of the training images
+    sigma: float  # Gaussian std of M_soft in pixels at `resolution`. Not used by the masks stage (its table
+    #               holds M); M_soft is made from M where it is used: blending and evaluation, which read
+    #               sigma from the trained artifact (train records it there)
+    latent_factor: int  # the VAE's downsampling factor (8 for SD)
+    bisenet_weights: str | None  # path to parsing_bisenet.pth; None: facexlib's cache/download
+    batch_size: int
+    device: str
+    half: bool  # BiSeNet in fp16 on GPU
+    channels_last: bool  # BiSeNet's convolutions in NHWC on GPU (facepaint.speed)
+    workers: int  # image-decoding processes
+    min_size: int  # smaller images are unusable
+    max_unusable_fraction: float
+
+    # Settings that change speed, not the masks table (see the stage's per-key DVC params).
+    SPEED_KNOBS: ClassVar[tuple[str, ...]] = ("batch_size", "workers", "channels_last")
 
     def __post_init__(self):
         self.parts = check_parts(self.parts)
@@ -76,18 +83,19 @@ class MaskConfig:
 @dataclass
 class FaceMask:
     mask: np.ndarray  # bool (R, R): M
-    soft: np.ndarray  # float32 (R, R): M_soft in [0, 1]
     latent: np.ndarray  # bool (R/f, R/f): M_latent
     beta: float  # mean(M)
 
 
 # ------------------------------------------------------------------------------------ mask algebra
 
-def resize_binary(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a mask (bool or [0,1] float) to size x size bilinearly and binarize at 0.5."""
+def resize_binary(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """A mask (bool, or float in [0, 1]) resized bilinearly to size x size (or size = (width, height)) and
+    binarized at 0.5."""
+    w, h = (size, size) if isinstance(size, (int, np.integer)) else size
     m = np.asarray(mask, dtype=np.float32)
-    if m.shape != (size, size):
-        m = np.asarray(Image.fromarray(m, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    if m.shape != (h, w):
+        m = np.asarray(Image.fromarray(m, mode="F").resize((w, h), Image.Resampling.BILINEAR))
     return m >= 0.5
 
 
@@ -108,10 +116,10 @@ def latent_mask(mask: np.ndarray, factor: int) -> np.ndarray:
     return cells >= 0.5
 
 
-def face_mask(mask: np.ndarray, resolution: int, sigma: float, latent_factor: int) -> FaceMask:
-    """All mask products from a face mask at any resolution."""
+def face_mask(mask: np.ndarray, resolution: int, latent_factor: int) -> FaceMask:
+    """M, M_latent and beta from a face mask at any resolution (M_soft is made where it is used: `soft_mask`)."""
     m = resize_binary(mask, resolution)
-    return FaceMask(mask=m, soft=soft_mask(m, sigma), latent=latent_mask(m, latent_factor), beta=float(m.mean()))
+    return FaceMask(mask=m, latent=latent_mask(m, latent_factor), beta=float(m.mean()))
 
 
 def encode_png(mask: np.ndarray) -> bytes:
@@ -289,8 +297,8 @@ def compute_masks(root, ids, cfg: MaskConfig, progress: bool = True,
                   parser: BiSeNetParser | None = None) -> tuple[pd.DataFrame, StageReport]:
     """Masks for `ids` under a CelebAMask-HQ `root`, and the report of what could not be used.
 
-    Returns a DataFrame with one row per usable id: id, beta, mask (1-bit PNG of M), soft (8-bit PNG
-    of M_soft), latent (1-bit PNG of M_latent), width and height of the original image.
+    Returns a DataFrame with one row per usable id: id, beta, mask (1-bit PNG of M), latent (1-bit PNG of
+    M_latent), width and height of the original image.
     """
     report = StageReport("masks", total=len(ids))
     if cfg.backend == "bisenet" and parser is None:
@@ -315,27 +323,28 @@ def compute_masks(root, ids, cfg: MaskConfig, progress: bool = True,
             for it, lab in zip(good, labels):
                 it["union"] = parts_union_from_labels(lab, cfg.parts)
         for it in good:
-            fm = face_mask(it["union"], cfg.resolution, cfg.sigma, cfg.latent_factor)
+            fm = face_mask(it["union"], cfg.resolution, cfg.latent_factor)
             if not fm.mask.any():
                 report.add_unusable(it["id"], "no face pixels: the face mask is empty (beta = 0)")
                 continue
             rows.append({
-                "id": it["id"], "beta": fm.beta, "mask": encode_png(fm.mask), "soft": encode_png(fm.soft),
-                "latent": encode_png(fm.latent), "width": it["size"][0], "height": it["size"][1],
+                "id": it["id"], "beta": fm.beta, "mask": encode_png(fm.mask), "latent": encode_png(fm.latent), "width": it["size"][0], "height": it["size"][1],
             })
         bar.update(len(batch))
     bar.close()
-    df = pd.DataFrame(rows, columns=["id", "beta", "mask", "soft", "latent", "width", "height"])
+    df = pd.DataFrame(rows, columns=["id", "beta", "mask", "latent", "width", "height"])
     df = df.astype({"id": "int64", "beta": "float64", "width": "int32", "height": "int32"})
     return df.sort_values("id", ignore_index=True), report
 
 
 def mask_metadata(cfg: MaskConfig, parser: BiSeNetParser | None = None) -> dict:
-    """The parameters that made a masks table (stored in its Parquet metadata)."""
-    meta = asdict(cfg)
+    """The settings that made a masks table (stored in its Parquet metadata, carried into the latent
+    cache's index and from there into the trained artifact): every field of `cfg` but the speed knobs
+    and sigma (which the table does not depend on), and the parser's weights."""
+    meta = {k: v for k, v in asdict(cfg).items() if k not in (*cfg.SPEED_KNOBS, "sigma")}
     meta["parts"] = list(cfg.parts)
     if cfg.backend == "bisenet" and parser is not None:
         meta["bisenet_weights"] = str(parser.weights)
         meta["bisenet_sha256"] = file_sha256(parser.weights)
-    meta["encoding"] = {"mask": "1-bit PNG", "soft": "8-bit PNG (value/255)", "latent": "1-bit PNG"}
+    meta["encoding"] = {"mask": "1-bit PNG", "latent": "1-bit PNG"}
     return meta

@@ -36,12 +36,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facepaint import FacepaintError
 from facepaint.artifact import apply_artifact, load_artifact
-from facepaint.edit import SCHEDULERS, FaceEditor, check_options, make_scheduler, pixel_blend
+from facepaint.edit import check_options, pixel_blend
+from facepaint.generate import SCHEDULERS, Inpainter, make_scheduler
 from facepaint.masks import latent_mask
 from facepaint.models import ModelConfig, hub_unreachable, load_components, pick_device, pick_dtype
+from facepaint.speed import Speed
 
-PAINT_BY_EXAMPLE = "Fantasy-Studio/Paint-by-Example"
 LABELS = {
     "ours": "ours", "ours_no_blend": "ours (no blending)", "sd15_inpaint": "SD1.5 inpaint",
     "blended_latent_diffusion": "Blended Latent Diffusion", "paint_by_example": "Paint-by-Example",
@@ -58,7 +60,7 @@ NOT_INTEGRATED = {
 }
 
 
-class MethodUnavailable(Exception):
+class MethodUnavailable(FacepaintError):
     """A method that cannot be built here (weights or integration missing); the message says how to supply it."""
 
 
@@ -75,11 +77,13 @@ class EditInput:
 
 @dataclass
 class InferenceConfig:
-    steps: int = 50
-    guidance_scale: float = 7.5
-    scheduler: str = "ddim"
-    strength: float = 1.0
-    negative_prompt: str = ""
+    """How every method samples (the evaluate stage fills it from params `evaluate`)."""
+
+    steps: int
+    guidance_scale: float
+    scheduler: str
+    strength: float
+    negative_prompt: str
 
 
 def _check_input(x: EditInput, resolution: int) -> None:
@@ -104,22 +108,22 @@ class Method:
 
 
 class Inpaint(Method):
-    """A FaceEditor's generation on the square photo, pixel-blended with M_soft when `blend`."""
+    """An Inpainter's generation on the square photo, pixel-blended with M_soft when `blend`: the same
+    `generate` and `pixel_blend` that `facepaint edit` runs on its crop."""
 
-    def __init__(self, name: str, editor: FaceEditor, cfg: InferenceConfig, blend: bool):
-        self.name, self.label, self.editor, self.cfg, self.blend = name, LABELS[name], editor, cfg, blend
+    def __init__(self, name: str, inpainter: Inpainter, cfg: InferenceConfig, blend: bool):
+        self.name, self.label, self.inpainter, self.cfg, self.blend = name, LABELS[name], inpainter, cfg, blend
 
     def edit(self, x: EditInput) -> np.ndarray:
-        _check_input(x, self.editor.resolution)
+        _check_input(x, self.inpainter.resolution)
         c = self.cfg
-        # FaceEditor.generate is the generation `facepaint edit` runs on its crop.
-        generated, _ = self.editor.generate(x.image, x.mask, x.beta, x.prompt, c.negative_prompt, c.steps,
-                                             c.guidance_scale, c.strength, x.seed)
-        return pixel_blend(x.image, generated, x.soft) if self.blend else generated
+        generated, _ = self.inpainter.generate([x.image], [x.mask], [x.beta], x.prompt, c.negative_prompt,
+                                               steps=c.steps, guidance_scale=c.guidance_scale, strength=c.strength,
+                                               seeds=x.seed)
+        return pixel_blend(x.image, generated[0], x.soft) if self.blend else generated[0]
 
     def modules(self):
-        pipe = self.editor.pipe
-        return [m for m in (pipe.vae, pipe.unet, pipe.text_encoder, self.editor.adapter) if m is not None]
+        return self.inpainter.modules()
 
 
 # --------------------------------------------------------------------------- Blended Latent Diffusion
@@ -189,7 +193,7 @@ class PaintByExample(Method):
         except Exception as e:  # hub, cache and file errors come in many types; each means "not here"
             raise MethodUnavailable(
                 f"Paint-by-Example weights '{ref}' could not be loaded ({type(e).__name__}: {str(e)[:200]}). On a "
-                f"machine with internet run `huggingface-cli download {PAINT_BY_EXAMPLE}` (and copy its HF_HOME "
+                f"machine with internet run `huggingface-cli download {ref}` (and copy its HF_HOME "
                 f"cache here), or download it with --local-dir DIR and pass that directory as paint_by_example."
             ) from e
         pipe.scheduler = make_scheduler(cfg.scheduler, pipe.scheduler.config)
@@ -216,41 +220,41 @@ class PaintByExample(Method):
 
 # ----------------------------------------------------------------------------------------- building
 
-def build_methods(names: list[str], artifact_path, base_model: ModelConfig | None = None,
-                  cfg: InferenceConfig | None = None, device="auto", dtype: str = "fp16",
-                  paint_by_example: str = PAINT_BY_EXAMPLE) -> tuple[dict[str, Method], dict[str, str]]:
+def build_methods(names: list[str], artifact_path, cfg: InferenceConfig, *, base_model: ModelConfig | None = None,
+                  device="auto", dtype: str, paint_by_example: str) -> tuple[dict[str, Method], dict[str, str]]:
     """(the methods that could be built, in the order of `names`; {name: reason} for the unavailable ones).
 
-    `base_model` defaults to the artifact's; all inpainting methods run at the artifact's resolution.
-    A base model that cannot be loaded raises (`models.ModelLoadError`): no method but
-    Paint-by-Example could run without it."""
+    `base_model`: None for the artifact's own (its conditions); all inpainting methods run at the
+    artifact's resolution. A base model that cannot be loaded raises (`models.ModelLoadError`): no method
+    but Paint-by-Example could run without it. `paint_by_example`: that method's weights (a hub id or a
+    directory)."""
     unknown = sorted(set(names) - set(LABELS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {list(LABELS)}")
-    cfg = cfg or InferenceConfig()
     check_options(cfg.steps, cfg.strength)
     if cfg.scheduler not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {cfg.scheduler!r}")
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     artifact = load_artifact(artifact_path)
+    trained = artifact.conditions
     built, unavailable = {}, {n: NOT_INTEGRATED[n] for n in names if n in NOT_INTEGRATED}
 
     ours = [n for n in ("ours", "ours_no_blend") if n in names]
     plain = [n for n in ("sd15_inpaint", "blended_latent_diffusion") if n in names]
     if ours or plain:
-        comps = load_components(base_model or artifact.model, torch_dtype=torch_dtype)
+        comps = load_components(base_model or trained.model, torch_dtype=torch_dtype)
         base = replace(comps, unet=copy.deepcopy(comps.unet)) if ours and plain else comps
-        editor = partial(FaceEditor, resolution=artifact.resolution, device=dev, scheduler=cfg.scheduler)
+        inpainter = partial(Inpainter, resolution=trained.resolution, device=dev, scheduler=cfg.scheduler,
+                            speed_options=Speed(dtype=dtype))
         if ours:
-            ed = editor(comps, apply_artifact(comps, artifact), artifact.scale, artifact_version=artifact.version,
-                        artifact_path=artifact_path)
-            built.update({n: Inpaint(n, ed, cfg, blend=n == "ours") for n in ours})
+            ip = inpainter(comps, apply_artifact(comps, artifact), trained.adapter_scale)
+            built.update({n: Inpaint(n, ip, cfg, blend=n == "ours") for n in ours})
         if "sd15_inpaint" in names:
-            built["sd15_inpaint"] = Inpaint("sd15_inpaint", editor(base, None, 0.0), cfg, blend=False)
+            built["sd15_inpaint"] = Inpaint("sd15_inpaint", inpainter(base, None, 0.0), cfg, blend=False)
         if "blended_latent_diffusion" in names:
-            ed = editor(base, None, 0.0, pipeline_class=_blended_latent_pipeline())
-            built["blended_latent_diffusion"] = Inpaint("blended_latent_diffusion", ed, cfg, blend=False)
+            ip = inpainter(base, None, 0.0, pipeline_class=_blended_latent_pipeline())
+            built["blended_latent_diffusion"] = Inpaint("blended_latent_diffusion", ip, cfg, blend=False)
     if "paint_by_example" in names:
         try:
             built["paint_by_example"] = PaintByExample(paint_by_example, cfg, dev, torch_dtype)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
+from facepaint import FacepaintError
 from facepaint.io import atomic_path
 from facepaint.models import pick_device, hub_unreachable
 
@@ -33,7 +34,7 @@ PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
 
-class MetricUnavailable(Exception):
+class MetricUnavailable(FacepaintError):
     """A metric's weights or packages cannot be had; the message says what is missing and how to supply it."""
 
 

@@ -3,7 +3,7 @@ from config (tiny for tests and the demo, full-size for benchmarks).
 
 `model.source` in params.yaml picks one:
 - `pretrained`: a Hugging Face id or a local directory in the diffusers layout (model_index.json,
-  vae/, unet/, text_encoder/, tokenizer/, scheduler/). Default: SD1.5 inpainting.
+  vae/, unet/, text_encoder/, tokenizer/, scheduler/); params.yaml names SD1.5 inpainting.
 - `tiny`: SD1.5's architecture (9-channel UNet with cross-attention down/up blocks, 8x VAE,
   CLIP text encoder, the real 49,408-token CLIP BPE tokenizer) at tiny widths, randomly
   initialised from `model.seed`. Downloads nothing; a 128 px forward takes milliseconds on a CPU.
@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-DEFAULT_PRETRAINED = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+from facepaint import FacepaintError
+
+SD15_INPAINTING = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 SOURCES = ("pretrained", "tiny", "random")
 PARTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
@@ -66,17 +68,17 @@ TINY_TEXT = dict(
 )
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(FacepaintError):
     """A model could not be loaded; the message says what is missing and how to supply it."""
 
 
 @dataclass
-class ModelConfig:
-    source: str = "tiny"
-    pretrained: str = DEFAULT_PRETRAINED
-    revision: str | None = None
-    variant: str | None = None  # e.g. "fp16" to fetch the half-precision weight files
-    seed: int = 0  # initialisation seed for tiny/random
+class ModelConfig:  # params.yaml `model`
+    source: str  # tiny | pretrained | random
+    pretrained: str  # a Hugging Face id or a local diffusers directory (source: pretrained)
+    revision: str | None
+    variant: str | None  # e.g. "fp16" to fetch the half-precision weight files
+    seed: int  # initialisation seed for tiny/random
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -96,7 +98,6 @@ class Components:
     tokenizer: object = None
     scheduler: object = None  # the training noise schedule (DDPMScheduler)
     name: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -212,7 +213,7 @@ def _missing_message(ref: str, subfolder: str, err: Exception | str) -> str:
         return (
             f"could not load {subfolder}/ from the local model directory {ref}: {err}. It must be in the "
             f"diffusers layout (model_index.json, vae/, unet/, text_encoder/, tokenizer/, scheduler/) with "
-            f"safetensors weights, e.g. made by `huggingface-cli download {DEFAULT_PRETRAINED} --local-dir DIR`."
+            f"safetensors weights, e.g. made by `huggingface-cli download {SD15_INPAINTING} --local-dir DIR`."
         )
     why = err if isinstance(err, str) else f"it is not in the local cache and the hub could not be reached ({type(err).__name__})"
     return (
@@ -268,7 +269,7 @@ def _from_pretrained(cls, cfg: ModelConfig, subfolder: str, **kwargs):
     if _looks_like_path(cfg.pretrained) and not _is_local(cfg.pretrained):
         raise ModelLoadError(
             f"model.pretrained = {cfg.pretrained} is not a directory. Give a Hugging Face id "
-            f"(e.g. {DEFAULT_PRETRAINED}) or a local directory in the diffusers layout."
+            f"(e.g. {SD15_INPAINTING}) or a local directory in the diffusers layout."
         )
     reason = hub_unreachable(cfg.pretrained, cfg.revision)
     if reason:
@@ -294,7 +295,7 @@ def _pretrained_components(cfg: ModelConfig, parts, torch_dtype) -> Components:
         if comps.unet.config.in_channels != 9:
             raise ModelLoadError(
                 f"{cfg.pretrained}: its UNet takes {comps.unet.config.in_channels} input channels; facepaint needs "
-                f"an inpainting UNet (9 channels: noisy latent, mask, masked-image latent), e.g. {DEFAULT_PRETRAINED}"
+                f"an inpainting UNet (9 channels: noisy latent, mask, masked-image latent), e.g. {SD15_INPAINTING}"
             )
     if "text_encoder" in parts:
         comps.text_encoder = _from_pretrained(CLIPTextModel, cfg, "text_encoder", **weights, **dtype)

@@ -1,6 +1,6 @@
 """Speed knobs shared by training, editing and the precompute stages. Each is a plain param of the
-config that uses it (TrainConfig, FaceEditor, MaskConfig, LatentConfig), on by default where it helps;
-bench/ measures each one on and off.
+config that uses it (TrainConfig, MaskConfig, LatentConfig: their SPEED_KNOBS; `Speed` for editing),
+on by default where it helps; bench/ measures each one on and off.
 
 - attention: "sdpa" = torch's scaled_dot_product_attention through diffusers' AttnProcessor2_0
   (flash / memory-efficient kernels on a GPU; diffusers' default on torch >= 2) | "classic" =
@@ -15,11 +15,41 @@ bench/ measures each one on and off.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 ATTENTION = ("sdpa", "classic")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+DTYPES = ("fp16", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How an editor runs (`Inpainter`, `FaceEditor.from_artifact`, `facepaint edit`): the same image up
+    to float rounding whatever the choice, half precision excepted (it changes an image visibly).
+
+    - dtype: fp16 | bf16 | fp32 for the UNet, VAE and text encoder on a GPU (the CPU always runs fp32).
+    - attention: sdpa | classic, for the UNet and the VAE (see `set_attention`).
+    - channels_last: NHWC UNet and VAE weights; None = on with CUDA (cuDNN's tensor-core convolutions
+      want it), off on the CPU (no consistent gain in bench/edit.py's CPU runs).
+    - compile: torch.compile the UNet with static shapes: False / "off", True / "default", or a mode of
+      COMPILE_MODES. The first edit at each batch size compiles (tens of seconds on a GPU).
+    These defaults are the fast settings; bench/edit.py measures each against its slow alternative."""
+
+    dtype: str = "fp16"
+    attention: str = "sdpa"
+    channels_last: bool | None = None
+    compile: bool | str = False
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        check_attention(self.attention)
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last must be True, False or None (on with CUDA), got {self.channels_last!r}")
+        object.__setattr__(self, "compile", compile_mode(self.compile))
 
 
 def compile_mode(value) -> str:

@@ -18,11 +18,11 @@ import pandas as pd
 
 
 @dataclass
-class SplitConfig:
-    seed: int = 42
-    train_parts: int = 2  # train : test = train_parts : test_parts
-    test_parts: int = 1
-    max_malformed_fraction: float = 0.01  # of attribute-file rows; more fails the stage
+class SplitConfig:  # params.yaml `split`
+    seed: int
+    train_parts: int  # train : test = train_parts : test_parts
+    test_parts: int
+    max_malformed_fraction: float  # of attribute-file rows; more fails the stage
 
     def __post_init__(self):
         if self.train_parts <= 0 or self.test_parts <= 0:

@@ -6,7 +6,7 @@ One training step, for a global batch of B cached training images:
    ~10 caption candidates;
 2. t ~ U{0..T-1}, eps ~ N(0, I); z_t = the base model's DDPM schedule applied to the image latent;
 3. UNet input = [z_t, M_latent, masked-image latent] (9 channels, diffusers' inpainting order);
-4. E = frozen CLIP(caption), E_hat = E + lambda * beta * A(E)  (facepaint.adapter.condition);
+4. E = frozen CLIP(caption), E_hat = E + adapter_scale * beta * A(E)  (facepaint.adapter.condition);
 5. loss = mean((M_latent + alpha) * (eps_theta - eps)^2)       (facepaint.loss.masked_mse);
 6. AdamW, two parameter groups (k/v at lr_kv, adapter at lr_adapter), grad-norm clipping.
 
@@ -47,6 +47,7 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import pandas as pd
@@ -56,7 +57,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from facepaint.adapter import FaceAdapter, condition
-from facepaint.artifact import freeze_all_but_kv, kv_parameters, save_artifact
+from facepaint.artifact import Conditions, freeze_all_but_kv, kv_parameters, save_artifact
 from facepaint.io import atomic_dir, read_parquet
 from facepaint.latents import iter_shards, read_index
 from facepaint.loss import masked_mse
@@ -73,42 +74,45 @@ from facepaint.speed import (
 log = logging.getLogger("facepaint.train")
 
 PRECISIONS = ("no", "fp16", "bf16")
-# Params that change speed and memory, not what is learned (up to float rounding): a checkpoint made
-# with other values of these is still resumed from.
-SPEED_KNOBS = ("compile", "gradient_checkpointing", "attention", "channels_last", "half_frozen", "fused_adamw",
-               "cache_on_device")
 
 
 @dataclass
-class TrainConfig:
-    batch_size: int = 16  # global batch (split across processes under accelerate launch)
-    epochs: int = 10
-    max_steps: int | None = None  # when set, overrides epochs
-    lr_kv: float = 5e-5
-    lr_adapter: float = 1e-4
-    weight_decay: float = 1e-2
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0
-    lr_scheduler: str = "constant"  # a diffusers.optimization scheduler name (constant, cosine, ...)
-    warmup_steps: int = 0
-    alpha: float = 0.05  # background weight of the loss
-    adapter_scale: float = 0.3  # lambda
-    flip_p: float = 0.5
-    caption_dropout: float = 0.0  # probability of an empty caption (keeps CFG sharp; the SPEC uses none)
-    mixed_precision: str = "bf16"  # no | fp16 | bf16; the CPU always trains in fp32
-    gradient_checkpointing: bool = False
-    compile: bool | str = False  # false | true (= "default") | a torch.compile mode, see facepaint.speed
-    attention: str = "sdpa"  # sdpa | classic
-    channels_last: bool = False
-    half_frozen: bool = True  # frozen UNet weights in the autocast dtype (with mixed precision on a GPU)
-    fused_adamw: bool = True  # on CUDA
-    cache_on_device: bool = True  # the latent cache on the training device (GPU)
-    checkpoint_every: int = 500  # steps; 0 = only at the end
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    seed: int = 42
+class TrainConfig:  # params.yaml `train`
+    batch_size: int  # global batch (split across processes under accelerate launch)
+    epochs: int
+    max_steps: int | None  # when set, overrides epochs
+    lr_kv: float
+    lr_adapter: float
+    weight_decay: float
+    adam_beta1: float
+    adam_beta2: float
+    adam_eps: float
+    max_grad_norm: float
+    lr_scheduler: str  # a diffusers.optimization scheduler name (constant, cosine, ...)
+    warmup_steps: int
+    alpha: float  # background weight of the loss
+    adapter_scale: float  # the SPEC's lambda
+    flip_p: float
+    caption_dropout: float  # probability of an empty caption (keeps CFG sharp; the SPEC uses none)
+    mixed_precision: str  # no | fp16 | bf16; the CPU always trains in fp32
+    gradient_checkpointing: bool
+    compile: bool | str  # false | true (= "default") | a torch.compile mode, see facepaint.speed
+    attention: str  # sdpa | classic
+    channels_last: bool
+    half_frozen: bool  # frozen UNet weights in the autocast dtype (with mixed precision on a GPU)
+    fused_adamw: bool  # on CUDA
+    cache_on_device: bool  # the latent cache on the training device (GPU)
+    checkpoint_every: int  # steps; 0 = only at the end
+    keep_checkpoints: int
+    log_every: int
+    seed: int
+
+    # Settings that change speed and memory, not what is learned (up to float rounding): a checkpoint
+    # made with other values of these is still resumed from, and the stage does not rerun for them.
+    SPEED_KNOBS: ClassVar[tuple[str, ...]] = ("compile", "gradient_checkpointing", "attention", "channels_last",
+                                              "half_frozen", "fused_adamw", "cache_on_device")
+    # When checkpoints are written: changes neither the weights nor the logged curve.
+    CHECKPOINTING: ClassVar[tuple[str, ...]] = ("checkpoint_every", "keep_checkpoints")
 
     def __post_init__(self):
         if self.mixed_precision not in PRECISIONS:
@@ -129,7 +133,7 @@ class TrainConfig:
     def fingerprint_fields(self) -> dict:
         """What changes the trained weights (not logging/checkpoint cadence or speed-only knobs)."""
         d = asdict(self)
-        for k in ("checkpoint_every", "keep_checkpoints", "log_every") + SPEED_KNOBS:
+        for k in (*self.CHECKPOINTING, "log_every", *self.SPEED_KNOBS):
             d.pop(k)
         return d
 
@@ -147,8 +151,8 @@ class TrainData:
     beta: torch.Tensor  # (N,) float32
     captions: list[list[str]]  # candidates per image
     resolution: int
-    version: str = ""  # digest of the cache index and the captions
-    masks: dict = field(default_factory=dict)  # the params that made the masks (sigma, parts, backend...)
+    version: str  # digest of the cache index and the captions
+    masks: dict  # the settings that made the masks (facepaint.masks.mask_metadata, via the cache's index)
 
     def __len__(self):
         return len(self.ids)
@@ -166,10 +170,15 @@ class TrainData:
             raise FileNotFoundError(f"{captions_path} has no captions for {len(missing)} cached training image(s), "
                                     f"e.g. {missing[:5]}: rerun the captions stage (`dvc repro captions`)")
         captions = [list(caps.at[int(i)]) or [""] for i in cat["ids"].tolist()]
+        masks = index.get("masks") or {}
+        lacking = [k for k in ("backend", "parts", "resolution", "latent_factor") if k not in masks]
+        if lacking:
+            raise FileNotFoundError(f"{latents_dir}/index.json does not record the masks' {', '.join(lacking)}: it was "
+                                    f"made by another facepaint version; rerun the latents stage (`dvc repro latents`)")
         digest = hashlib.sha256(json.dumps(index, sort_keys=True).encode())
         digest.update(json.dumps(captions).encode())
         return cls(cat["ids"], cat["latents"], cat["masked_latents"], cat["latent_mask"], cat["beta"].float(),
-                   captions, int(index["resolution"]), digest.hexdigest()[:16], index.get("masks", {}))
+                   captions, int(index["resolution"]), digest.hexdigest()[:16], masks)
 
 
 def _generator(*key) -> torch.Generator:
@@ -217,12 +226,13 @@ def draw_step(data: TrainData, cfg: TrainConfig, step: int, steps_per_epoch: int
 class FaceModel(nn.Module):
     """The trainable system: the UNet (k/v trainable) and the adapter; one module so DDP wraps both."""
 
-    def __init__(self, unet, adapter: FaceAdapter, scale: float):
+    def __init__(self, unet, adapter: FaceAdapter, adapter_scale: float):
         super().__init__()
-        self.unet, self.adapter, self.scale = unet, adapter, scale
+        self.unet, self.adapter, self.adapter_scale = unet, adapter, adapter_scale
 
     def forward(self, x, timesteps, embeddings, beta):
-        return self.unet(x, timesteps, encoder_hidden_states=condition(embeddings, beta, self.adapter, self.scale)).sample
+        e_hat = condition(embeddings, beta, self.adapter, self.adapter_scale)
+        return self.unet(x, timesteps, encoder_hidden_states=e_hat).sample
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         state = {f"unet.{n}": p for n, p in kv_parameters(self.unet).items()}
@@ -436,13 +446,25 @@ def _accelerator(cfg: TrainConfig, device: str):
     return Accelerator(cpu=cpu, mixed_precision="no" if cpu else cfg.mixed_precision)
 
 
-def train(components: Components, model_cfg: ModelConfig, data: TrainData, cfg: TrainConfig, out_dir,
+def conditions(model: ModelConfig, data: TrainData, cfg: TrainConfig, sigma: float) -> Conditions:
+    """What the artifact records for inference: the base model, the data's resolution and masks, the
+    adapter scale this run trains with, and the soft mask's `sigma` (params.yaml `masks.sigma`)."""
+    m = data.masks
+    return Conditions(model=model, resolution=data.resolution, adapter_scale=cfg.adapter_scale, parts=tuple(m["parts"]),
+                      mask_backend=m["backend"], sigma=float(sigma), latent_factor=int(m["latent_factor"]))
+
+
+def train(components: Components, data: TrainData, cfg: TrainConfig, trained_with: Conditions, out_dir,
           ckpt_dir, device: str = "auto", progress: bool = True, stop_after: int | None = None) -> TrainResult:
-    """Fine-tune and write the artifact to `out_dir`; resume from `ckpt_dir` when it holds a checkpoint
-    of the same run. `stop_after` ends the run after that many steps of this call (tests)."""
+    """Fine-tune and write the artifact (recording `trained_with`, see `conditions`) to `out_dir`; resume
+    from `ckpt_dir` when it holds a checkpoint of the same run. `stop_after` ends the run after that many
+    steps of this call (tests)."""
     from diffusers import DDPMScheduler
 
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
+    if trained_with.resolution != data.resolution or trained_with.adapter_scale != cfg.adapter_scale:
+        raise ValueError(f"conditions {trained_with} do not match the data ({data.resolution} px) or "
+                         f"train.adapter_scale ({cfg.adapter_scale}): build them with facepaint.train.conditions")
     acc = _accelerator(cfg, device)
     world = acc.num_processes
     if cfg.batch_size % world:
@@ -460,7 +482,7 @@ def train(components: Components, model_cfg: ModelConfig, data: TrainData, cfg: 
     optimizer, lr_scheduler = build_optimizer(model, cfg, acc.device, total)
 
     fingerprint = hashlib.sha256(json.dumps(
-        {"train": cfg.fingerprint_fields(), "model": asdict(model_cfg), "data": data.version, "world": world},
+        {"train": cfg.fingerprint_fields(), "model": asdict(trained_with.model), "data": data.version, "world": world},
         sort_keys=True).encode()).hexdigest()[:16]
     start, history = 0, []
     resume = find_resumable(ckpt_dir, fingerprint) if acc.is_main_process else None
@@ -530,10 +552,9 @@ def train(components: Components, model_cfg: ModelConfig, data: TrainData, cfg: 
                "trainable_parameters": counts, "processes": world}
     artifact = None
     if acc.is_main_process:
-        artifact = save_artifact(out_dir, final.unet, final.adapter, model_cfg, cfg.adapter_scale, data.resolution,
+        artifact = save_artifact(out_dir, final.unet, final.adapter, trained_with,
                                  extra={"train": asdict(cfg), "data": {"version": data.version, "images": len(data)},
-                                        "masks": {k: data.masks[k] for k in ("sigma", "parts", "backend") if k in data.masks},
-                                        "steps": total, "final_loss": metrics["final_loss"]})
+                                        "masks": data.masks, "steps": total, "final_loss": metrics["final_loss"]})
         for p in _checkpoints(ckpt_dir):  # the run is complete; its checkpoints are no longer needed
             shutil.rmtree(p, ignore_errors=True)
     acc.wait_for_everyone()

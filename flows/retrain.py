@@ -22,10 +22,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import yaml
 from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.tasks import exponential_backoff
+
+from stages.common import EVALUATE, REGISTER, load_params, section
 
 LOCK = ".facepaint-retrain.lock"
 # Failures worth another try: networks, remote storage, locks, a GPU busy with someone else's job.
@@ -103,8 +107,8 @@ def retrain(project: str = ".") -> dict:
             run_stage(stage, str(root))
     finally:
         lock.release()
-    summary = {"metrics": json.loads((root / "data/evaluate/metrics.json").read_text())["methods"].get("ours", {}),
-               "register": json.loads((root / "data/register.json").read_text())}
+    summary = {"metrics": json.loads((root / EVALUATE / "metrics.json").read_text())["methods"].get("ours", {}),
+               "register": json.loads((root / REGISTER).read_text())}
     reg = summary["register"]
     if reg.get("registered"):
         log.info("model version %s: %s (%s)", reg["version"], "promoted to champion" if reg["promoted"] else
@@ -114,8 +118,14 @@ def retrain(project: str = ".") -> dict:
     return summary
 
 
-def schedule(project: Path = Path(".")) -> dict:
-    return (yaml.safe_load((project / "params.yaml").read_text()) or {}).get("retrain") or {}
+@dataclass
+class RetrainConfig:  # params.yaml `retrain`
+    cron: str  # the scheduled retrain
+    watch_cron: str  # how often the watch flow checks whether the data changed
+
+
+def schedule(project: Path = Path(".")) -> RetrainConfig:
+    return section(load_params(project / "params.yaml"), "retrain", RetrainConfig)
 
 
 def serve(project: Path = Path(".")) -> None:
@@ -127,9 +137,9 @@ def serve(project: Path = Path(".")) -> None:
     cfg = schedule(project)
     once = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
     prefect_serve(
-        retrain.to_deployment("scheduled", cron=cfg.get("cron"), concurrency_limit=once,
+        retrain.to_deployment("scheduled", cron=cfg.cron, concurrency_limit=once,
                               parameters={"project": str(project.resolve())}),
-        watch.to_deployment("new-data", cron=cfg.get("watch_cron"), concurrency_limit=once,
+        watch.to_deployment("new-data", cron=cfg.watch_cron, concurrency_limit=once,
                             parameters={"project": str(project.resolve())}),
     )
 

@@ -3,7 +3,8 @@
     dvc exp run $(python profiles/flags.py paper) -S data.root=/path/to/CelebAMask-HQ
 
 The profile (profiles/<name>.yaml) is a flat mapping of dotted params.yaml keys to values; every
-key must already exist in params.yaml (a typo is an error, not a silently ignored flag).
+key must already exist in params.yaml (a typo is an error, not a silently ignored flag). The stages
+and the benchmarks apply the same overrides with `stages.common.load_params(profile=NAME)`.
 """
 from __future__ import annotations
 
@@ -13,22 +14,15 @@ from pathlib import Path
 
 import yaml
 
+from stages.common import profile_overrides
+
 HERE = Path(__file__).resolve().parent
 
 
 def flags(name: str, params_path: Path = HERE.parent / "params.yaml") -> list[str]:
-    profile = yaml.safe_load((HERE / f"{name}.yaml").read_text()) or {}
     params = yaml.safe_load(params_path.read_text())
-    out = []
-    for key, value in profile.items():
-        node = params
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise SystemExit(f"profiles/{name}.yaml: {key} is not a key of params.yaml")
-            node = node[part]
-        text = value if isinstance(value, str) else json.dumps(value)
-        out.append(f"-S {key}={text}")
-    return out
+    return [f"-S {key}={value if isinstance(value, str) else json.dumps(value)}"
+            for key, value in profile_overrides(name, params, HERE).items()]
 
 
 if __name__ == "__main__":

@@ -7,31 +7,24 @@ Run:     dvc repro captions     (or: python -m stages.captions)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from facepaint import celebamask
-from facepaint.captions import build_captions
+from facepaint.captions import CaptionConfig, build_captions
 from facepaint.io import read_parquet, write_parquet
-from stages.common import cli, data_root, load_params, section
-from stages.split import OUT as SPLIT
+from stages.common import CAPTIONS, SPLIT, cli, data_root, load_params, section
 
-OUT = Path("data/captions.parquet")
-
-
-@dataclass
-class CaptionConfig:
-    n_candidates: int = 10
-    seed: int = 42
+PARAMS = ("data.root", "captions")  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
 
 
-def run(root: Path, cfg: CaptionConfig, split: Path = SPLIT, out: Path = OUT) -> pd.DataFrame:
+def run(root: Path, cfg: CaptionConfig, split: Path = SPLIT, out: Path = CAPTIONS) -> pd.DataFrame:
     attrs = celebamask.read_attributes(root / celebamask.ATTRIBUTE_FILE)
     present = read_parquet(split).query("present").set_index("id")["split"]
-    df = build_captions(attrs.table, present, n=cfg.n_candidates, seed=cfg.seed)
-    write_parquet(df, out, metadata={"root": str(root), "captions": vars(cfg)})
+    df = build_captions(attrs.table, present, cfg)
+    write_parquet(df, out, metadata={"root": str(root), "captions": asdict(cfg)})
     n = df["candidates"].map(len)
     print(f"captions: {len(df)} images, {n.mean():.1f} candidates each (min {n.min()}), "
           f"{df['eval_prompt'].notna().sum()} evaluation prompts")

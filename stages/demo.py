@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facepaint.demo import DemoConfig, generate
 from facepaint.io import atomic_dir
-from stages.common import cli, load_params, section
+from stages.common import DEMO, cli, load_params, section
+from tools.demo import DemoConfig, generate
 
-OUT = Path("data/demo")
+PARAMS = ("demo",)  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
 
 
-def run(cfg: DemoConfig, out: Path = OUT, progress: bool = True) -> None:
+def run(cfg: DemoConfig, out: Path = DEMO, progress: bool = True) -> None:
     with atomic_dir(out) as tmp:
         generate(tmp, cfg, progress=progress)
     print(f"demo: {cfg.n_images} portraits at {cfg.size} px in {out}")

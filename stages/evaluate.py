@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import platform
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,16 +25,14 @@ import torch
 from facepaint import evaluate as ev
 from facepaint.artifact import load_artifact
 from facepaint.images import load_rgb, resize_rgb
-from facepaint.io import atomic_path, read_parquet, read_parquet_metadata, write_json, write_parquet
+from facepaint.io import atomic_path, read_parquet, write_json, write_parquet
 from facepaint.models import pick_device
-from stages.captions import OUT as CAPTIONS
-from stages.common import cli, data_root, load_params, section
-from stages.masks import OUT as MASKS
-from stages.split import OUT as SPLIT
-from stages.train import OUT as MODEL
+from stages.common import CAPTIONS, EVALUATE, FID_STATS, MASKS, MODEL, SPLIT, cli, data_root, load_params, section
 
-OUT = Path("data/evaluate")
-FID_STATS = Path("data/fid_stats")
+PARAMS = ("data.root", "evaluate")  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
+# MLflow run tracking writes only to the tracking store and never fails the stage: its code cannot change
+# the outputs, so it is not a DVC dep (tools/stage_deps.py does not follow it; editing it does not rerun).
+BOOKKEEPING = ("tracking",)  # this stage uses tracking.runs only
 
 
 def _device_name(device: torch.device) -> str:
@@ -60,7 +59,7 @@ def build_metrics(cfg: ev.EvalConfig, device: torch.device) -> tuple[dict, dict]
     from facepaint import metrics as m
 
     built, unavailable = {}, {}
-    factories = {"lpips": lambda: m.LPIPS(device=device), "fid": lambda: m.FID(device=device),
+    factories = {"lpips": lambda: m.LPIPS(device=device), "fid": lambda: m.FID(device=device, batch_size=cfg.fid_batch_size),
                  "pickscore": lambda: m.PickScore(device=device)}
     for name in cfg.metrics:
         if name == "psnr":
@@ -73,23 +72,22 @@ def build_metrics(cfg: ev.EvalConfig, device: torch.device) -> tuple[dict, dict]
 
 
 def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT, masks: Path = MASKS,
-        captions: Path = CAPTIONS, out: Path = OUT, progress: bool = True) -> dict:
-    from facepaint.methods import InferenceConfig, build_methods
+        captions: Path = CAPTIONS, out: Path = EVALUATE, progress: bool = True) -> dict:
+    from facepaint.methods import build_methods
 
     artifact = load_artifact(model)
     FID_STATS.mkdir(parents=True, exist_ok=True)  # a DVC out even when FID is unavailable
-    resolution = artifact.resolution
-    sigma = float(read_parquet_metadata(masks).get("masks", {}).get("sigma", artifact.info.get("masks", {}).get("sigma", 4.0)))
+    trained = artifact.conditions  # every method runs at the model's resolution; ours blends with its sigma
+    resolution = trained.resolution
     mask_table = read_parquet(masks).set_index("id", drop=False)
     pairs, notes = ev.draw_pairs(read_parquet(captions), mask_table.index, cfg.n_pairs, cfg.seed)
     if not len(pairs):
         raise SystemExit("evaluate: no usable test images with evaluation prompts; check data/reports/*.json")
-    samples = [ev.load_sample(root, mask_table.loc[i], resolution, sigma) for i in pairs["id"]]
+    samples = [ev.load_sample(root, mask_table.loc[i], resolution, trained.sigma) for i in pairs["id"]]
 
     device = pick_device(cfg.device)
-    methods, unavailable_methods = build_methods(
-        cfg.methods, model, None, InferenceConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler),
-        device=str(device), dtype=cfg.dtype, paint_by_example=cfg.paint_by_example)
+    methods, unavailable_methods = build_methods(cfg.methods, model, cfg.inference(), device=str(device), dtype=cfg.dtype,
+                                                 paint_by_example=cfg.paint_by_example)
     metric_objs, unavailable_metrics = build_metrics(cfg, device)
     ref = None
     if "fid" in metric_objs:
@@ -100,7 +98,7 @@ def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT
 
     device_name = _device_name(device)
     plots = out / "plots"
-    write_parquet(result.table, out / "per_image.parquet", metadata={"evaluate": vars(cfg), "artifact": artifact.version})
+    write_parquet(result.table, out / "per_image.parquet", metadata={"evaluate": asdict(cfg), "artifact": artifact.version})
     profile = ev.boundary_profile(samples, result.outputs, cfg.profile_radius)
     wide = profile.pivot(index="distance", columns="method", values="mean_abs_change").reset_index()
     with atomic_path(out / "profile.csv") as tmp:
@@ -130,9 +128,9 @@ def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT
             for s in metrics["methods"].values():
                 s.update({f"{name}_bg": "unavailable", f"{name}_full": "unavailable"} if name == "lpips" else {name: "unavailable"})
     write_json(metrics, out / "metrics.json")
-    from facepaint.tracking import Tracker
+    from tracking.runs import Tracker
 
-    run = Tracker().start(artifact_version=artifact.version, params={"evaluate": vars(cfg)})
+    run = Tracker().start(artifact_version=artifact.version, params={"evaluate": asdict(cfg)})
     run.metrics({"eval": metrics["methods"]})
     run.artifacts(out, "evaluate")
     run.end()

@@ -2,7 +2,7 @@
 horizontal flips, in fp16 safetensors shards.
 
 Inputs:  data.root, data/split.parquet, data/masks.parquet, params `model` and `latents`
-         (the mask resolution comes from the masks table's metadata)
+         (the mask resolution and latent factor come from the masks table's metadata)
 Outputs: data/latents/ (shard-NNNNN.safetensors, index.json), data/reports/latents.json
 Run:     dvc repro latents      (or: python -m stages.latents)
 """
@@ -13,23 +13,25 @@ from pathlib import Path
 from facepaint.io import atomic_dir, read_parquet, read_parquet_metadata
 from facepaint.latents import LatentConfig, compute_latents, vae_downsampling, write_index
 from facepaint.models import ModelConfig, load_components
-from stages.common import cli, data_root, finish, load_params, section
-from stages.masks import OUT as MASKS
-from stages.split import OUT as SPLIT
+from stages.common import LATENTS, MASKS, SPLIT, cli, data_root, finish, keys, load_params, section
 
-OUT = Path("data/latents")
+# The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these): not its speed knobs.
+PARAMS = ("data.root", "model", *keys("latents", LatentConfig, except_=LatentConfig.SPEED_KNOBS))
 
 
 def run(root: Path, model: ModelConfig, cfg: LatentConfig, split: Path = SPLIT, masks: Path = MASKS,
-        out: Path = OUT, progress: bool = True) -> dict:
+        out: Path = LATENTS, progress: bool = True) -> dict:
     train = read_parquet(split).query("split == 'train' and present")["id"]
     table = read_parquet(masks)
     table = table[table["id"].isin(train)]
-    mask_params = read_parquet_metadata(masks).get("masks", {})
+    mask_params = read_parquet_metadata(masks).get("masks")
+    if not mask_params:
+        raise FileNotFoundError(f"{masks} records no mask settings: it was made by another facepaint version; "
+                                f"rerun the masks stage (`dvc repro masks`)")
     resolution = int(mask_params["resolution"])
     vae = load_components(model, parts=("vae",)).vae
     factor = vae_downsampling(vae)
-    if factor != mask_params.get("latent_factor", factor):
+    if factor != mask_params["latent_factor"]:
         raise SystemExit(f"the VAE downsamples by {factor} but masks.latent_factor is {mask_params['latent_factor']}; set it to {factor}")
     with atomic_dir(out) as tmp:
         index, report = compute_latents(root, table, vae, tmp, cfg, resolution, progress=progress)

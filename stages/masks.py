@@ -1,8 +1,8 @@
-"""masks: face mask M, soft mask, latent mask and beta for every present image.
+"""masks: face mask M, latent mask and beta for every present image.
 
 Inputs:  data.root, data/split.parquet, params `masks` (backend annotations | bisenet)
-Outputs: data/masks.parquet (id, beta, mask, soft, latent as PNG bytes, width, height; the params
-         that made it in the Parquet metadata), data/reports/masks.json (unusable images and why)
+Outputs: data/masks.parquet (id, beta, mask, latent as PNG bytes, width, height; the settings that
+         made it in the Parquet metadata), data/reports/masks.json (unusable images and why)
 Run:     dvc repro masks        (or: python -m stages.masks)
 """
 from __future__ import annotations
@@ -13,13 +13,14 @@ import pandas as pd
 
 from facepaint.io import read_parquet, write_parquet
 from facepaint.masks import BiSeNetParser, MaskConfig, compute_masks, mask_metadata
-from stages.common import cli, data_root, finish, load_params, section
-from stages.split import OUT as SPLIT
+from stages.common import MASKS, SPLIT, cli, data_root, finish, keys, load_params, section
 
-OUT = Path("data/masks.parquet")
+# The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these): not its speed
+# knobs, and not masks.sigma (the table holds M; the soft mask is made where it is used).
+PARAMS = ("data.root", *keys("masks", MaskConfig, except_=(*MaskConfig.SPEED_KNOBS, "sigma")))
 
 
-def run(root: Path, cfg: MaskConfig, split: Path = SPLIT, out: Path = OUT, progress: bool = True) -> pd.DataFrame:
+def run(root: Path, cfg: MaskConfig, split: Path = SPLIT, out: Path = MASKS, progress: bool = True) -> pd.DataFrame:
     ids = read_parquet(split).query("present")["id"].to_numpy()
     parser = BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half, cfg.channels_last) if cfg.backend == "bisenet" else None
     df, report = compute_masks(root, ids, cfg, progress=progress, parser=parser)

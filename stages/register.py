@@ -6,36 +6,40 @@ Inputs:  data/model (the artifact), data/evaluate/metrics.json, params `register
 Outputs: data/register.json (version, promoted or not, why)
 Run:     dvc repro register     (or: python -m stages.register)
 
-The store is MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here. When it cannot be reached the
-stage warns, writes why into data/register.json and succeeds: the pipeline's results stand.
-Serve the champion with `facepaint edit --model models:/facepaint@champion ...`.
+The artifact is logged as an MLflow pyfunc model (once per artifact version, into the pipeline run
+that train opened) and that model is registered. The store is MLFLOW_TRACKING_URI, else
+sqlite:///mlflow.db here. When it cannot be reached the stage warns, writes why into
+data/register.json and succeeds: the pipeline's results stand. Serve the champion with
+`facepaint edit --model models:/facepaint@champion ...`.
 """
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from facepaint.artifact import load_artifact
 from facepaint.io import write_json
-from stages.common import cli, load_params, section
-from stages.evaluate import OUT as EVALUATE
-from stages.train import OUT as MODEL
+from stages.common import EVALUATE, MODEL, REGISTER, cli, load_params, section
 
-OUT = Path("data/register.json")
+PARAMS = ("register",)  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
 
 
 @dataclass
-class RegisterConfig:
-    model_name: str = "facepaint"
-    gate: dict = field(default_factory=dict)  # facepaint.tracking.Gate fields
+class RegisterConfig:  # params.yaml `register`
+    model_name: str  # the registered model
+    gate: dict  # tracking.registry.Gate's fields
 
 
-def run(cfg: RegisterConfig, model: Path = MODEL, metrics: Path = EVALUATE / "metrics.json", out: Path = OUT) -> dict:
-    from facepaint import tracking
+def run(cfg: RegisterConfig, model: Path = MODEL, metrics: Path = EVALUATE / "metrics.json", out: Path = REGISTER) -> dict:
+    from tracking import registry, runs
 
-    rules = tracking.Gate(**cfg.gate)
+    try:
+        rules = registry.Gate(**cfg.gate)
+    except TypeError as e:
+        raise SystemExit(f"params.yaml, register.gate: {e} (fields: method, fid_max_increase, psnr_max_drop, "
+                         f"pickscore_max_drop)") from None
     artifact = load_artifact(model)
     evaluated = json.loads(Path(metrics).read_text())
     if evaluated.get("artifact") != artifact.version:
@@ -44,22 +48,18 @@ def run(cfg: RegisterConfig, model: Path = MODEL, metrics: Path = EVALUATE / "me
     scores = evaluated["methods"].get(rules.method)
     if scores is None:
         raise SystemExit(f"{metrics} has no results for register.gate.method = {rules.method!r}")
-    outcome = {"artifact": artifact.version, "tracking_uri": tracking.tracking_uri()}
-    if not tracking.enabled():
+    outcome = {"artifact": artifact.version, "tracking_uri": runs.tracking_uri()}
+    if not runs.enabled():
         outcome.update(registered=False, reason="tracking is off (FACEPAINT_TRACKING)")
     else:
         try:
-            uri = tracking.model_uri_of(artifact.version)
-            if uri is None:  # train ran without tracking: log the model now
-                run = tracking.Tracker().start(artifact_version=artifact.version)
-                uri = run.model(model)
-                run.end()
-            outcome.update(registered=True, **tracking.register(uri, scores, rules, cfg.model_name))
-            run = tracking.Tracker().start(artifact_version=artifact.version)
+            uri = registry.log_model(artifact.version, model)
+            outcome.update(registered=True, **registry.register(uri, scores, rules, cfg.model_name))
+            run = runs.Tracker().start(artifact_version=artifact.version)
             run.tag({"facepaint.registered_version": str(outcome["version"]), "facepaint.promoted": str(outcome["promoted"])})
             run.end()
         except Exception as e:  # the registry is bookkeeping: never fail the pipeline over it
-            warnings.warn(f"model registry at {tracking.tracking_uri()} failed: {type(e).__name__}: {e}")
+            warnings.warn(f"model registry at {runs.tracking_uri()} failed: {type(e).__name__}: {e}")
             outcome.update(registered=False, reason=f"{type(e).__name__}: {str(e)[:300]}")
     write_json(outcome, out)
     if outcome["registered"]:

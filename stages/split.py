@@ -7,6 +7,7 @@ Run:     dvc repro split        (or: python -m stages.split)
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -15,12 +16,12 @@ from facepaint import celebamask
 from facepaint.io import write_parquet
 from facepaint.report import StageReport
 from facepaint.split import SplitConfig, split_ids
-from stages.common import cli, data_root, finish, load_params, section
+from stages.common import SPLIT, cli, data_root, finish, load_params, section
 
-OUT = Path("data/split.parquet")
+PARAMS = ("data.root", "split")  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
 
 
-def run(root: Path, cfg: SplitConfig, out: Path = OUT) -> pd.DataFrame:
+def run(root: Path, cfg: SplitConfig, out: Path = SPLIT) -> pd.DataFrame:
     attrs = celebamask.read_attributes(root / celebamask.ATTRIBUTE_FILE)
     sc = celebamask.scan(root, attrs)
     report = StageReport("split", total=len(attrs.table) + len(attrs.problems), counted="listed",
@@ -38,7 +39,7 @@ def run(root: Path, cfg: SplitConfig, out: Path = OUT) -> pd.DataFrame:
     counts = df.groupby(["split", "present"]).size().to_dict()
     print(f"split: {counts.get(('train', True), 0)} train / {counts.get(('test', True), 0)} test images present "
           f"(of {int((df.split == 'train').sum())} / {int((df.split == 'test').sum())} listed)")
-    write_parquet(df, out, metadata={"root": str(root), "split": vars(cfg)})
+    write_parquet(df, out, metadata={"root": str(root), "split": asdict(cfg)})
     return df
 
 

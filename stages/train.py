@@ -1,6 +1,7 @@
 """train: fine-tune the UNet's cross-attention k/v and the face-aware text adapter (SPEC section 3).
 
-Inputs:  data/latents/ (cached latents), data/captions.parquet, params `model` and `train`
+Inputs:  data/latents/ (cached latents), data/captions.parquet, params `model`, `train` and `masks.sigma`
+         (recorded in the artifact: inference blends with the soft mask the model is released with)
 Outputs: data/model/ (the artifact: kv.safetensors, adapter.safetensors, facepaint.json),
          data/train/log.csv (loss, learning rates, samples/s per logged step: a DVC plot),
          data/train/metrics.json (DVC metrics), data/checkpoints/ (kept by DVC between runs)
@@ -10,7 +11,8 @@ Run:     dvc repro train        (or: python -m stages.train)
 
 A killed run resumes from its last checkpoint in data/checkpoints when rerun with the same params
 and data (`dvc repro` reruns it, since it never finished); the checkpoints are removed once the
-artifact is written.
+artifact is written. The speed knobs of `train` (TrainConfig.SPEED_KNOBS) and its checkpoint cadence
+are not DVC params of this stage: changing them cannot change the outputs, so it does not rerun.
 """
 from __future__ import annotations
 
@@ -18,39 +20,53 @@ from dataclasses import asdict
 from pathlib import Path
 
 from facepaint.io import atomic_path, write_json
+from facepaint.masks import MaskConfig
 from facepaint.models import ModelConfig, load_components
-from facepaint.train import TrainConfig, TrainData, history_frame, train
-from stages.captions import OUT as CAPTIONS
-from stages.common import cli, load_params, section
-from stages.latents import OUT as LATENTS
+from facepaint.train import TrainConfig, TrainData, conditions, history_frame, train
+from stages.common import (
+    CAPTIONS,
+    CHECKPOINTS,
+    LATENTS,
+    MODEL,
+    TRAIN_LOG,
+    TRAIN_METRICS,
+    cli,
+    keys,
+    load_params,
+    section,
+)
 
-OUT = Path("data/model")
-LOG = Path("data/train/log.csv")
-METRICS = Path("data/train/metrics.json")
-CHECKPOINTS = Path("data/checkpoints")
+# The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these).
+PARAMS = ("model", "masks.sigma",
+          *keys("train", TrainConfig, except_=(*TrainConfig.SPEED_KNOBS, *TrainConfig.CHECKPOINTING)))
+# MLflow run tracking writes only to the tracking store and never fails the stage: its code cannot change
+# the outputs, so it is not a DVC dep (tools/stage_deps.py does not follow it; editing it does not rerun).
+BOOKKEEPING = ("tracking",)  # this stage uses tracking.runs only
 
 
-def run(model: ModelConfig, cfg: TrainConfig, latents: Path = LATENTS, captions: Path = CAPTIONS, out: Path = OUT,
-        checkpoints: Path = CHECKPOINTS, log: Path = LOG, metrics: Path = METRICS, progress: bool = True,
-        stop_after: int | None = None):
+def run(model: ModelConfig, cfg: TrainConfig, sigma: float, latents: Path = LATENTS, captions: Path = CAPTIONS,
+        out: Path = MODEL, checkpoints: Path = CHECKPOINTS, log: Path = TRAIN_LOG, metrics: Path = TRAIN_METRICS,
+        progress: bool = True, stop_after: int | None = None):
     data = TrainData.load(latents, captions)
     comps = load_components(model, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
-    result = train(comps, model, data, cfg, out, checkpoints, progress=progress, stop_after=stop_after)
+    result = train(comps, data, cfg, conditions(model, data, cfg, sigma), out, checkpoints, progress=progress,
+                   stop_after=stop_after)
     if result.artifact is None:
         return result
     with atomic_path(log) as tmp:
         history_frame(result.history).to_csv(tmp, index=False)
     write_json(result.metrics, metrics)
-    track(result, model, cfg, out, log, metrics)
+    track(result, model, cfg, log, metrics)
     m = result.metrics
     print(f"train: {m['steps']} steps ({m['epochs']} epochs of {m['train_images']} images), final loss "
           f"{m['final_loss']:.4f}, {m['samples_per_s']:.1f} samples/s; artifact {out} (version {result.artifact.version})")
     return result
 
 
-def track(result, model: ModelConfig, cfg: TrainConfig, out: Path, log: Path, metrics: Path) -> None:
-    """The MLflow run of this pipeline run: params, versions, the loss curve, the pyfunc model."""
-    from facepaint.tracking import MODEL_URI_TAG, Tracker
+def track(result, model: ModelConfig, cfg: TrainConfig, log: Path, metrics: Path) -> None:
+    """Open this pipeline run's MLflow run: params, versions, the loss curve (the model is logged by
+    `register`, the stage that needs it)."""
+    from tracking.runs import Tracker
 
     run = Tracker().start(artifact_version=result.artifact.version, run_name=f"facepaint {result.artifact.version}",
                           params={"train": asdict(cfg), "model": asdict(model)})
@@ -58,15 +74,13 @@ def track(result, model: ModelConfig, cfg: TrainConfig, out: Path, log: Path, me
     run.metrics({"train": {k: v for k, v in result.metrics.items() if k != "trainable_parameters"}})
     run.artifacts(log, "train")
     run.artifacts(metrics, "train")
-    uri = run.model(out)
-    if uri:
-        run.tag({MODEL_URI_TAG: uri})
     run.end()
 
 
 def main() -> None:
     params = load_params()
-    run(section(params, "model", ModelConfig), section(params, "train", TrainConfig))
+    run(section(params, "model", ModelConfig), section(params, "train", TrainConfig),
+        section(params, "masks", MaskConfig).sigma)
 
 
 if __name__ == "__main__":

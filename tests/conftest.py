@@ -15,6 +15,16 @@ os.environ.setdefault("FACEPAINT_TRACKING", "off")
 FIXTURE = Path(os.environ.get("FACEPAINT_FIXTURE", REPO.parent / "shared" / "fixtures" / "celebamask-hq-mini"))
 
 
+def config(name: str, cls, **overrides):
+    """Section `name` of the repository's params.yaml (the demo profile) as `cls`, with `overrides`: the
+    configs have no defaults, so tests take every setting from params.yaml and change only what they test."""
+    import yaml
+
+    from stages.common import section
+
+    return section(yaml.safe_load((REPO / "params.yaml").read_text()), name, cls, **overrides)
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 
@@ -44,10 +54,10 @@ def fixture_root() -> Path:
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A small generated dataset in the CelebAMask-HQ layout (read-only: copy it to modify it)."""
-    from facepaint.demo import DemoConfig, generate
+    from tools.demo import DemoConfig, generate
 
     root = tmp_path_factory.mktemp("demo") / "data"
-    generate(root, DemoConfig(n_images=12, size=128, mask_size=64, seed=0), progress=False)
+    generate(root, config("demo", DemoConfig, n_images=12, size=128, mask_size=64, seed=0), progress=False)
     return root
 
 
@@ -67,12 +77,14 @@ def demo_project(tmp_path_factory) -> Path:
     inputs of the train stage (data/latents, data/captions.parquet) and a params.yaml for it."""
     import yaml
 
-    from facepaint.demo import DemoConfig
+    from facepaint.captions import CaptionConfig
     from facepaint.latents import LatentConfig
     from facepaint.masks import MaskConfig
     from facepaint.models import ModelConfig
     from facepaint.split import SplitConfig
     from stages import captions, demo, latents, masks, split
+    from stages.common import section
+    from tools.demo import DemoConfig
 
     project = tmp_path_factory.mktemp("project")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -83,11 +95,12 @@ def demo_project(tmp_path_factory) -> Path:
     cwd = os.getcwd()
     os.chdir(project)
     try:
-        demo.run(DemoConfig(**params["demo"]), progress=False)
-        split.run(Path("data/demo"), SplitConfig())
-        masks.run(Path("data/demo"), MaskConfig(**params["masks"]), progress=False)
-        captions.run(Path("data/demo"), captions.CaptionConfig())
-        latents.run(Path("data/demo"), ModelConfig(), LatentConfig(**params["latents"]), progress=False)
+        demo.run(section(params, "demo", DemoConfig), progress=False)
+        split.run(Path("data/demo"), section(params, "split", SplitConfig))
+        masks.run(Path("data/demo"), section(params, "masks", MaskConfig), progress=False)
+        captions.run(Path("data/demo"), section(params, "captions", CaptionConfig))
+        latents.run(Path("data/demo"), section(params, "model", ModelConfig), section(params, "latents", LatentConfig),
+                    progress=False)
     finally:
         os.chdir(cwd)
     return project
@@ -106,6 +119,22 @@ def random_bisenet_weights(tmp_path_factory) -> Path:
     return path
 
 
+def tiny_conditions(resolution: int = 64, **changes):
+    """The Conditions of a tiny-model artifact trained at `resolution` with the demo's params (sigma 1)."""
+    import dataclasses
+
+    from facepaint.artifact import Conditions
+    from facepaint.masks import MaskConfig
+    from facepaint.models import ModelConfig
+    from facepaint.train import TrainConfig
+
+    m = config("masks", MaskConfig)
+    c = Conditions(model=config("model", ModelConfig), resolution=resolution,
+                   adapter_scale=config("train", TrainConfig).adapter_scale, parts=m.parts, mask_backend=m.backend,
+                   sigma=m.sigma, latent_factor=m.latent_factor)
+    return dataclasses.replace(c, **changes)
+
+
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory):
     """A 'trained' tiny artifact (64 px, soft-mask sigma 1): k/v moved away from the base model and
@@ -114,7 +143,7 @@ def tiny_artifact(tmp_path_factory):
 
     from facepaint.adapter import FaceAdapter
     from facepaint.artifact import freeze_all_but_kv, save_artifact
-    from facepaint.models import ModelConfig, tiny_components
+    from facepaint.models import tiny_components
 
     comps = tiny_components(seed=0, parts=("unet", "text_encoder"))
     kv = freeze_all_but_kv(comps.unet)
@@ -125,8 +154,7 @@ def tiny_artifact(tmp_path_factory):
             for p in kv.values():
                 p.add_(0.05)
             adapter.w2.weight.normal_()
-    return save_artifact(tmp_path_factory.mktemp("art") / "model", comps.unet, adapter,
-                         ModelConfig(source="tiny", seed=0), 0.3, 64, extra={"masks": {"sigma": 1.0}})
+    return save_artifact(tmp_path_factory.mktemp("art") / "model", comps.unet, adapter, tiny_conditions(64))
 
 
 @pytest.fixture

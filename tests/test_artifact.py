@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
+from conftest import tiny_conditions
 from facepaint.adapter import FaceAdapter
 from facepaint.artifact import ArtifactError, apply_artifact, freeze_all_but_kv, load_artifact, save_artifact
-from facepaint.models import ModelConfig, tiny_components
+from facepaint.models import tiny_components
 
 
 @pytest.fixture
@@ -18,8 +19,7 @@ def trained(tmp_path):
         for p in kv.values():
             p.add_(0.01)
         adapter.w2.weight.normal_()
-    art = save_artifact(tmp_path / "model", comps.unet, adapter, ModelConfig(source="tiny", seed=0), 0.3, 64,
-                        extra={"steps": 5})
+    art = save_artifact(tmp_path / "model", comps.unet, adapter, tiny_conditions(64), extra={"steps": 5})
     return art, comps, adapter
 
 
@@ -28,8 +28,10 @@ def test_roundtrip_and_apply_restores_the_trained_weights(trained, tmp_path):
     assert sorted(p.name for p in art.path.iterdir()) == ["adapter.safetensors", "facepaint.json", "kv.safetensors"]
     loaded = load_artifact(art.path)
     assert loaded.version == art.version and len(loaded.version) == 12
-    assert loaded.model == ModelConfig(source="tiny", seed=0) and loaded.scale == 0.3 and loaded.resolution == 64
-    assert loaded.info["steps"] == 5
+    assert loaded.conditions == tiny_conditions(64)  # everything inference needs comes back, typed
+    c = loaded.conditions
+    assert (c.model.source, c.resolution, c.adapter_scale, c.sigma, c.latent_factor) == ("tiny", 64, 0.3, 1.0, 8)
+    assert c.parts[0] == "skin" and c.mask_backend == "annotations" and loaded.info["steps"] == 5
     base = tiny_components(seed=0, parts=("unet", "text_encoder"))
     ad = apply_artifact(base, loaded)
     trained_unet = dict(comps.unet.named_parameters())
@@ -79,3 +81,31 @@ def test_artifact_from_another_base_model_does_not_apply(trained):
     other.unet = UNet2DConditionModel(**dict(TINY_UNET, cross_attention_dim=48))
     with pytest.raises(ArtifactError, match="shape|do not fit"):
         apply_artifact(other, load_artifact(art.path))
+
+
+def test_incomplete_conditions_are_refused_not_filled_in(trained):
+    """No fallback constants: an artifact that lacks a condition (e.g. sigma) is an error naming it."""
+    art, _, _ = trained
+    info = json.loads((art.path / "facepaint.json").read_text())
+    del info["conditions"]["sigma"]
+    (art.path / "facepaint.json").write_text(json.dumps(info))
+    with pytest.raises(ArtifactError, match="conditions lacks sigma.*retrain"):
+        load_artifact(art.path)
+
+
+def test_format_1_artifacts_say_to_retrain(trained):
+    art, _, _ = trained
+    info = json.loads((art.path / "facepaint.json").read_text())
+    (art.path / "facepaint.json").write_text(json.dumps({**info, "format": 1}))
+    with pytest.raises(ArtifactError, match="format 1.*retrain"):
+        load_artifact(art.path)
+
+
+def test_version_digest_depends_on_the_weights_only(trained, tmp_path):
+    """The version names the weights: the same weights with other conditions keep it."""
+    art, comps, adapter = trained
+    other = save_artifact(tmp_path / "other", comps.unet, adapter, tiny_conditions(64, sigma=3.0))
+    assert other.version == art.version
+    with torch.no_grad():
+        adapter.w2.weight.add_(1e-3)
+    assert save_artifact(tmp_path / "changed", comps.unet, adapter, tiny_conditions(64)).version != art.version

@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 
 from facepaint import captions
-from facepaint.captions import build_captions, caption_candidates, eval_prompt
+from conftest import config
+from facepaint.captions import CaptionConfig, build_captions, caption_candidates, eval_prompt
 from facepaint.celebamask import ATTRIBUTE_FILE, ATTRIBUTES, read_attributes
 
 REPO = Path(__file__).resolve().parents[1]
+CFG = config("captions", CaptionConfig)
 
 # What counts as "mentioning" each attribute. Deliberately broader than the module's vocabulary
 # (e.g. "handsome" for Attractive, "sunglasses" is caught by "glasses"), so a new synonym that
@@ -97,8 +99,13 @@ def random_rows(count: int, seed: int = 0, p: float = 0.3) -> list[tuple[int, di
     return out
 
 
+def cands(attrs, image_id, n: int = 10, seed: int = 42) -> list[str]:
+    """caption_candidates with the demo's n and seed unless a test picks others."""
+    return caption_candidates(attrs, image_id, n=n, seed=seed)
+
+
 def texts(attrs, image_id, **kw) -> list[str]:
-    return caption_candidates(attrs, image_id, **kw) + [eval_prompt(attrs, image_id)]
+    return cands(attrs, image_id, **kw) + [eval_prompt(attrs)]
 
 
 # --- the real CLIP tokenizer, rebuilt from open_clip's bundled BPE merges ---------------------------
@@ -175,7 +182,7 @@ def test_a_sparse_row_mentions_nothing_but_the_subject():
 def test_every_present_attribute_is_mentioned_somewhere(attr):
     # Guards the negative tests against vacuous patterns: each pattern does match its attribute.
     male = attr in ("Mustache", "Goatee", "Sideburns", "5_o_Clock_Shadow")
-    caps = caption_candidates(row(attr, male=male), 3)
+    caps = cands(row(attr, male=male), 3)
     hits = [c for c in caps if MENTION_RE[attr].search(c)]
     assert hits, (attr, caps)
 
@@ -216,13 +223,13 @@ def test_gender_over_random_rows():
 
 def test_no_beard_is_inverted():
     bearded = row(male=True, beard=True)
-    caps = caption_candidates(bearded, 11)
+    caps = cands(bearded, 11)
     assert sum(bool(BEARD.search(c)) for c in caps) >= len(caps) // 2, caps
-    assert BEARD.search(eval_prompt(bearded, 11))
+    assert BEARD.search(eval_prompt(bearded))
     assert not any(CLEAN_SHAVEN.search(c) for c in caps)
 
     shaven = row("Smiling", male=True, beard=False)
-    caps = caption_candidates(shaven, 11, n=30)
+    caps = cands(shaven, 11, n=30)
     assert not any(BEARD.search(c) for c in caps)
     # "clean-shaven" is allowed for such men, sometimes (never always: it is a minor attribute).
     n_clean = sum(bool(CLEAN_SHAVEN.search(c)) for c in caps)
@@ -231,7 +238,7 @@ def test_no_beard_is_inverted():
 
 @pytest.mark.parametrize("other", ["Mustache", "Goatee", "5_o_Clock_Shadow", "Sideburns"])
 def test_clean_shaven_never_contradicts_other_facial_hair(other):
-    caps = caption_candidates(row(other, male=True), 4, n=40)
+    caps = cands(row(other, male=True), 4, n=40)
     assert not any(CLEAN_SHAVEN.search(c) for c in caps)
 
 
@@ -242,12 +249,12 @@ def test_women_are_never_bearded_or_clean_shaven():
         assert not BEARD.search(cap) and not CLEAN_SHAVEN.search(cap), cap
         for attr in ("Mustache", "Goatee", "Sideburns", "5_o_Clock_Shadow"):
             assert not MENTION_RE[attr].search(cap), cap
-    for cap in caption_candidates(row(male=False), 9, n=40):
+    for cap in cands(row(male=False), 9, n=40):
         assert not CLEAN_SHAVEN.search(cap), cap
 
 
 def test_young_and_not_young():
-    young = caption_candidates(row("Young", male=True), 1)
+    young = cands(row("Young", male=True), 1)
     assert sum(bool(MENTION_RE["Young"].search(c)) for c in young) >= 6, young
     for cap in texts(row("Gray_Hair", "Bags_Under_Eyes", male=True), 1):
         assert not MENTION_RE["Young"].search(cap) and not OLD_WORDS.search(cap), cap
@@ -267,7 +274,7 @@ def test_salient_attributes_are_in_most_candidates():
     r = row("Eyeglasses", "Smiling", "Wearing_Hat", "Wearing_Earrings", "Wearing_Lipstick", "Young",
             "Blond_Hair", "Big_Nose", "Oval_Face", "Rosy_Cheeks", "Wearing_Necklace", "Narrow_Eyes", male=False)
     for image_id in range(30):
-        caps = caption_candidates(r, image_id)
+        caps = cands(r, image_id)
         for attr in ("Eyeglasses", "Smiling", "Wearing_Hat", "Wearing_Earrings", "Wearing_Lipstick", "Young", "Blond_Hair"):
             hits = sum(bool(MENTION_RE[attr].search(c)) for c in caps)
             assert hits >= 7, (attr, image_id, caps)
@@ -278,13 +285,13 @@ def test_salient_attributes_are_in_most_candidates():
 
 def test_eval_prompt_mentions_every_salient_attribute():
     woman = row(*SALIENT, "Wavy_Hair", "Brown_Hair", "Big_Nose", "Rosy_Cheeks", male=False)
-    prompt = eval_prompt(woman, 3)
+    prompt = eval_prompt(woman)
     for attr in SALIENT + ("Wavy_Hair", "Brown_Hair"):
         assert MENTION_RE[attr].search(prompt), (attr, prompt)
     for attr in ("Big_Nose", "Rosy_Cheeks"):
         assert not MENTION_RE[attr].search(prompt)
     man = row("Mustache", "Goatee", "Black_Hair", "Eyeglasses", male=True, beard=True)
-    prompt = eval_prompt(man, 3)
+    prompt = eval_prompt(man)
     for attr in ("Mustache", "Goatee", "Black_Hair", "Eyeglasses"):
         assert MENTION_RE[attr].search(prompt), (attr, prompt)
     assert BEARD.search(prompt) and re.search(r"\bman\b", prompt)
@@ -293,12 +300,12 @@ def test_eval_prompt_mentions_every_salient_attribute():
 def test_eval_prompt_is_canonical():
     # The template is part of the evaluation protocol: changing it changes every reported number.
     r = row("Smiling", "Young", "Wavy_Hair", "Blond_Hair", "Wearing_Earrings", "Wearing_Lipstick", male=False)
-    assert eval_prompt(r, 1) == "a photo of a smiling young woman with wavy blond hair, wearing earrings and lipstick"
-    assert eval_prompt(r, 2, seed=7) == eval_prompt(r, 1)
+    assert eval_prompt(r) == "a photo of a smiling young woman with wavy blond hair, wearing earrings and lipstick"
+
     m = row("Eyeglasses", "Mustache", "Black_Hair", male=True)
-    assert eval_prompt(m, 1) == "a photo of a man with black hair and a mustache, wearing glasses"
-    assert eval_prompt(row(male=False), 1) == "a photo of a woman"
-    assert eval_prompt(row("Young", "Wearing_Hat", male=False), 1) == "a photo of a young woman wearing a hat"
+    assert eval_prompt(m) == "a photo of a man with black hair and a mustache, wearing glasses"
+    assert eval_prompt(row(male=False)) == "a photo of a woman"
+    assert eval_prompt(row("Young", "Wearing_Hat", male=False)) == "a photo of a young woman wearing a hat"
 
 
 # --- form ---------------------------------------------------------------------------------------
@@ -306,16 +313,16 @@ def test_eval_prompt_is_canonical():
 def test_count_and_distinct():
     rich = row("Smiling", "Young", "Brown_Hair", "Wavy_Hair", "Eyeglasses", "Big_Lips", "Oval_Face", male=False)
     for n in (1, 3, 10, 25):
-        caps = caption_candidates(rich, 5, n=n)
+        caps = cands(rich, 5, n=n)
         assert len(caps) == n and len(set(caps)) == n
     for image_id, r in random_rows(100, seed=3):
-        caps = caption_candidates(r, image_id)
+        caps = cands(r, image_id)
         assert len(caps) == 10 and len(set(caps)) == 10
     # A sparse row has only so many distinct captions: fewer than asked, but at least one.
-    sparse = caption_candidates(row(male=False), 5, n=500)
+    sparse = cands(row(male=False), 5, n=500)
     assert 1 <= len(sparse) < 500 and len(set(sparse)) == len(sparse)
     with pytest.raises(ValueError):
-        caption_candidates(rich, 5, n=0)
+        cands(rich, 5, n=0)
 
 
 def test_captions_are_clean_english():
@@ -330,7 +337,7 @@ def test_captions_are_clean_english():
 
 def test_openings_and_synonyms_vary():
     r = row("Smiling", "Young", "Black_Hair", "Eyeglasses", "Mustache", male=True)
-    caps = [c for i in range(20) for c in caption_candidates(r, i)]
+    caps = [c for i in range(20) for c in cands(r, i)]
     openings = {c.split(" of ")[0] for c in caps if " of " in c}
     assert len(openings) >= 5, openings
     # ...and sometimes no opening at all ("a smiling man with ...").
@@ -340,7 +347,7 @@ def test_openings_and_synonyms_vary():
     assert any(re.search(r"\bwith\b", c) for c in caps) and any(re.search(r"\bwearing\b", c) for c in caps)
     # Comma-tag style ("a portrait of a man, black hair, glasses") is one of the shapes.
     assert any(c.count(",") >= 2 and not re.search(r"\bwith\b", c) for c in caps)
-    assert any(c.startswith("a blurry") or "blurry" in c for c in caption_candidates(row("Blurry"), 1))
+    assert any(c.startswith("a blurry") or "blurry" in c for c in cands(row("Blurry"), 1))
 
 
 def test_fits_clip_window(clip_tokenizer):
@@ -360,7 +367,7 @@ def test_length_guard_drops_features_not_the_subject(monkeypatch):
     # Real captions stay far below the guard (CLIP counts <= ~52); squeeze it to see it work.
     monkeypatch.setattr(captions, "_MAX_APPROX_TOKENS", 14)
     everything = {a: 1 for a in ATTRIBUTES}
-    for cap in caption_candidates(everything, 1, n=20):
+    for cap in cands(everything, 1, n=20):
         assert captions._approx_tokens(cap) <= 14, cap
         assert re.search(r"\b(man|guy|gentleman)\b", cap), cap
 
@@ -369,32 +376,32 @@ def test_length_guard_drops_features_not_the_subject(monkeypatch):
 
 def test_deterministic_in_process():
     for image_id, r in random_rows(20, seed=6):
-        assert caption_candidates(r, image_id) == caption_candidates(dict(r), image_id)
-        assert caption_candidates(r, image_id, seed=3) == caption_candidates(r, image_id, seed=3)
+        assert cands(r, image_id) == cands(dict(r), image_id)
+        assert cands(r, image_id, seed=3) == cands(r, image_id, seed=3)
     r = random_rows(1, seed=6)[0][1]
     series = pd.Series(r, dtype="int8")  # a table row works as the Mapping
-    assert caption_candidates(series, 1000) == caption_candidates(r, 1000)
+    assert cands(series, 1000) == cands(r, 1000)
 
 
 def test_seed_and_id_change_the_candidates():
     r = row("Smiling", "Young", "Brown_Hair", "Eyeglasses", "Big_Lips", "Wearing_Hat", male=False)
-    base = caption_candidates(r, 1, seed=42)
-    assert caption_candidates(r, 1, seed=43) != base
-    assert caption_candidates(r, 2, seed=42) != base
-    assert len({tuple(caption_candidates(r, i)) for i in range(20)}) == 20
+    base = cands(r, 1, seed=42)
+    assert cands(r, 1, seed=43) != base
+    assert cands(r, 2, seed=42) != base
+    assert len({tuple(cands(r, i)) for i in range(20)}) == 20
 
 
 _SUBPROCESS = """
 import json, sys
 from facepaint.captions import caption_candidates, eval_prompt
 rows = json.loads(sys.stdin.read())
-print(json.dumps([[caption_candidates(r, i, seed=s), eval_prompt(r, i)] for i, r, s in rows]))
+print(json.dumps([[caption_candidates(r, i, n=10, seed=s), eval_prompt(r)] for i, r, s in rows]))
 """
 
 
 def test_deterministic_across_processes():
     rows = [(image_id, r, 42 + k % 3) for k, (image_id, r) in enumerate(random_rows(30, seed=7))]
-    expected = [[caption_candidates(r, i, seed=s), eval_prompt(r, i)] for i, r, s in rows]
+    expected = [[cands(r, i, seed=s), eval_prompt(r)] for i, r, s in rows]
     outs = []
     for hashseed in ("0", "12345"):  # str hashing must not leak into the captions
         env = dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=str(REPO))
@@ -413,7 +420,7 @@ def test_uses_only_random_random(monkeypatch):
     for name in ("choice", "choices", "shuffle", "sample", "randint", "randrange", "uniform", "getrandbits"):
         monkeypatch.setattr(random.Random, name, forbidden)
     r = row("Smiling", "Young", "Black_Hair", "Wavy_Hair", "Eyeglasses", "Mustache", "Big_Nose", male=True, beard=True)
-    assert len(caption_candidates(r, 1)) == 10
+    assert len(cands(r, 1)) == 10
     monkeypatch.undo()
 
 
@@ -442,17 +449,17 @@ def test_build_captions_table(tmp_path):
     table = _table(rows)
     chosen = [1029, 1003, 1017, 1000, 1011, 1022]  # unsorted, a subset
     splits = pd.Series(["train", "test", "test", "train", "train", "test"], index=pd.Index(chosen, name="id"))
-    df = build_captions(table, splits, n=5, seed=1)
+    df = build_captions(table, splits, CaptionConfig(n_candidates=5, seed=1))
     assert list(df.columns) == ["id", "split", "candidates", "eval_prompt"]
     assert df["id"].dtype == "int64"
     assert df["id"].tolist() == sorted(chosen)
     for rec in df.itertuples():
         attrs = table.loc[rec.id]
         assert rec.split == splits[rec.id]
-        assert rec.candidates == caption_candidates(attrs, rec.id, n=5, seed=1)
+        assert rec.candidates == cands(attrs, rec.id, n=5, seed=1)
         assert isinstance(rec.candidates, list) and len(rec.candidates) == 5
         if rec.split == "test":
-            assert rec.eval_prompt == eval_prompt(attrs, rec.id, seed=1)
+            assert rec.eval_prompt == eval_prompt(attrs)
         else:
             assert rec.eval_prompt is None
 
@@ -467,9 +474,9 @@ def test_build_captions_table(tmp_path):
 def test_build_captions_rejects_bad_input():
     table = _table(random_rows(5, seed=9))
     with pytest.raises(KeyError, match="no attribute row"):
-        build_captions(table, pd.Series(["train", "test"], index=[1000, 5]))
+        build_captions(table, pd.Series(["train", "test"], index=[1000, 5]), CFG)
     with pytest.raises(ValueError, match="train"):
-        build_captions(table, pd.Series(["train", "val"], index=[1000, 1001]))
+        build_captions(table, pd.Series(["train", "val"], index=[1000, 1001]), CFG)
 
 
 @pytest.mark.slow
@@ -478,7 +485,7 @@ def test_build_captions_speed():
     table = _table(rows)
     splits = pd.Series(["train", "train", "test"] * 10_000, index=table.index)
     t0 = time.perf_counter()
-    df = build_captions(table, splits)
+    df = build_captions(table, splits, CFG)
     elapsed = time.perf_counter() - t0
     assert len(df) == 30_000
     assert elapsed < 20, f"build_captions took {elapsed:.1f} s for 30,000 ids"
@@ -492,7 +499,7 @@ def fixture_captions(fixture_root):
     ids = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())
     table = table.loc[ids]
     # Every id as "test" so that each gets an eval prompt to check as well.
-    df = build_captions(table, pd.Series("test", index=pd.Index(ids, name="id")))
+    df = build_captions(table, pd.Series("test", index=pd.Index(ids, name="id")), CFG)
     return table, df.set_index("id")
 
 

@@ -8,15 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from facepaint import edit as edit_mod
+from conftest import tiny_conditions
+from facepaint import generate as generate_mod
 from facepaint import watermark as wm
 from facepaint.adapter import FaceAdapter
-from facepaint.artifact import ArtifactError, save_artifact
-from facepaint.celebamask import FACE_PARTS
-from facepaint.edit import EditError, FaceEditor, face_crop, pixel_blend, read_provenance
+from facepaint.artifact import ArtifactError, load_artifact, save_artifact
+from facepaint.edit import DEFAULTS, EditError, EditOptions, FaceEditor, face_crop, pixel_blend, read_provenance
+from facepaint.generate import Inpainter
 from facepaint.images import ImageError, load_rgb
 from facepaint.masks import BISENET_CLASSES, annotation_union
-from facepaint.models import ModelConfig, ModelLoadError, tiny_components
+from facepaint.models import ModelLoadError, tiny_components
+from facepaint.speed import Speed
 
 RES = 64
 FAST = dict(steps=2, seed=0)
@@ -29,14 +31,22 @@ def make_adapter(comps, scale=0.5):
     return adapter
 
 
+def make_editor(comps, adapter, where, speed=Speed(dtype="fp32"), **options) -> FaceEditor:
+    """A FaceEditor on in-memory components: an artifact of them (the demo's conditions at 64 px: sigma 1)
+    and an Inpainter on them."""
+    art = load_artifact(save_artifact(where / "model", comps.unet, adapter, tiny_conditions(RES)).path)
+    inpainter = Inpainter(comps, adapter, art.conditions.adapter_scale, RES, device="cpu", speed_options=speed)
+    return FaceEditor(inpainter, art, **options)
+
+
 @pytest.fixture(scope="module")
 def comps():
     return tiny_components(seed=0)
 
 
 @pytest.fixture(scope="module")
-def editor(comps):
-    return FaceEditor(comps, make_adapter(comps), 0.3, RES, device="cpu", sigma=1.0)
+def editor(comps, tmp_path_factory):
+    return make_editor(comps, make_adapter(comps), tmp_path_factory.mktemp("editor"))
 
 
 def box_mask(h, w, y0, y1, x0, x1):
@@ -168,7 +178,7 @@ def test_background_is_bit_identical_on_real_photos(editor, fixture_root):
     for image_id in ids:
         path = fixture_root / "CelebA-HQ-img" / f"{image_id}.jpg"
         original = np.asarray(load_rgb(path).image)
-        mask, _ = annotation_union(fixture_root, image_id, FACE_PARTS)
+        mask, _ = annotation_union(fixture_root, image_id, editor.conditions.parts)
         result = editor.edit(path, "a smiling woman with blond hair", mask=mask, watermark=image_id == ids[0], **FAST)
         assert_background_kept(result, original)
         assert result.mask.shape == original.shape[:2] and np.array_equal(result.mask, mask)
@@ -191,7 +201,7 @@ def test_a_face_wider_than_the_photo_is_high_is_edited_inside_one_square(editor)
 
 # ---------------------------------------------------------------------------- the model is used right
 
-def test_adapter_is_applied_and_seed_makes_it_deterministic(editor, comps, monkeypatch):
+def test_adapter_is_applied_and_seed_makes_it_deterministic(editor, comps, monkeypatch, tmp_path):
     photo = textured(96, 96, seed=7)
     mask = box_mask(96, 96, 20, 70, 25, 75)
     a = editor.edit(photo, "a face with blond hair", mask=mask, **FAST)
@@ -200,24 +210,27 @@ def test_adapter_is_applied_and_seed_makes_it_deterministic(editor, comps, monke
     other_seed = editor.edit(photo, "a face with blond hair", mask=mask, steps=2, seed=1)
     assert not np.array_equal(a.generated, other_seed.generated)
 
-    zeroed = copy.deepcopy(editor.adapter)
+    zeroed = copy.deepcopy(editor.inpainter.adapter)
     torch.nn.init.zeros_(zeroed.w2.weight)
-    no_adapter = FaceEditor(comps, zeroed, 0.3, RES, device="cpu", sigma=1.0)
+    no_adapter = make_editor(comps, zeroed, tmp_path)
     b = no_adapter.edit(photo, "a face with blond hair", mask=mask, **FAST)
     assert not np.array_equal(a.generated, b.generated)
 
     calls = []
-    real = edit_mod.condition
-    monkeypatch.setattr(edit_mod, "condition", lambda e, beta, ad, s: calls.append((beta, ad, s)) or real(e, beta, ad, s))
+    real = generate_mod.condition
+    monkeypatch.setattr(generate_mod, "condition", lambda e, beta, ad, s: calls.append((beta, ad, s)) or real(e, beta, ad, s))
     c = editor.edit(photo, "a face with blond hair", mask=mask, **FAST)
-    # Both the prompt and the (empty) negative prompt go through the adapter, with the crop's beta.
-    assert len(calls) == 2 and all(call == (c.provenance["beta"], editor.adapter, 0.3) for call in calls)
+    # Both the prompt and the (empty) negative prompt go through the adapter, with the crop's beta and the
+    # artifact's adapter_scale.
+    scale = editor.conditions.adapter_scale
+    assert len(calls) == 2 and all(call == (c.provenance["beta"], editor.inpainter.adapter, scale) for call in calls)
     assert 0 < c.provenance["beta"] < 1 and np.array_equal(c.image, a.image)
 
 
 def test_from_artifact_matches_the_components_and_records_provenance(editor, comps, tmp_path):
-    artifact = save_artifact(tmp_path / "model", comps.unet, editor.adapter, ModelConfig(source="tiny", seed=0), 0.3, RES)
-    loaded = FaceEditor.from_artifact(tmp_path / "model", device="cpu", dtype="fp16", sigma=1.0)
+    artifact = save_artifact(tmp_path / "model", comps.unet, editor.inpainter.adapter, tiny_conditions(RES))
+    loaded = FaceEditor.from_artifact(tmp_path / "model", device="cpu", speed_options=Speed(dtype="fp16"))
+    assert loaded.sigma == artifact.conditions.sigma == 1.0  # the soft mask the model was trained with
     photo = textured(80, 120, seed=8)
     mask = box_mask(80, 120, 20, 60, 40, 80)
     result = loaded.edit(photo, "a face", mask=mask, negative_prompt="blurry", guidance_scale=5.0, **FAST)
@@ -230,6 +243,8 @@ def test_from_artifact_matches_the_components_and_records_provenance(editor, com
     assert prov["prompt"] == "a face" and prov["negative_prompt"] == "blurry" and prov["seed"] == 0
     assert prov["guidance_scale"] == 5.0 and prov["steps"] == 2 and prov["blend"] is True
     assert prov["region"] == list(result.region) and prov["artifact_path"] == str(tmp_path / "model")
+    assert prov["sigma"] == 1.0 and prov["adapter_scale"] == 0.3 and prov["resolution"] == RES
+    assert prov["parts"] == list(artifact.conditions.parts) and prov["padding"] == 0.25
     assert np.array_equal(np.asarray(Image.open(out)), result.image)
     Image.fromarray(photo).save(tmp_path / "plain.png")
     with pytest.raises(ValueError, match="no facepaint provenance"):
@@ -248,8 +263,8 @@ def test_missing_or_invalid_artifact(tmp_path):
 
 
 
-def test_bisenet_finds_the_face_when_no_mask_is_given(comps, editor, random_bisenet_weights):
-    ed = FaceEditor(comps, editor.adapter, 0.3, RES, device="cpu", sigma=1.0, bisenet_weights=random_bisenet_weights)
+def test_bisenet_finds_the_face_when_no_mask_is_given(editor, random_bisenet_weights):
+    ed = FaceEditor(editor.inpainter, editor.artifact, bisenet_weights=random_bisenet_weights)
     photo = textured(150, 97, seed=9)
     # Random weights label pixels arbitrarily: the flow must give a full-size mask or the clear error.
     assert ed.parse_face(photo).shape == (150, 97)
@@ -271,8 +286,8 @@ def test_bisenet_finds_the_face_when_no_mask_is_given(comps, editor, random_bise
     assert_background_kept(result, photo)
 
 
-def test_missing_bisenet_weights_without_a_mask_say_how_to_pass_one(comps, editor, tmp_path):
-    ed = FaceEditor(comps, editor.adapter, 0.3, RES, device="cpu", bisenet_weights=tmp_path / "nope.pth")
+def test_missing_bisenet_weights_without_a_mask_say_how_to_pass_one(editor, tmp_path):
+    ed = FaceEditor(editor.inpainter, editor.artifact, bisenet_weights=tmp_path / "nope.pth")
     with pytest.raises(ModelLoadError) as e:
         ed.edit(textured(64, 64), "a face", **FAST)
     assert "nope.pth" in str(e.value) and "--mask" in str(e.value) and "--bisenet-weights" in str(e.value)
@@ -310,6 +325,31 @@ def test_empty_or_misfit_masks(editor, tmp_path):
         editor.edit(photo, "a face", mask=result.mask, strength=0)
 
 
+def test_edit_options_have_one_home_and_are_validated(editor):
+    """EditOptions' defaults are what `edit` uses (the CLI and the pyfunc model take them from there too)."""
+    photo, mask = textured(64, 64, seed=14), box_mask(64, 64, 12, 52, 16, 48)
+    result = editor.edit(photo, "a face", mask=mask, steps=2)
+    prov = result.provenance
+    assert (prov["guidance_scale"], prov["strength"], prov["seed"], prov["blend"]) == (
+        DEFAULTS.guidance_scale, DEFAULTS.strength, DEFAULTS.seed, DEFAULTS.blend)
+    with pytest.raises(ValueError, match="guidance_scale must be a finite"):
+        EditOptions(guidance_scale=float("nan"))
+    with pytest.raises(ValueError, match="steps x strength"):
+        EditOptions(steps=0)
+    with pytest.raises(TypeError, match="sigma"):
+        editor.edit(photo, "a face", mask=mask, sigma=3.0)  # not an edit option: a typo is an error
+
+
+def test_sigma_override_and_mismatched_inpainter(editor, comps, tmp_path):
+    photo, mask = textured(96, 96, seed=15), box_mask(96, 96, 20, 70, 25, 75)
+    wide = FaceEditor(editor.inpainter, editor.artifact, sigma=4.0).edit(photo, "a face", mask=mask, **FAST)
+    narrow = editor.edit(photo, "a face", mask=mask, **FAST)
+    assert (wide.soft > 0).sum() > (narrow.soft > 0).sum() and wide.provenance["sigma"] == 4.0
+    other = Inpainter(comps, editor.inpainter.adapter, 0.3, 2 * RES, device="cpu", speed_options=Speed(dtype="fp32"))
+    with pytest.raises(ValueError, match="trained at 64 px"):
+        FaceEditor(other, editor.artifact)
+
+
 def test_long_prompt_warns_and_names_what_was_cut(editor):
     prompt = "a portrait of " + "a very " * 40 + "smiling woman wearing red earrings"
     with pytest.warns(UserWarning, match="77 tokens.*red earrings"):
@@ -325,7 +365,9 @@ def test_bytes_input_and_png_roundtrip(editor, tmp_path):
     assert_background_kept(result, photo)
 
 
-# ------------------------------------------------------------------------------ speed options, batches
+
+
+# ------------------------------------------------------------------------------------------ batches
 
 # Batching changes the summation order inside the batched convolutions and matrix products on the CPU
 # (the noise is the same: each crop has its own generator), so a batched crop may differ from the same
@@ -337,94 +379,6 @@ def assert_close_images(a, b, tol=BATCH_TOL, fraction=BATCH_FRACTION):
     assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
     diff = np.abs(a.astype(int) - b.astype(int))
     assert diff.max() <= tol and (diff > 0).mean() <= fraction, (diff.max(), (diff > 0).mean())
-
-
-def conv_in(editor):
-    return editor.pipe.unet.conv_in.weight  # a 3 x 3 conv: NCHW and NHWC layouts differ
-
-
-def processors(model):
-    return {type(p).__name__ for p in model.attn_processors.values()}
-
-
-def test_speed_options_are_applied_and_recorded(monkeypatch):
-    comps = tiny_components(seed=0)  # the options change the components in place: not the shared fixture
-    adapter = make_adapter(comps)
-    classic = FaceEditor(comps, adapter, 0.3, RES, device="cpu", attention="classic", channels_last=True)
-    assert processors(classic.pipe.unet) == processors(classic.pipe.vae) == {"AttnProcessor"}
-    for module in (classic.pipe.unet, classic.pipe.vae):
-        weight = next(p for p in module.parameters() if p.ndim == 4 and p.shape[-1] > 1)
-        assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    assert classic.runtime == {"device": "cpu", "dtype": "fp32", "attention": "classic", "channels_last": True,
-                               "compile": "off"}
-
-    default = FaceEditor(comps, adapter, 0.3, RES, device="cpu")  # sdpa; channels_last None: off on the CPU
-    assert processors(default.pipe.unet) == processors(default.pipe.vae) == {"AttnProcessor2_0"}
-    assert conv_in(default).is_contiguous() and default.runtime["channels_last"] is False
-    assert default.pipe.unet is comps.unet  # not compiled
-
-    compiled = []
-    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(kw) or copy.copy(module))
-    ed = FaceEditor(comps, adapter, 0.3, RES, device="cpu", compile="max-autotune")
-    assert compiled == [{"mode": "max-autotune", "dynamic": False}] and ed.pipe.unet is not comps.unet
-    FaceEditor(comps, adapter, 0.3, RES, device="cpu", compile=True)
-    assert compiled[-1] == {"mode": None, "dynamic": False} and ed.runtime["compile"] == "max-autotune"
-
-
-@pytest.mark.parametrize("bad, message", [
-    ({"attention": "flash"}, "attention must be one of"),
-    ({"channels_last": "yes"}, "channels_last must be True, False or None"),
-    ({"compile": "fast"}, "compile must be true, false or one of"),
-    ({"dtype": "fp8"}, "dtype must be one of"),
-])
-def test_invalid_speed_options_are_refused_before_touching_the_model(bad, message):
-    comps = tiny_components(seed=0)
-    with pytest.raises(ValueError, match=message):
-        FaceEditor(comps, None, 0.0, RES, device="cpu", **{"attention": "classic", **bad})
-    assert processors(comps.unet) == {"AttnProcessor2_0"}  # nothing was applied
-
-
-def test_attention_and_channels_last_keep_the_image(editor):
-    photo, mask = textured(64, 64, seed=13), box_mask(64, 64, 12, 52, 16, 48)
-    reference = editor.edit(photo, "a face", mask=mask, **FAST)
-    comps = tiny_components(seed=0)
-    other = FaceEditor(comps, editor.adapter, 0.3, RES, device="cpu", sigma=1.0, attention="classic",
-                       channels_last=True)
-    result = other.edit(photo, "a face", mask=mask, **FAST)
-    assert_close_images(result.generated, reference.generated)
-    assert result.provenance["runtime"]["attention"] == "classic"
-    assert reference.provenance["runtime"] == {"device": "cpu", "dtype": "fp32", "attention": "sdpa",
-                                               "channels_last": False, "compile": "off", "batch": 1}
-
-
-def test_generate_batch_equals_generate_per_crop(editor):
-    crops = [textured(RES, RES, seed=s) for s in (20, 21)]
-    masks = [box_mask(RES, RES, 10, 50, 15, 45), box_mask(RES, RES, 5, 40, 20, 60)]
-    betas = [float(m.mean()) for m in masks]
-    prompts = ["a smiling face", "a face with blond hair"]
-    images, cuts = editor.generate_batch(crops, masks, betas, prompts, "blurry", 3, 5.0, 1.0, [4, 9])
-    assert len(images) == 2 and cuts == ["", ""]
-    alone = [editor.generate(c, m, b, p, "blurry", 3, 5.0, 1.0, s)[0]
-             for c, m, b, p, s in zip(crops, masks, betas, prompts, (4, 9))]
-    for batched, single in zip(images, alone):
-        assert_close_images(batched, single)
-    assert not np.array_equal(alone[0], editor.generate(crops[0], masks[0], betas[0], prompts[0], "blurry", 3, 5.0,
-                                                        1.0, 9)[0])  # the seed matters, so the check can fail
-    with pytest.raises(ValueError, match="one per image"):
-        editor.generate_batch(crops, masks, betas, ["one", "two", "three"], steps=2)
-    with pytest.raises(ValueError, match="crop 1: expected a uint8"):
-        editor.generate_batch([crops[0], crops[1][:32]], masks, betas, "a face", steps=2)
-
-
-def test_encode_prompts_batches_and_deduplicates(editor):
-    te, tok = editor.pipe.text_encoder, editor.pipe.tokenizer
-    long = "a portrait of " + "a very " * 40 + "smiling woman"
-    with torch.inference_mode():
-        e, cuts = edit_mod.encode_prompts(te, tok, ["a face", long, "a face"])
-        one, cut = edit_mod.encode_prompt(te, tok, long)
-    assert e.shape == (3, tok.model_max_length, te.config.hidden_size) and one.shape[0] == 1
-    assert cuts[0] == cuts[2] == "" and cuts[1] == cut and cut.endswith("smiling woman")
-    assert torch.equal(e[0], e[2]) and torch.allclose(e[1], one[0], atol=1e-5)
 
 
 def test_edit_batch_equals_edit_per_photo(editor):
@@ -463,18 +417,3 @@ def test_edit_batch_names_the_photo_that_cannot_be_edited(editor, tmp_path):
         editor.edit_batch(photos, "a face", masks=[good], steps=2)
     with pytest.raises(ValueError, match="seeds: expected"):
         editor.edit_batch(photos, "a face", masks=[good, None], steps=2, seeds=[1, 2, 3])
-
-
-@pytest.mark.slow
-def test_compiled_unet_gives_the_eager_image(editor):
-    """FaceEditor(compile=...) really compiles the UNet (inductor, CPU here) and keeps the image."""
-    torch._dynamo.reset()
-    photo, mask = textured(64, 64, seed=21), box_mask(64, 64, 12, 52, 16, 48)
-    reference = editor.edit(photo, "a face", mask=mask, **FAST)
-    compiled = FaceEditor(tiny_components(seed=0), editor.adapter, 0.3, RES, device="cpu", sigma=1.0,
-                          compile="default")
-    assert isinstance(compiled.pipe.unet, torch._dynamo.eval_frame.OptimizedModule)
-    result = compiled.edit(photo, "a face", mask=mask, **FAST)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
-    assert_close_images(result.generated, reference.generated)
-    assert result.provenance["runtime"]["compile"] == "default"

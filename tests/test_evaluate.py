@@ -7,9 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import config
 from facepaint import evaluate as ev
-from facepaint.celebamask import FACE_PARTS
 
+
+
+def ecfg(**changes) -> ev.EvalConfig:
+    """The demo's evaluate params with `changes`."""
+    return config("evaluate", ev.EvalConfig, **changes)
+
+
+BUILD = dict(device="cpu", dtype="fp32", paint_by_example=ecfg().paint_by_example)
 
 def captions_table():
     ids = list(range(30))
@@ -81,8 +89,8 @@ def test_markdown_table_marks_unavailable_and_lists_published_numbers():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="unknown"):
-        ev.EvalConfig(methods=["ours", "dalle"])
+    with pytest.raises(SystemExit, match="unknown"):
+        ecfg(methods=["ours", "dalle"])
 
 
 # ------------------------------------------------------------------------------------- real photos
@@ -92,8 +100,8 @@ def test_config_validation():
 def test_blending_on_real_photos_keeps_every_zero_alpha_pixel(fixture_root, tiny_artifact):
     """Real CelebA-HQ photos, tiny model: blended outputs have PSNR = inf where M_soft == 0, the
     unblended ones do not."""
-    from facepaint.masks import annotation_union, face_mask
-    from facepaint.methods import InferenceConfig, build_methods
+    from facepaint.masks import annotation_union, face_mask, soft_mask
+    from facepaint.methods import build_methods
 
     ids = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())[:3]
     samples = []
@@ -101,12 +109,12 @@ def test_blending_on_real_photos_keeps_every_zero_alpha_pixel(fixture_root, tiny
         from facepaint.images import load_rgb, resize_rgb
 
         image = resize_rgb(load_rgb(fixture_root / "CelebA-HQ-img" / f"{i}.jpg").image, 64)
-        union, _ = annotation_union(fixture_root, i, FACE_PARTS)
-        fm = face_mask(union, 64, 1.0, 8)
-        samples.append(ev.Sample(i, image, fm.mask, fm.soft, fm.beta))
+        union, _ = annotation_union(fixture_root, i, tiny_artifact.conditions.parts)
+        fm = face_mask(union, 64, 8)
+        samples.append(ev.Sample(i, image, fm.mask, soft_mask(fm.mask, tiny_artifact.conditions.sigma), fm.beta))
     pairs = pd.DataFrame({"id": ids, "prompt": ["a smiling woman with blond hair"] * 3, "seed": [1, 2, 3]})
-    methods, _ = build_methods(["ours", "ours_no_blend"], tiny_artifact.path, None, InferenceConfig(steps=2), device="cpu")
-    res = ev.run(samples, pairs, methods, ev.EvalConfig(warmup=0, background_dilation=2), torch.device("cpu"),
+    methods, _ = build_methods(["ours", "ours_no_blend"], tiny_artifact.path, ecfg(steps=2).inference(), **BUILD)
+    res = ev.run(samples, pairs, methods, ecfg(warmup=0, background_dilation=2), torch.device("cpu"),
                  progress=False)
     t = res.table.set_index("method")
     assert res.failed == {}
@@ -118,10 +126,10 @@ def test_blending_on_real_photos_keeps_every_zero_alpha_pixel(fixture_root, tiny
 
 
 def test_a_failing_method_is_reported_and_the_others_finish(tiny_artifact):
-    from facepaint.methods import InferenceConfig, build_methods
+    from facepaint.methods import build_methods
 
     s = sample(h=64, face=(16, 48))
-    methods, _ = build_methods(["ours", "sd15_inpaint"], tiny_artifact.path, None, InferenceConfig(steps=2), device="cpu")
+    methods, _ = build_methods(["ours", "sd15_inpaint"], tiny_artifact.path, ecfg(steps=2).inference(), **BUILD)
 
     from facepaint.methods import Method
 
@@ -133,7 +141,7 @@ def test_a_failing_method_is_reported_and_the_others_finish(tiny_artifact):
 
     methods = {"broken": Broken(), **methods}
     pairs = pd.DataFrame({"id": [0], "prompt": ["a man"], "seed": [0]})
-    res = ev.run([s], pairs, methods, ev.EvalConfig(warmup=0), torch.device("cpu"), progress=False)
+    res = ev.run([s], pairs, methods, ecfg(warmup=0), torch.device("cpu"), progress=False)
     assert "out of memory" in res.failed["broken"] and set(res.summary) == {"ours", "sd15_inpaint"}
 
 
@@ -143,7 +151,7 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
     from stages import evaluate as stage
 
     monkeypatch.chdir(demo_project)
-    cfg = ev.EvalConfig(n_pairs=3, steps=2, warmup=0, background_dilation=1, grid_photos=2, profile_radius=4,
+    cfg = ecfg(n_pairs=3, steps=2, warmup=0, background_dilation=1, grid_photos=2, profile_radius=4,
                         fid_reference_size=4)
     out = tmp_path / "evaluate"
     stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=out, progress=False)
@@ -182,7 +190,7 @@ def test_stage_fid_path_with_an_injected_extractor(demo_project, tiny_artifact, 
     monkeypatch.setattr(m, "FID", lambda device=None, **k: real_fid(feature_extractor=extractor, device="cpu"))
     monkeypatch.chdir(demo_project)
     monkeypatch.setattr(stage, "FID_STATS", tmp_path / "fid_stats")
-    cfg = ev.EvalConfig(n_pairs=3, steps=2, warmup=0, background_dilation=1, fid_reference_size=6,
+    cfg = ecfg(n_pairs=3, steps=2, warmup=0, background_dilation=1, fid_reference_size=6,
                         methods=["ours", "sd15_inpaint"], metrics=["fid", "psnr"])
     first = stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=tmp_path / "a", progress=False)
     fids = {k: v["fid"] for k, v in first["methods"].items()}

@@ -88,7 +88,7 @@ def test_the_deployment_allows_one_run_at_a_time():
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     once = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-    dep = rt.retrain.to_deployment("scheduled", cron=rt.schedule(REPO)["cron"], concurrency_limit=once)
+    dep = rt.retrain.to_deployment("scheduled", cron=rt.schedule(REPO).cron, concurrency_limit=once)
     assert dep.concurrency_limit == 1 and dep.concurrency_options.collision_strategy == "CANCEL_NEW"
     assert dep.schedules and dep.schedules[0].schedule.cron == "0 3 * * 0"
 

@@ -1,18 +1,22 @@
 import io
 import json
 import urllib.error
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import config
 from facepaint import celebamask, masks
 from facepaint.celebamask import DatasetError
 from facepaint.masks import (BISENET_CLASSES, BiSeNetParser, MaskConfig, compute_masks, decode_png, encode_png,
-                             face_mask, latent_mask, parts_union_from_labels, resize_binary, soft_mask)
+                             face_mask, latent_mask, mask_metadata, parts_union_from_labels, resize_binary, soft_mask)
 from facepaint.models import ModelLoadError
 from stages import masks as masks_stage
+
+PARTS = config("masks", MaskConfig).parts  # the face parts of params.yaml
 
 
 # ----------------------------------------------------------------------------------- mask algebra
@@ -51,9 +55,11 @@ def test_resize_binary_and_face_mask():
     m[128:384, 128:384] = True
     small = resize_binary(m, 128)
     assert small.shape == (128, 128) and small[32:96, 32:96].all() and small.sum() == 64 * 64
-    fm = face_mask(m, resolution=128, sigma=1.0, latent_factor=8)
+    fm = face_mask(m, resolution=128, latent_factor=8)
     assert fm.beta == pytest.approx(0.25) and fm.latent.shape == (16, 16) and fm.latent.sum() == 64
-    assert fm.soft.shape == (128, 128)
+    assert fm.mask.shape == (128, 128)
+    wide = resize_binary(m[:, :256], (64, 128))  # (width, height): a non-square mask
+    assert wide.shape == (128, 64) and wide[32:96, 32:].all()
 
 
 def test_png_encoding_roundtrip():
@@ -76,20 +82,32 @@ def test_bisenet_classes_are_mapped_by_name_not_index():
 
 
 def test_config_validation():
+    base = asdict(cfg())
     with pytest.raises(ValueError, match="unknown face part"):
-        MaskConfig(parts=["skin", "face"])
+        MaskConfig(**{**base, "parts": ["skin", "face"]})
     with pytest.raises(ValueError, match="backend"):
-        MaskConfig(backend="sam")
+        MaskConfig(**{**base, "backend": "sam"})
     with pytest.raises(ValueError, match="multiple of masks.latent_factor"):
-        MaskConfig(resolution=100)
+        MaskConfig(**{**base, "resolution": 100})
+    with pytest.raises(TypeError):
+        MaskConfig()  # no hidden defaults: every setting comes from params.yaml
+
+
+def test_metadata_holds_what_made_the_table_and_nothing_else():
+    """sigma and the speed knobs cannot change the masks table, so its metadata (which reaches the latent
+    cache's digest and the artifact) does not carry them."""
+    meta = mask_metadata(cfg())
+    assert "sigma" not in meta and not set(MaskConfig.SPEED_KNOBS) & set(meta)
+    assert meta["parts"] == list(PARTS) and meta["resolution"] == 64 and meta["backend"] == "annotations"
+    assert mask_metadata(cfg(sigma=7.0, workers=3, batch_size=1)) == meta
 
 
 # ------------------------------------------------------------------------------- annotations stage
 
 def cfg(**kw):
-    base = dict(resolution=64, sigma=1.0, batch_size=4, workers=0, min_size=32, max_unusable_fraction=0.9)
-    base.update(kw)
-    return MaskConfig(**base)
+    """The demo's masks params at 64 px, in-process, tolerant of unusable images unless a test says otherwise."""
+    return config("masks", MaskConfig, **{**dict(resolution=64, batch_size=4, workers=0, min_size=32,
+                                                 max_unusable_fraction=0.9), **kw})
 
 
 def test_annotation_masks_match_the_part_union(demo_root):
@@ -98,15 +116,15 @@ def test_annotation_masks_match_the_part_union(demo_root):
     assert df["id"].tolist() == ids and report.unusable == []
     row = df.iloc[3]
     union = np.zeros((64, 64), bool)
-    for part in celebamask.FACE_PARTS:
+    for part in PARTS:
         p = celebamask.part_mask_path(demo_root, 3, part)
         if p.exists():
             union |= np.asarray(Image.open(p)) > 127
-    expected = face_mask(union, 64, 1.0, 8)
+    expected = face_mask(union, 64, 8)
     assert np.array_equal(decode_png(row["mask"]), expected.mask)
     assert np.array_equal(decode_png(row["latent"]), expected.latent)
     assert row["beta"] == pytest.approx(expected.beta) and 0.05 < row["beta"] < 0.7
-    assert np.abs(decode_png(row["soft"]) - expected.soft).max() <= 0.5 / 255 + 1e-6
+    assert list(df.columns) == ["id", "beta", "mask", "latent", "width", "height"]  # no soft mask: made where used
     assert (row["width"], row["height"]) == (128, 128)
 
 
@@ -135,7 +153,7 @@ def break_dataset(root):
     Image.open(img(6)).resize((16, 16)).save(img(6))  # tiny
     for part in celebamask.PART_NAMES:  # no part masks at all
         celebamask.part_mask_path(root, 7, part).unlink(missing_ok=True)
-    for part in celebamask.FACE_PARTS:  # part files present but empty: no face pixels
+    for part in PARTS:  # part files present but empty: no face pixels
         p = celebamask.part_mask_path(root, 8, part)
         if p.exists():
             Image.new("L", Image.open(p).size, 0).save(p)

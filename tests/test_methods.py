@@ -2,26 +2,32 @@
 blending vs none, the fine-tuning's effect, Blended Latent Diffusion's latent replacement step by
 step, what build_methods reports unavailable, and measure()."""
 
+from dataclasses import asdict, replace
+
 import numpy as np
 import pytest
 import torch
 
+from conftest import config
 from facepaint import methods
 from facepaint.artifact import kv_parameters
 from facepaint.edit import pixel_blend
+from facepaint.evaluate import EvalConfig
 from facepaint.masks import latent_mask, soft_mask
 from facepaint.methods import EditInput, InferenceConfig, build_methods, measure
 from facepaint.models import tiny_components
 
 RES = 64
-CFG = InferenceConfig(steps=2)
+EVAL = config("evaluate", EvalConfig, steps=2)
+CFG = EVAL.inference()  # the demo's evaluation settings at 2 steps
+BUILD = dict(device="cpu", dtype=EVAL.dtype, paint_by_example=EVAL.paint_by_example)
 INPAINTING = ["ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion"]
 
 
 
 @pytest.fixture(scope="module")
 def built(tiny_artifact):
-    found, unavailable = build_methods(INPAINTING, tiny_artifact.path, None, CFG, device="cpu")
+    found, unavailable = build_methods(INPAINTING, tiny_artifact.path, CFG, **BUILD)
     assert list(found) == INPAINTING and unavailable == {}
     return found
 
@@ -76,7 +82,7 @@ def test_blended_latent_diffusion_replaces_the_background_latents_at_every_step(
     monkeypatch.setattr(methods.LatentBlend, "__call__", recording)
     x = edit_input(seed=3)
     built["blended_latent_diffusion"].edit(x)
-    pipe = built["blended_latent_diffusion"].editor.pipe
+    pipe = built["blended_latent_diffusion"].inpainter.pipe
     with torch.no_grad():  # recomputed here: the photo's posterior mean and the sampler's starting noise
         pixels = torch.from_numpy(x.image).permute(2, 0, 1)[None].float() / 127.5 - 1
         init = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
@@ -93,12 +99,12 @@ def test_blended_latent_diffusion_replaces_the_background_latents_at_every_step(
 def test_ours_loads_the_artifact_into_its_own_unet_only(built, tiny_artifact):
     base = kv_parameters(tiny_components(seed=0, parts=("unet",)).unet)
     for name in ("sd15_inpaint", "blended_latent_diffusion"):
-        for k, p in kv_parameters(built[name].editor.pipe.unet).items():
+        for k, p in kv_parameters(built[name].inpainter.pipe.unet).items():
             assert torch.equal(p, base[k]), (name, k)
-    ours = kv_parameters(built["ours"].editor.pipe.unet)
+    ours = kv_parameters(built["ours"].inpainter.pipe.unet)
     assert all(torch.equal(p, tiny_artifact.kv[k]) for k, p in ours.items())
-    assert built["ours"].editor is built["ours_no_blend"].editor  # one fine-tuned model for both
-    assert built["sd15_inpaint"].editor.adapter is None and built["ours"].editor.adapter is not None
+    assert built["ours"].inpainter is built["ours_no_blend"].inpainter  # one fine-tuned model for both
+    assert built["sd15_inpaint"].inpainter.adapter is None and built["ours"].inpainter.adapter is not None
 
 
 def test_measure_reports_cpu_time(built, outputs):
@@ -106,7 +112,7 @@ def test_measure_reports_cpu_time(built, outputs):
     assert np.array_equal(out, outputs["sd15_inpaint"][0])
     assert stats["clock"] == "cpu" and stats["seconds"] > 0 and stats["wall_seconds"] > 0
     assert stats["peak_mem_mib"] is None
-    pipe = built["sd15_inpaint"].editor.pipe
+    pipe = built["sd15_inpaint"].inpainter.pipe
     size = sum(p.numel() * 4 for m in (pipe.vae, pipe.unet, pipe.text_encoder) for p in m.parameters())
     assert stats["weights_mib"] == pytest.approx(size / 2**20, rel=1e-3)  # + small buffers (position ids)
 
@@ -120,10 +126,10 @@ def test_wrong_input_size_is_refused(built):
 
 def test_unknown_and_unintegrated_methods(tiny_artifact):
     with pytest.raises(ValueError, match="unknown method.*'sdxl'.*known.*blended_latent_diffusion"):
-        build_methods(["ours", "sdxl"], tiny_artifact.path, None, CFG, device="cpu")
+        build_methods(["ours", "sdxl"], tiny_artifact.path, CFG, **BUILD)
     with pytest.raises(ValueError, match="scheduler"):
-        build_methods(["ours"], tiny_artifact.path, None, InferenceConfig(scheduler="euler"), device="cpu")
-    found, unavailable = build_methods(["brushnet", "diptych_prompting"], tiny_artifact.path, None, CFG, device="cpu")
+        build_methods(["ours"], tiny_artifact.path, replace(CFG, scheduler="euler"), **BUILD)
+    found, unavailable = build_methods(["brushnet", "diptych_prompting"], tiny_artifact.path, CFG, **BUILD)
     assert found == {} and set(unavailable) == {"brushnet", "diptych_prompting"}
     assert "TencentARC/BrushNet" in unavailable["brushnet"] and "FLUX" in unavailable["diptych_prompting"]
 
@@ -131,7 +137,7 @@ def test_unknown_and_unintegrated_methods(tiny_artifact):
 def test_paint_by_example_offline_is_unavailable_and_says_how_to_supply_it(tiny_artifact, offline):
     out = offline("from facepaint.methods import *\n"
             f"found, unavailable = build_methods(['paint_by_example', 'sd15_inpaint'], {str(tiny_artifact.path)!r}, "
-            "None, InferenceConfig(steps=2), device='cpu')\n"
+            f"InferenceConfig(**{asdict(CFG)!r}), device='cpu', dtype='fp32', paint_by_example={EVAL.paint_by_example!r})\n"
             "print(sorted(found)); print(unavailable['paint_by_example'])\n")
     listed, reason = out.splitlines()[-2:]
     assert listed == "['sd15_inpaint']"  # the other methods are still built

@@ -1,5 +1,9 @@
+from dataclasses import asdict
+
 
 import pytest
+
+from conftest import config
 import torch
 
 from facepaint import models
@@ -63,14 +67,14 @@ def test_pretrained_path_loads_a_saved_pipeline(tiny, tmp_path):
     models.save_pipeline(tiny, tmp_path / "pipe")
     assert (tmp_path / "pipe" / "model_index.json").is_file()
     assert (tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    loaded = load_components(ModelConfig(source="pretrained", pretrained=str(tmp_path / "pipe")))
+    loaded = load_components(config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "pipe")))
     for name in ("unet", "vae", "text_encoder"):
         a, b = getattr(tiny, name).state_dict(), getattr(loaded, name).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     assert loaded.tokenizer("a smiling man").input_ids == tiny.tokenizer("a smiling man").input_ids
     assert loaded.scheduler.config.beta_schedule == "scaled_linear" and loaded.scheduler.config.num_train_timesteps == 1000
     assert torch.allclose(loaded.scheduler.alphas_cumprod, tiny.scheduler.alphas_cumprod)
-    half = load_components(ModelConfig(source="pretrained", pretrained=str(tmp_path / "pipe")), parts=("vae",),
+    half = load_components(config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "pipe")), parts=("vae",),
                            torch_dtype=torch.float16)
     assert half.vae.dtype == torch.float16 and half.unet is None
 
@@ -82,21 +86,21 @@ def test_pretrained_refuses_a_non_inpainting_unet(tmp_path):
     comps.unet = UNet2DConditionModel(**dict(models.TINY_UNET, in_channels=4))
     models.save_pipeline(comps, tmp_path / "t2i")
     with pytest.raises(ModelLoadError, match="4 input channels.*inpainting"):
-        load_components(ModelConfig(source="pretrained", pretrained=str(tmp_path / "t2i")), parts=("unet",))
+        load_components(config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "t2i")), parts=("unet",))
 
 
 def test_missing_local_directory_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match="is not a directory"):
-        load_components(ModelConfig(source="pretrained", pretrained=str(tmp_path / "nothing")), parts=("vae",))
+        load_components(config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "nothing")), parts=("vae",))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="local model directory"):
-        load_components(ModelConfig(source="pretrained", pretrained=str(tmp_path / "empty")), parts=("vae",))
+        load_components(config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "empty")), parts=("vae",))
 
 
 def test_unreachable_hub_id_says_how_to_supply_the_weights(offline):
     """Offline (HF_HUB_OFFLINE, as on a machine without internet) the default id fails clearly."""
     msg = offline("from facepaint.models import *\n"
-                  "try:\n    load_components(ModelConfig(source='pretrained'), parts=('vae',))\n"
+                  "try:\n    load_components(ModelConfig(source='pretrained', pretrained='stable-diffusion-v1-5/stable-diffusion-inpainting', revision=None, variant=None, seed=0), parts=('vae',))\n"
                   "except ModelLoadError as e:\n    print(e)\n")
     assert "stable-diffusion-v1-5/stable-diffusion-inpainting" in msg
     assert "huggingface-cli download" in msg and "model.pretrained" in msg and "model.source: tiny" in msg
@@ -104,9 +108,9 @@ def test_unreachable_hub_id_says_how_to_supply_the_weights(offline):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="model.source"):
-        ModelConfig(source="sd15")
+        ModelConfig(**{**asdict(config("model", ModelConfig)), "source": "sd15"})
     with pytest.raises(ValueError, match="unknown model part"):
-        load_components(ModelConfig(), parts=("vae", "controlnet"))
+        load_components(config("model", ModelConfig), parts=("vae", "controlnet"))
     assert models.pick_dtype("bf16", torch.device("cpu")) == torch.float32
     assert models.pick_dtype("bf16", torch.device("cuda")) == torch.bfloat16
 

@@ -20,17 +20,18 @@ def load_yaml(name):
 
 
 def test_one_name_per_concept():
-    """Each dvc.yaml stage runs stages/<name>.py, depends on it, and its params are its own section
-    (plus the shared data/model sections)."""
+    """Each dvc.yaml stage runs stages/<name>.py, depends on it, and its params are its own section (plus
+    the shared data/model sections, and masks.sigma for train, which records it in the artifact)."""
     stages = load_yaml("dvc.yaml")["stages"]
     params = load_yaml("params.yaml")
     shared = {"data", "model"}
+    borrowed = {"train": {"masks"}}  # a key of another stage's section that this stage reads, declared per key
     for name, stage in stages.items():
         assert stage["cmd"] == f"python -m stages.{name}"
         assert (REPO / "stages" / f"{name}.py").is_file()
         assert f"stages/{name}.py" in stage["deps"]
         sections = {p.split(".")[0] for p in stage.get("params", [])}
-        assert sections - shared <= {name}, (name, sections)
+        assert sections - shared - borrowed.get(name, set()) <= {name}, (name, sections)
         if name in params:
             assert name in sections, f"stage {name} does not declare its params section"
     # ...and a flow's section shares the flow module's name (flows/retrain.py reads `retrain`).
@@ -55,7 +56,8 @@ def test_demo_pipeline_in_process(tmp_path, monkeypatch):
     assert sorted(m.id) == list(range(24))
     res = params["masks"]["resolution"]
     assert decode_png(m.iloc[0]["mask"]).shape == (res, res)
-    assert read_parquet_metadata("data/masks.parquet")["masks"]["sigma"] == params["masks"]["sigma"]
+    meta = read_parquet_metadata("data/masks.parquet")["masks"]
+    assert meta["resolution"] == res and meta["parts"] == params["masks"]["parts"] and "sigma" not in meta
     c = read_parquet("data/captions.parquet")
     assert len(c) == 24 and c.candidates.map(len).min() >= 5
     assert c[c.split == "test"].eval_prompt.notna().all() and c[c.split == "train"].eval_prompt.isna().all()
@@ -79,7 +81,8 @@ def test_unknown_param_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_stage_cli_prints_one_line_for_dataset_errors(tmp_path):
-    (tmp_path / "params.yaml").write_text("data: {root: nowhere}\nsplit: {}\n")
+    (tmp_path / "params.yaml").write_text("data: {root: nowhere}\nsplit: {seed: 42, train_parts: 2, test_parts: 1, "
+                                          "max_malformed_fraction: 0.01}\n")
     proc = subprocess.run([sys.executable, "-m", "stages.split"], cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert proc.returncode == 1
@@ -101,3 +104,26 @@ def test_dvc_repro_in_a_fresh_copy(tmp_path):
     assert (dst / "data/latents/index.json").is_file()
     again = subprocess.run(dvc + ["repro"], cwd=dst, check=True, capture_output=True, text=True)
     assert "didn't change" in again.stdout or "up to date" in again.stdout
+
+
+def test_a_missing_param_is_a_clear_error(tmp_path, monkeypatch):
+    """No hidden defaults: a key missing from params.yaml is named, not filled in."""
+    monkeypatch.chdir(tmp_path)
+    params = load_yaml("params.yaml")
+    del params["masks"]["sigma"], params["masks"]["latent_factor"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    from stages import masks
+
+    with pytest.raises(SystemExit, match="section 'masks' lacks masks.latent_factor, masks.sigma"):
+        masks.main()
+
+
+def test_a_profile_overrides_params_and_refuses_unknown_keys(tmp_path):
+    from stages.common import load_params, profile_overrides
+
+    paper = load_params(REPO / "params.yaml", profile="paper")
+    assert paper["masks"]["resolution"] == 512 and paper["model"]["source"] == "pretrained"
+    assert paper["train"]["lr_kv"] == load_yaml("params.yaml")["train"]["lr_kv"]  # not overridden: one home
+    (tmp_path / "typo.yaml").write_text("masks.sigmaa: 3\n")
+    with pytest.raises(SystemExit, match="masks.sigmaa is not a key of params.yaml"):
+        profile_overrides("typo", load_yaml("params.yaml"), tmp_path)

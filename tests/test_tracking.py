@@ -5,8 +5,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facepaint import tracking
-from facepaint.tracking import Gate, gate
+from conftest import config
+from stages.register import RegisterConfig
+from tracking import registry, runs
+from tracking.registry import Gate, gate
+
+REGISTER = config("register", RegisterConfig)
+RULES = Gate(**REGISTER.gate)  # the demo's gate: FID may not rise, PSNR may not drop, PickScore by 0.5 at most
+NAME = REGISTER.model_name
+
+
+def rules(**changes) -> Gate:
+    return Gate(**{**REGISTER.gate, **changes})
 
 
 @pytest.fixture
@@ -26,35 +36,36 @@ def store(tmp_path, monkeypatch):
 
 def test_gate_rules():
     champ = {"fid": 60.0, "psnr_bg": 33.0, "pickscore": 24.0}
-    assert gate(champ, None, Gate()).promote and gate(champ, None, Gate()).text == "no champion yet"
+    assert gate(champ, None, RULES).promote and gate(champ, None, RULES).text == "no champion yet"
     better = {"fid": 55.0, "psnr_bg": 33.5, "pickscore": 23.8}  # PickScore within the 0.5 margin
-    assert gate(better, champ, Gate()).promote
+    assert gate(better, champ, RULES).promote
     worse_fid = {**better, "fid": 61.0}
-    d = gate(worse_fid, champ, Gate())
+    d = gate(worse_fid, champ, RULES)
     assert not d.promote and "FID 61 vs champion 60 (fails" in d.text
-    assert gate(worse_fid, champ, Gate(fid_max_increase=2.0)).promote
-    assert not gate({**better, "pickscore": 23.0}, champ, Gate()).promote
-    assert not gate({**better, "psnr_bg": 32.9}, champ, Gate()).promote
+    assert gate(worse_fid, champ, rules(fid_max_increase=2.0)).promote
+    assert not gate({**better, "pickscore": 23.0}, champ, RULES).promote
+    assert not gate({**better, "psnr_bg": 32.9}, champ, RULES).promote
 
 
 def test_gate_never_counts_an_unavailable_metric_as_passed():
     champ = {"fid": "unavailable", "psnr_bg": 30.0, "pickscore": "unavailable"}
-    d = gate({"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, champ, Gate())
+    d = gate({"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, champ, RULES)
     assert d.promote and "FID not checked (unavailable)" in d.text
-    nothing = gate({"fid": "unavailable"}, {"fid": 60.0}, Gate())
+    nothing = gate({"fid": "unavailable"}, {"fid": 60.0}, RULES)
     assert not nothing.promote and "no metric could be compared" in nothing.text
-    assert gate({"psnr_bg": "inf"}, {"psnr_bg": 40.0}, Gate()).promote  # exact background beats any finite PSNR
+    assert gate({"psnr_bg": "inf"}, {"psnr_bg": 40.0}, RULES).promote  # exact background beats any finite PSNR
 
 
 # --------------------------------------------------------------------------------- pyfunc + registry
 
 @pytest.fixture
 def logged(store, tiny_artifact):
-    run = tracking.Tracker().start(artifact_version=tiny_artifact.version, run_name="test", params={"train": {"lr": 1}})
-    uri = run.model(tiny_artifact.path)
-    run.tag({tracking.MODEL_URI_TAG: uri})
+    run = runs.Tracker().start(artifact_version=tiny_artifact.version, run_name="test", params={"train": {"lr": 1}})
     run.end()
-    assert uri and not run.disabled
+    assert not run.disabled
+    uri = registry.log_model(tiny_artifact.version, tiny_artifact.path)  # into the run train opened
+    assert uri and registry.model_uri_of(tiny_artifact.version) == uri
+    assert registry.log_model(tiny_artifact.version, tiny_artifact.path) == uri  # once per artifact version
     return uri
 
 
@@ -99,11 +110,11 @@ def test_pyfunc_model_loads_and_edits_a_photo(logged):
 def test_registry_promotes_a_better_model_and_refuses_a_worse_one(logged):
     from mlflow import MlflowClient
 
-    first = tracking.register(logged, {"fid": "unavailable", "psnr_bg": 30.0, "pickscore": "unavailable"}, Gate())
+    first = registry.register(logged, {"fid": "unavailable", "psnr_bg": 30.0, "pickscore": "unavailable"}, RULES, NAME)
     assert first["promoted"] and first["champion"] == first["version"] == 1
-    worse = tracking.register(logged, {"fid": "unavailable", "psnr_bg": 29.0, "pickscore": "unavailable"}, Gate())
+    worse = registry.register(logged, {"fid": "unavailable", "psnr_bg": 29.0, "pickscore": "unavailable"}, RULES, NAME)
     assert not worse["promoted"] and worse["champion"] == 1
-    better = tracking.register(logged, {"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, Gate())
+    better = registry.register(logged, {"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, RULES, NAME)
     assert better["promoted"] and better["previous_champion"] == 1
     client = MlflowClient()
     assert int(client.get_model_version_by_alias("facepaint", "champion").version) == 3
@@ -118,7 +129,7 @@ def test_edit_command_serves_the_champion(logged, tiny_artifact, tmp_path):
 
     from facepaint.cli import main
 
-    tracking.register(logged, {"psnr_bg": 30.0}, Gate())
+    registry.register(logged, {"psnr_bg": 30.0}, RULES, NAME)
     img, mask, _ = photo_and_mask()
     Image.fromarray(img).save(tmp_path / "p.png")
     Image.fromarray(mask).save(tmp_path / "m.png")
@@ -140,14 +151,14 @@ def test_unreachable_store_warns_once_and_the_stage_goes_on(tmp_path, monkeypatc
     (tmp_path / "blocker").write_text("a file where the store's folder would have to be")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'blocker' / 'mlflow.db'}")
     with pytest.warns(UserWarning, match="MLflow tracking .* failed") as caught:
-        run = tracking.Tracker().start(artifact_version="x")
+        run = runs.Tracker().start(artifact_version="x")
         run.metrics({"a": 1.0})
         run.end()
     assert run.disabled and len([w for w in caught if "MLflow tracking" in str(w.message)]) == 1
     (tmp_path / "metrics.json").write_text(json.dumps({"artifact": tiny_artifact.version,
                                                         "methods": {"ours": {"psnr_bg": 30.0}}}))
     with pytest.warns(UserWarning):
-        outcome = stage.run(stage.RegisterConfig(), model=tiny_artifact.path, metrics=tmp_path / "metrics.json",
+        outcome = stage.run(REGISTER, model=tiny_artifact.path, metrics=tmp_path / "metrics.json",
                             out=tmp_path / "register.json")
     assert outcome["registered"] is False and json.loads((tmp_path / "register.json").read_text()) == outcome
 
@@ -155,5 +166,5 @@ def test_unreachable_store_warns_once_and_the_stage_goes_on(tmp_path, monkeypatc
 def test_versions_name_the_commit_and_dvc_hashes(tmp_path):
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  split:\n    cmd: x\n    outs:\n"
                                        "    - path: data/split.parquet\n      md5: abc123\n")
-    tags = tracking.code_and_data_versions(tmp_path)
+    tags = runs.code_and_data_versions(tmp_path)
     assert tags["dvc.split.outs.data/split.parquet"] == "abc123"

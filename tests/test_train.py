@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,23 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from facepaint.artifact import freeze_all_but_kv
+from conftest import config
 from facepaint.adapter import FaceAdapter
+from facepaint.artifact import freeze_all_but_kv
+from facepaint.masks import MaskConfig
 from facepaint.models import SD15_TEXT, SD15_UNET, ModelConfig
-from facepaint.train import TrainConfig, TrainData, draw_step, trainable_counts
+from facepaint.train import TrainConfig, TrainData, conditions, draw_step, trainable_counts
 
 REPO = Path(__file__).resolve().parents[1]
 # Small but not trivial: 16 images per epoch at batch 4 -> several epochs in 24 steps.
 TRAIN = dict(batch_size=4, max_steps=24, checkpoint_every=4, log_every=2, keep_checkpoints=2)
+MODEL = config("model", ModelConfig)  # the demo's tiny random model
+SIGMA = config("masks", MaskConfig).sigma
+
+
+def tcfg(**changes) -> TrainConfig:
+    """The demo's train params with this module's small run (TRAIN) and `changes`."""
+    return config("train", TrainConfig, **{**TRAIN, **changes})
 
 
 def test_sd15_trainable_parameters_without_download():
@@ -40,7 +50,7 @@ def test_sd15_trainable_parameters_without_download():
 
 def test_draws_depend_only_on_seed_and_step(demo_project):
     data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
-    cfg = TrainConfig(batch_size=4)
+    cfg = tcfg()
     a, b = draw_step(data, cfg, 7, 4, 1000), draw_step(data, cfg, 7, 4, 1000)
     assert torch.equal(a.noise, b.noise) and a.caption == b.caption and torch.equal(a.index, b.index)
     c = draw_step(data, cfg, 8, 4, 1000)
@@ -93,12 +103,14 @@ def test_training_changes_only_kv_and_adapter_and_is_repeatable(uninterrupted, d
     from facepaint.models import tiny_components
 
     info = json.loads((uninterrupted / "data/model/facepaint.json").read_text())
-    assert info["steps"] == 24 and info["model"]["source"] == "tiny" and info["adapter_scale"] == 0.3
-    assert info["masks"]["sigma"] == 1.0 and info["resolution"] == 64  # what the editor must reproduce
+    c = info["conditions"]  # what the editor must reproduce: from params.yaml and the data's lineage
+    assert info["steps"] == 24 and c["model"]["source"] == "tiny" and c["adapter_scale"] == 0.3
+    assert c["sigma"] == SIGMA and c["resolution"] == 64 and c["latent_factor"] == 8
+    assert c["parts"] == list(config("masks", MaskConfig).parts) and c["mask_backend"] == "annotations"
     from facepaint.edit import FaceEditor
 
     editor = FaceEditor.from_artifact(uninterrupted / "data/model", device="cpu")
-    assert editor.sigma == 1.0 and editor.resolution == 64 and editor.artifact_version == info["version"]
+    assert editor.sigma == SIGMA and editor.conditions.resolution == 64 and editor.artifact.version == info["version"]
     w = _weights(uninterrupted)
     base = dict(tiny_components(seed=0, parts=("unet",)).unet.named_parameters())
     kv = {k: v for k, v in w.items() if not k.startswith("adapter.")}
@@ -117,7 +129,7 @@ def test_training_changes_only_kv_and_adapter_and_is_repeatable(uninterrupted, d
     torch.set_num_threads(1)  # as the subprocess (OMP_NUM_THREADS=1): CPU reductions depend on it
     try:
         params = yaml.safe_load(Path("params.yaml").read_text())
-        stage.run(ModelConfig(**params["model"]), TrainConfig(**params["train"]), progress=False)
+        stage.run(MODEL, config("train", TrainConfig, **params["train"]), params["masks"]["sigma"], progress=False)
     finally:
         torch.set_num_threads(threads)
         os.chdir(REPO)
@@ -155,9 +167,9 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(demo_project, tmp_path)
     _write_params(demo_project, tmp_path)
     os.chdir(tmp_path)
     try:
-        stage.run(ModelConfig(), TrainConfig(**{**TRAIN, "max_steps": 8}), progress=False, stop_after=4)
+        stage.run(MODEL, tcfg(max_steps=8), SIGMA, progress=False, stop_after=4)
         assert (tmp_path / "data/checkpoints/step-00000004").is_dir()
-        stage.run(ModelConfig(), TrainConfig(**{**TRAIN, "max_steps": 8, "lr_kv": 1e-3}), progress=False, stop_after=2)
+        stage.run(MODEL, tcfg(max_steps=8, lr_kv=1e-3), SIGMA, progress=False, stop_after=2)
         assert sorted(p.name for p in (tmp_path / "data/checkpoints").glob("step-*")) == ["step-00000002"]
     finally:
         os.chdir(REPO)
@@ -179,11 +191,17 @@ def test_two_process_ddp_matches_one_process(uninterrupted, demo_project, tmp_pa
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
+def raw(**changes) -> dict:
+    return {**asdict(tcfg()), **changes}
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="mixed_precision"):
-        TrainConfig(mixed_precision="fp8")
+        TrainConfig(**raw(mixed_precision="fp8"))
     with pytest.raises(ValueError, match="batch_size"):
-        TrainConfig(batch_size=0)
+        TrainConfig(**raw(batch_size=0))
+    with pytest.raises(TypeError):
+        TrainConfig()  # no hidden defaults: every setting comes from params.yaml
 
 
 def test_gradient_checkpointing_gives_the_same_training(demo_project, tmp_path):
@@ -194,9 +212,10 @@ def test_gradient_checkpointing_gives_the_same_training(demo_project, tmp_path):
     data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
     out = {}
     for gc in (False, True):
-        comps = load_components(ModelConfig(), parts=("unet", "text_encoder", "tokenizer", "scheduler"))
-        cfg = TrainConfig(**{**TRAIN, "max_steps": 3, "gradient_checkpointing": gc})
-        res = train(comps, ModelConfig(), data, cfg, tmp_path / f"m{gc}", tmp_path / f"c{gc}", progress=False)
+        comps = load_components(MODEL, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
+        cfg = tcfg(max_steps=3, gradient_checkpointing=gc)
+        res = train(comps, data, cfg, conditions(MODEL, data, cfg, SIGMA), tmp_path / f"m{gc}", tmp_path / f"c{gc}",
+                    progress=False)
         out[gc] = res.artifact.kv
     assert all(torch.allclose(out[False][k], out[True][k], atol=1e-6) for k in out[False])
 
@@ -209,8 +228,8 @@ def _one_step_loss(demo_project, amp=None, **knobs):
     from facepaint.train import Batches, build_model, step_loss
 
     data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
-    cfg = TrainConfig(**{**TRAIN, **knobs})
-    comps = load_components(ModelConfig(), parts=("unet", "text_encoder", "tokenizer", "scheduler"))
+    cfg = tcfg(**knobs)
+    comps = load_components(MODEL, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler.from_config(comps.scheduler.config)
@@ -263,9 +282,9 @@ def test_batches_flip_the_mask_with_the_latents_and_tokenise_once(demo_project):
     from facepaint.train import Batches
 
     data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
-    tok = load_components(ModelConfig(), parts=("tokenizer",)).tokenizer
+    tok = load_components(MODEL, parts=("tokenizer",)).tokenizer
     batches = Batches(data, tok, "cpu")
-    cfg = TrainConfig(batch_size=4, flip_p=0.5)
+    cfg = tcfg(flip_p=0.5)
     d = next(d for s in range(50) if (d := draw_step(data, cfg, s, 4, 1000)).flip.any() and not d.flip.all())
     b = batches(d)
     for j, (i, f) in enumerate(zip(d.index.tolist(), d.flip.tolist())):
@@ -281,15 +300,15 @@ def test_batches_flip_the_mask_with_the_latents_and_tokenise_once(demo_project):
 
 def test_speed_knobs_are_validated_and_do_not_change_the_fingerprint():
     with pytest.raises(ValueError, match="train.attention"):
-        TrainConfig(attention="flash")
+        TrainConfig(**raw(attention="flash"))
     with pytest.raises(ValueError, match="train.compile"):
-        TrainConfig(compile="fast")
-    assert TrainConfig(compile=True).compile == "default" and TrainConfig().compile == "off"
-    base = TrainConfig().fingerprint_fields()
-    fast = TrainConfig(compile="max-autotune", attention="classic", channels_last=True, half_frozen=False,
-                       fused_adamw=False, cache_on_device=False, gradient_checkpointing=True).fingerprint_fields()
+        TrainConfig(**raw(compile="fast"))
+    assert tcfg(compile=True).compile == "default" and tcfg(compile=False).compile == "off"
+    base = tcfg().fingerprint_fields()
+    fast = tcfg(compile="max-autotune", attention="classic", channels_last=True, half_frozen=False,
+                fused_adamw=False, cache_on_device=False, gradient_checkpointing=True).fingerprint_fields()
     assert base == fast
-    assert TrainConfig(lr_kv=1e-3).fingerprint_fields() != base
+    assert tcfg(lr_kv=1e-3).fingerprint_fields() != base
 
 
 @pytest.mark.slow
@@ -302,9 +321,10 @@ def test_compiled_training_matches_eager(demo_project, tmp_path):
     data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
     out = {}
     for mode in ("off", "default"):
-        comps = load_components(ModelConfig(), parts=("unet", "text_encoder", "tokenizer", "scheduler"))
-        cfg = TrainConfig(**{**TRAIN, "max_steps": 3, "compile": mode})
-        res = train(comps, ModelConfig(), data, cfg, tmp_path / mode, tmp_path / f"c{mode}", progress=False)
+        comps = load_components(MODEL, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
+        cfg = tcfg(max_steps=3, compile=mode)
+        res = train(comps, data, cfg, conditions(MODEL, data, cfg, SIGMA), tmp_path / mode, tmp_path / f"c{mode}",
+                    progress=False)
         out[mode] = (res.artifact.kv, res.history[-1]["loss"])
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # something was compiled
     kv_eager, kv_compiled = out["off"][0], out["default"][0]

@@ -1,10 +1,10 @@
-"""The MLflow pyfunc model of a facepaint artifact (logged by `facepaint.tracking.log_pyfunc` as
+"""The MLflow pyfunc model of a facepaint artifact (logged by `tracking.registry.log_pyfunc` as
 "models from code": MLflow stores this file, not a pickle).
 
     model = mlflow.pyfunc.load_model("models:/facepaint@champion")
     out = model.predict(pd.DataFrame({"image": [jpeg_or_png_bytes], "prompt": ["a smiling man"],
                                       "mask": [mask_png_bytes_or_None]}),
-                        params={"steps": 50, "guidance_scale": 7.5, "seed": 0})
+                        params={"steps": 50, "guidance_scale": 7.5, "seed": 0})   # facepaint.edit.EditOptions
     out["image"][0]        # PNG bytes of the edited photo, with its provenance in a text chunk
 
 Without a mask BiSeNet finds the face (its weights must be available, see facepaint.masks).
@@ -15,8 +15,6 @@ import io
 
 import mlflow
 import pandas as pd
-
-DEFAULTS = {"steps": 50, "guidance_scale": 7.5, "seed": 0, "strength": 1.0, "blend": True}
 
 
 class FacepaintModel(mlflow.pyfunc.PythonModel):
@@ -32,16 +30,18 @@ class FacepaintModel(mlflow.pyfunc.PythonModel):
         from PIL import Image
         from PIL.PngImagePlugin import PngInfo
 
-        opts = {**DEFAULTS, **(params or {})}
+        from facepaint.edit import DEFAULTS, EditOptions
+
+        known = EditOptions.__dataclass_fields__
+        # MLflow fills every signature param with its default (EditOptions'); cast to the fields' types
+        opts = {k: type(getattr(DEFAULTS, k))(v) for k, v in (params or {}).items() if k in known}
         images, provenance = [], []
         masks = model_input["mask"] if "mask" in model_input else [None] * len(model_input)
         for image, prompt, mask in zip(model_input["image"], model_input["prompt"], masks):
             m = None
             if mask is not None and not (isinstance(mask, float) and np.isnan(mask)):
                 m = np.asarray(Image.open(io.BytesIO(mask)).convert("L"), dtype=np.float32) / 255.0
-            result = self.editor.edit(bytes(image), str(prompt), mask=m, steps=int(opts["steps"]),
-                                      guidance_scale=float(opts["guidance_scale"]), seed=int(opts["seed"]),
-                                      strength=float(opts["strength"]), blend=bool(opts["blend"]))
+            result = self.editor.edit(bytes(image), str(prompt), mask=m, **opts)
             info = PngInfo()
             info.add_text("facepaint", json.dumps(result.provenance))
             buf = io.BytesIO()

@@ -1,0 +1,1 @@
+"""Tools around the method: the demo dataset generator."""

@@ -1,0 +1,173 @@
+"""The pyfunc model, the model registry and its promotion gate.
+
+The pyfunc model is logged "from code" (`pyfunc_model.py`: MLflow stores that file, not a pickle) with
+the artifact directory as its MLflow artifact; the `register` stage logs it once per artifact version.
+
+Registry gate. Every evaluated model becomes a version of the registered model with alias
+`challenger`. `gate` compares its evaluation metrics with the current `champion`'s (FID must not
+rise, background PSNR must not drop, PickScore must not drop by more than a margin: params `register`);
+when it passes, the version becomes `champion`. The decision and its reasons are recorded as tags
+on the version. A metric that is unavailable for either model cannot be compared; that rule is
+recorded as not checked rather than passed or failed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tracking.runs import ARTIFACT_TAG, EXPERIMENT, MODEL_URI_TAG, _mlflow, code_and_data_versions, find_run
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+# ---------------------------------------------------------------------------------- pyfunc model
+
+def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
+    """The artifact directory as an MLflow pyfunc model (models-from-code: no pickled objects), in the
+    active run. Its params are `facepaint.edit.EditOptions` with their defaults."""
+    from dataclasses import asdict
+
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from facepaint.edit import DEFAULTS
+
+    mlflow = _mlflow()
+    example = pd.DataFrame({"image": [_example_png()], "prompt": ["a photo of a smiling woman with blond hair"],
+                            "mask": [_example_png(mask=True)]})
+    signature = infer_signature(example, pd.DataFrame({"image": [b"png bytes"], "provenance": ["{}"]}),
+                                params=asdict(DEFAULTS))
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+        artifacts={"artifact": str(artifact_dir)}, signature=signature, input_example=example,
+    )
+    return info.model_uri
+
+
+def _example_png(mask: bool = False) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    face = ((yy - 32) ** 2 + (xx - 32) ** 2) < 18 ** 2
+    arr = (face * 255).astype(np.uint8) if mask else np.stack([face * 200 + 30, yy * 3, xx * 3], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def resolve_model(ref: str) -> str:
+    """A `models:/name@alias` (or any MLflow model URI) -> the local artifact directory inside it."""
+    mlflow = _mlflow()
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+    found = [p.parent for p in local.rglob("facepaint.json")]
+    if not found:
+        raise FileNotFoundError(f"{ref} holds no facepaint artifact (no facepaint.json under {local})")
+    return str(found[0])
+
+
+# --------------------------------------------------------------------------------------- registry
+
+@dataclass
+class Gate:
+    """Promotion rules: the challenger's metrics against the champion's (params `register.gate`)."""
+
+    method: str  # whose metrics in metrics.json are compared
+    fid_max_increase: float
+    psnr_max_drop: float  # dB, background PSNR
+    pickscore_max_drop: float
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def _number(v):
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    if v == "inf":
+        return math.inf
+    return None  # "unavailable", missing
+
+
+def gate(challenger: dict, champion: dict | None, rules: Gate) -> Decision:
+    """Whether `challenger` (the evaluated method's metrics) may replace `champion` (None: no champion yet)."""
+    if champion is None:
+        return Decision(True, ["no champion yet"])
+    checks = (("fid", "FID", lambda c, o: c <= o + rules.fid_max_increase, f"may rise by {rules.fid_max_increase}"),
+              ("psnr_bg", "background PSNR", lambda c, o: c >= o - rules.psnr_max_drop, f"may drop by {rules.psnr_max_drop} dB"),
+              ("pickscore", "PickScore", lambda c, o: c >= o - rules.pickscore_max_drop, f"may drop by {rules.pickscore_max_drop}"))
+    ok, reasons, compared = True, [], 0
+    for key, label, passes, allowance in checks:
+        c, o = _number(challenger.get(key)), _number(champion.get(key))
+        if c is None or o is None:
+            reasons.append(f"{label} not checked (unavailable)")
+            continue
+        compared += 1
+        good = passes(c, o)
+        ok &= good
+        reasons.append(f"{label} {c:.4g} vs champion {o:.4g} ({'ok' if good else 'fails'}: {allowance})")
+    if compared == 0:
+        return Decision(False, reasons + ["no metric could be compared: the champion stays"])
+    return Decision(ok, reasons)
+
+
+def register(model_uri: str, metrics: dict, rules: Gate, name: str) -> dict:
+    """Register `model_uri` as a new version (alias challenger), apply the gate, promote to champion
+    when it passes; record the metrics, decision and reasons as version tags. Returns the outcome."""
+    mlflow = _mlflow()
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    version = mlflow.register_model(model_uri, name).version
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    try:
+        champ = client.get_model_version_by_alias(name, CHAMPION)
+        champion_metrics = json.loads(champ.tags.get("facepaint.metrics", "{}"))
+        champion_version = champ.version
+    except MlflowException:
+        champ, champion_metrics, champion_version = None, None, None
+    decision = gate(metrics, champion_metrics, rules)
+    client.set_model_version_tag(name, version, "facepaint.metrics", json.dumps(metrics))
+    client.set_model_version_tag(name, version, "facepaint.gate", "promoted" if decision.promote else "refused")
+    client.set_model_version_tag(name, version, "facepaint.gate_reason", decision.text)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return {"name": name, "version": int(version), "promoted": decision.promote, "reason": decision.text,
+            "previous_champion": None if champion_version is None else int(champion_version),
+            "champion": int(version) if decision.promote else (None if champion_version is None else int(champion_version))}
+
+
+def model_uri_of(artifact_version: str) -> str | None:
+    """The pyfunc model logged by the run of this artifact version, if tracking recorded one."""
+    run_id = find_run(artifact_version)
+    if run_id is None:
+        return None
+    return _mlflow().get_run(run_id).data.tags.get(MODEL_URI_TAG)
+
+
+def log_model(artifact_version: str, artifact_dir: str | os.PathLike) -> str:
+    """The pyfunc model of this artifact version, logged once into its pipeline run (opened when the
+    train stage ran without tracking): the URI recorded there, else a new log. Raises on store errors."""
+    uri = model_uri_of(artifact_version)
+    if uri is not None:
+        return uri
+    mlflow = _mlflow()
+    mlflow.set_experiment(EXPERIMENT)
+    run_id = find_run(artifact_version)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"facepaint {artifact_version}"):
+        mlflow.set_tags({**code_and_data_versions(), ARTIFACT_TAG: artifact_version})
+        uri = log_pyfunc(artifact_dir)
+        mlflow.set_tag(MODEL_URI_TAG, uri)
+    return uri

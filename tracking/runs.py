@@ -1,0 +1,164 @@
+"""MLflow run tracking: one run per pipeline run, never fatal.
+
+Store. `MLFLOW_TRACKING_URI` when set (a shared server), else an embedded, real one:
+`sqlite:///mlflow.db` in the project directory (the registry needs a database) with artifacts in
+`mlruns/`. `mlflow ui --backend-store-uri sqlite:///mlflow.db` shows it.
+
+One MLflow run per pipeline run. `train` opens a run and tags it with the artifact version it wrote;
+`evaluate` and `register` find that run by the tag and log into it, so params, per-step training
+metrics, evaluation metrics, plots, the logged model and the registered version sit in one run. Each
+run also carries the code and data versions: the git commit (and whether the tree was dirty) and the
+hashes of every stage in `dvc.lock`.
+
+Never fatal. Tracking is bookkeeping: if the store cannot be reached, the first failure is warned
+about once, every later call is skipped, and the stage still writes its own outputs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import warnings
+from pathlib import Path
+
+log = logging.getLogger("facepaint.tracking")
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "facepaint"
+ARTIFACT_TAG = "facepaint.artifact_version"
+MODEL_URI_TAG = "facepaint.model_uri"
+
+
+def enabled() -> bool:
+    """FACEPAINT_TRACKING=off turns tracking off (the unit tests do; a pipeline run tracks)."""
+    return os.environ.get("FACEPAINT_TRACKING", "on").lower() not in ("off", "0", "false", "no")
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _mlflow():
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+# ------------------------------------------------------------------------------------ versions
+
+def code_and_data_versions(root: str | os.PathLike = ".") -> dict[str, str]:
+    """git commit (+ dirty flag) and the md5 of every dep/out of every stage in dvc.lock, as tags."""
+    root = Path(root)
+    tags = {}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            tags["git.commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                   capture_output=True, text=True, timeout=10)
+            tags["git.dirty"] = str(bool(dirty.stdout.strip())).lower()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        import yaml
+
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage, entry in stages.items():
+            for kind in ("deps", "outs"):
+                for item in entry.get(kind, []):
+                    if "md5" in item:
+                        tags[f"dvc.{stage}.{kind}.{item['path']}"] = item["md5"]
+    return tags
+
+
+# --------------------------------------------------------------------------------------- tracker
+
+class Tracker:
+    """A safe handle on one MLflow run: every method is a no-op after the first failure (warned once)."""
+
+    def __init__(self):
+        self.run_id: str | None = None
+        self.disabled = not enabled()
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        if self.disabled:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # tracking must never fail a stage
+            self.disabled = True
+            warnings.warn(f"MLflow tracking at {tracking_uri()} failed ({what}: {type(e).__name__}: {str(e)[:200]}); "
+                          f"the stage goes on without tracking", stacklevel=3)
+            return None
+
+    def start(self, artifact_version: str | None = None, run_name: str | None = None, params: dict | None = None,
+              tags: dict | None = None) -> "Tracker":
+        """Open a new run, or resume the run tagged with `artifact_version` when there is one."""
+
+        def start():
+            mlflow = _mlflow()
+            mlflow.set_experiment(EXPERIMENT)
+            run_id = find_run(artifact_version) if artifact_version else None
+            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
+            self.run_id = run.info.run_id
+            all_tags = {**code_and_data_versions(), **(tags or {})}
+            if artifact_version:
+                all_tags[ARTIFACT_TAG] = artifact_version
+            mlflow.set_tags(all_tags)
+            if params:
+                mlflow.log_params(_flatten(params))
+
+        self._call("start run", start)
+        return self
+
+    def tag(self, tags: dict) -> None:
+        self._call("set tags", lambda: _mlflow().set_tags(tags))
+
+    def metrics(self, values: dict, step: int | None = None) -> None:
+        numeric = {k: float(v) for k, v in _flatten(values).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        self._call("log metrics", lambda: _mlflow().log_metrics(numeric, step=step))
+
+    def history(self, rows: list[dict], step_key: str = "step") -> None:
+        def log_all():
+            mlflow = _mlflow()
+            for row in rows:
+                mlflow.log_metrics({f"train.{k}": float(v) for k, v in row.items() if k != step_key},
+                                   step=int(row[step_key]))
+
+        self._call("log history", log_all)
+
+    def artifacts(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        fn = _mlflow().log_artifacts if path.is_dir() else _mlflow().log_artifact
+        self._call(f"log {path}", lambda: fn(str(path), artifact_path))
+
+    def end(self) -> None:
+        if self.run_id and not self.disabled:
+            self._call("end run", lambda: _mlflow().end_run())
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v if not isinstance(v, (list, tuple)) else json.dumps(v)
+    return out
+
+
+def find_run(artifact_version: str) -> str | None:
+    """The newest run tagged with this artifact version, if any."""
+    mlflow = _mlflow()
+    exp = mlflow.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return None
+    runs = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`{ARTIFACT_TAG}` = '{artifact_version}'",
+                              order_by=["start_time DESC"], max_results=1, output_format="list")
+    return runs[0].info.run_id if runs else None

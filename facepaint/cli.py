@@ -133,11 +133,11 @@ def resolve(model) -> str:
         return str(model)
     try:
         from tracking.registry import resolve_model
+
+        return resolve_model(str(model))
     except ImportError as e:
         raise ValueError(f"--model {model} is an MLflow model URI, but MLflow cannot be imported ({e}); "
                          f"install the project with its dependencies, or pass an artifact directory") from e
-    try:
-        return resolve_model(str(model))
     except Exception as e:  # MlflowException (no such model or alias), an unreachable store, no artifact inside
         raise ValueError(f"--model {model}: {type(e).__name__}: {e}") from e
 

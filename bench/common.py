@@ -1,6 +1,7 @@
 """What the three benchmarks share: their settings (params.yaml with a profile's overrides, and the
 model architecture they build with random weights), the device's name and dense bf16 peak (for MFU),
 the library versions, and writing the result json."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,14 @@ PAPER = "paper"  # profiles/paper.yaml: the full-size paper configuration
 
 # ---------------------------------------------------------------------------------------- settings
 
+
 def add_profile_argument(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--profile", default=None,
-                    help="profiles/<name>.yaml applied over params.yaml, or `none` for params.yaml's own (demo) "
-                         f"values; default: {PAPER} on CUDA, none on the CPU")
+    ap.add_argument(
+        "--profile",
+        default=None,
+        help="profiles/<name>.yaml applied over params.yaml, or `none` for params.yaml's own (demo) "
+        f"values; default: {PAPER} on CUDA, none on the CPU",
+    )
 
 
 def bench_params(profile: str | None, device: torch.device) -> tuple[dict, str | None]:
@@ -61,9 +66,22 @@ def random_components(cfg: ModelConfig, parts) -> Components:
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets; the first match
 # of the device name wins (so "H100 PCIe" before "H100").
-PEAK_BF16_TFLOPS = [("H200", 989.4), ("GH200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
-                    ("H800", 989.4), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.1), ("RTX A6000", 154.8),
-                    ("A6000", 154.8), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0)]
+PEAK_BF16_TFLOPS = [
+    ("H200", 989.4),
+    ("GH200", 989.4),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("H800", 989.4),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.1),
+    ("RTX A6000", 154.8),
+    ("A6000", 154.8),
+    ("L4", 121.0),
+    ("A10G", 70.0),
+    ("A10", 125.0),
+]
 
 
 def peak_tflops(device_name: str, override: float | None = None) -> float | None:
@@ -97,8 +115,14 @@ def versions() -> dict:
     import numpy
     import transformers
 
-    v = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-         "accelerate": accelerate.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+    v = {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         v.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return v
@@ -106,7 +130,9 @@ def versions() -> dict:
 
 def write_result(result: dict, name: str, device: torch.device, out: str | None = None) -> Path:
     """Write `result` to `out`, default bench/results/<name>-<cpu|cuda>.json, and say where."""
-    path = Path(out) if out else REPO / "bench" / "results" / f"{name}-{'cuda' if device.type == 'cuda' else 'cpu'}.json"
+    path = (
+        Path(out) if out else REPO / "bench" / "results" / f"{name}-{'cuda' if device.type == 'cuda' else 'cpu'}.json"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"written {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")

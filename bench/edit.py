@@ -56,6 +56,7 @@ Targets (issue 6, GPU, full-size model at 512 px): <= 0.6 s per edit at 50 steps
 <= 4 GiB peak memory at batch 1; the table's `target` column says pass/fail only then.
 Prints a table and writes bench/results/edit-<device>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -110,6 +111,7 @@ PROMPT = "a smiling woman with blond hair and eyeglasses"
 
 # ------------------------------------------------------------------------------------------- inputs
 
+
 def photo_like(resolution: int, seed: int) -> np.ndarray:
     """A random uint8 R x R x 3 image with photo-like statistics: smooth low-frequency colour fields plus grain."""
     rng = np.random.default_rng(seed)
@@ -126,6 +128,7 @@ def face_ellipse(resolution: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ variants
+
 
 def variants(gpu: bool, dtype: str | None, compile_unet: bool, ablate: bool) -> dict[str, Speed]:
     """{name: the editor's Speed}. `optimized` is Speed's defaults (`dtype` when given) plus `compile_unet`;
@@ -161,16 +164,19 @@ def bench_artifact(path: Path, comps: Components, adapter: FaceAdapter, conditio
     return load_artifact(path)
 
 
-def build_editor(comps: Components, adapter: FaceAdapter, artifact: Artifact, speed: Speed, device: torch.device,
-                 scheduler: str) -> FaceEditor:
+def build_editor(
+    comps: Components, adapter: FaceAdapter, artifact: Artifact, speed: Speed, device: torch.device, scheduler: str
+) -> FaceEditor:
     """FaceEditor on the shared components with the speed options `speed`, at the artifact's conditions."""
     c = artifact.conditions
-    inpainter = Inpainter(comps, adapter, c.adapter_scale, c.resolution, device=device, scheduler=scheduler,
-                          speed_options=speed)
+    inpainter = Inpainter(
+        comps, adapter, c.adapter_scale, c.resolution, device=device, scheduler=scheduler, speed_options=speed
+    )
     return FaceEditor(inpainter, artifact)
 
 
 # ------------------------------------------------------------------------------------- measurement
+
 
 class CpuPeak:
     """The process's peak resident set size while inside, sampled from /proc/self/statm (Linux)."""
@@ -247,6 +253,7 @@ def edit_batch(editor: FaceEditor, photos, masks, steps: int, options: dict):
 
 # -------------------------------------------------------------------------------------------- main
 
+
 def edit_flops(model: ModelConfig, resolution: int, latent_factor: int) -> dict[str, float]:
     """Model FLOPs of one edit's parts at `resolution`, counted on the meta device (no weights, no time):
     the UNet forward for a guided step (batch 2: unconditional + conditional), one VAE encode (the
@@ -259,9 +266,12 @@ def edit_flops(model: ModelConfig, resolution: int, latent_factor: int) -> dict[
         x, t, e = torch.empty(2, 9, lat, lat), torch.zeros(2, dtype=torch.long), torch.empty(2, n, d)
         img, z = torch.empty(1, 3, resolution, resolution), torch.empty(1, c.vae.config.latent_channels, lat, lat)
         ids = torch.zeros(1, n, dtype=torch.long)
-    return {"unet_guided_step": forward_flops(lambda: c.unet(x, t, encoder_hidden_states=e)),
-            "vae_encode": forward_flops(lambda: c.vae.encode(img)), "vae_decode": forward_flops(lambda: c.vae.decode(z)),
-            "text_encoder": forward_flops(lambda: c.text_encoder(ids))}
+    return {
+        "unet_guided_step": forward_flops(lambda: c.unet(x, t, encoder_hidden_states=e)),
+        "vae_encode": forward_flops(lambda: c.vae.encode(img)),
+        "vae_decode": forward_flops(lambda: c.vae.decode(z)),
+        "text_encoder": forward_flops(lambda: c.text_encoder(ids)),
+    }
 
 
 def flops_per_edit(f: dict, steps: int) -> float:
@@ -273,15 +283,30 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     add_profile_argument(ap)
     ap.add_argument("--resolution", type=int, default=None, help="px; default masks.resolution (512 paper, 128 demo)")
-    ap.add_argument("--steps", type=int, nargs="+", default=None,
-                    help="denoising step counts; default evaluate.steps and half of it (50 25 paper, 10 5 demo)")
-    ap.add_argument("--batch", type=int, default=None,
-                    help="the throughput batch (default 8; 2 for the full-size model on a CPU)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=None,
+        help="denoising step counts; default evaluate.steps and half of it (50 25 paper, 10 5 demo)",
+    )
+    ap.add_argument(
+        "--batch", type=int, default=None, help="the throughput batch (default 8; 2 for the full-size model on a CPU)"
+    )
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per row (default 5 CUDA, 3 CPU)")
-    ap.add_argument("--dtype", choices=("bf16", "fp16"), default=None,
-                    help=f"half precision of `optimized` on a GPU (default Speed's: {Speed().dtype})")
-    ap.add_argument("--compile", dest="compile_unet", action="store_true", default=None,
-                    help="torch.compile the UNet in `optimized` (default: on CUDA only)")
+    ap.add_argument(
+        "--dtype",
+        choices=("bf16", "fp16"),
+        default=None,
+        help=f"half precision of `optimized` on a GPU (default Speed's: {Speed().dtype})",
+    )
+    ap.add_argument(
+        "--compile",
+        dest="compile_unet",
+        action="store_true",
+        default=None,
+        help="torch.compile the UNet in `optimized` (default: on CUDA only)",
+    )
     ap.add_argument("--no-compile", dest="compile_unet", action="store_false")
     ap.add_argument("--variants", nargs="+", default=None, help="run only these variants (by name)")
     ap.add_argument("--ablate", action="store_true", help="also `optimized` minus each optimisation in turn")
@@ -298,11 +323,14 @@ def main() -> None:
     adapter_scale = section(params, "train", TrainConfig).adapter_scale
     full = full_size(model)
     if full and not gpu and args.steps is None:
-        ap.error("the full-size model on a CPU runs the 860M-parameter UNet and the 512 px VAE: a 1-step edit takes "
-                 "~40 s on 2 cores. Give small step counts, e.g. --steps 1 --batch 2 --repeats 1 --variants optimized")
+        ap.error(
+            "the full-size model on a CPU runs the 860M-parameter UNet and the 512 px VAE: a 1-step edit takes "
+            "~40 s on 2 cores. Give small step counts, e.g. --steps 1 --batch 2 --repeats 1 --variants optimized"
+        )
     if full and not gpu:
-        warnings.warn("full SD1.5 architecture on a CPU: each UNet forward takes seconds; this run takes minutes",
-                      stacklevel=1)
+        warnings.warn(
+            "full SD1.5 architecture on a CPU: each UNet forward takes seconds; this run takes minutes", stacklevel=1
+        )
     res = args.resolution or masks_cfg.resolution
     steps_list = args.steps or sorted({ev.steps, max(1, ev.steps // 2)}, reverse=True)
     batch = args.batch or (2 if full and not gpu else 8)
@@ -316,8 +344,11 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown variant(s) {sorted(unknown)}; choose from {list(all_variants)}")
     targets_apply = gpu and full and res == TARGET_RESOLUTION
-    config = "full: SD1.5 inpainting architecture (random weights)" if full else \
-        "scaled-down: tiny SD1.5-shaped model (random weights) -- NOT comparable with the targets"
+    config = (
+        "full: SD1.5 inpainting architecture (random weights)"
+        if full
+        else "scaled-down: tiny SD1.5-shaped model (random weights) -- NOT comparable with the targets"
+    )
 
     flops = edit_flops(model, res, masks_cfg.latent_factor)
     dev_name = device_name(device)
@@ -329,9 +360,15 @@ def main() -> None:
     comps = random_components(model, parts=("vae", "unet", "text_encoder", "tokenizer", "scheduler"))
     adapter = random_adapter(comps, model.seed)
     print(f"built {comps.name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    conditions = Conditions(model=model, resolution=res, adapter_scale=adapter_scale, parts=masks_cfg.parts,
-                            mask_backend=masks_cfg.backend, sigma=masks_cfg.sigma,
-                            latent_factor=masks_cfg.latent_factor)
+    conditions = Conditions(
+        model=model,
+        resolution=res,
+        adapter_scale=adapter_scale,
+        parts=masks_cfg.parts,
+        mask_backend=masks_cfg.backend,
+        sigma=masks_cfg.sigma,
+        latent_factor=masks_cfg.latent_factor,
+    )
     rows, notes, runtimes = [], [], {}
     tmp = tempfile.TemporaryDirectory(prefix="facepaint-bench-")
     artifact = bench_artifact(Path(tmp.name) / "artifact", comps, adapter, conditions)
@@ -341,19 +378,30 @@ def main() -> None:
         runtimes[name] = dict(editor.inpainter.runtime)
         for steps in steps_list:
             for b in (1, batch):
-                fn = partial(edit_one, editor, photo, mask, steps, options) if b == 1 else \
-                    partial(edit_batch, editor, photos, masks, steps, options)
+                fn = (
+                    partial(edit_one, editor, photo, mask, steps, options)
+                    if b == 1
+                    else partial(edit_batch, editor, photos, masks, steps, options)
+                )
                 t0 = time.perf_counter()
                 fn()  # warm-up (and compilation)
                 if gpu:
                     torch.cuda.synchronize(device)
                 warm = time.perf_counter() - t0
                 sec, peak, times = measure(fn, device, repeats)
-                row = {"variant": name, "steps": steps, "batch": b, "seconds_per_call": round(sec, 4),
-                       "seconds_per_image": round(sec / b, 4), "images_per_s": round(b / sec, 3),
-                       "peak_bytes": peak, "peak_gib": None if peak is None else round(peak / GIB, 3),
-                       "warmup_seconds": round(warm, 2), "times": [round(t, 4) for t in times],
-                       "tflops_per_s": round(flops_per_edit(flops, steps) * b / sec / 1e12, 4)}
+                row = {
+                    "variant": name,
+                    "steps": steps,
+                    "batch": b,
+                    "seconds_per_call": round(sec, 4),
+                    "seconds_per_image": round(sec / b, 4),
+                    "images_per_s": round(b / sec, 3),
+                    "peak_bytes": peak,
+                    "peak_gib": None if peak is None else round(peak / GIB, 3),
+                    "warmup_seconds": round(warm, 2),
+                    "times": [round(t, 4) for t in times],
+                    "tflops_per_s": round(flops_per_edit(flops, steps) * b / sec / 1e12, 4),
+                }
                 if peak_tf:
                     row["mfu"] = round(row["tflops_per_s"] / peak_tf, 4)
                 if targets_apply and b == 1:
@@ -362,8 +410,10 @@ def main() -> None:
                         ok = ok and sec <= TARGET_SECONDS
                     row["target_pass"] = bool(ok)
                 rows.append(row)
-                print(f"  {name:<24} steps {steps:>3} batch {b:>2}: {sec / b:8.3f} s/image "
-                      f"(warm-up {warm:.1f} s)", flush=True)
+                print(
+                    f"  {name:<24} steps {steps:>3} batch {b:>2}: {sec / b:8.3f} s/image (warm-up {warm:.1f} s)",
+                    flush=True,
+                )
         del editor, fn
         gc.collect()
         if speed.compile != "off":
@@ -373,48 +423,76 @@ def main() -> None:
     tmp.cleanup()  # the artifact is in memory (a finaliser removes the directory should a variant raise)
 
     mem_label = "peak GiB" if gpu else "RSS GiB"
-    print(f"\nedit speed on {dev_name}; profile {profile or 'none (params.yaml)'}; {config}; {res} px, "
-          f"{ev.scheduler.upper()}, guidance {ev.guidance_scale:g}, median of {repeats}")
-    header = (f"{'variant':<24} {'steps':>5} {'batch':>5} {'s/edit':>9} {'images/s':>9} {mem_label:>9} "
-              f"{'TFLOP/s':>8} {'MFU':>6}")
+    print(
+        f"\nedit speed on {dev_name}; profile {profile or 'none (params.yaml)'}; {config}; {res} px, "
+        f"{ev.scheduler.upper()}, guidance {ev.guidance_scale:g}, median of {repeats}"
+    )
+    header = (
+        f"{'variant':<24} {'steps':>5} {'batch':>5} {'s/edit':>9} {'images/s':>9} {mem_label:>9} "
+        f"{'TFLOP/s':>8} {'MFU':>6}"
+    )
     print(header + (f"  {'target':<6}" if targets_apply else ""))
     for r in rows:
         mem = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.3f}"
-        line = (f"{r['variant']:<24} {r['steps']:>5} {r['batch']:>5} {r['seconds_per_image']:>9.3f} "
-                f"{r['images_per_s']:>9.2f} {mem:>9} {r['tflops_per_s']:>8.3g} "
-                f"{format(100 * r['mfu'], '.1f') + '%' if 'mfu' in r else 'n/a':>6}")
+        line = (
+            f"{r['variant']:<24} {r['steps']:>5} {r['batch']:>5} {r['seconds_per_image']:>9.3f} "
+            f"{r['images_per_s']:>9.2f} {mem:>9} {r['tflops_per_s']:>8.3g} "
+            f"{format(100 * r['mfu'], '.1f') + '%' if 'mfu' in r else 'n/a':>6}"
+        )
         if "target_pass" in r:
             line += f"  {'pass' if r['target_pass'] else 'FAIL'}"
         print(line)
-    print(f"model FLOPs per edit ({res} px): " + ", ".join(
-        f"{n} steps {flops_per_edit(flops, n) / 1e12:.3g} TFLOP" for n in steps_list)
+    print(
+        f"model FLOPs per edit ({res} px): "
+        + ", ".join(f"{n} steps {flops_per_edit(flops, n) / 1e12:.3g} TFLOP" for n in steps_list)
         + f" (UNet {flops['unet_guided_step'] / 1e9:.1f} GFLOP per guided step, VAE encode "
-          f"{flops['vae_encode'] / 1e9:.1f} G + decode {flops['vae_decode'] / 1e9:.1f} G, text encoder 2 x "
-          f"{flops['text_encoder'] / 1e9:.1f} G)" + (f"; MFU against {peak_tf:g} TFLOP/s dense bf16" if peak_tf else ""))
+        f"{flops['vae_encode'] / 1e9:.1f} G + decode {flops['vae_decode'] / 1e9:.1f} G, text encoder 2 x "
+        f"{flops['text_encoder'] / 1e9:.1f} G)" + (f"; MFU against {peak_tf:g} TFLOP/s dense bf16" if peak_tf else "")
+    )
     if targets_apply:
-        print(f"targets (batch 1): <= {TARGET_SECONDS} s per edit at {TARGET_STEPS} steps, <= {TARGET_PEAK_GIB} GiB "
-              f"peak")
+        print(
+            f"targets (batch 1): <= {TARGET_SECONDS} s per edit at {TARGET_STEPS} steps, <= {TARGET_PEAK_GIB} GiB peak"
+        )
     else:
         notes.append(f"targets not evaluated: they apply to the full-size model at {TARGET_RESOLUTION} px on a GPU")
-        print(f"(targets -- <= {TARGET_SECONDS} s/edit at {TARGET_STEPS} steps, <= {TARGET_PEAK_GIB} GiB peak -- "
-              f"apply only to the full-size model at {TARGET_RESOLUTION} px on a GPU)")
+        print(
+            f"(targets -- <= {TARGET_SECONDS} s/edit at {TARGET_STEPS} steps, <= {TARGET_PEAK_GIB} GiB peak -- "
+            f"apply only to the full-size model at {TARGET_RESOLUTION} px on a GPU)"
+        )
     if not gpu:
         notes.append("CPU memory is the process's peak resident set during the timed calls (weights included)")
 
     result = {
-        "device": dev_name, "device_type": device.type, "versions": versions(),
+        "device": dev_name,
+        "device_type": device.type,
+        "versions": versions(),
         "settings": {
-            "profile": profile, "config": "full" if full else "scaled-down", "model": dataclasses.asdict(model),
-            "resolution": res, "steps": steps_list, "batch": batch, "repeats": repeats, "scheduler": ev.scheduler,
-            **options, "conditions": conditions.as_dict(), "prompt": PROMPT, "seed": args.seed,
+            "profile": profile,
+            "config": "full" if full else "scaled-down",
+            "model": dataclasses.asdict(model),
+            "resolution": res,
+            "steps": steps_list,
+            "batch": batch,
+            "repeats": repeats,
+            "scheduler": ev.scheduler,
+            **options,
+            "conditions": conditions.as_dict(),
+            "prompt": PROMPT,
+            "seed": args.seed,
             "threads": torch.get_num_threads(),
             "variants": {k: {"speed": dataclasses.asdict(all_variants[k]), "runtime": runtimes[k]} for k in chosen},
         },
-        "flops": {**flops, "per_edit": {n: flops_per_edit(flops, n) for n in steps_list},
-                  "counted": "FlopCounterMode, meta device"},
+        "flops": {
+            **flops,
+            "per_edit": {n: flops_per_edit(flops, n) for n in steps_list},
+            "counted": "FlopCounterMode, meta device",
+        },
         "peak_bf16_tflops": peak_tf,
-        "targets": {"seconds_per_edit_50_steps": TARGET_SECONDS, "peak_gib_batch1": TARGET_PEAK_GIB,
-                    "evaluated": targets_apply},
+        "targets": {
+            "seconds_per_edit_50_steps": TARGET_SECONDS,
+            "peak_gib_batch1": TARGET_PEAK_GIB,
+            "evaluated": targets_apply,
+        },
         "notes": notes,
         "results": rows,
     }

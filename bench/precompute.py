@@ -30,6 +30,7 @@ flips x image and masked image). Model FLOPs per item are counted on the meta de
 Targets (issue 6, H100, 512 px): >= 100 latents/s and >= 200 BiSeNet masks/s.
 Prints a table and writes bench/results/precompute-<device>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,8 +100,9 @@ def dataset(data: str | None, n: int, params: dict, tmp: Path) -> tuple[Path, li
         from tools.demo import DemoConfig, generate
 
         root = tmp / "demo"
-        generate(root, section(params, "demo", DemoConfig, n_images=n, size=DEMO_SIZE, mask_size=DEMO_SIZE),
-                 progress=False)
+        generate(
+            root, section(params, "demo", DemoConfig, n_images=n, size=DEMO_SIZE, mask_size=DEMO_SIZE), progress=False
+        )
     else:
         root = Path(data) if data else FIXTURE
     attrs = celebamask.read_attributes(root / celebamask.ATTRIBUTE_FILE)
@@ -110,8 +112,9 @@ def dataset(data: str | None, n: int, params: dict, tmp: Path) -> tuple[Path, li
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", help="CelebAMask-HQ root, or `demo` to generate one (default: the ../shared fixture, "
-                                   "else generated)")
+    ap.add_argument(
+        "--data", help="CelebAMask-HQ root, or `demo` to generate one (default: the ../shared fixture, else generated)"
+    )
     ap.add_argument("--device", default="auto")
     add_profile_argument(ap)
     ap.add_argument("--n", type=int, default=None, help="images per measurement (default 512 GPU, 64 CPU)")
@@ -152,9 +155,13 @@ def main() -> None:
             bcfg = replace(mcfg, backend="bisenet", bisenet_weights=str(weights), half=half, channels_last=cl)
             parser = BiSeNetParser(weights, str(device), half=half, channels_last=cl)
             compute_masks(root, ids[: bcfg.batch_size], bcfg, progress=False, parser=parser)
-            _, t = timed(lambda bcfg=bcfg, parser=parser: compute_masks(root, ids[:nb], bcfg, progress=False,
-                                                                        parser=parser), device)
-            label = "bisenet " + ("fp16" if parser.dtype == torch.float16 else "fp32") + (" channels_last" if cl else "")
+            _, t = timed(
+                lambda bcfg=bcfg, parser=parser: compute_masks(root, ids[:nb], bcfg, progress=False, parser=parser),
+                device,
+            )
+            label = (
+                "bisenet " + ("fp16" if parser.dtype == torch.float16 else "fp32") + (" channels_last" if cl else "")
+            )
             configured = not gpu or (half, cl) == (mcfg.half, mcfg.channels_last)
             rows.append(("masks/s", label, res, nb, nb / t, configured, flops["bisenet_mask"]))
             del parser
@@ -169,10 +176,15 @@ def main() -> None:
             encode = None if source == "tiny" else flops_here["vae_encode"]
             nl = len(table) if (gpu or source == "tiny") else min(len(table), 2)  # full VAE: ~6 s/image on CPU
             run_cfg = replace(lcfg, precision=precision, channels_last=cl)
-            compute_latents(root, table.iloc[: min(run_cfg.batch_size, nl)], vae, tmp / "warm", run_cfg, res,
-                            progress=False)
-            _, t = timed(lambda run_cfg=run_cfg, vae=vae, nl=nl: compute_latents(
-                root, table.iloc[:nl], vae, tmp / "lat", run_cfg, res, progress=False), device)
+            compute_latents(
+                root, table.iloc[: min(run_cfg.batch_size, nl)], vae, tmp / "warm", run_cfg, res, progress=False
+            )
+            _, t = timed(
+                lambda run_cfg=run_cfg, vae=vae, nl=nl: compute_latents(
+                    root, table.iloc[:nl], vae, tmp / "lat", run_cfg, res, progress=False
+                ),
+                device,
+            )
             label = name + (f" {precision}" + (" channels_last" if cl else "") if gpu else "")
             configured = not gpu or (precision, cl) == (lcfg.precision, lcfg.channels_last)
             rows.append(("latents/s", label, res, nl, nl / t, configured, encode and 4 * encode))
@@ -180,26 +192,49 @@ def main() -> None:
             del vae
 
     dev_name = device_name(device)
-    print(f"\nprecompute throughput on {dev_name}, profile {profile or 'none (params.yaml)'}, data: {root}, "
-          f"batch {mcfg.batch_size} masks / {lcfg.batch_size} latents, workers {mcfg.workers} / {lcfg.workers}")
+    print(
+        f"\nprecompute throughput on {dev_name}, profile {profile or 'none (params.yaml)'}, data: {root}, "
+        f"batch {mcfg.batch_size} masks / {lcfg.batch_size} latents, workers {mcfg.workers} / {lcfg.workers}"
+    )
     print(f"{'metric':<14} {'back-end / model':<34} {'px':>5} {'n':>5} {'per s':>9} {'TFLOP/s':>8} {'profile':>7}")
     table_rows = []
     for metric, what, px, count, rate, configured, per_item in rows:
         tf = None if per_item is None else per_item * rate / 1e12  # model FLOPs only for the full-size models
-        table_rows.append({"metric": metric, "what": what, "px": px, "n": count, "per_s": round(rate, 3),
-                           "tflops_per_s": None if tf is None else round(tf, 3), "profile_settings": configured})
-        print(f"{metric:<14} {what:<34} {px:>5} {count:>5} {rate:>9.2f} {'-' if tf is None else format(tf, '.2f'):>8} "
-              f"{'yes' if configured else '':>7}")
-    print(f"model FLOPs at {TARGET_PX} px: BiSeNet {flops['bisenet_mask'] / 1e9:.1f} GFLOP per mask; VAE encoder "
-          f"{flops['vae_encode'] / 1e12:.3f} TFLOP per encode, {flops['latent_image'] / 1e12:.3f} TFLOP per cached "
-          f"image (x4); targets (H100, {TARGET_PX} px): >= {TARGET_LATENTS} latents/s "
-          f"(= {TARGET_LATENTS * flops['latent_image'] / 1e12:.0f} TFLOP/s), >= {TARGET_MASKS} BiSeNet masks/s")
+        table_rows.append(
+            {
+                "metric": metric,
+                "what": what,
+                "px": px,
+                "n": count,
+                "per_s": round(rate, 3),
+                "tflops_per_s": None if tf is None else round(tf, 3),
+                "profile_settings": configured,
+            }
+        )
+        print(
+            f"{metric:<14} {what:<34} {px:>5} {count:>5} {rate:>9.2f} {'-' if tf is None else format(tf, '.2f'):>8} "
+            f"{'yes' if configured else '':>7}"
+        )
+    print(
+        f"model FLOPs at {TARGET_PX} px: BiSeNet {flops['bisenet_mask'] / 1e9:.1f} GFLOP per mask; VAE encoder "
+        f"{flops['vae_encode'] / 1e12:.3f} TFLOP per encode, {flops['latent_image'] / 1e12:.3f} TFLOP per cached "
+        f"image (x4); targets (H100, {TARGET_PX} px): >= {TARGET_LATENTS} latents/s "
+        f"(= {TARGET_LATENTS * flops['latent_image'] / 1e12:.0f} TFLOP/s), >= {TARGET_MASKS} BiSeNet masks/s"
+    )
     result = {
-        "device": dev_name, "versions": versions(), "profile": profile,
-        "data": str(root), "resolution": res, "masks": {k: getattr(mcfg, k) for k in MaskConfig.SPEED_KNOBS},
+        "device": dev_name,
+        "versions": versions(),
+        "profile": profile,
+        "data": str(root),
+        "resolution": res,
+        "masks": {k: getattr(mcfg, k) for k in MaskConfig.SPEED_KNOBS},
         "latents": {k: getattr(lcfg, k) for k in LatentConfig.SPEED_KNOBS},
-        "flops_per_item_512px": flops, "targets": {"latents_per_s": TARGET_LATENTS, "bisenet_masks_per_s": TARGET_MASKS,
-                                                   "on": f"H100, {TARGET_PX} px"},
+        "flops_per_item_512px": flops,
+        "targets": {
+            "latents_per_s": TARGET_LATENTS,
+            "bisenet_masks_per_s": TARGET_MASKS,
+            "on": f"H100, {TARGET_PX} px",
+        },
         "results": table_rows,
     }
     write_result(result, "precompute", device, args.out)

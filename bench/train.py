@@ -54,6 +54,7 @@ Target (issue 6): >= 150 samples/s on an H100 in bf16, with the paper's config (
 batch and latent side of the `paper` profile); the pass column is shown only for that config on a GPU.
 Prints a table and writes bench/results/train-<device>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -101,8 +102,12 @@ from facepaint.train import (
 from stages.common import load_params, section
 
 TARGET_SAMPLES_PER_S = 150.0  # issue 6: H100, bf16, the paper's batch 16 and 512 px, full SD1.5 inpainting UNet
-CAPTIONS = ["a photo of a smiling woman with long blond hair", "a man with a beard and glasses",
-            "a young woman wearing red lipstick, looking at the camera", "an old man with grey hair, neutral face"]
+CAPTIONS = [
+    "a photo of a smiling woman with long blond hair",
+    "a man with a beard and glasses",
+    "a young woman wearing red lipstick, looking at the camera",
+    "an old man with grey hair, neutral face",
+]
 MODIFIERS = {
     "fp32": {"mixed_precision": "no"},
     "classic": {"attention": "classic"},
@@ -116,11 +121,31 @@ MODIFIERS = {
     "cudagraphs": {"compile": "reduce-overhead"},
 }
 # The naive setup, set explicitly so that it stays naive whatever the profile's speed knobs are.
-BASELINE = {"mixed_precision": "no", "attention": "classic", "fused_adamw": False, "cache_on_device": False,
-            "half_frozen": False, "channels_last": False, "gradient_checkpointing": False, "compile": "off"}
-VARIANTS = ["baseline", "default", "default+fp32", "default+classic", "default+fp32-frozen", "default+unfused-adamw",
-            "default+host-cache", "default+channels-last", "default+ckpt", "default+compile",
-            "default+channels-last+compile", "default+max-autotune", "default+cudagraphs"]
+BASELINE = {
+    "mixed_precision": "no",
+    "attention": "classic",
+    "fused_adamw": False,
+    "cache_on_device": False,
+    "half_frozen": False,
+    "channels_last": False,
+    "gradient_checkpointing": False,
+    "compile": "off",
+}
+VARIANTS = [
+    "baseline",
+    "default",
+    "default+fp32",
+    "default+classic",
+    "default+fp32-frozen",
+    "default+unfused-adamw",
+    "default+host-cache",
+    "default+channels-last",
+    "default+ckpt",
+    "default+compile",
+    "default+channels-last+compile",
+    "default+max-autotune",
+    "default+cudagraphs",
+]
 # A CPU trains in fp32 with the cache in host memory: precision, half_frozen, fused AdamW and the cache's
 # place change nothing there, and torch.compile's CPU code is not what training uses.
 CPU_VARIANTS = ["baseline", "default", "default+classic", "default+channels-last", "default+ckpt"]
@@ -132,8 +157,9 @@ def variant_config(name: str, params: dict, batch: int) -> TrainConfig:
     the benchmark's batch and the variant's speed knobs as overrides."""
     toks = name.split("+")
     if name != "baseline" and (toks[0] != "default" or any(t not in MODIFIERS for t in toks[1:])):
-        raise SystemExit(f"unknown variant {name!r}: `baseline`, or `default` followed by +modifiers from "
-                         f"{sorted(MODIFIERS)}")
+        raise SystemExit(
+            f"unknown variant {name!r}: `baseline`, or `default` followed by +modifiers from {sorted(MODIFIERS)}"
+        )
     knobs = dict(BASELINE) if name == "baseline" else {}
     for t in toks[1:]:
         knobs.update(MODIFIERS[t])
@@ -151,6 +177,7 @@ def sync(device):
 
 
 # ------------------------------------------------------------------------------------------ FLOPs
+
 
 def count_flops(model: ModelConfig, latent: int, cfg: TrainConfig) -> dict[str, float]:
     """Model FLOPs of one training sample (batch 1) on the meta device: text encoder forward,
@@ -181,6 +208,7 @@ def count_flops(model: ModelConfig, latent: int, cfg: TrainConfig) -> dict[str, 
 
 # ---------------------------------------------------------------------------------------- one step
 
+
 def synthetic_cache(n: int, latent: int, masks: MaskConfig, seed: int) -> TrainData:
     """A TrainData with random cached latents, the layout TrainData.load gives (its masks' settings
     those of the params' `masks` section, at the benchmark's resolution)."""
@@ -191,8 +219,12 @@ def synthetic_cache(n: int, latent: int, masks: MaskConfig, seed: int) -> TrainD
     beta = mask.float().mean((1, 2, 3))
     caps = [[CAPTIONS[(i + j) % len(CAPTIONS)] for j in range(3)] for i in range(n)]
     resolution = latent * masks.latent_factor
-    meta = {"backend": masks.backend, "parts": list(masks.parts), "resolution": resolution,
-            "latent_factor": masks.latent_factor}
+    meta = {
+        "backend": masks.backend,
+        "parts": list(masks.parts),
+        "resolution": resolution,
+        "latent_factor": masks.latent_factor,
+    }
     return TrainData(torch.arange(n), lat, masked, mask, beta, caps, resolution, "synthetic", meta)
 
 
@@ -203,8 +235,12 @@ class Step:
         from diffusers import DDPMScheduler
 
         self.cfg, self.data, self.dev = cfg, data, device
-        comps = Components(unet=copy.deepcopy(base.unet), text_encoder=base.text_encoder, tokenizer=base.tokenizer,
-                           scheduler=base.scheduler)
+        comps = Components(
+            unet=copy.deepcopy(base.unet),
+            text_encoder=base.text_encoder,
+            tokenizer=base.tokenizer,
+            scheduler=base.scheduler,
+        )
         self.noise_sched = DDPMScheduler.from_config(base.scheduler.config)
         # as train(): mixed precision on a GPU only
         self.amp = autocast_dtype(cfg.mixed_precision) if device.type == "cuda" else None
@@ -260,11 +296,18 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     add_profile_argument(ap)
     ap.add_argument("--batch", type=int, default=None, help="override of train.batch_size (the global batch)")
-    ap.add_argument("--latent", type=int, default=None,
-                    help="latent side; default masks.resolution / masks.latent_factor (64 paper, 16 demo)")
-    ap.add_argument("--variants", default=None,
-                    help=f"comma-separated: baseline, or default+modifiers from {','.join(MODIFIERS)}; "
-                         f"default on a GPU: {','.join(VARIANTS)}; on a CPU: {','.join(CPU_VARIANTS)}")
+    ap.add_argument(
+        "--latent",
+        type=int,
+        default=None,
+        help="latent side; default masks.resolution / masks.latent_factor (64 paper, 16 demo)",
+    )
+    ap.add_argument(
+        "--variants",
+        default=None,
+        help=f"comma-separated: baseline, or default+modifiers from {','.join(MODIFIERS)}; "
+        f"default on a GPU: {','.join(VARIANTS)}; on a CPU: {','.join(CPU_VARIANTS)}",
+    )
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3 GPU, 2 CPU)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 GPU, 5 CPU)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU")
@@ -280,12 +323,18 @@ def main() -> None:
     batch = cfg.batch_size
     latent = args.latent or latent_side(params)
     if full and not gpu:
-        print(f"warning: the full-size UNet on a CPU: one step at batch {batch} takes minutes; consider --batch 1 "
-              "--steps 1 --warmup 1 --variants default", file=sys.stderr)
+        print(
+            f"warning: the full-size UNet on a CPU: one step at batch {batch} takes minutes; consider --batch 1 "
+            "--steps 1 --warmup 1 --variants default",
+            file=sys.stderr,
+        )
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 2)
     steps = args.steps or (20 if gpu else 5)
-    names = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else \
-        (VARIANTS if gpu else CPU_VARIANTS)
+    names = (
+        [n.strip() for n in args.variants.split(",") if n.strip()]
+        if args.variants
+        else (VARIANTS if gpu else CPU_VARIANTS)
+    )
     variants = {n: variant_config(n, params, batch) for n in names}
     config = "full SD1.5 inpainting UNet" if full else "scaled-down: tiny UNet"
     if gpu:
@@ -294,11 +343,19 @@ def main() -> None:
 
     # The paper's config (its profile), for the FLOPs a CPU run already prints and for the target.
     paper = load_params(REPO / "params.yaml", profile=PAPER)
-    paper_model, paper_cfg, paper_latent = model_config(paper), section(paper, "train", TrainConfig), latent_side(paper)
+    paper_model, paper_cfg, paper_latent = (
+        model_config(paper),
+        section(paper, "train", TrainConfig),
+        latent_side(paper),
+    )
     is_paper = (asdict(model), batch, latent) == (asdict(paper_model), paper_cfg.batch_size, paper_latent)
     flops_full = count_flops(paper_model, paper_latent, paper_cfg)
     same_arch = (asdict(model), latent, cfg.adapter_scale, cfg.alpha) == (
-        asdict(paper_model), paper_latent, paper_cfg.adapter_scale, paper_cfg.alpha)
+        asdict(paper_model),
+        paper_latent,
+        paper_cfg.adapter_scale,
+        paper_cfg.alpha,
+    )
     flops_run = flops_full if same_arch else count_flops(model, latent, cfg)
 
     data = synthetic_cache(batch * 4, latent, section(params, "masks", MaskConfig), cfg.seed)
@@ -333,8 +390,10 @@ def main() -> None:
             dt = time.perf_counter() - t1
             row.update(samples_per_s=batch * steps / dt, step_ms=1000 * dt / steps, mean_loss=loss)
             if gpu:
-                row.update(peak_alloc_gib=torch.cuda.max_memory_allocated(device) / 2**30,
-                           peak_reserved_gib=torch.cuda.max_memory_reserved(device) / 2**30)
+                row.update(
+                    peak_alloc_gib=torch.cuda.max_memory_allocated(device) / 2**30,
+                    peak_reserved_gib=torch.cuda.max_memory_reserved(device) / 2**30,
+                )
             row["tflops_per_s"] = flops_run["per_sample"] * row["samples_per_s"] / 1e12
             if peak:
                 row["mfu"] = row["tflops_per_s"] / peak
@@ -354,19 +413,28 @@ def main() -> None:
     def fmt(x, f):
         return "n/a" if x is None else format(x, f)
 
-    print(f"\ntraining throughput on {dev_name}: profile {profile or 'none (params.yaml)'}, {config}, batch {batch}, "
-          f"{latent}x{latent} latents ({data.resolution} px), {warmup} warm-up + {steps} timed steps")
-    print(f"model FLOPs per sample (this config): {flops_run['per_sample'] / 1e9:,.2f} GFLOP "
-          f"(text encoder fwd {flops_run['text_encoder_fwd'] / 1e9:,.2f} + UNet fwd {flops_run['unet_fwd'] / 1e9:,.2f}"
-          f" + bwd {flops_run['unet_bwd'] / 1e9:,.2f})")
-    print(f"model FLOPs per sample (the {PAPER} profile: SD1.5 at {paper_latent}x{paper_latent} latents): "
-          f"{flops_full['per_sample'] / 1e12:.4f} TFLOP "
-          f"(text encoder fwd {flops_full['text_encoder_fwd'] / 1e9:,.1f} G + UNet fwd {flops_full['unet_fwd'] / 1e9:,.1f} G"
-          f" + bwd {flops_full['unet_bwd'] / 1e9:,.1f} G); {TARGET_SAMPLES_PER_S:.0f} samples/s = "
-          f"{flops_full['per_sample'] * TARGET_SAMPLES_PER_S / 1e12:.0f} TFLOP/s")
+    print(
+        f"\ntraining throughput on {dev_name}: profile {profile or 'none (params.yaml)'}, {config}, batch {batch}, "
+        f"{latent}x{latent} latents ({data.resolution} px), {warmup} warm-up + {steps} timed steps"
+    )
+    print(
+        f"model FLOPs per sample (this config): {flops_run['per_sample'] / 1e9:,.2f} GFLOP "
+        f"(text encoder fwd {flops_run['text_encoder_fwd'] / 1e9:,.2f} + UNet fwd {flops_run['unet_fwd'] / 1e9:,.2f}"
+        f" + bwd {flops_run['unet_bwd'] / 1e9:,.2f})"
+    )
+    print(
+        f"model FLOPs per sample (the {PAPER} profile: SD1.5 at {paper_latent}x{paper_latent} latents): "
+        f"{flops_full['per_sample'] / 1e12:.4f} TFLOP "
+        f"(text encoder fwd {flops_full['text_encoder_fwd'] / 1e9:,.1f} G"
+        f" + UNet fwd {flops_full['unet_fwd'] / 1e9:,.1f} G"
+        f" + bwd {flops_full['unet_bwd'] / 1e9:,.1f} G); {TARGET_SAMPLES_PER_S:.0f} samples/s = "
+        f"{flops_full['per_sample'] * TARGET_SAMPLES_PER_S / 1e12:.0f} TFLOP/s"
+    )
     if peak:
         print(f"MFU against a dense bf16 peak of {peak:g} TFLOP/s")
-    head = f"{'variant':<28} {'samples/s':>10} {'step ms':>9} {'warm-up s':>9} {'peak GiB':>9} {'TFLOP/s':>9} {'MFU':>7}"
+    head = (
+        f"{'variant':<28} {'samples/s':>10} {'step ms':>9} {'warm-up s':>9} {'peak GiB':>9} {'TFLOP/s':>9} {'MFU':>7}"
+    )
     if judge:
         head += f" {'>=150/s':>8}"
     print(head)
@@ -374,31 +442,53 @@ def main() -> None:
         if "error" in r:
             print(f"{r['variant']:<28} {r['error']}")
             continue
-        line = (f"{r['variant']:<28} {r['samples_per_s']:>10.2f} {r['step_ms']:>9.1f} {r['warmup_s']:>9.1f} "
-                f"{fmt(r.get('peak_alloc_gib'), '.2f'):>9} {r['tflops_per_s']:>9.3g} "
-                f"{fmt(r.get('mfu') and 100 * r['mfu'], '.1f'):>6}%")
+        line = (
+            f"{r['variant']:<28} {r['samples_per_s']:>10.2f} {r['step_ms']:>9.1f} {r['warmup_s']:>9.1f} "
+            f"{fmt(r.get('peak_alloc_gib'), '.2f'):>9} {r['tflops_per_s']:>9.3g} "
+            f"{fmt(r.get('mfu') and 100 * r['mfu'], '.1f'):>6}%"
+        )
         if judge:
             line += f" {'pass' if r['pass'] else 'FAIL':>8}"
         print(line.replace("n/a%", "n/a "))
-    print(f"{'text encoder only':<28} {te_rate:>10.2f}   (tokenise + frozen CLIP forward; included in every step above)")
+    print(
+        f"{'text encoder only':<28} {te_rate:>10.2f}   (tokenise + frozen CLIP forward; included in every step above)"
+    )
 
     ok = [r for r in rows if "error" not in r]
     best = max(ok, key=lambda r: r["samples_per_s"]) if ok else None
     result = {
-        "device": dev_name, "versions": versions(),
-        "settings": {"profile": profile, "config": config, "full": full, "model": asdict(model), "batch": batch,
-                     "latent": latent, "px": data.resolution, "warmup_steps": warmup, "timed_steps": steps,
-                     "tf32_matmul": gpu, "threads": torch.get_num_threads(),
-                     "text_encoder": "included in every step (tokenise + frozen CLIP forward, as train() does)",
-                     "train_config": asdict(cfg), "variants": {n: asdict(v) for n, v in variants.items()}},
-        "flops_per_sample": {"this_config": flops_run, "full_config": flops_full,
-                             "counted": "FlopCounterMode, meta device, batch 1; no recomputation"},
+        "device": dev_name,
+        "versions": versions(),
+        "settings": {
+            "profile": profile,
+            "config": config,
+            "full": full,
+            "model": asdict(model),
+            "batch": batch,
+            "latent": latent,
+            "px": data.resolution,
+            "warmup_steps": warmup,
+            "timed_steps": steps,
+            "tf32_matmul": gpu,
+            "threads": torch.get_num_threads(),
+            "text_encoder": "included in every step (tokenise + frozen CLIP forward, as train() does)",
+            "train_config": asdict(cfg),
+            "variants": {n: asdict(v) for n, v in variants.items()},
+        },
+        "flops_per_sample": {
+            "this_config": flops_run,
+            "full_config": flops_full,
+            "counted": "FlopCounterMode, meta device, batch 1; no recomputation",
+        },
         "peak_bf16_tflops": peak,
-        "target": {"samples_per_s": TARGET_SAMPLES_PER_S,
-                   "on": f"H100, bf16, the {PAPER} profile (full SD1.5 UNet, batch {paper_cfg.batch_size}, "
-                         f"{paper_latent}x{paper_latent} latents)",
-                   "judged": judge, "best_variant": best and best["variant"],
-                   "pass": (best["samples_per_s"] >= TARGET_SAMPLES_PER_S) if (judge and best) else None},
+        "target": {
+            "samples_per_s": TARGET_SAMPLES_PER_S,
+            "on": f"H100, bf16, the {PAPER} profile (full SD1.5 UNet, batch {paper_cfg.batch_size}, "
+            f"{paper_latent}x{paper_latent} latents)",
+            "judged": judge,
+            "best_variant": best and best["variant"],
+            "pass": (best["samples_per_s"] >= TARGET_SAMPLES_PER_S) if (judge and best) else None,
+        },
         "text_encoder_only_samples_per_s": te_rate,
         "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "results": rows,

@@ -16,6 +16,7 @@ not state an initialisation; zero-initialising the output projection is the usua
 residual adapters, e.g. ControlNet's zero convolutions.) No biases: the SPEC's A has none, which
 gives 2 * 768^2 = 1,179,648 parameters for SD1.5.
 """
+
 from __future__ import annotations
 
 import torch

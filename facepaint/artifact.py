@@ -15,6 +15,7 @@ artifact without them (an older format) is refused with a message, never filled 
 About 80 MB for SD1.5 (19.2M + 1.2M fp32 parameters) instead of the 3.4 GB UNet. `apply_artifact`
 loads it into base components; the frozen rest of the UNet is the base model's own.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,11 +59,19 @@ class Conditions:
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [n for n in names if n not in d]
         if missing:
-            raise ArtifactError(f"{where} lacks {', '.join(missing)}: the artifact was made by another facepaint "
-                                f"version; retrain it (`dvc repro train`)")
-        return cls(model=ModelConfig(**d["model"]), resolution=int(d["resolution"]),
-                   adapter_scale=float(d["adapter_scale"]), parts=tuple(d["parts"]), mask_backend=str(d["mask_backend"]),
-                   sigma=float(d["sigma"]), latent_factor=int(d["latent_factor"]))
+            raise ArtifactError(
+                f"{where} lacks {', '.join(missing)}: the artifact was made by another facepaint "
+                f"version; retrain it (`dvc repro train`)"
+            )
+        return cls(
+            model=ModelConfig(**d["model"]),
+            resolution=int(d["resolution"]),
+            adapter_scale=float(d["adapter_scale"]),
+            parts=tuple(d["parts"]),
+            mask_backend=str(d["mask_backend"]),
+            sigma=float(d["sigma"]),
+            latent_factor=int(d["latent_factor"]),
+        )
 
 
 class ArtifactError(FacepaintError):
@@ -120,8 +129,9 @@ def _digest(*paths: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def save_artifact(path: str | os.PathLike, unet, adapter: FaceAdapter, conditions: Conditions,
-                  extra: dict | None = None) -> Artifact:
+def save_artifact(
+    path: str | os.PathLike, unet, adapter: FaceAdapter, conditions: Conditions, extra: dict | None = None
+) -> Artifact:
     """Write the artifact directory atomically (see the module docstring); `extra`: more JSON-able
     provenance (training params, data version)."""
     unet = getattr(unet, "_orig_mod", unet)  # torch.compile wrapper
@@ -143,12 +153,16 @@ def save_artifact(path: str | os.PathLike, unet, adapter: FaceAdapter, condition
 def load_artifact(path: str | os.PathLike) -> Artifact:
     path = Path(path)
     if not path.is_dir():
-        raise ArtifactError(f"model artifact {path} is not a directory: train one with `dvc repro train` "
-                            f"or pass the directory the train stage wrote (data/model)")
+        raise ArtifactError(
+            f"model artifact {path} is not a directory: train one with `dvc repro train` "
+            f"or pass the directory the train stage wrote (data/model)"
+        )
     missing = [f for f in (KV_FILE, ADAPTER_FILE, INFO_FILE) if not (path / f).is_file()]
     if missing:
-        raise ArtifactError(f"model artifact {path} lacks {', '.join(missing)}; it is not a facepaint artifact "
-                            f"or was not completely copied")
+        raise ArtifactError(
+            f"model artifact {path} lacks {', '.join(missing)}; it is not a facepaint artifact "
+            f"or was not completely copied"
+        )
     try:
         info = json.loads((path / INFO_FILE).read_text())
         kv = load_file(str(path / KV_FILE))
@@ -158,12 +172,14 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
     except Exception as e:  # safetensors_rust.SafetensorError derives from Exception only
         raise ArtifactError(f"model artifact {path} is unreadable: {e}") from e
     if info.get("format") != FORMAT:
-        raise ArtifactError(f"{path / INFO_FILE}: format {info.get('format')!r}, this facepaint reads format {FORMAT}: "
-                            f"retrain it with this version (`dvc repro train`)")
+        raise ArtifactError(
+            f"{path / INFO_FILE}: format {info.get('format')!r}, this facepaint reads format {FORMAT}: "
+            f"retrain it with this version (`dvc repro train`)"
+        )
     if set(adapter) != {"w1.weight", "w2.weight"}:
         raise ArtifactError(f"{path / ADAPTER_FILE} holds {sorted(adapter)}, expected w1.weight and w2.weight")
     artifact = Artifact(kv, adapter, info, path)
-    artifact.conditions  # refuse an artifact whose conditions are incomplete now, not at the first edit
+    _ = artifact.conditions  # refuse an artifact whose conditions are incomplete now, not at the first edit
     return artifact
 
 
@@ -174,8 +190,10 @@ def apply_artifact(components: Components, artifact: Artifact) -> FaceAdapter:
     if set(own) != set(artifact.kv):
         only_art = sorted(set(artifact.kv) - set(own))[:3]
         only_unet = sorted(set(own) - set(artifact.kv))[:3]
-        raise ArtifactError(f"the artifact's k/v weights do not fit the base UNet {components.name} "
-                            f"(artifact only: {only_art}, UNet only: {only_unet}): was it trained on another base model?")
+        raise ArtifactError(
+            f"the artifact's k/v weights do not fit the base UNet {components.name} "
+            f"(artifact only: {only_art}, UNet only: {only_unet}): was it trained on another base model?"
+        )
     with torch.no_grad():
         for name, p in own.items():
             w = artifact.kv[name]

@@ -51,6 +51,7 @@ The evaluation prompt is canonical instead of random: one fixed template ("a pho
 young woman with wavy blond hair, wearing earrings and lipstick") with every salient present
 attribute, so prompts are comparable across images and methods.
 """
+
 from __future__ import annotations
 
 import random
@@ -63,10 +64,24 @@ import pandas as pd
 # Sentence shapes for candidates (weights): keep "with ..., wearing ..." the most common.
 _STYLES = (("with_wear", 0.35), ("wear_with", 0.15), ("with_all", 0.25), ("tags", 0.25))
 _OPENINGS = (
-    "a photo of", "a photo of", "a portrait of", "a close-up photo of", "a headshot of",
-    "close-up portrait of", "a picture of", "a photograph of", "portrait of", "photo of", "",
+    "a photo of",
+    "a photo of",
+    "a portrait of",
+    "a close-up photo of",
+    "a headshot of",
+    "close-up portrait of",
+    "a picture of",
+    "a photograph of",
+    "portrait of",
+    "photo of",
+    "",
 )
-_BLURRY_OPENINGS = ("a blurry photo of", "a blurry portrait of", "a slightly blurry picture of", "a blurry close-up of")
+_BLURRY_OPENINGS = (
+    "a blurry photo of",
+    "a blurry portrait of",
+    "a slightly blurry picture of",
+    "a blurry close-up of",
+)
 _MAN = ("man", "man", "man", "guy", "gentleman")
 _WOMAN = ("woman", "woman", "woman", "lady")
 _PERSON = ("person",)
@@ -84,6 +99,7 @@ _HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 
 
 # --- stable randomness (only Random.random(); see module docstring) -------------------------------
+
 
 def _rng(seed: int, image_id: int) -> random.Random:
     return random.Random(f"{int(seed)}:{int(image_id)}")
@@ -117,6 +133,7 @@ def _shuffle(rng: random.Random, items: list) -> list:
 
 
 # --- features: what can be said about one image -----------------------------------------------
+
 
 class _Feature:
     """One thing to say, with the ways it can be said.
@@ -185,8 +202,14 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
     if _on(attrs, "Young"):
         add(_Feature("Young", _SALIENT, {"adj": ("young", "young", "youthful")}, rank=1))
     if _on(attrs, "Smiling"):
-        add(_Feature("Smiling", _SALIENT, {"adj": ("smiling",), "with": ("a smile",), "tail": ("smiling",),
-                                           "bare": ("smiling",)}, rank=0))
+        add(
+            _Feature(
+                "Smiling",
+                _SALIENT,
+                {"adj": ("smiling",), "with": ("a smile",), "tail": ("smiling",), "bare": ("smiling",)},
+                rank=0,
+            )
+        )
 
     bald = _on(attrs, "Bald")
     if bald:
@@ -223,8 +246,17 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
             add(_Feature("Receding_Hairline", _MINOR, {"with": ("a receding hairline",)}))
 
     if _on(attrs, "Eyeglasses"):
-        add(_Feature("Eyeglasses", _SALIENT, {"with": ("glasses", "eyeglasses"), "wear": ("glasses", "eyeglasses"),
-                                              "bare": ("glasses", "eyeglasses", "wearing glasses")}))
+        add(
+            _Feature(
+                "Eyeglasses",
+                _SALIENT,
+                {
+                    "with": ("glasses", "eyeglasses"),
+                    "wear": ("glasses", "eyeglasses"),
+                    "bare": ("glasses", "eyeglasses", "wearing glasses"),
+                },
+            )
+        )
     if _on(attrs, "Wearing_Hat"):
         add(_Feature("Wearing_Hat", _SALIENT, {"with": ("a hat",), "wear": ("a hat",)}))
     if _on(attrs, "Wearing_Earrings"):
@@ -232,8 +264,13 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
     if _on(attrs, "Wearing_Lipstick"):
         add(_Feature("Wearing_Lipstick", _SALIENT, {"wear": ("lipstick",), "bare": ("lipstick", "wearing lipstick")}))
     if _on(attrs, "Heavy_Makeup"):
-        add(_Feature("Heavy_Makeup", _SALIENT, {"with": ("heavy makeup", "bold makeup"),
-                                                "wear": ("heavy makeup", "a lot of makeup", "bold makeup")}))
+        add(
+            _Feature(
+                "Heavy_Makeup",
+                _SALIENT,
+                {"with": ("heavy makeup", "bold makeup"), "wear": ("heavy makeup", "a lot of makeup", "bold makeup")},
+            )
+        )
 
     if not woman:
         beard = not _on(attrs, "No_Beard") and "No_Beard" in attrs
@@ -244,11 +281,15 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
         if _on(attrs, "Goatee"):
             add(_Feature("Goatee", _SALIENT, {"with": ("a goatee",)}))
         if _on(attrs, "5_o_Clock_Shadow"):
-            add(_Feature("5_o_Clock_Shadow", _SALIENT, {"with": ("stubble", "light stubble", "a five o'clock shadow")}))
+            add(
+                _Feature("5_o_Clock_Shadow", _SALIENT, {"with": ("stubble", "light stubble", "a five o'clock shadow")})
+            )
         if _on(attrs, "Sideburns"):
             add(_Feature("Sideburns", _MINOR, {"with": ("sideburns",)}))
-        if man and _on(attrs, "No_Beard") and not any(
-            _on(attrs, a) for a in ("Mustache", "Goatee", "5_o_Clock_Shadow", "Sideburns")
+        if (
+            man
+            and _on(attrs, "No_Beard")
+            and not any(_on(attrs, a) for a in ("Mustache", "Goatee", "5_o_Clock_Shadow", "Sideburns"))
         ):
             add(_Feature("clean_shaven", _MINOR, {"adj": ("clean-shaven",)}, rank=3))
 
@@ -257,18 +298,26 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
         add(_Feature("Big_Lips", _MINOR, {"with": ("full lips", "big lips")}))
     if _on(attrs, "Mouth_Slightly_Open"):
         if big_lips:  # avoid "full lips and slightly parted lips"
-            forms = {"tail": ("mouth slightly open", f"with {pos} mouth slightly open"),
-                     "bare": ("mouth slightly open",)}
+            forms = {
+                "tail": ("mouth slightly open", f"with {pos} mouth slightly open"),
+                "bare": ("mouth slightly open",),
+            }
         else:
-            forms = {"with": ("slightly parted lips",),
-                     "tail": ("mouth slightly open", f"with {pos} mouth slightly open", "lips slightly parted"),
-                     "bare": ("mouth slightly open", "slightly parted lips")}
+            forms = {
+                "with": ("slightly parted lips",),
+                "tail": ("mouth slightly open", f"with {pos} mouth slightly open", "lips slightly parted"),
+                "bare": ("mouth slightly open", "slightly parted lips"),
+            }
         add(_Feature("Mouth_Slightly_Open", _MINOR, forms))
 
-    nose = [w for w, name in ((("big", "large"), "Big_Nose"), (("pointy", "pointed"), "Pointy_Nose")) if _on(attrs, name)]
+    nose = [
+        w for w, name in ((("big", "large"), "Big_Nose"), (("pointy", "pointed"), "Pointy_Nose")) if _on(attrs, name)
+    ]
     if nose:
         add(_Feature("nose", _MINOR, {"with": tuple("a " + " ".join(p) + " nose" for p in _product_first(nose))}))
-    brows = [w for w, name in ((("bushy", "thick"), "Bushy_Eyebrows"), (("arched",), "Arched_Eyebrows")) if _on(attrs, name)]
+    brows = [
+        w for w, name in ((("bushy", "thick"), "Bushy_Eyebrows"), (("arched",), "Arched_Eyebrows")) if _on(attrs, name)
+    ]
     if brows:
         phrases = tuple(" ".join(p) + " eyebrows" for p in _product_first(brows))
         add(_Feature("eyebrows", _MINOR, {"with": phrases + tuple(p.replace("eyebrows", "brows") for p in phrases)}))
@@ -281,7 +330,14 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
     if _on(attrs, "Rosy_Cheeks"):
         add(_Feature("Rosy_Cheeks", _MINOR, {"with": ("rosy cheeks", "pink cheeks")}))
     if _on(attrs, "Pale_Skin"):
-        add(_Feature("Pale_Skin", _MINOR, {"adj": ("pale", "pale-skinned"), "with": ("pale skin", "a pale complexion")}, rank=1))
+        add(
+            _Feature(
+                "Pale_Skin",
+                _MINOR,
+                {"adj": ("pale", "pale-skinned"), "with": ("pale skin", "a pale complexion")},
+                rank=1,
+            )
+        )
     oval = _on(attrs, "Oval_Face")
     if oval:
         add(_Feature("Oval_Face", _MINOR, {"with": ("an oval face",)}))
@@ -305,6 +361,7 @@ def _product_first(options: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
 
 
 # --- assembling one candidate -----------------------------------------------------------------
+
 
 def _join(rng: random.Random, items: list[str]) -> str:
     if len(items) <= 1:
@@ -380,7 +437,9 @@ def _realize(rng: random.Random, nouns: tuple[str, ...], features: list[_Feature
     else:
         with_clause = "with " + _join(rng, withs) if withs else ""
         wear_clause = "wearing " + _join(rng, wears) if wears else ""
-        clauses = [c for c in ((wear_clause, with_clause) if style == "wear_with" else (with_clause, wear_clause)) if c]
+        clauses = [
+            c for c in ((wear_clause, with_clause) if style == "wear_with" else (with_clause, wear_clause)) if c
+        ]
         text = parts[0]
         if clauses:
             text += " " + clauses[0]
@@ -470,8 +529,13 @@ def eval_prompt(attrs: Mapping[str, int]) -> str:
         if key in by_key:
             withs.append(phrase)
     wears = []
-    for key, phrase in (("Eyeglasses", "glasses"), ("Wearing_Hat", "a hat"), ("Wearing_Earrings", "earrings"),
-                        ("Heavy_Makeup", "heavy makeup"), ("Wearing_Lipstick", "lipstick")):
+    for key, phrase in (
+        ("Eyeglasses", "glasses"),
+        ("Wearing_Hat", "a hat"),
+        ("Wearing_Earrings", "earrings"),
+        ("Heavy_Makeup", "heavy makeup"),
+        ("Wearing_Lipstick", "lipstick"),
+    ):
         if key in by_key:
             wears.append(phrase)
     head = " ".join(adjs + [gender])
@@ -524,9 +588,11 @@ def build_captions(attributes: pd.DataFrame, splits: pd.Series, cfg: CaptionConf
         attrs = dict(zip(columns, row))
         cands.append(caption_candidates(attrs, image_id, n=cfg.n_candidates, seed=cfg.seed))
         prompts.append(eval_prompt(attrs) if split == "test" else None)
-    return pd.DataFrame({
-        "id": pd.Series(ids.to_numpy(), dtype="int64"),
-        "split": pd.Series(split_values, dtype=object),
-        "candidates": pd.Series(cands, dtype=object),
-        "eval_prompt": pd.Series(prompts, dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "id": pd.Series(ids.to_numpy(), dtype="int64"),
+            "split": pd.Series(split_values, dtype=object),
+            "candidates": pd.Series(cands, dtype=object),
+            "eval_prompt": pd.Series(prompts, dtype=object),
+        }
+    )

@@ -9,6 +9,7 @@ Layout under a dataset root (the official release; the demo generator writes the
 The attribute file lists every id of the dataset, while a partial download holds fewer images:
 ids whose image is absent are "missing" (counted, listed, never fatal), see `scan`.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,20 +28,69 @@ IDS_PER_MASK_FOLDER = 2000
 
 # The 40 CelebA attributes, in the order of the official attribute file.
 ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
-    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
-    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
-    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin",
-    "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
-    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
-    "Wearing_Necktie", "Young",
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
 )
 
 # CelebAMask-HQ part names (file suffixes). BiSeNet uses the same names in another order:
 # always map by name (see facepaint.masks.BISENET_CLASSES).
 PART_NAMES = (
-    "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth",
-    "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+    "skin",
+    "nose",
+    "eye_g",
+    "l_eye",
+    "r_eye",
+    "l_brow",
+    "r_brow",
+    "l_ear",
+    "r_ear",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "hair",
+    "hat",
+    "ear_r",
+    "neck_l",
+    "neck",
+    "cloth",
 )
 
 
@@ -91,9 +141,7 @@ def check_parts(parts) -> tuple[str, ...]:
     parts = tuple(parts)
     unknown = [p for p in parts if p not in PART_NAMES]
     if unknown or not parts:
-        raise ValueError(
-            f"unknown face part(s) {unknown or parts!r}; choose from {', '.join(PART_NAMES)}"
-        )
+        raise ValueError(f"unknown face part(s) {unknown or parts!r}; choose from {', '.join(PART_NAMES)}")
     return parts
 
 
@@ -117,13 +165,13 @@ def read_attributes(path: str | os.PathLike) -> Attributes:
         raise DatasetError(f"{path}: not a text file ({e}); expected the CelebAMask-HQ attribute file") from e
     lines = text.splitlines()
     if len(lines) < 2:
-        raise DatasetError(f"{path}: expected a count line and a line of 40 attribute names, found {len(lines)} line(s)")
+        raise DatasetError(
+            f"{path}: expected a count line and a line of 40 attribute names, found {len(lines)} line(s)"
+        )
     try:
         declared = int(lines[0].strip())
     except ValueError:
-        raise DatasetError(
-            f"{path}, line 1: expected the number of images, found {lines[0][:80]!r}"
-        ) from None
+        raise DatasetError(f"{path}, line 1: expected the number of images, found {lines[0][:80]!r}") from None
     names = lines[1].split()
     unknown = [n for n in names if n not in ATTRIBUTES]
     missing = [n for n in ATTRIBUTES if n not in names]
@@ -150,7 +198,9 @@ def read_attributes(path: str | os.PathLike) -> Attributes:
             continue
         image_id = int(stem)
         if len(fields) != 1 + len(names):
-            problems.append(Problem(image_id, f"expected {len(names)} attribute values, found {len(fields) - 1}", lineno))
+            problems.append(
+                Problem(image_id, f"expected {len(names)} attribute values, found {len(fields) - 1}", lineno)
+            )
             continue
         try:
             values = [int(v) for v in fields[1:]]
@@ -183,8 +233,7 @@ def present_image_ids(root: str | os.PathLike) -> set[int]:
     folder = Path(root) / IMAGE_DIR
     if not folder.is_dir():
         raise DatasetError(
-            f"image folder not found: {folder}. data.root must hold {IMAGE_DIR}/<id>.jpg "
-            f"(the CelebAMask-HQ layout)."
+            f"image folder not found: {folder}. data.root must hold {IMAGE_DIR}/<id>.jpg (the CelebAMask-HQ layout)."
         )
     ids = set()
     with os.scandir(folder) as it:

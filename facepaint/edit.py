@@ -25,6 +25,7 @@ Why it is built this way:
 - The output PNG carries its provenance (prompt, seed, model, artifact version, edited region) in a
   text chunk named "facepaint"; `read_provenance` reads it back.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,8 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from facepaint import FacepaintError
 import facepaint
+from facepaint import FacepaintError
 from facepaint import watermark as wm
 from facepaint.artifact import Artifact, apply_artifact, load_artifact
 from facepaint.generate import Inpainter, per_image
@@ -51,8 +52,10 @@ from facepaint.speed import Speed
 
 PROVENANCE_KEY = "facepaint"
 PADDING = 0.25  # crop margin per side, x the face's longer side (our choice: keeps hair and chin in frame)
-MASK_HINT = ("For `facepaint edit`, give the weights with --bisenet-weights PATH, or skip the face parser by "
-             "passing a face mask with --mask PATH (white = face; `mask=` in the Python API).")
+MASK_HINT = (
+    "For `facepaint edit`, give the weights with --bisenet-weights PATH, or skip the face parser by "
+    "passing a face mask with --mask PATH (white = face; `mask=` in the Python API)."
+)
 
 
 class EditError(FacepaintError):
@@ -89,6 +92,7 @@ DEFAULTS = EditOptions()
 
 
 # --------------------------------------------------------------------------------- pixels and masks
+
 
 def read_photo(image) -> tuple[np.ndarray, str, list[str]]:
     """(uint8 H x W x 3 RGB, a name for messages, decoding notes) from a path, bytes, PIL image or array.
@@ -176,8 +180,16 @@ class Prepared:
         return slice(self.y0, self.y0 + self.side), slice(self.x0, self.x0 + self.side)
 
 
-def prepare(photo: np.ndarray, m: np.ndarray, resolution: int, padding: float, *, name: str = "<array>",
-            notes: list[str] | None = None, source: str = "array") -> Prepared:
+def prepare(
+    photo: np.ndarray,
+    m: np.ndarray,
+    resolution: int,
+    padding: float,
+    *,
+    name: str = "<array>",
+    notes: list[str] | None = None,
+    source: str = "array",
+) -> Prepared:
     """Crop the square around the face M of `photo` (padding x the face's size per side) and bring crop and
     M to the model's `resolution`. EditError when no face is left at that resolution."""
     notes = list(notes or [])
@@ -186,21 +198,25 @@ def prepare(photo: np.ndarray, m: np.ndarray, resolution: int, padding: float, *
     x0, y0, side = face_crop(m, padding)
     crop = (slice(y0, y0 + side), slice(x0, x0 + side))
     if m.sum() > m[crop].sum():
-        notes.append(f"the face mask is wider than the photo's short side; only the {side} px square "
-                     f"at ({x0}, {y0}) is edited")
+        notes.append(
+            f"the face mask is wider than the photo's short side; only the {side} px square at ({x0}, {y0}) is edited"
+        )
         inside = np.zeros_like(m)
         inside[crop] = m[crop]
         m = inside
     mask_r = resize_binary(m[crop], resolution)
     if not mask_r.any():
-        raise EditError(f"no face found in {name}: the face mask vanishes at the model's resolution "
-                        f"({resolution} px for a {side} px crop)")
+        raise EditError(
+            f"no face found in {name}: the face mask vanishes at the model's resolution "
+            f"({resolution} px for a {side} px crop)"
+        )
     image_r = resize_rgb(Image.fromarray(photo[crop]), resolution)
     return Prepared(photo, name, notes, m, source, x0, y0, side, image_r, mask_r, float(mask_r.mean()))
 
 
-def paste_back(job: Prepared, generated: np.ndarray, sigma: float, resolution: int,
-               blend: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def paste_back(
+    job: Prepared, generated: np.ndarray, sigma: float, resolution: int, blend: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """(the edited photo, M_soft at the photo's size): the decoded crop resized back and blended into the
     photo with M_soft, sigma given at the model's `resolution` (or pasted as it is without `blend`)."""
     photo, m, crop, side = job.photo, job.mask, job.crop, job.side
@@ -216,11 +232,22 @@ def provenance(job: Prepared, prompt: str, cut: str, options: EditOptions, edito
     """What the edited PNG says about itself: the prompt and options, where the face mask came from, the
     edited region, and the editor's model, artifact, conditions and runtime (`FaceEditor.describe`)."""
     return {
-        "prompt": prompt, "negative_prompt": options.negative_prompt, "prompt_cut": cut, "seed": options.seed,
-        "steps": options.steps, "guidance_scale": options.guidance_scale, "strength": options.strength,
-        "blend": options.blend, "watermark": options.watermark, "mask": job.source, "beta": job.beta,
-        "region": list(job.region), "source": job.name, "facepaint": facepaint.__version__,
-        **{k: v for k, v in editor.items() if k != "runtime"}, "runtime": {**editor["runtime"], "batch": batch},
+        "prompt": prompt,
+        "negative_prompt": options.negative_prompt,
+        "prompt_cut": cut,
+        "seed": options.seed,
+        "steps": options.steps,
+        "guidance_scale": options.guidance_scale,
+        "strength": options.strength,
+        "blend": options.blend,
+        "watermark": options.watermark,
+        "mask": job.source,
+        "beta": job.beta,
+        "region": list(job.region),
+        "source": job.name,
+        "facepaint": facepaint.__version__,
+        **{k: v for k, v in editor.items() if k != "runtime"},
+        "runtime": {**editor["runtime"], "batch": batch},
     }
 
 
@@ -259,6 +286,7 @@ def read_provenance(path: str | os.PathLike) -> dict:
 
 # ------------------------------------------------------------------------------------------- editor
 
+
 class FaceEditor:
     """Text-driven face editing with a trained artifact: the plain steps above, under its conditions.
 
@@ -267,23 +295,45 @@ class FaceEditor:
     crop margin; `bisenet_weights` the face parser's weights (None: facexlib's cache or download).
     """
 
-    def __init__(self, inpainter: Inpainter, artifact: Artifact, *, padding: float = PADDING,
-                 sigma: float | None = None, bisenet_weights=None, watermark_key=wm.DEFAULT_KEY):
+    def __init__(
+        self,
+        inpainter: Inpainter,
+        artifact: Artifact,
+        *,
+        padding: float = PADDING,
+        sigma: float | None = None,
+        bisenet_weights=None,
+        watermark_key=wm.DEFAULT_KEY,
+    ):
         c = artifact.conditions
         if (inpainter.resolution, inpainter.adapter_scale) != (c.resolution, c.adapter_scale):
-            raise ValueError(f"the inpainter runs at {inpainter.resolution} px with adapter_scale "
-                             f"{inpainter.adapter_scale}, the artifact was trained at {c.resolution} px with "
-                             f"{c.adapter_scale}: build it with FaceEditor.from_artifact")
+            raise ValueError(
+                f"the inpainter runs at {inpainter.resolution} px with adapter_scale "
+                f"{inpainter.adapter_scale}, the artifact was trained at {c.resolution} px with "
+                f"{c.adapter_scale}: build it with FaceEditor.from_artifact"
+            )
         sigma = c.sigma if sigma is None else sigma
         if not padding >= 0 or not sigma >= 0:
             raise ValueError(f"padding and sigma must be >= 0, got padding={padding}, sigma={sigma}")
         self.inpainter, self.artifact, self.conditions = inpainter, artifact, c
-        self.padding, self.sigma, self.bisenet_weights, self.watermark_key = padding, sigma, bisenet_weights, watermark_key
+        self.padding, self.sigma, self.bisenet_weights, self.watermark_key = (
+            padding,
+            sigma,
+            bisenet_weights,
+            watermark_key,
+        )
         self._parser = None
 
     @classmethod
-    def from_artifact(cls, path: str | os.PathLike, *, device="auto", scheduler: str = "ddim",
-                      speed_options: Speed = Speed(), **options) -> FaceEditor:
+    def from_artifact(
+        cls,
+        path: str | os.PathLike,
+        *,
+        device="auto",
+        scheduler: str = "ddim",
+        speed_options: Speed = Speed(),
+        **options,
+    ) -> FaceEditor:
         """Load a trained artifact directory and its base model (`speed_options.dtype` on a GPU, fp32 on the
         CPU). `options`: FaceEditor's keyword arguments (padding, sigma, bisenet_weights, watermark_key)."""
         artifact = load_artifact(path)
@@ -291,17 +341,26 @@ class FaceEditor:
         dev = pick_device(device)
         comps = load_components(c.model, torch_dtype=pick_dtype(speed_options.dtype, dev))
         adapter = apply_artifact(comps, artifact)
-        inpainter = Inpainter(comps, adapter, c.adapter_scale, c.resolution, device=dev, scheduler=scheduler,
-                              speed_options=speed_options)
+        inpainter = Inpainter(
+            comps, adapter, c.adapter_scale, c.resolution, device=dev, scheduler=scheduler, speed_options=speed_options
+        )
         return cls(inpainter, artifact, **options)
 
     def describe(self) -> dict:
         """The editor's part of every result's provenance."""
         c, ip = self.conditions, self.inpainter
-        return {"model": c.model.name, "artifact_version": self.artifact.version,
-                "artifact_path": None if self.artifact.path is None else str(self.artifact.path),
-                "adapter_scale": c.adapter_scale, "resolution": c.resolution, "sigma": self.sigma,
-                "parts": list(c.parts), "padding": self.padding, "scheduler": ip.scheduler, "runtime": ip.runtime}
+        return {
+            "model": c.model.name,
+            "artifact_version": self.artifact.version,
+            "artifact_path": None if self.artifact.path is None else str(self.artifact.path),
+            "adapter_scale": c.adapter_scale,
+            "resolution": c.resolution,
+            "sigma": self.sigma,
+            "parts": list(c.parts),
+            "padding": self.padding,
+            "scheduler": ip.scheduler,
+            "runtime": ip.runtime,
+        }
 
     # -------------------------------------------------------------------------------- face mask
     def face_parser(self) -> BiSeNetParser:
@@ -345,8 +404,9 @@ class FaceEditor:
         negative_prompt, seed, blend, watermark), its defaults otherwise. `edit_batch` of this one photo."""
         return self.edit_batch([image], prompt, masks=[mask], **options)[0]
 
-    def edit_batch(self, images, prompts, *, masks=None, seeds=None, negative_prompts=None,
-                   **options) -> list[EditResult]:
+    def edit_batch(
+        self, images, prompts, *, masks=None, seeds=None, negative_prompts=None, **options
+    ) -> list[EditResult]:
         """`edit` for N photos with one pipeline call (the UNet runs each step once for all N faces).
 
         `prompts`, and optionally `seeds` and `negative_prompts`: one per photo, or a single value for all
@@ -361,8 +421,9 @@ class FaceEditor:
         if n == 0:
             raise ValueError("edit_batch needs at least one image")
         prompts = per_image(prompts, n, "prompts", str)
-        negatives = per_image(opts.negative_prompt if negative_prompts is None else negative_prompts, n,
-                              "negative_prompts", str)
+        negatives = per_image(
+            opts.negative_prompt if negative_prompts is None else negative_prompts, n, "negative_prompts", str
+        )
         seeds = [int(s) for s in per_image(opts.seed if seeds is None else seeds, n, "seeds", (int, np.integer))]
         masks = [None] * n if masks is None else per_image(masks, n, "masks", type(None))
         # 1. Find and crop every face first: a bad photo fails before any generation
@@ -381,8 +442,16 @@ class FaceEditor:
                 raise type(e)(f"image {i} of {n}: {e}") from e
         # 2. Generate all crops in one batch
         generated, cuts = self.inpainter.generate(
-            [j.image for j in jobs], [j.crop_mask for j in jobs], [j.beta for j in jobs], prompts, negatives,
-            steps=opts.steps, guidance_scale=opts.guidance_scale, strength=opts.strength, seeds=seeds)
+            [j.image for j in jobs],
+            [j.crop_mask for j in jobs],
+            [j.beta for j in jobs],
+            prompts,
+            negatives,
+            steps=opts.steps,
+            guidance_scale=opts.guidance_scale,
+            strength=opts.strength,
+            seeds=seeds,
+        )
         # 3. Blend each into its photo, mark it, describe it
         described, results = self.describe(), []
         for job, gen, prompt, negative, cut, seed in zip(jobs, generated, prompts, negatives, cuts, seeds):
@@ -390,6 +459,16 @@ class FaceEditor:
             if opts.watermark:
                 out = wm.embed(out, job.mask & (soft > 0), self.watermark_key)
             job_opts = dataclasses.replace(opts, seed=seed, negative_prompt=negative)
-            results.append(EditResult(out, job.photo, job.mask, soft, job.region, gen,
-                                      provenance(job, prompt, cut, job_opts, described, n), list(job.notes)))
+            results.append(
+                EditResult(
+                    out,
+                    job.photo,
+                    job.mask,
+                    soft,
+                    job.region,
+                    gen,
+                    provenance(job, prompt, cut, job_opts, described, n),
+                    list(job.notes),
+                )
+            )
         return results

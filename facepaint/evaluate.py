@@ -17,12 +17,13 @@ is counted in `*_inf` instead of being averaged (a mean with inf in it says noth
 Efficiency: seconds per edit (CUDA events around one edit on a GPU, CPU time without one) after
 `warmup` untimed edits, and peak GPU memory, per method; the median over pairs is reported.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +36,23 @@ from facepaint import celebamask
 from facepaint.images import load_rgb, resize_rgb
 from facepaint.masks import decode_png, resize_binary, soft_mask
 
-METHODS = ("ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion", "paint_by_example", "brushnet",
-           "diptych_prompting")
+METHODS = (
+    "ours",
+    "ours_no_blend",
+    "sd15_inpaint",
+    "blended_latent_diffusion",
+    "paint_by_example",
+    "brushnet",
+    "diptych_prompting",
+)
 METRICS = ("fid", "psnr", "lpips", "pickscore")
 
 # SPEC section 5: the publication's table (CelebA-HQ, 100 pairs) and one 512x512 edit.
 PUBLISHED = {
     "SD1.5 inpaint": dict(fid=91.785, psnr=30.779, lpips=0.266, pickscore=15.226, vram_mib=7532, seconds=1.37),
-    "Blended Latent Diffusion": dict(fid=94.442, psnr=30.551, lpips=0.322, pickscore=9.177, vram_mib=3394, seconds=1.6),
+    "Blended Latent Diffusion": dict(
+        fid=94.442, psnr=30.551, lpips=0.322, pickscore=9.177, vram_mib=3394, seconds=1.6
+    ),
     "BrushNet": dict(fid=91.895, psnr=33.216, lpips=0.168, pickscore=17.449, vram_mib=4484, seconds=3.5),
     "Diptych Prompting": dict(fid=75.690, psnr=28.054, lpips=0.347, pickscore=33.842, vram_mib=46114, seconds=180),
     "the method (published)": dict(fid=63.981, psnr=33.538, lpips=0.143, pickscore=24.306, vram_mib=7794, seconds=2.5),
@@ -74,19 +84,27 @@ class EvalConfig:  # params.yaml `evaluate`
         """How every method samples."""
         from facepaint.methods import InferenceConfig
 
-        return InferenceConfig(steps=self.steps, guidance_scale=self.guidance_scale, scheduler=self.scheduler,
-                               strength=self.strength, negative_prompt=self.negative_prompt)
+        return InferenceConfig(
+            steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            scheduler=self.scheduler,
+            strength=self.strength,
+            negative_prompt=self.negative_prompt,
+        )
 
     def __post_init__(self):
         self.methods, self.metrics = list(self.methods), list(self.metrics)
         unknown = sorted(set(self.methods) - set(METHODS)) + sorted(set(self.metrics) - set(METRICS))
         if unknown:
-            raise ValueError(f"evaluate: unknown method(s)/metric(s) {unknown}; methods: {METHODS}, metrics: {METRICS}")
+            raise ValueError(
+                f"evaluate: unknown method(s)/metric(s) {unknown}; methods: {METHODS}, metrics: {METRICS}"
+            )
         if self.n_pairs < 1 or self.background_dilation < 0 or self.warmup < 0:
             raise ValueError("evaluate.n_pairs must be >= 1, background_dilation and warmup >= 0")
 
 
 # -------------------------------------------------------------------------------------------- pairs
+
 
 def hash_order(ids, seed: int) -> list[int]:
     return sorted((int(i) for i in ids), key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())
@@ -97,9 +115,15 @@ def draw_pairs(captions: pd.DataFrame, usable_ids, n: int, seed: int) -> tuple[p
     test = captions[(captions["split"] == "test") & captions["eval_prompt"].notna()]
     test = test[test["id"].isin(set(int(i) for i in usable_ids))].set_index("id")
     chosen = hash_order(test.index, seed)[:n]
-    notes = [] if len(chosen) == n else [f"only {len(chosen)} usable test images with prompts: evaluating {len(chosen)} pairs, not {n}"]
+    notes = (
+        []
+        if len(chosen) == n
+        else [f"only {len(chosen)} usable test images with prompts: evaluating {len(chosen)} pairs, not {n}"]
+    )
     pairs = pd.DataFrame({"id": chosen, "prompt": [test.at[i, "eval_prompt"] for i in chosen]})
-    pairs["seed"] = [seed * 1000 + k for k in range(len(chosen))]  # one sampling seed per pair, the same for all methods
+    pairs["seed"] = [
+        seed * 1000 + k for k in range(len(chosen))
+    ]  # one sampling seed per pair, the same for all methods
     return pairs, notes
 
 
@@ -121,6 +145,7 @@ def load_sample(root, row: pd.Series, resolution: int, sigma: float) -> Sample:
 
 
 # ------------------------------------------------------------------------------------- per image
+
 
 def image_metrics(sample: Sample, output: np.ndarray, dilation: int, lpips=None) -> dict:
     from facepaint.metrics import background_region, psnr
@@ -162,6 +187,7 @@ def summarise(table: pd.DataFrame) -> dict:
 
 # ---------------------------------------------------------------------------------------- figures
 
+
 def boundary_profile(samples: list[Sample], outputs: dict[str, list[np.ndarray]], radius: int) -> pd.DataFrame:
     """Mean |output - input| (0-255, averaged over channels and pairs) against the signed distance to
     the mask boundary in pixels (negative inside the face): how far each method's change reaches."""
@@ -179,8 +205,13 @@ def boundary_profile(samples: list[Sample], outputs: dict[str, list[np.ndarray]]
             np.add.at(sums, d[sel] + radius, diff[sel])
             np.add.at(counts, d[sel] + radius, 1)
         for k in range(2 * radius + 1):
-            rows.append({"distance": k - radius, "method": method,
-                         "mean_abs_change": sums[k] / counts[k] if counts[k] else math.nan})
+            rows.append(
+                {
+                    "distance": k - radius,
+                    "method": method,
+                    "mean_abs_change": sums[k] / counts[k] if counts[k] else math.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -206,17 +237,24 @@ def plot_distributions(table: pd.DataFrame, path: Path) -> None:
         if groups:
             ax.boxplot([v for _, v in groups], showmeans=True)
             ax.set_xticks(range(1, len(groups) + 1), [labels.get(m, m) for m, _ in groups], rotation=20, ha="right")
-        inf = {m: int(np.isinf(g[col]).sum()) for m, g in table.groupby("method", sort=False) if col.startswith("psnr")}
+        inf = {
+            m: int(np.isinf(g[col]).sum()) for m, g in table.groupby("method", sort=False) if col.startswith("psnr")
+        }
         note = ", ".join(f"{labels.get(m, m)}: {n} exact" for m, n in inf.items() if n)
-        ax.set_title(f"{'background PSNR (dB)' if col == 'psnr_bg' else 'background LPIPS (VGG)'}" + (f"\n({note})" if note else ""),
-                     fontsize=9)
+        ax.set_title(
+            f"{'background PSNR (dB)' if col == 'psnr_bg' else 'background LPIPS (VGG)'}"
+            + (f"\n({note})" if note else ""),
+            fontsize=9,
+        )
     if not cols:
         axes[0][0].text(0.5, 0.5, "no background metric available", ha="center")
     fig.tight_layout()
     _save_fig(fig, path)
 
 
-def plot_profile(profile: pd.DataFrame, example: Sample | None, example_outputs: dict[str, np.ndarray], path: Path) -> None:
+def plot_profile(
+    profile: pd.DataFrame, example: Sample | None, example_outputs: dict[str, np.ndarray], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,8 +265,11 @@ def plot_profile(profile: pd.DataFrame, example: Sample | None, example_outputs:
     for method, g in profile.groupby("method", sort=False):
         axes[0].plot(g["distance"], g["mean_abs_change"], label=labels.get(method, method))
     axes[0].axvline(0, color="grey", lw=0.8, ls="--")
-    axes[0].set(xlabel="signed distance to the face-mask boundary (px; < 0 inside the face)",
-                ylabel="mean |output - input| (0-255)", title="how far each method changes the photo")
+    axes[0].set(
+        xlabel="signed distance to the face-mask boundary (px; < 0 inside the face)",
+        ylabel="mean |output - input| (0-255)",
+        title="how far each method changes the photo",
+    )
     axes[0].legend(fontsize=8)
     if example is not None:
         ys, xs = np.nonzero(example.mask)
@@ -241,15 +282,19 @@ def plot_profile(profile: pd.DataFrame, example: Sample | None, example_outputs:
         for method, out in example_outputs.items():
             axes[1].plot(xs_, out[y, lo:hi].mean(axis=1), label=labels.get(method, method))
         axes[1].axvline(0, color="grey", lw=0.8, ls="--")
-        axes[1].set(xlabel="pixels from the face's edge along one row", ylabel="intensity (mean of RGB)",
-                    title=f"intensity across the boundary, image {example.id}, row {y}")
+        axes[1].set(
+            xlabel="pixels from the face's edge along one row",
+            ylabel="intensity (mean of RGB)",
+            title=f"intensity across the boundary, image {example.id}, row {y}",
+        )
         axes[1].legend(fontsize=8)
     fig.tight_layout()
     _save_fig(fig, path)
 
 
-def sample_grid(samples: list[Sample], prompts: list[str], outputs: dict[str, list[np.ndarray]], path: Path,
-                cell: int = 192) -> None:
+def sample_grid(
+    samples: list[Sample], prompts: list[str], outputs: dict[str, list[np.ndarray]], path: Path, cell: int = 192
+) -> None:
     """Rows: photos; columns: the input (face mask outlined) and every method, same prompt per row."""
     import matplotlib
 
@@ -265,8 +310,12 @@ def sample_grid(samples: list[Sample], prompts: list[str], outputs: dict[str, li
             img = s.image if name == "input" else outputs[name][r]
             ax.imshow(np.asarray(Image.fromarray(img).resize((cell, cell))))
             if name == "input":
-                ax.contour(np.asarray(Image.fromarray(s.mask.astype(np.uint8) * 255).resize((cell, cell))) > 127,
-                           levels=[0.5], colors="yellow", linewidths=0.6)
+                ax.contour(
+                    np.asarray(Image.fromarray(s.mask.astype(np.uint8) * 255).resize((cell, cell))) > 127,
+                    levels=[0.5],
+                    colors="yellow",
+                    linewidths=0.6,
+                )
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(labels.get(name, name), fontsize=8)
@@ -293,6 +342,7 @@ def _save_fig(fig, path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ table
 
+
 def _fmt(v, digits):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
@@ -303,31 +353,65 @@ def _fmt(v, digits):
     return f"{v:,.{digits}f}"
 
 
-def markdown_table(summary: dict, fid: dict, unavailable_methods: dict, unavailable_metrics: dict,
-                   failed: dict, device: str, n_pairs: int) -> str:
+def markdown_table(
+    summary: dict,
+    fid: dict,
+    unavailable_methods: dict,
+    unavailable_metrics: dict,
+    failed: dict,
+    device: str,
+    n_pairs: int,
+) -> str:
     """The paper's comparison table for our run, then the published figures for reference."""
     labels = _labels()
-    lines = [f"# Evaluation: {n_pairs} image-prompt pairs on {device}", "",
-             "| method | FID | PSNR dB (background) | PSNR dB (whole) | LPIPS (background) | LPIPS (whole) | PickScore | seconds / edit | peak MiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Evaluation: {n_pairs} image-prompt pairs on {device}",
+        "",
+        "| method | FID | PSNR dB (background) | PSNR dB (whole) | LPIPS (background) | LPIPS (whole) | PickScore "
+        "| seconds / edit | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for method, s in summary.items():
         f = fid.get(method)
-        lines.append("| " + " | ".join([
-            labels.get(method, method), _fmt(f, 3) if f is not None else "n/a",
-            _fmt(s["psnr_bg"], 3), _fmt(s["psnr_full"], 3), _fmt(s.get("lpips_bg"), 4), _fmt(s.get("lpips_full"), 4),
-            _fmt(s.get("pickscore"), 3), f"{s['seconds_per_edit']:.3f} ({s['clock']})", _fmt(s["peak_mem_mib"], 0),
-        ]) + " |")
-    for method, why in {**unavailable_methods, **failed}.items():
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    labels.get(method, method),
+                    _fmt(f, 3) if f is not None else "n/a",
+                    _fmt(s["psnr_bg"], 3),
+                    _fmt(s["psnr_full"], 3),
+                    _fmt(s.get("lpips_bg"), 4),
+                    _fmt(s.get("lpips_full"), 4),
+                    _fmt(s.get("pickscore"), 3),
+                    f"{s['seconds_per_edit']:.3f} ({s['clock']})",
+                    _fmt(s["peak_mem_mib"], 0),
+                ]
+            )
+            + " |"
+        )
+    for method in {**unavailable_methods, **failed}:
         lines.append(f"| {labels.get(method, method)} | " + " | ".join(["n/a"] * 8) + " |")
     notes = [f"- {labels.get(m, m)}: not available: {why}" for m, why in unavailable_methods.items()]
     notes += [f"- {labels.get(m, m)}: failed: {why}" for m, why in failed.items()]
-    notes += [f"- {m.upper() if m != 'pickscore' else 'PickScore'}: unavailable: {why}" for m, why in unavailable_metrics.items()]
+    notes += [
+        f"- {m.upper() if m != 'pickscore' else 'PickScore'}: unavailable: {why}"
+        for m, why in unavailable_metrics.items()
+    ]
     if notes:
         lines += ["", "n/a:", *notes]
-    lines += ["", "Published (SPEC section 5, 100 pairs, their GPU):", "",
-              "| method | FID | PSNR dB | LPIPS | PickScore | seconds / edit | VRAM MiB |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Published (SPEC section 5, 100 pairs, their GPU):",
+        "",
+        "| method | FID | PSNR dB | LPIPS | PickScore | seconds / edit | VRAM MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, p in PUBLISHED.items():
-        lines.append(f"| {name} | {p['fid']} | {p['psnr']} | {p['lpips']} | {p['pickscore']} | {p['seconds']} | {p['vram_mib']:,} |")
+        lines.append(
+            f"| {name} | {p['fid']} | {p['psnr']} | {p['lpips']} | {p['pickscore']} | {p['seconds']} "
+            f"| {p['vram_mib']:,} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -340,11 +424,12 @@ def error_text(e: BaseException) -> str:
 
 # -------------------------------------------------------------------------------------------- run
 
+
 def _face(s: Sample) -> np.ndarray:
     from facepaint.edit import face_crop
 
     x0, y0, side = face_crop(s.mask, 0.1)
-    return s.image[y0:y0 + side, x0:x0 + side]
+    return s.image[y0 : y0 + side, x0 : x0 + side]
 
 
 @dataclass
@@ -356,16 +441,28 @@ class EvalResult:
     failed: dict  # method -> error text
 
 
-def run(samples: list[Sample], pairs: pd.DataFrame, methods: dict, cfg: EvalConfig, device, lpips=None,
-        pickscore=None, fid=None, fid_reference=None, progress: bool = True) -> EvalResult:
+def run(
+    samples: list[Sample],
+    pairs: pd.DataFrame,
+    methods: dict,
+    cfg: EvalConfig,
+    device,
+    lpips=None,
+    pickscore=None,
+    fid=None,
+    fid_reference=None,
+    progress: bool = True,
+) -> EvalResult:
     """Every method on every pair (timed), then the metrics. A method that raises is reported in
     `failed` and the others go on."""
     from facepaint.methods import EditInput, measure
 
     # Paint-by-Example edits from an exemplar instead of text: the face of the next pair's photo.
     exemplars = [_face(samples[(k + 1) % len(samples)]) for k in range(len(samples))]
-    inputs = [EditInput(s.image, s.mask, s.soft, s.beta, p, int(seed), exemplar=e)
-              for s, p, seed, e in zip(samples, pairs["prompt"], pairs["seed"], exemplars)]
+    inputs = [
+        EditInput(s.image, s.mask, s.soft, s.beta, p, int(seed), exemplar=e)
+        for s, p, seed, e in zip(samples, pairs["prompt"], pairs["seed"], exemplars)
+    ]
     rows, outputs, failed = [], {}, {}
     bar = tqdm(total=len(methods) * len(inputs), desc="evaluate", unit="edit", disable=not progress)
     for name, method in methods.items():
@@ -385,8 +482,17 @@ def run(samples: list[Sample], pairs: pd.DataFrame, methods: dict, cfg: EvalConf
             continue
         outputs[name] = outs
         for s, x, out, t in zip(samples, inputs, outs, timing):
-            rows.append({"method": name, "id": s.id, "prompt": x.prompt, "seed": x.seed, "beta": s.beta,
-                         **image_metrics(s, out, cfg.background_dilation, lpips), **t})
+            rows.append(
+                {
+                    "method": name,
+                    "id": s.id,
+                    "prompt": x.prompt,
+                    "seed": x.seed,
+                    "beta": s.beta,
+                    **image_metrics(s, out, cfg.background_dilation, lpips),
+                    **t,
+                }
+            )
     bar.close()
     table = pd.DataFrame(rows)
     if pickscore is not None and len(table):

@@ -16,6 +16,7 @@ Why it is built this way:
   depend on the other crops of its batch (up to float rounding: batching changes the summation order
   inside the batched convolutions and matrix products).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -57,7 +58,7 @@ def encode_prompts(text_encoder, tokenizer, prompts) -> tuple[torch.Tensor, list
     n = tokenizer.model_max_length
     ids = tokenizer(unique, padding="max_length", max_length=n, truncation=True, return_tensors="pt").input_ids
     words = tokenizer(unique, add_special_tokens=False, truncation=False, verbose=False).input_ids
-    cut = {p: tokenizer.decode(w[n - 2:]) if len(w) > n - 2 else "" for p, w in zip(unique, words)}
+    cut = {p: tokenizer.decode(w[n - 2 :]) if len(w) > n - 2 else "" for p, w in zip(unique, words)}
     embeddings = text_encoder(ids.to(text_encoder.device))[0]
     if len(unique) < len(prompts):
         embeddings = embeddings[torch.tensor([unique.index(p) for p in prompts], device=embeddings.device)]
@@ -85,23 +86,39 @@ class Inpainter:
     (the pipeline runs their modules; a compiled UNet is the pipeline's own wrapper, `components.unet`
     stays eager) and are recorded in `runtime`."""
 
-    def __init__(self, components: Components, adapter: FaceAdapter | None, adapter_scale: float, resolution: int,
-                 *, device="auto", scheduler: str = "ddim", speed_options: speed.Speed = speed.Speed(),
-                 pipeline_class=None):
+    def __init__(
+        self,
+        components: Components,
+        adapter: FaceAdapter | None,
+        adapter_scale: float,
+        resolution: int,
+        *,
+        device="auto",
+        scheduler: str = "ddim",
+        speed_options: speed.Speed = speed.Speed(),
+        pipeline_class=None,
+    ):
         from diffusers import StableDiffusionInpaintPipeline
 
         if resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8 (the VAE's factor), got {resolution}")
         self.device = pick_device(device)
         torch_dtype = pick_dtype(speed_options.dtype, self.device)
-        channels_last = self.device.type == "cuda" if speed_options.channels_last is None else speed_options.channels_last
+        channels_last = (
+            self.device.type == "cuda" if speed_options.channels_last is None else speed_options.channels_last
+        )
         self.adapter = None if adapter is None else adapter.to(self.device).eval()
         self.adapter_scale, self.resolution, self.scheduler = adapter_scale, resolution, scheduler
         self.name = components.name
         self.pipe = (pipeline_class or StableDiffusionInpaintPipeline)(
-            vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-            unet=components.unet, scheduler=make_scheduler(scheduler, components.scheduler.config),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            vae=components.vae,
+            text_encoder=components.text_encoder,
+            tokenizer=components.tokenizer,
+            unet=components.unet,
+            scheduler=make_scheduler(scheduler, components.scheduler.config),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         ).to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         pipe = self.pipe
@@ -114,9 +131,13 @@ class Inpainter:
                 speed.to_channels_last(module)
             else:  # NCHW, also for components an earlier inpainter made channels_last
                 module.to(memory_format=torch.contiguous_format)
-        self.runtime = {"device": str(self.device), "dtype": DTYPE_NAMES.get(pipe.unet.dtype, str(pipe.unet.dtype)),
-                        "attention": speed_options.attention, "channels_last": channels_last,
-                        "compile": speed_options.compile}
+        self.runtime = {
+            "device": str(self.device),
+            "dtype": DTYPE_NAMES.get(pipe.unet.dtype, str(pipe.unet.dtype)),
+            "attention": speed_options.attention,
+            "channels_last": channels_last,
+            "compile": speed_options.compile,
+        }
         # static shapes: a batch of 1 and a batch of 8 each get their own graph
         pipe.unet = speed.compiled(pipe.unet, speed_options.compile, dynamic=False)
 
@@ -126,8 +147,19 @@ class Inpainter:
         return [m for m in (pipe.vae, pipe.unet, pipe.text_encoder, self.adapter) if m is not None]
 
     @torch.inference_mode()
-    def generate(self, images, masks, betas, prompts, negative_prompts="", *, steps: int, guidance_scale: float,
-                 strength: float, seeds=0) -> tuple[list[np.ndarray], list[str]]:
+    def generate(
+        self,
+        images,
+        masks,
+        betas,
+        prompts,
+        negative_prompts="",
+        *,
+        steps: int,
+        guidance_scale: float,
+        strength: float,
+        seeds=0,
+    ) -> tuple[list[np.ndarray], list[str]]:
         """I_result for N square crops at the model's resolution (uint8 R x R x 3 each, bool R x R masks M,
         face ratios beta) in ONE pipeline call. Returns (the N decoded inpaintings, not blended; each
         prompt's text cut at 77 tokens). `prompts`, `negative_prompts`, `seeds`: one per crop, or a single
@@ -145,9 +177,11 @@ class Inpainter:
         r = self.resolution
         for i, (image, mask) in enumerate(zip(images, masks)):
             if np.shape(image) != (r, r, 3) or np.asarray(image).dtype != np.uint8 or np.shape(mask) != (r, r):
-                raise ValueError(f"crop {i}: expected a uint8 ({r}, {r}, 3) image and an ({r}, {r}) mask at the "
-                                 f"model's resolution, got {np.asarray(image).dtype} {np.shape(image)} and "
-                                 f"{np.shape(mask)}")
+                raise ValueError(
+                    f"crop {i}: expected a uint8 ({r}, {r}, 3) image and an ({r}, {r}) mask at the "
+                    f"model's resolution, got {np.asarray(image).dtype} {np.shape(image)} and "
+                    f"{np.shape(mask)}"
+                )
         # 2. Encode and condition the prompts (E_hat = E + adapter_scale * beta * A(E)), both of them
         beta = [float(b) for b in betas]
         embeds, cuts = [], []
@@ -155,8 +189,11 @@ class Inpainter:
             e, cut = encode_prompts(self.pipe.text_encoder, self.pipe.tokenizer, texts)
             for text, c in dict(zip(texts, cut)).items():
                 if c:
-                    warnings.warn(f"{what} {text[:40]!r}... is longer than CLIP's 77 tokens; this part was cut "
-                                  f"and has no effect: {c!r}", stacklevel=4)
+                    warnings.warn(
+                        f"{what} {text[:40]!r}... is longer than CLIP's 77 tokens; this part was cut "
+                        f"and has no effect: {c!r}",
+                        stacklevel=4,
+                    )
             embeds.append(condition(e, beta[0] if n == 1 else beta, self.adapter, self.adapter_scale))
             cuts.append(cut)
         # 3. Denoise and decode, one generator per crop
@@ -165,8 +202,16 @@ class Inpainter:
         generators = [torch.Generator(self.device).manual_seed(s) for s in seeds]
         one = (lambda items: items[0]) if n == 1 else (lambda items: items)
         out = self.pipe(
-            prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1], image=one(pil_images),
-            mask_image=one(pil_masks), height=r, width=r, num_inference_steps=steps, guidance_scale=guidance_scale,
-            strength=strength, generator=one(generators), output_type="np",
+            prompt_embeds=embeds[0],
+            negative_prompt_embeds=embeds[1],
+            image=one(pil_images),
+            mask_image=one(pil_masks),
+            height=r,
+            width=r,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            strength=strength,
+            generator=one(generators),
+            output_type="np",
         ).images
         return list(np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)), cuts[0]

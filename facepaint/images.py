@@ -4,6 +4,7 @@ Photos arrive as truncated JPEGs, CMYK scans, grayscale, RGBA PNGs, EXIF-rotated
 the occasional decompression bomb. `load_rgb` turns each into an RGB image or an `ImageError` whose
 message says what is wrong; the stages report it with the image's id.
 """
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,9 @@ class LoadedImage:
     notes: list[str] = field(default_factory=list)  # conversions applied, e.g. "converted from CMYK"
 
 
-def load_rgb(path_or_bytes, *, min_size: int = 1, require_square: bool = False,
-             draft_size: int | None = None) -> LoadedImage:
+def load_rgb(
+    path_or_bytes, *, min_size: int = 1, require_square: bool = False, draft_size: int | None = None
+) -> LoadedImage:
     """Decode an image fully and return it as RGB.
 
     - Truncated or corrupt files raise ImageError (PIL would otherwise pad truncated JPEGs with grey
@@ -49,7 +51,9 @@ def load_rgb(path_or_bytes, *, min_size: int = 1, require_square: bool = False,
         with Image.open(src) as im:
             w, h = im.size
             if w * h > MAX_PIXELS:
-                raise ImageError(f"{w}x{h} is over {MAX_PIXELS // 1_000_000} megapixels (refused as a possible decompression bomb)")
+                raise ImageError(
+                    f"{w}x{h} is over {MAX_PIXELS // 1_000_000} megapixels (refused as a possible decompression bomb)"
+                )
             if draft_size and im.format == "JPEG" and min(w, h) > draft_size:
                 im.draft("RGB", (draft_size * w // min(w, h), draft_size * h // min(w, h)))
             im.load()

@@ -3,6 +3,7 @@
 Every writer here writes to a temporary sibling and renames it into place (rename is atomic on one
 filesystem), so a killed stage leaves either the old file or the new one, never a partial one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pyarrow as pa

@@ -14,11 +14,12 @@ Shard `shard-NNNNN.safetensors` tensors:
   latent_mask (N, 1, h, w) uint8 (unflipped; flip it with the image) | beta (N,) float32
 `index.json` lists the shards and the settings that produced them; it is written last.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -67,7 +68,9 @@ class _Images(torch.utils.data.Dataset):
         row = self.masks.iloc[i]
         image_id = int(row["id"])
         try:
-            loaded = load_rgb(celebamask.image_path(self.root, image_id), require_square=True, draft_size=self.resolution)
+            loaded = load_rgb(
+                celebamask.image_path(self.root, image_id), require_square=True, draft_size=self.resolution
+            )
         except ImageError as e:
             return {"id": image_id, "error": str(e)}
         im = loaded.image
@@ -86,8 +89,9 @@ def _as_list(batch):
 
 
 @torch.inference_mode()
-def encode_batch(vae, x: torch.Tensor, mask: torch.Tensor,
-                 memory_format=torch.contiguous_format) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_batch(
+    vae, x: torch.Tensor, mask: torch.Tensor, memory_format=torch.contiguous_format
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,3,R,R) in [-1,1] and (B,1,R,R) binary -> latents and masked latents, (B, 2 flips, 4, h, w)."""
     masked = x * (1.0 - mask)
     both = torch.cat([x, masked])
@@ -98,8 +102,9 @@ def encode_batch(vae, x: torch.Tensor, mask: torch.Tensor,
     return z[0], z[1]
 
 
-def compute_latents(root, masks: pd.DataFrame, vae, out_dir, cfg: LatentConfig, resolution: int,
-                    progress: bool = True) -> tuple[dict, StageReport]:
+def compute_latents(
+    root, masks: pd.DataFrame, vae, out_dir, cfg: LatentConfig, resolution: int, progress: bool = True
+) -> tuple[dict, StageReport]:
     """Encode every row of `masks` (id, mask, latent, beta) and write shards + index.json to out_dir."""
     out_dir = Path(out_dir)
     factor = vae_downsampling(vae)
@@ -114,8 +119,12 @@ def compute_latents(root, masks: pd.DataFrame, vae, out_dir, cfg: LatentConfig, 
     vae = vae.to(memory_format=memory_format)
     report = StageReport("latents", total=len(masks))
     loader = torch.utils.data.DataLoader(
-        _Images(root, masks, resolution), batch_size=cfg.batch_size, collate_fn=_as_list,
-        num_workers=cfg.workers, pin_memory=device.type == "cuda", multiprocessing_context=worker_context(cfg.workers),
+        _Images(root, masks, resolution),
+        batch_size=cfg.batch_size,
+        collate_fn=_as_list,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        multiprocessing_context=worker_context(cfg.workers),
     )
     shards, pending = [], {k: [] for k in ("ids", "latents", "masked_latents", "latent_mask", "beta")}
 

@@ -11,6 +11,7 @@ Normalisation, stated because the SPEC leaves it open:
 - with alpha = 0 and no face the loss is 0, not NaN.
 The MSE is computed in float32 whatever the autocast dtype, as diffusers' training scripts do.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,7 +24,9 @@ def weight_map(latent_mask: torch.Tensor, alpha: float) -> torch.Tensor:
     return latent_mask.float() + alpha
 
 
-def masked_mse(eps_pred: torch.Tensor, eps: torch.Tensor, latent_mask: torch.Tensor, alpha: float = 0.05) -> torch.Tensor:
+def masked_mse(
+    eps_pred: torch.Tensor, eps: torch.Tensor, latent_mask: torch.Tensor, alpha: float = 0.05
+) -> torch.Tensor:
     """mean(w * (eps_pred - eps)^2) over B x C x h x w (see the module docstring)."""
     if eps_pred.shape != eps.shape:
         raise ValueError(f"prediction {tuple(eps_pred.shape)} and target {tuple(eps.shape)} differ in shape")

@@ -12,14 +12,15 @@ From M (at the training resolution, binarized at 0.5):
   the image side a multiple of the factor, it commutes with horizontal flips.
 - beta = mean(M), the face ratio that gates the text adapter.
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
 import os
 from dataclasses import asdict, dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -39,8 +40,25 @@ BACKENDS = ("annotations", "bisenet")
 # facexlib's BiSeNet class order (face-parsing.PyTorch / CelebAMask-HQ training); differs from the
 # order of celebamask.PART_NAMES, hence the mapping by name.
 BISENET_CLASSES = (
-    "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
-    "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
+    "background",
+    "skin",
+    "l_brow",
+    "r_brow",
+    "l_eye",
+    "r_eye",
+    "eye_g",
+    "l_ear",
+    "r_ear",
+    "ear_r",
+    "nose",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "neck",
+    "neck_l",
+    "cloth",
+    "hair",
+    "hat",
 )
 BISENET_URL = "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth"
 BISENET_FILE = "parsing_bisenet.pth"
@@ -75,7 +93,10 @@ class MaskConfig:  # params.yaml `masks`
         if self.backend not in BACKENDS:
             raise ValueError(f"masks.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.resolution % self.latent_factor:
-            raise ValueError(f"masks.resolution ({self.resolution}) must be a multiple of masks.latent_factor ({self.latent_factor})")
+            raise ValueError(
+                f"masks.resolution ({self.resolution}) must be a multiple of masks.latent_factor "
+                f"({self.latent_factor})"
+            )
         if self.sigma < 0:
             raise ValueError(f"masks.sigma must be >= 0, got {self.sigma}")
 
@@ -88,6 +109,7 @@ class FaceMask:
 
 
 # ------------------------------------------------------------------------------------ mask algebra
+
 
 def resize_binary(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """A mask (bool, or float in [0, 1]) resized bilinearly to size x size (or size = (width, height)) and
@@ -149,6 +171,7 @@ def parts_union_from_labels(labels: np.ndarray, parts, classes=BISENET_CLASSES) 
 
 # ----------------------------------------------------------------------------------- annotations
 
+
 def annotation_union(root, image_id: int, parts) -> tuple[np.ndarray, list[str]]:
     """Union of the part PNGs present for this id. Raises ImageError when none exists or one is corrupt.
 
@@ -167,7 +190,10 @@ def annotation_union(root, image_id: int, parts) -> tuple[np.ndarray, list[str]]
         else:
             if m.shape != union.shape:
                 if m.shape[0] != m.shape[1] or union.shape[0] != union.shape[1]:
-                    raise ImageError(f"part mask {path.name} is {m.shape[1]}x{m.shape[0]}, others are {union.shape[1]}x{union.shape[0]}")
+                    raise ImageError(
+                        f"part mask {path.name} is {m.shape[1]}x{m.shape[0]}, "
+                        f"others are {union.shape[1]}x{union.shape[0]}"
+                    )
                 m = resize_binary(m, union.shape[0])
             union |= m
         found.append(part)
@@ -180,6 +206,7 @@ def annotation_union(root, image_id: int, parts) -> tuple[np.ndarray, list[str]]
 
 
 # --------------------------------------------------------------------------------------- BiSeNet
+
 
 def default_bisenet_path() -> Path:
     """Where facexlib's own downloader keeps the weights (site-packages/facexlib/weights)."""
@@ -225,8 +252,13 @@ def file_sha256(path: str | os.PathLike) -> str:
 class BiSeNetParser:
     """facexlib's BiSeNet: RGB uint8 images in, per-pixel class labels (BISENET_CLASSES) out."""
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto", half: bool = True,
-                 channels_last: bool = True):
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        device: str = "auto",
+        half: bool = True,
+        channels_last: bool = True,
+    ):
         from facexlib.parsing.bisenet import BiSeNet
 
         self.weights = bisenet_weights_path(weights)
@@ -236,12 +268,16 @@ class BiSeNetParser:
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise ModelLoadError(f"{self.weights} does not hold 19-class BiSeNet weights ({BISENET_URL}): {str(e)[:300]}") from e
+            raise ModelLoadError(
+                f"{self.weights} does not hold 19-class BiSeNet weights ({BISENET_URL}): {str(e)[:300]}"
+            ) from e
         self.device = pick_device(device)
         self.dtype = torch.float16 if (half and self.device.type == "cuda") else torch.float32
         self.net = net.eval().to(self.device, self.dtype)
         # NHWC convolutions on a GPU (tensor-core kernels); the CPU keeps NCHW
-        self.memory_format = torch.channels_last if (channels_last and self.device.type == "cuda") else torch.contiguous_format
+        self.memory_format = (
+            torch.channels_last if (channels_last and self.device.type == "cuda") else torch.contiguous_format
+        )
         self.net = self.net.to(memory_format=self.memory_format)
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
@@ -258,6 +294,7 @@ class BiSeNetParser:
 
 # ------------------------------------------------------------------------------------- the stage
 
+
 class _Inputs(torch.utils.data.Dataset):
     """Decodes and validates one image (and its part masks) per item, in DataLoader workers."""
 
@@ -273,8 +310,9 @@ class _Inputs(torch.utils.data.Dataset):
         item = {"id": image_id, "error": None, "notes": []}
         try:
             size = BISENET_SIZE if cfg.backend == "bisenet" else cfg.resolution
-            loaded = load_rgb(celebamask.image_path(self.root, image_id), min_size=cfg.min_size,
-                              require_square=True, draft_size=size)
+            loaded = load_rgb(
+                celebamask.image_path(self.root, image_id), min_size=cfg.min_size, require_square=True, draft_size=size
+            )
             item["notes"] += loaded.notes
             item["size"] = loaded.original_size
             if cfg.backend == "bisenet":
@@ -293,8 +331,9 @@ def _as_list(batch):
     return batch
 
 
-def compute_masks(root, ids, cfg: MaskConfig, progress: bool = True,
-                  parser: BiSeNetParser | None = None) -> tuple[pd.DataFrame, StageReport]:
+def compute_masks(
+    root, ids, cfg: MaskConfig, progress: bool = True, parser: BiSeNetParser | None = None
+) -> tuple[pd.DataFrame, StageReport]:
     """Masks for `ids` under a CelebAMask-HQ `root`, and the report of what could not be used.
 
     Returns a DataFrame with one row per usable id: id, beta, mask (1-bit PNG of M), latent (1-bit PNG of
@@ -304,8 +343,13 @@ def compute_masks(root, ids, cfg: MaskConfig, progress: bool = True,
     if cfg.backend == "bisenet" and parser is None:
         parser = BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half, cfg.channels_last)
     loader = torch.utils.data.DataLoader(
-        _Inputs(root, ids, cfg), batch_size=cfg.batch_size, shuffle=False, collate_fn=_as_list,
-        num_workers=cfg.workers, persistent_workers=False, multiprocessing_context=worker_context(cfg.workers),
+        _Inputs(root, ids, cfg),
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        collate_fn=_as_list,
+        num_workers=cfg.workers,
+        persistent_workers=False,
+        multiprocessing_context=worker_context(cfg.workers),
     )
     rows = []
     bar = tqdm(total=len(ids), desc=f"masks ({cfg.backend})", unit="img", disable=not progress)
@@ -327,9 +371,16 @@ def compute_masks(root, ids, cfg: MaskConfig, progress: bool = True,
             if not fm.mask.any():
                 report.add_unusable(it["id"], "no face pixels: the face mask is empty (beta = 0)")
                 continue
-            rows.append({
-                "id": it["id"], "beta": fm.beta, "mask": encode_png(fm.mask), "latent": encode_png(fm.latent), "width": it["size"][0], "height": it["size"][1],
-            })
+            rows.append(
+                {
+                    "id": it["id"],
+                    "beta": fm.beta,
+                    "mask": encode_png(fm.mask),
+                    "latent": encode_png(fm.latent),
+                    "width": it["size"][0],
+                    "height": it["size"][1],
+                }
+            )
         bar.update(len(batch))
     bar.close()
     df = pd.DataFrame(rows, columns=["id", "beta", "mask", "latent", "width", "height"])

@@ -25,6 +25,7 @@ binarized at 0.5), the one the model was trained with.
 `measure` times one edit: CUDA events and peak memory on a GPU, CPU time on the CPU. Warm up first
 (one untimed edit), as the evaluate stage does.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,18 +46,22 @@ from facepaint.models import ModelConfig, hub_unreachable, load_components, pick
 from facepaint.speed import Speed
 
 LABELS = {
-    "ours": "ours", "ours_no_blend": "ours (no blending)", "sd15_inpaint": "SD1.5 inpaint",
-    "blended_latent_diffusion": "Blended Latent Diffusion", "paint_by_example": "Paint-by-Example",
-    "brushnet": "BrushNet", "diptych_prompting": "Diptych Prompting",
+    "ours": "ours",
+    "ours_no_blend": "ours (no blending)",
+    "sd15_inpaint": "SD1.5 inpaint",
+    "blended_latent_diffusion": "Blended Latent Diffusion",
+    "paint_by_example": "Paint-by-Example",
+    "brushnet": "BrushNet",
+    "diptych_prompting": "Diptych Prompting",
 }
 NOT_INTEGRATED = {
     "brushnet": "no diffusers integration in facepaint yet; BrushNet needs its own pipeline (a dual-branch UNet "
-                "that diffusers does not ship) and weights (TencentARC/BrushNet, the SD1.5 segmentation-mask "
-                "checkpoint): supply both and add a Method in facepaint/methods.py",
+    "that diffusers does not ship) and weights (TencentARC/BrushNet, the SD1.5 segmentation-mask "
+    "checkpoint): supply both and add a Method in facepaint/methods.py",
     "diptych_prompting": "no diffusers integration in facepaint yet; Diptych Prompting needs FLUX.1-dev with a FLUX "
-                         "inpainting ControlNet (black-forest-labs/FLUX.1-dev, "
-                         "alimama-creative/FLUX.1-dev-Controlnet-Inpainting-Beta) and its reference attention "
-                         "enhancement: supply the weights and add a Method in facepaint/methods.py",
+    "inpainting ControlNet (black-forest-labs/FLUX.1-dev, "
+    "alimama-creative/FLUX.1-dev-Controlnet-Inpainting-Beta) and its reference attention "
+    "enhancement: supply the weights and add a Method in facepaint/methods.py",
 }
 
 
@@ -89,8 +94,10 @@ class InferenceConfig:
 def _check_input(x: EditInput, resolution: int) -> None:
     r = resolution
     if x.image.shape != (r, r, 3) or x.image.dtype != np.uint8 or x.mask.shape != (r, r) or x.soft.shape != (r, r):
-        raise ValueError(f"expected a uint8 ({r}, {r}, 3) photo with ({r}, {r}) masks, got {x.image.dtype} "
-                         f"{x.image.shape}, mask {x.mask.shape}, soft {x.soft.shape}")
+        raise ValueError(
+            f"expected a uint8 ({r}, {r}, 3) photo with ({r}, {r}) masks, got {x.image.dtype} "
+            f"{x.image.shape}, mask {x.mask.shape}, soft {x.soft.shape}"
+        )
 
 
 class Method:
@@ -117,9 +124,17 @@ class Inpaint(Method):
     def edit(self, x: EditInput) -> np.ndarray:
         _check_input(x, self.inpainter.resolution)
         c = self.cfg
-        generated, _ = self.inpainter.generate([x.image], [x.mask], [x.beta], x.prompt, c.negative_prompt,
-                                               steps=c.steps, guidance_scale=c.guidance_scale, strength=c.strength,
-                                               seeds=x.seed)
+        generated, _ = self.inpainter.generate(
+            [x.image],
+            [x.mask],
+            [x.beta],
+            x.prompt,
+            c.negative_prompt,
+            steps=c.steps,
+            guidance_scale=c.guidance_scale,
+            strength=c.strength,
+            seeds=x.seed,
+        )
         return pixel_blend(x.image, generated[0], x.soft) if self.blend else generated[0]
 
     def modules(self):
@@ -127,6 +142,7 @@ class Inpaint(Method):
 
 
 # --------------------------------------------------------------------------- Blended Latent Diffusion
+
 
 @dataclass
 class LatentBlend:
@@ -140,9 +156,12 @@ class LatentBlend:
 
     def __call__(self, pipe, i: int, t, callback_kwargs: dict) -> dict:
         latents = callback_kwargs["latents"]
-        timesteps = pipe.scheduler.timesteps[-pipe.num_timesteps:]  # those run (strength < 1 skips the first)
-        target = self.init if i + 1 == len(timesteps) else pipe.scheduler.add_noise(
-            self.init, self.noise, timesteps[i + 1:i + 2])
+        timesteps = pipe.scheduler.timesteps[-pipe.num_timesteps :]  # those run (strength < 1 skips the first)
+        target = (
+            self.init
+            if i + 1 == len(timesteps)
+            else pipe.scheduler.add_noise(self.init, self.noise, timesteps[i + 1 : i + 2])
+        )
         return {"latents": torch.where(self.keep, target.to(latents.dtype), latents)}
 
 
@@ -164,13 +183,21 @@ def _blended_latent_pipeline():
             noise = randn_tensor(init.shape, generator=generator, device=device, dtype=dtype)
             generator.set_state(state)
             blend = LatentBlend(init.to(dtype), noise, torch.from_numpy(keep)[None, None].to(device))
-            return super().__call__(image=image, mask_image=mask_image, height=height, width=width,
-                                    generator=generator, callback_on_step_end=blend, **kwargs)
+            return super().__call__(
+                image=image,
+                mask_image=mask_image,
+                height=height,
+                width=width,
+                generator=generator,
+                callback_on_step_end=blend,
+                **kwargs,
+            )
 
     return BlendedLatentInpaintPipeline
 
 
 # --------------------------------------------------------------------------------- Paint-by-Example
+
 
 class PaintByExample(Method):
     """diffusers' PaintByExamplePipeline (its own SD1.4-based weights), decoded as it is.
@@ -202,15 +229,22 @@ class PaintByExample(Method):
 
     def edit(self, x: EditInput) -> np.ndarray:
         if x.exemplar is None:
-            raise ValueError("Paint-by-Example needs an exemplar face (EditInput.exemplar, a face from another "
-                             "photo); none was given")
+            raise ValueError(
+                "Paint-by-Example needs an exemplar face (EditInput.exemplar, a face from another "
+                "photo); none was given"
+            )
         r = x.image.shape[0]
         _check_input(x, r)
         out = self.pipe(
-            example_image=Image.fromarray(x.exemplar), image=Image.fromarray(x.image),
-            mask_image=Image.fromarray(x.mask.astype(np.uint8) * 255), height=r, width=r,
-            num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.guidance_scale,
-            generator=torch.Generator(self.device).manual_seed(x.seed), output_type="np",
+            example_image=Image.fromarray(x.exemplar),
+            image=Image.fromarray(x.image),
+            mask_image=Image.fromarray(x.mask.astype(np.uint8) * 255),
+            height=r,
+            width=r,
+            num_inference_steps=self.cfg.steps,
+            guidance_scale=self.cfg.guidance_scale,
+            generator=torch.Generator(self.device).manual_seed(x.seed),
+            output_type="np",
         ).images[0]
         return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
 
@@ -220,8 +254,17 @@ class PaintByExample(Method):
 
 # ----------------------------------------------------------------------------------------- building
 
-def build_methods(names: list[str], artifact_path, cfg: InferenceConfig, *, base_model: ModelConfig | None = None,
-                  device="auto", dtype: str, paint_by_example: str) -> tuple[dict[str, Method], dict[str, str]]:
+
+def build_methods(
+    names: list[str],
+    artifact_path,
+    cfg: InferenceConfig,
+    *,
+    base_model: ModelConfig | None = None,
+    device="auto",
+    dtype: str,
+    paint_by_example: str,
+) -> tuple[dict[str, Method], dict[str, str]]:
     """(the methods that could be built, in the order of `names`; {name: reason} for the unavailable ones).
 
     `base_model`: None for the artifact's own (its conditions); all inpainting methods run at the
@@ -245,8 +288,13 @@ def build_methods(names: list[str], artifact_path, cfg: InferenceConfig, *, base
     if ours or plain:
         comps = load_components(base_model or trained.model, torch_dtype=torch_dtype)
         base = replace(comps, unet=copy.deepcopy(comps.unet)) if ours and plain else comps
-        inpainter = partial(Inpainter, resolution=trained.resolution, device=dev, scheduler=cfg.scheduler,
-                            speed_options=Speed(dtype=dtype))
+        inpainter = partial(
+            Inpainter,
+            resolution=trained.resolution,
+            device=dev,
+            scheduler=cfg.scheduler,
+            speed_options=Speed(dtype=dtype),
+        )
         if ours:
             ip = inpainter(comps, apply_artifact(comps, artifact), trained.adapter_scale)
             built.update({n: Inpaint(n, ip, cfg, blend=n == "ours") for n in ours})
@@ -264,6 +312,7 @@ def build_methods(names: list[str], artifact_path, cfg: InferenceConfig, *, base
 
 
 # ---------------------------------------------------------------------------------------- measuring
+
 
 def _weights_mib(modules) -> float:
     tensors = {id(t): t for m in modules for t in (*m.parameters(), *m.buffers())}
@@ -284,8 +333,13 @@ def measure(method: Method, x: EditInput, device) -> tuple[np.ndarray, dict]:
     if device.type != "cuda":
         cpu = time.process_time()
         out = method.edit(x)
-        return out, {"seconds": time.process_time() - cpu, "wall_seconds": time.perf_counter() - wall,
-                     "peak_mem_mib": None, "weights_mib": weights, "clock": "cpu"}
+        return out, {
+            "seconds": time.process_time() - cpu,
+            "wall_seconds": time.perf_counter() - wall,
+            "peak_mem_mib": None,
+            "weights_mib": weights,
+            "clock": "cpu",
+        }
     with torch.cuda.device(device):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -296,6 +350,11 @@ def measure(method: Method, x: EditInput, device) -> tuple[np.ndarray, dict]:
         end.record()
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
-    return out, {"seconds": start.elapsed_time(end) / 1000, "wall_seconds": time.perf_counter() - wall,
-                 "peak_mem_mib": weights + (peak - resident) / 2**20, "peak_mem_total_mib": peak / 2**20,
-                 "weights_mib": weights, "clock": "cuda"}
+    return out, {
+        "seconds": start.elapsed_time(end) / 1000,
+        "wall_seconds": time.perf_counter() - wall,
+        "peak_mem_mib": weights + (peak - resident) / 2**20,
+        "peak_mem_total_mib": peak / 2**20,
+        "weights_mib": weights,
+        "clock": "cuda",
+    }

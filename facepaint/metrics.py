@@ -11,6 +11,7 @@ Background (what PSNR and LPIPS "background" mean): the pixels farther than `dil
 of radius `dilation` (see `background_region`). The dilation keeps the blended seam out of the
 background figures. Whole-image figures are reported beside them.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ from scipy.ndimage import distance_transform_edt
 
 from facepaint import FacepaintError
 from facepaint.io import atomic_path
-from facepaint.models import pick_device, hub_unreachable
+from facepaint.models import hub_unreachable, pick_device
 
 # Files torch.hub caches in $TORCH_HOME/hub/checkpoints, and where they come from.
 VGG16_FILE = "vgg16-397923af.pth"
@@ -38,7 +39,9 @@ class MetricUnavailable(FacepaintError):
     """A metric's weights or packages cannot be had; the message says what is missing and how to supply it."""
 
 
-def _hub_weights_missing(what: str, filename: str, url: str, err: Exception, alternative: str = "") -> MetricUnavailable:
+def _hub_weights_missing(
+    what: str, filename: str, url: str, err: Exception, alternative: str = ""
+) -> MetricUnavailable:
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     return MetricUnavailable(
         f"{what}: its weights {filename} are not in {checkpoints} and could not be fetched from {url} "
@@ -48,6 +51,7 @@ def _hub_weights_missing(what: str, filename: str, url: str, err: Exception, alt
 
 
 # ------------------------------------------------------------------------------------ pixel regions
+
 
 def _check_image(img, name: str = "image") -> np.ndarray:
     img = np.asarray(img)
@@ -97,11 +101,12 @@ def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> floa
     the pixels in `region` (bool HxW; None: the whole image). inf when they agree there."""
     a, b, region = _check_pair(a, b, region)
     diff = a.astype(np.float64) - b.astype(np.float64)
-    mse = float(np.mean(diff[region] ** 2 if region is not None else diff ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+    mse = float(np.mean(diff[region] ** 2 if region is not None else diff**2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 # -------------------------------------------------------------------------------------------- LPIPS
+
 
 class LPIPS:
     """LPIPS with the VGG16 backbone (torchmetrics' LearnedPerceptualImagePatchSimilarity, which
@@ -116,7 +121,9 @@ class LPIPS:
         try:
             from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
         except ImportError as e:
-            raise MetricUnavailable(f"LPIPS needs torchmetrics and torchvision ({e}); pip install torchmetrics torchvision") from e
+            raise MetricUnavailable(
+                f"LPIPS needs torchmetrics and torchvision ({e}); pip install torchmetrics torchvision"
+            ) from e
         try:
             metric = LearnedPerceptualImagePatchSimilarity(net_type="vgg", normalize=True)
         except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; bad hash/file a RuntimeError
@@ -134,6 +141,7 @@ class LPIPS:
 
 
 # ---------------------------------------------------------------------------------------------- FID
+
 
 def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh(sigma)
@@ -182,24 +190,43 @@ class FID:
     any callable mapping a uint8 tensor (N, 3, H, W) to float features (N, D).
     """
 
-    def __init__(self, feature_extractor=None, device: str = "auto", batch_size: int = 32,
-                 weights_path: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        feature_extractor=None,
+        device: str = "auto",
+        batch_size: int = 32,
+        weights_path: str | os.PathLike | None = None,
+    ):
         self.device = pick_device(device)
         self.batch_size = batch_size
         if feature_extractor is not None:
-            self.extractor, self.name = feature_extractor, getattr(feature_extractor, "name", getattr(feature_extractor, "__name__", "injected"))
+            self.extractor, self.name = (
+                feature_extractor,
+                getattr(feature_extractor, "name", getattr(feature_extractor, "__name__", "injected")),
+            )
             return
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
-            inception = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                           feature_extractor_weights_path=None if weights_path is None else str(weights_path))
+
+            inception = NoTrainInceptionV3(
+                name="inception-v3-compat",
+                features_list=["2048"],
+                feature_extractor_weights_path=None if weights_path is None else str(weights_path),
+            )
         except ModuleNotFoundError as e:
             raise MetricUnavailable(f"FID needs torch-fidelity ({e}); pip install torch-fidelity") from e
         except (OSError, RuntimeError, ValueError) as e:
             if weights_path is not None:
-                raise MetricUnavailable(f"FID unavailable: could not load the Inception weights {weights_path} ({type(e).__name__}: {e})") from e
-            raise _hub_weights_missing("FID (Inception) unavailable", INCEPTION_FILE, INCEPTION_URL, e,
-                                       ", or pass the file's path as the FID weights path") from e
+                raise MetricUnavailable(
+                    f"FID unavailable: could not load the Inception weights {weights_path} ({type(e).__name__}: {e})"
+                ) from e
+            raise _hub_weights_missing(
+                "FID (Inception) unavailable",
+                INCEPTION_FILE,
+                INCEPTION_URL,
+                e,
+                ", or pass the file's path as the FID weights path",
+            ) from e
         self.extractor, self.name = inception.to(self.device), "torch-fidelity inception-v3-compat pool3 (2048)"
 
     @torch.inference_mode()
@@ -228,13 +255,18 @@ class FID:
         return frechet_distance(mu, sigma, ref_stats[0], ref_stats[1])
 
     @staticmethod
-    def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, n: int, meta: dict | None = None) -> None:
+    def save_stats(
+        path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, n: int, meta: dict | None = None
+    ) -> None:
         """Write statistics atomically as safetensors; `meta` (JSON-able, e.g. the reference set) rides along."""
         from safetensors.numpy import save_file
 
         with atomic_path(path) as tmp:
-            save_file({"mu": np.ascontiguousarray(mu, np.float64), "sigma": np.ascontiguousarray(sigma, np.float64)},
-                      str(tmp), metadata={"n": str(int(n)), "meta": json.dumps(meta or {})})
+            save_file(
+                {"mu": np.ascontiguousarray(mu, np.float64), "sigma": np.ascontiguousarray(sigma, np.float64)},
+                str(tmp),
+                metadata={"n": str(int(n)), "meta": json.dumps(meta or {})},
+            )
 
     @staticmethod
     def load_stats(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, int, dict]:
@@ -247,14 +279,20 @@ class FID:
 
 # ---------------------------------------------------------------------------------------- PickScore
 
+
 class PickScore:
     """PickScore_v1: logit_scale.exp() * cosine(image embedding, prompt embedding), per image-prompt pair.
 
     `model`/`processor` are Hugging Face ids or local directories (save_pretrained layouts).
     """
 
-    def __init__(self, device: str = "auto", model: str = PICKSCORE_MODEL, processor: str = PICKSCORE_PROCESSOR,
-                 batch_size: int = 16):
+    def __init__(
+        self,
+        device: str = "auto",
+        model: str = PICKSCORE_MODEL,
+        processor: str = PICKSCORE_PROCESSOR,
+        batch_size: int = 16,
+    ):
         from transformers import AutoModel, AutoProcessor
 
         self.device, self.batch_size = pick_device(device), batch_size
@@ -266,13 +304,17 @@ class PickScore:
                     raise OSError(reason)
                 loaded[key] = cls.from_pretrained(ref)
             except (OSError, ValueError) as e:  # hub/cache errors subclass these
-                where = (f"the local directory {ref} does not hold it" if os.path.isdir(ref) else
-                         f"'{ref}' is not in the Hugging Face cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}) "
-                         f"and the hub could not be reached")
+                where = (
+                    f"the local directory {ref} does not hold it"
+                    if os.path.isdir(ref)
+                    else f"'{ref}' is not in the Hugging Face cache "
+                    f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and the hub could not be reached"
+                )
                 raise MetricUnavailable(
-                    f"PickScore unavailable: could not load its {key}: {where} ({type(e).__name__}). On a machine with "
-                    f"internet run `huggingface-cli download {PICKSCORE_MODEL}` and `huggingface-cli download "
-                    f"{PICKSCORE_PROCESSOR}` and copy the cache here (or set HF_HOME to it), or pass local directories."
+                    f"PickScore unavailable: could not load its {key}: {where} ({type(e).__name__}). "
+                    f"On a machine with internet run `huggingface-cli download {PICKSCORE_MODEL}` and "
+                    f"`huggingface-cli download {PICKSCORE_PROCESSOR}` and copy the cache here "
+                    f"(or set HF_HOME to it), or pass local directories."
                 ) from e
         self.processor, self.model = loaded["processor"], loaded["model"].to(self.device).eval()
 
@@ -288,8 +330,13 @@ class PickScore:
         for i in range(0, len(images), self.batch_size):
             ims = [_check_image(im) for im in images[i : i + self.batch_size]]
             img_in = self.processor(images=ims, return_tensors="pt").to(self.device)
-            txt_in = self.processor(text=list(prompts[i : i + self.batch_size]), padding=True, truncation=True,
-                                    max_length=77, return_tensors="pt").to(self.device)
+            txt_in = self.processor(
+                text=list(prompts[i : i + self.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=77,
+                return_tensors="pt",
+            ).to(self.device)
             img = self._embed(self.model.get_image_features(**img_in))
             txt = self._embed(self.model.get_text_features(**txt_in))
             scores += (self.model.logit_scale.exp() * (img * txt).sum(-1)).float().cpu().tolist()

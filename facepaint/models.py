@@ -13,6 +13,7 @@ from config (tiny for tests and the demo, full-size for benchmarks).
 The pretrained path is tested by saving a tiny pipeline with `save_pipeline` and loading that
 directory through exactly the code a hub id takes.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -32,39 +33,80 @@ PARTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 # The published SD1.5 inpainting configs (the hub's unet/vae/text_encoder config.json), so the
 # full-size architecture can be built without a download.
 SD15_UNET = dict(
-    sample_size=64, in_channels=9, out_channels=4, layers_per_block=2,
+    sample_size=64,
+    in_channels=9,
+    out_channels=4,
+    layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280),
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5,
-    act_fn="silu", flip_sin_to_cos=True, freq_shift=0, downsample_padding=1, center_input_sample=False,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    act_fn="silu",
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    downsample_padding=1,
+    center_input_sample=False,
 )
 SD15_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    sample_size=512,
     block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    norm_num_groups=32, act_fn="silu", scaling_factor=0.18215,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    norm_num_groups=32,
+    act_fn="silu",
+    scaling_factor=0.18215,
 )
 SD15_TEXT = dict(
-    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-    num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-    projection_dim=768, bos_token_id=0, pad_token_id=1, eos_token_id=2,
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    projection_dim=768,
+    bos_token_id=0,
+    pad_token_id=1,
+    eos_token_id=2,
 )
 # SD1.5's noise schedule (scheduler/scheduler_config.json); training uses it as a DDPM schedule.
 SD15_SCHEDULE = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
 )
 
 # Same structure, tiny widths: 4 resolution levels so the VAE downsamples by 8 like SD's, three
 # cross-attention levels like SD's UNet. Widths are multiples of the group-norm groups.
 TINY_UNET = dict(
-    SD15_UNET, sample_size=16, layers_per_block=1, block_out_channels=(32, 32, 64, 64),
-    cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
+    SD15_UNET,
+    sample_size=16,
+    layers_per_block=1,
+    block_out_channels=(32, 32, 64, 64),
+    cross_attention_dim=32,
+    attention_head_dim=4,
+    norm_num_groups=8,
 )
 TINY_VAE = dict(SD15_VAE, sample_size=128, layers_per_block=1, block_out_channels=(16, 16, 32, 32), norm_num_groups=8)
 TINY_TEXT = dict(
-    SD15_TEXT, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32,
+    SD15_TEXT,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    projection_dim=32,
 )
 
 
@@ -122,9 +164,12 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 # ---------------------------------------------------------------------------------------- tokenizer
 
+
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP byte -> printable unicode map (the table every CLIP BPE vocabulary is built on)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -167,6 +212,7 @@ def clip_tokenizer():
 
 # ------------------------------------------------------------------------------------- random init
 
+
 def _random_components(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, seed: int, parts, name: str) -> Components:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -204,6 +250,7 @@ def sd15_random_components(seed: int = 0, parts=PARTS) -> Components:
 
 # --------------------------------------------------------------------------------------- pretrained
 
+
 def _is_local(ref: str) -> bool:
     return os.path.isdir(ref)
 
@@ -215,7 +262,11 @@ def _missing_message(ref: str, subfolder: str, err: Exception | str) -> str:
             f"diffusers layout (model_index.json, vae/, unet/, text_encoder/, tokenizer/, scheduler/) with "
             f"safetensors weights, e.g. made by `huggingface-cli download {SD15_INPAINTING} --local-dir DIR`."
         )
-    why = err if isinstance(err, str) else f"it is not in the local cache and the hub could not be reached ({type(err).__name__})"
+    why = (
+        err
+        if isinstance(err, str)
+        else f"it is not in the local cache and the hub could not be reached ({type(err).__name__})"
+    )
     return (
         f"could not load {subfolder}/ of '{ref}': {why} (cache: {os.environ.get('HF_HOME', '~/.cache/huggingface')}). "
         f"On a machine with internet run `huggingface-cli download {ref}` (and copy its HF_HOME cache here), "
@@ -276,7 +327,7 @@ def _from_pretrained(cls, cfg: ModelConfig, subfolder: str, **kwargs):
         raise ModelLoadError(_missing_message(cfg.pretrained, subfolder, reason))
     try:
         return cls.from_pretrained(cfg.pretrained, subfolder=subfolder, revision=cfg.revision, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as e:  # hub/cache errors subclass OSError/ValueError
+    except (OSError, ValueError) as e:  # hub/cache errors subclass OSError/ValueError
         raise ModelLoadError(_missing_message(cfg.pretrained, subfolder, e)) from e
 
 
@@ -331,10 +382,15 @@ def save_pipeline(comps: Components, path: str | os.PathLike) -> Path:
     from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline
 
     pipe = StableDiffusionInpaintPipeline(
-        vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet,
+        vae=comps.vae,
+        text_encoder=comps.text_encoder,
+        tokenizer=comps.tokenizer,
+        unet=comps.unet,
         # The hub's SD1.5 inpainting repo ships a PNDM config; training reads it as DDPM.
         scheduler=PNDMScheduler.from_config({**SD15_SCHEDULE, "skip_prk_steps": True}),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(path, safe_serialization=True)
     return Path(path)

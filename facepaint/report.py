@@ -6,6 +6,7 @@ Three kinds of trouble, kept apart because users act on them differently:
   while their fraction of the present items is at most `max_unusable_fraction`, else it fails.
 - warnings: used, but something was done to it (CMYK converted, a part mask absent...).
 """
+
 from __future__ import annotations
 
 import os
@@ -58,11 +59,14 @@ class StageReport:
         write_json(self.as_dict(), path)
 
     def summary(self) -> str:
-        return (f"{self.stage}: {self.total - len(self.unusable)} usable of {self.total} {self.counted}, "
-                f"{len(self.unusable)} unusable, {len(self.missing)} missing, {len(self.warnings)} warnings")
+        return (
+            f"{self.stage}: {self.total - len(self.unusable)} usable of {self.total} {self.counted}, "
+            f"{len(self.unusable)} unusable, {len(self.missing)} missing, {len(self.warnings)} warnings"
+        )
 
-    def check(self, max_fraction: float, param: str = "max_unusable_fraction",
-              report_path: str | os.PathLike | None = None) -> None:
+    def check(
+        self, max_fraction: float, param: str = "max_unusable_fraction", report_path: str | os.PathLike | None = None
+    ) -> None:
         """Raise DatasetError when the unusable fraction is over `max_fraction` (params `<stage>.<param>`)."""
         if self.total and self.unusable_fraction > max_fraction:
             where = f" (every one is listed in {Path(report_path)})" if report_path else ""

@@ -13,6 +13,7 @@ on by default where it helps; bench/ measures each one on and off.
   that dtype before every matmul anyway, so the result is the same while the weights take half the
   memory and the per-step casts disappear; norms and everything trainable stay fp32.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

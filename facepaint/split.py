@@ -8,6 +8,7 @@ train. A hash order is a uniform random permutation for a given seed, and unlike
 Python's RNG streams (whose algorithms may change between releases) it is the same on every machine
 and version, forever.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,9 @@ class SplitConfig:  # params.yaml `split`
 
     def __post_init__(self):
         if self.train_parts <= 0 or self.test_parts <= 0:
-            raise ValueError(f"split.train_parts and split.test_parts must be positive, got {self.train_parts}:{self.test_parts}")
+            raise ValueError(
+                f"split.train_parts and split.test_parts must be positive, got {self.train_parts}:{self.test_parts}"
+            )
 
 
 def n_train(n: int, cfg: SplitConfig) -> int:

@@ -36,6 +36,7 @@ attention, channels_last, fused AdamW, torch.compile, gradient checkpointing (me
 so a batch is gathered there by index with no host-to-device copy of latents. Captions are tokenised
 once each (memoised), and the only host sync in the loop is the loss read every `log_every` steps.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,8 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -109,8 +110,15 @@ class TrainConfig:  # params.yaml `train`
 
     # Settings that change speed and memory, not what is learned (up to float rounding): a checkpoint
     # made with other values of these is still resumed from, and the stage does not rerun for them.
-    SPEED_KNOBS: ClassVar[tuple[str, ...]] = ("compile", "gradient_checkpointing", "attention", "channels_last",
-                                              "half_frozen", "fused_adamw", "cache_on_device")
+    SPEED_KNOBS: ClassVar[tuple[str, ...]] = (
+        "compile",
+        "gradient_checkpointing",
+        "attention",
+        "channels_last",
+        "half_frozen",
+        "fused_adamw",
+        "cache_on_device",
+    )
     # When checkpoints are written: changes neither the weights nor the logged curve.
     CHECKPOINTING: ClassVar[tuple[str, ...]] = ("checkpoint_every", "keep_checkpoints")
 
@@ -140,6 +148,7 @@ class TrainConfig:  # params.yaml `train`
 
 # ------------------------------------------------------------------------------------------- data
 
+
 @dataclass
 class TrainData:
     """The latent cache and captions of the training images, in host memory."""
@@ -163,22 +172,37 @@ class TrainData:
         shards = list(iter_shards(latents_dir))
         if not shards:
             raise FileNotFoundError(f"{latents_dir} holds no training images: check data/reports/latents.json")
-        cat = {k: torch.cat([s[k] for s in shards]) for k in ("ids", "latents", "masked_latents", "latent_mask", "beta")}
+        cat = {
+            k: torch.cat([s[k] for s in shards]) for k in ("ids", "latents", "masked_latents", "latent_mask", "beta")
+        }
         caps = read_parquet(captions_path, columns=["id", "candidates"]).set_index("id")["candidates"]
         missing = [int(i) for i in cat["ids"].tolist() if i not in caps.index]
         if missing:
-            raise FileNotFoundError(f"{captions_path} has no captions for {len(missing)} cached training image(s), "
-                                    f"e.g. {missing[:5]}: rerun the captions stage (`dvc repro captions`)")
+            raise FileNotFoundError(
+                f"{captions_path} has no captions for {len(missing)} cached training image(s), "
+                f"e.g. {missing[:5]}: rerun the captions stage (`dvc repro captions`)"
+            )
         captions = [list(caps.at[int(i)]) or [""] for i in cat["ids"].tolist()]
         masks = index.get("masks") or {}
         lacking = [k for k in ("backend", "parts", "resolution", "latent_factor") if k not in masks]
         if lacking:
-            raise FileNotFoundError(f"{latents_dir}/index.json does not record the masks' {', '.join(lacking)}: it was "
-                                    f"made by another facepaint version; rerun the latents stage (`dvc repro latents`)")
+            raise FileNotFoundError(
+                f"{latents_dir}/index.json does not record the masks' {', '.join(lacking)}: it was "
+                f"made by another facepaint version; rerun the latents stage (`dvc repro latents`)"
+            )
         digest = hashlib.sha256(json.dumps(index, sort_keys=True).encode())
         digest.update(json.dumps(captions).encode())
-        return cls(cat["ids"], cat["latents"], cat["masked_latents"], cat["latent_mask"], cat["beta"].float(),
-                   captions, int(index["resolution"]), digest.hexdigest()[:16], masks)
+        return cls(
+            cat["ids"],
+            cat["latents"],
+            cat["masked_latents"],
+            cat["latent_mask"],
+            cat["beta"].float(),
+            captions,
+            int(index["resolution"]),
+            digest.hexdigest()[:16],
+            masks,
+        )
 
 
 def _generator(*key) -> torch.Generator:
@@ -206,7 +230,7 @@ class StepDraws:
 
 def draw_step(data: TrainData, cfg: TrainConfig, step: int, steps_per_epoch: int, num_timesteps: int) -> StepDraws:
     epoch, k = divmod(step, steps_per_epoch)
-    index = epoch_order(len(data), cfg.seed, epoch)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+    index = epoch_order(len(data), cfg.seed, epoch)[k * cfg.batch_size : (k + 1) * cfg.batch_size]
     g = _generator(cfg.seed, "step", step)
     b = len(index)
     flip = torch.rand(b, generator=g) < cfg.flip_p
@@ -222,6 +246,7 @@ def draw_step(data: TrainData, cfg: TrainConfig, step: int, steps_per_epoch: int
 
 
 # ------------------------------------------------------------------------------------------ model
+
 
 class FaceModel(nn.Module):
     """The trainable system: the UNet (k/v trainable) and the adapter; one module so DDP wraps both."""
@@ -243,8 +268,12 @@ class FaceModel(nn.Module):
 def trainable_counts(unet, adapter: FaceAdapter) -> dict[str, int]:
     kv = sum(p.numel() for p in unet.parameters() if p.requires_grad)
     ad = sum(p.numel() for p in adapter.parameters() if p.requires_grad)
-    return {"kv": kv, "adapter": ad, "total": kv + ad,
-            "frozen": sum(p.numel() for p in unet.parameters() if not p.requires_grad)}
+    return {
+        "kv": kv,
+        "adapter": ad,
+        "total": kv + ad,
+        "frozen": sum(p.numel() for p in unet.parameters() if not p.requires_grad),
+    }
 
 
 def setup_trainable(components: Components, seed: int) -> tuple[FaceAdapter, dict[str, int]]:
@@ -262,12 +291,14 @@ def setup_trainable(components: Components, seed: int) -> tuple[FaceAdapter, dic
 
 # ---------------------------------------------------------------------------------------- one step
 
+
 def autocast_dtype(mixed_precision: str) -> torch.dtype | None:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
 
 
-def build_model(components: Components, cfg: TrainConfig, device, amp_dtype: torch.dtype | None = None
-                ) -> tuple[FaceModel, dict[str, int]]:
+def build_model(
+    components: Components, cfg: TrainConfig, device, amp_dtype: torch.dtype | None = None
+) -> tuple[FaceModel, dict[str, int]]:
     """The FaceModel on `device`, only k/v and the adapter trainable, with cfg's speed knobs applied
     (attention, gradient checkpointing, half_frozen when `amp_dtype` is the autocast dtype, channels_last)."""
     adapter, counts = setup_trainable(components, cfg.seed)
@@ -294,10 +325,12 @@ def build_optimizer(model: FaceModel, cfg: TrainConfig, device, total_steps: int
         {"params": list(model.adapter.parameters()), "lr": cfg.lr_adapter},
     ]
     fused = {"fused": True} if (cfg.fused_adamw and torch.device(device).type == "cuda") else {}
-    optimizer = torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay, **fused)
-    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
-                                 num_training_steps=total_steps)
+    optimizer = torch.optim.AdamW(
+        groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused
+    )
+    lr_scheduler = get_scheduler(
+        cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps
+    )
     return optimizer, lr_scheduler
 
 
@@ -333,8 +366,9 @@ class Batches:
         tok = self.tokenizer
         for c in captions:
             if c not in self._ids:
-                self._ids[c] = tok(c, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                                   return_tensors="pt").input_ids[0]
+                self._ids[c] = tok(
+                    c, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+                ).input_ids[0]
         return torch.stack([self._ids[c] for c in captions]).to(self.device, non_blocking=True)
 
     def __call__(self, d: StepDraws, rows: slice = slice(None)) -> StepBatch:
@@ -348,9 +382,12 @@ class Batches:
         return StepBatch(
             latents=t["lat"][idx, which].to(dev, non_blocking=True).float(),
             masked=t["masked"][idx, which].to(dev, non_blocking=True).float(),
-            mask=m, beta=t["beta"][idx].to(dev, non_blocking=True),
-            timesteps=d.timesteps[rows].to(dev), noise=d.noise[rows].to(dev, non_blocking=True),
-            input_ids=self.tokens(d.caption[rows]))
+            mask=m,
+            beta=t["beta"][idx].to(dev, non_blocking=True),
+            timesteps=d.timesteps[rows].to(dev),
+            noise=d.noise[rows].to(dev, non_blocking=True),
+            input_ids=self.tokens(d.caption[rows]),
+        )
 
 
 def step_loss(model, text_encoder, noise_sched, b: StepBatch, cfg: TrainConfig, autocast=contextlib.nullcontext):
@@ -374,18 +411,29 @@ def step_loss(model, text_encoder, noise_sched, b: StepBatch, cfg: TrainConfig, 
 
 # ------------------------------------------------------------------------------------- checkpoints
 
+
 def _checkpoints(ckpt_dir: Path) -> list[Path]:
     if not ckpt_dir.is_dir():
         return []
     return sorted(p for p in ckpt_dir.glob("step-*") if (p / "state.json").is_file())
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model: FaceModel, optimizer, lr_scheduler, fingerprint: str,
-                    history: list[dict], keep: int) -> Path:
+def save_checkpoint(
+    ckpt_dir: Path,
+    step: int,
+    model: FaceModel,
+    optimizer,
+    lr_scheduler,
+    fingerprint: str,
+    history: list[dict],
+    keep: int,
+) -> Path:
     path = ckpt_dir / f"step-{step:08d}"
     with atomic_dir(path) as tmp:
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in model.trainable_state().items()},
-                  str(tmp / "trainable.safetensors"))
+        save_file(
+            {k: v.detach().float().cpu().contiguous() for k, v in model.trainable_state().items()},
+            str(tmp / "trainable.safetensors"),
+        )
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
         rng = {"torch": torch.get_rng_state()}
@@ -432,6 +480,7 @@ def find_resumable(ckpt_dir: Path, fingerprint: str) -> Path | None:
 
 # ------------------------------------------------------------------------------------------- train
 
+
 @dataclass
 class TrainResult:
     artifact: object  # facepaint.artifact.Artifact (None on non-main processes)
@@ -450,12 +499,28 @@ def conditions(model: ModelConfig, data: TrainData, cfg: TrainConfig, sigma: flo
     """What the artifact records for inference: the base model, the data's resolution and masks, the
     adapter scale this run trains with, and the soft mask's `sigma` (params.yaml `masks.sigma`)."""
     m = data.masks
-    return Conditions(model=model, resolution=data.resolution, adapter_scale=cfg.adapter_scale, parts=tuple(m["parts"]),
-                      mask_backend=m["backend"], sigma=float(sigma), latent_factor=int(m["latent_factor"]))
+    return Conditions(
+        model=model,
+        resolution=data.resolution,
+        adapter_scale=cfg.adapter_scale,
+        parts=tuple(m["parts"]),
+        mask_backend=m["backend"],
+        sigma=float(sigma),
+        latent_factor=int(m["latent_factor"]),
+    )
 
 
-def train(components: Components, data: TrainData, cfg: TrainConfig, trained_with: Conditions, out_dir,
-          ckpt_dir, device: str = "auto", progress: bool = True, stop_after: int | None = None) -> TrainResult:
+def train(
+    components: Components,
+    data: TrainData,
+    cfg: TrainConfig,
+    trained_with: Conditions,
+    out_dir,
+    ckpt_dir,
+    device: str = "auto",
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
     """Fine-tune and write the artifact (recording `trained_with`, see `conditions`) to `out_dir`; resume
     from `ckpt_dir` when it holds a checkpoint of the same run. `stop_after` ends the run after that many
     steps of this call (tests)."""
@@ -463,8 +528,10 @@ def train(components: Components, data: TrainData, cfg: TrainConfig, trained_wit
 
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     if trained_with.resolution != data.resolution or trained_with.adapter_scale != cfg.adapter_scale:
-        raise ValueError(f"conditions {trained_with} do not match the data ({data.resolution} px) or "
-                         f"train.adapter_scale ({cfg.adapter_scale}): build them with facepaint.train.conditions")
+        raise ValueError(
+            f"conditions {trained_with} do not match the data ({data.resolution} px) or "
+            f"train.adapter_scale ({cfg.adapter_scale}): build them with facepaint.train.conditions"
+        )
     acc = _accelerator(cfg, device)
     world = acc.num_processes
     if cfg.batch_size % world:
@@ -481,9 +548,17 @@ def train(components: Components, data: TrainData, cfg: TrainConfig, trained_wit
     te = components.text_encoder
     optimizer, lr_scheduler = build_optimizer(model, cfg, acc.device, total)
 
-    fingerprint = hashlib.sha256(json.dumps(
-        {"train": cfg.fingerprint_fields(), "model": asdict(trained_with.model), "data": data.version, "world": world},
-        sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "train": cfg.fingerprint_fields(),
+                "model": asdict(trained_with.model),
+                "data": data.version,
+                "world": world,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
     start, history = 0, []
     resume = find_resumable(ckpt_dir, fingerprint) if acc.is_main_process else None
     acc.wait_for_everyone()
@@ -522,9 +597,15 @@ def train(components: Components, data: TrainData, cfg: TrainConfig, trained_wit
         if done % cfg.log_every == 0 or done == end:
             mean_loss = acc.reduce(running / n_since, reduction="mean").item()  # the only host sync
             now = time.perf_counter()
-            row = {"step": done, "epoch": round(done / steps_per_epoch, 4), "loss": mean_loss,
-                   "lr_kv": lr_scheduler.get_last_lr()[0], "lr_adapter": lr_scheduler.get_last_lr()[1],
-                   "samples_per_s": n_since * cfg.batch_size / (now - t_last), "step_time_s": (now - t_last) / n_since}
+            row = {
+                "step": done,
+                "epoch": round(done / steps_per_epoch, 4),
+                "loss": mean_loss,
+                "lr_kv": lr_scheduler.get_last_lr()[0],
+                "lr_adapter": lr_scheduler.get_last_lr()[1],
+                "samples_per_s": n_since * cfg.batch_size / (now - t_last),
+                "step_time_s": (now - t_last) / n_since,
+            }
             history.append(row)
             bar.set_postfix(loss=f"{mean_loss:.4f}", sps=f"{row['samples_per_s']:.1f}")
             running.zero_()
@@ -533,28 +614,59 @@ def train(components: Components, data: TrainData, cfg: TrainConfig, trained_wit
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
             acc.wait_for_everyone()
             if acc.is_main_process:
-                save_checkpoint(ckpt_dir, done, acc.unwrap_model(model), optimizer, lr_scheduler, fingerprint,
-                                history, cfg.keep_checkpoints)
+                save_checkpoint(
+                    ckpt_dir,
+                    done,
+                    acc.unwrap_model(model),
+                    optimizer,
+                    lr_scheduler,
+                    fingerprint,
+                    history,
+                    cfg.keep_checkpoints,
+                )
     bar.close()
     acc.wait_for_everyone()
     if end < total:  # stopped early on request: leave a checkpoint to resume from
         if acc.is_main_process:
-            save_checkpoint(ckpt_dir, end, acc.unwrap_model(model), optimizer, lr_scheduler, fingerprint, history,
-                            cfg.keep_checkpoints)
+            save_checkpoint(
+                ckpt_dir,
+                end,
+                acc.unwrap_model(model),
+                optimizer,
+                lr_scheduler,
+                fingerprint,
+                history,
+                cfg.keep_checkpoints,
+            )
         return TrainResult(None, history)
 
     final = acc.unwrap_model(model)
     final = getattr(final, "_orig_mod", final)
     tail = [r["loss"] for r in history[-5:]]
-    metrics = {"steps": total, "epochs": round(total / steps_per_epoch, 3), "train_images": len(data),
-               "final_loss": sum(tail) / len(tail) if tail else math.nan,
-               "samples_per_s": _median([r["samples_per_s"] for r in history]),
-               "trainable_parameters": counts, "processes": world}
+    metrics = {
+        "steps": total,
+        "epochs": round(total / steps_per_epoch, 3),
+        "train_images": len(data),
+        "final_loss": sum(tail) / len(tail) if tail else math.nan,
+        "samples_per_s": _median([r["samples_per_s"] for r in history]),
+        "trainable_parameters": counts,
+        "processes": world,
+    }
     artifact = None
     if acc.is_main_process:
-        artifact = save_artifact(out_dir, final.unet, final.adapter, trained_with,
-                                 extra={"train": asdict(cfg), "data": {"version": data.version, "images": len(data)},
-                                        "masks": data.masks, "steps": total, "final_loss": metrics["final_loss"]})
+        artifact = save_artifact(
+            out_dir,
+            final.unet,
+            final.adapter,
+            trained_with,
+            extra={
+                "train": asdict(cfg),
+                "data": {"version": data.version, "images": len(data)},
+                "masks": data.masks,
+                "steps": total,
+                "final_loss": metrics["final_loss"],
+            },
+        )
         for p in _checkpoints(ckpt_dir):  # the run is complete; its checkpoints are no longer needed
             shutil.rmtree(p, ignore_errors=True)
     acc.wait_for_everyone()
@@ -568,5 +680,6 @@ def _median(xs):
 
 
 def history_frame(history: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(history, columns=["step", "epoch", "loss", "lr_kv", "lr_adapter", "samples_per_s", "step_time_s"])
-
+    return pd.DataFrame(
+        history, columns=["step", "epoch", "loss", "lr_kv", "lr_adapter", "samples_per_s", "step_time_s"]
+    )

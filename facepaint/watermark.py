@@ -17,6 +17,7 @@ region: invisible-watermark's DWT-DCT (the one diffusers uses) transforms and re
 image. The mark survives lossless storage (PNG, which `facepaint edit` writes); it is not designed
 to survive JPEG re-encoding, resizing or cropping.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,5 +69,7 @@ def detect(image: np.ndarray, mask: np.ndarray | None = None, key=DEFAULT_KEY) -
     return float(np.sum(residual * pattern(mask.shape, key)[mask]) / energy)
 
 
-def is_marked(image: np.ndarray, mask: np.ndarray | None = None, key=DEFAULT_KEY, threshold: float = THRESHOLD) -> bool:
+def is_marked(
+    image: np.ndarray, mask: np.ndarray | None = None, key=DEFAULT_KEY, threshold: float = THRESHOLD
+) -> bool:
     return detect(image, mask, key) > threshold

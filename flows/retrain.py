@@ -14,15 +14,15 @@ Never twice at once. The served deployment has a concurrency limit of 1 (a secon
 cancelled, not queued behind the first), and every run holds a lock file in the project, so a run
 started by hand cannot overlap a scheduled one either.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import subprocess
 import sys
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 from filelock import FileLock, Timeout
@@ -76,16 +76,22 @@ def pipeline_stages(project: Path) -> list[str]:
 
 def dvc_repro(stage: str, project: Path) -> str:
     """`dvc repro --single-item STAGE` in the project; its output, or a classified exception."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project, capture_output=True, text=True
+    )
     output = proc.stdout + proc.stderr
     if proc.returncode:
         raise classify(stage, proc.returncode, output)
     return output
 
 
-@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_jitter_factor=0.2,
-      retry_condition_fn=retry_transient, task_run_name="dvc repro {stage}")
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=30),
+    retry_jitter_factor=0.2,
+    retry_condition_fn=retry_transient,
+    task_run_name="dvc repro {stage}",
+)
 def run_stage(stage: str, project: str) -> str:
     out = dvc_repro(stage, Path(project))
     get_run_logger().info("%s: %s", stage, "up to date" if "didn't change" in out else "reproduced")
@@ -107,12 +113,18 @@ def retrain(project: str = ".") -> dict:
             run_stage(stage, str(root))
     finally:
         lock.release()
-    summary = {"metrics": json.loads((root / EVALUATE / "metrics.json").read_text())["methods"].get("ours", {}),
-               "register": json.loads((root / REGISTER).read_text())}
+    summary = {
+        "metrics": json.loads((root / EVALUATE / "metrics.json").read_text())["methods"].get("ours", {}),
+        "register": json.loads((root / REGISTER).read_text()),
+    }
     reg = summary["register"]
     if reg.get("registered"):
-        log.info("model version %s: %s (%s)", reg["version"], "promoted to champion" if reg["promoted"] else
-                 "not promoted", reg["reason"])
+        log.info(
+            "model version %s: %s (%s)",
+            reg["version"],
+            "promoted to champion" if reg["promoted"] else "not promoted",
+            reg["reason"],
+        )
     else:
         log.warning("not registered: %s", reg.get("reason"))
     return summary
@@ -137,10 +149,12 @@ def serve(project: Path = Path(".")) -> None:
     cfg = schedule(project)
     once = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
     prefect_serve(
-        retrain.to_deployment("scheduled", cron=cfg.cron, concurrency_limit=once,
-                              parameters={"project": str(project.resolve())}),
-        watch.to_deployment("new-data", cron=cfg.watch_cron, concurrency_limit=once,
-                            parameters={"project": str(project.resolve())}),
+        retrain.to_deployment(
+            "scheduled", cron=cfg.cron, concurrency_limit=once, parameters={"project": str(project.resolve())}
+        ),
+        watch.to_deployment(
+            "new-data", cron=cfg.watch_cron, concurrency_limit=once, parameters={"project": str(project.resolve())}
+        ),
     )
 
 

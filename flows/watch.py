@@ -5,6 +5,7 @@ version of the dataset or new files under data.root show up as changed stages.
     python -m flows.watch                   # check once; retrains when something changed
 Served on `retrain.watch_cron` by `python -m flows.retrain serve`.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ DATA_STAGES = ("split", "masks", "captions", "latents")
 @task(retries=2, retry_delay_seconds=30)
 def changed_stages(project: str) -> dict:
     """{stage: what changed} from `dvc status --json` (empty when the pipeline is up to date)."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project, capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=project, capture_output=True, text=True, check=True
+    )
     return json.loads(proc.stdout or "{}")
 
 

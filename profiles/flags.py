@@ -6,6 +6,7 @@ The profile (profiles/<name>.yaml) is a flat mapping of dotted params.yaml keys 
 key must already exist in params.yaml (a typo is an error, not a silently ignored flag). The stages
 and the benchmarks apply the same overrides with `stages.common.load_params(profile=NAME)`.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,11 +22,15 @@ HERE = Path(__file__).resolve().parent
 
 def flags(name: str, params_path: Path = HERE.parent / "params.yaml") -> list[str]:
     params = yaml.safe_load(params_path.read_text())
-    return [f"-S {key}={value if isinstance(value, str) else json.dumps(value)}"
-            for key, value in profile_overrides(name, params, HERE).items()]
+    return [
+        f"-S {key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in profile_overrides(name, params, HERE).items()
+    ]
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit(f"usage: python profiles/flags.py PROFILE   (one of: {', '.join(p.stem for p in HERE.glob('*.yaml'))})")
+        raise SystemExit(
+            f"usage: python profiles/flags.py PROFILE   (one of: {', '.join(p.stem for p in HERE.glob('*.yaml'))})"
+        )
     print(" ".join(flags(sys.argv[1])))

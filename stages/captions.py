@@ -5,6 +5,7 @@ Inputs:  data.root (attribute file), data/split.parquet, params `captions`
 Outputs: data/captions.parquet (id, split, candidates: list<string>, eval_prompt)
 Run:     dvc repro captions     (or: python -m stages.captions)
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -17,7 +18,10 @@ from facepaint.captions import CaptionConfig, build_captions
 from facepaint.io import read_parquet, write_parquet
 from stages.common import CAPTIONS, SPLIT, cli, data_root, load_params, section
 
-PARAMS = ("data.root", "captions")  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
+PARAMS = (
+    "data.root",
+    "captions",
+)  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
 
 
 def run(root: Path, cfg: CaptionConfig, split: Path = SPLIT, out: Path = CAPTIONS) -> pd.DataFrame:
@@ -26,8 +30,10 @@ def run(root: Path, cfg: CaptionConfig, split: Path = SPLIT, out: Path = CAPTION
     df = build_captions(attrs.table, present, cfg)
     write_parquet(df, out, metadata={"root": str(root), "captions": asdict(cfg)})
     n = df["candidates"].map(len)
-    print(f"captions: {len(df)} images, {n.mean():.1f} candidates each (min {n.min()}), "
-          f"{df['eval_prompt'].notna().sum()} evaluation prompts")
+    print(
+        f"captions: {len(df)} images, {n.mean():.1f} candidates each (min {n.min()}), "
+        f"{df['eval_prompt'].notna().sum()} evaluation prompts"
+    )
     return df
 
 

@@ -10,6 +10,7 @@ values, so a key missing from params.yaml is an error naming it, and an unknown 
 A profile (`profiles/<name>.yaml`) is a flat mapping of dotted keys that overrides params.yaml: the
 same overrides `dvc exp run $(python profiles/flags.py NAME)` applies.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,6 +45,7 @@ log = logging.getLogger("facepaint")
 
 
 # ------------------------------------------------------------------------------------------ params
+
 
 def load_params(path: str | os.PathLike = PARAMS, profile: str | None = None) -> dict:
     """params.yaml as a dict, with the overrides of `profiles/<profile>.yaml` applied when given."""
@@ -90,12 +92,17 @@ def section(params: dict, name: str, cls, **overrides):
     unknown = sorted(set(raw) - fields)
     if unknown:
         raise SystemExit(f"params.yaml: unknown key(s) {unknown} in section '{name}'; known: {sorted(fields)}")
-    required = {f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     missing = sorted(required - set(raw))
     if missing:
-        raise SystemExit(f"params.yaml: section '{name}' lacks {', '.join(f'{name}.{k}' for k in missing)}; "
-                         f"every setting lives in params.yaml (see the repository's copy)")
+        raise SystemExit(
+            f"params.yaml: section '{name}' lacks {', '.join(f'{name}.{k}' for k in missing)}; "
+            f"every setting lives in params.yaml (see the repository's copy)"
+        )
     try:
         return cls(**raw)
     except (TypeError, ValueError) as e:
@@ -121,6 +128,7 @@ def data_root(params: dict) -> Path:
 
 # ------------------------------------------------------------------------------------------ reports
 
+
 def report_path(stage: str) -> Path:
     return REPORTS / f"{stage}.json"
 
@@ -134,6 +142,7 @@ def finish(report: StageReport, max_fraction: float, param: str = "max_unusable_
 
 
 # ---------------------------------------------------------------------------------------------- cli
+
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

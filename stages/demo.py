@@ -5,6 +5,7 @@ Outputs: data/demo/ (CelebA-HQ-img/, CelebAMask-HQ-mask-anno/, CelebAMask-HQ-att
 Run:     dvc repro demo         (or: python -m stages.demo)
 The default params.yaml points data.root here, so `dvc repro` needs no download.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -11,6 +11,7 @@ Run:     dvc repro evaluate     (or: python -m stages.evaluate)
 Metrics or methods whose weights cannot be had here are reported as unavailable, with the reason,
 in metrics.json and table.md; they never get a number.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,10 @@ from facepaint.io import atomic_path, read_parquet, write_json, write_parquet
 from facepaint.models import pick_device
 from stages.common import CAPTIONS, EVALUATE, FID_STATS, MASKS, MODEL, SPLIT, cli, data_root, load_params, section
 
-PARAMS = ("data.root", "evaluate")  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
+PARAMS = (
+    "data.root",
+    "evaluate",
+)  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
 # MLflow run tracking writes only to the tracking store and never fails the stage: its code cannot change
 # the outputs, so it is not a DVC dep (tools/stage_deps.py does not follow it; editing it does not rerun).
 BOOKKEEPING = ("tracking",)  # this stage uses tracking.runs only
@@ -59,8 +63,11 @@ def build_metrics(cfg: ev.EvalConfig, device: torch.device) -> tuple[dict, dict]
     from facepaint import metrics as m
 
     built, unavailable = {}, {}
-    factories = {"lpips": lambda: m.LPIPS(device=device), "fid": lambda: m.FID(device=device, batch_size=cfg.fid_batch_size),
-                 "pickscore": lambda: m.PickScore(device=device)}
+    factories = {
+        "lpips": lambda: m.LPIPS(device=device),
+        "fid": lambda: m.FID(device=device, batch_size=cfg.fid_batch_size),
+        "pickscore": lambda: m.PickScore(device=device),
+    }
     for name in cfg.metrics:
         if name == "psnr":
             continue
@@ -71,8 +78,16 @@ def build_metrics(cfg: ev.EvalConfig, device: torch.device) -> tuple[dict, dict]
     return built, unavailable
 
 
-def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT, masks: Path = MASKS,
-        captions: Path = CAPTIONS, out: Path = EVALUATE, progress: bool = True) -> dict:
+def run(
+    root: Path,
+    cfg: ev.EvalConfig,
+    model: Path = MODEL,
+    split: Path = SPLIT,
+    masks: Path = MASKS,
+    captions: Path = CAPTIONS,
+    out: Path = EVALUATE,
+    progress: bool = True,
+) -> dict:
     from facepaint.methods import build_methods
 
     artifact = load_artifact(model)
@@ -86,19 +101,31 @@ def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT
     samples = [ev.load_sample(root, mask_table.loc[i], resolution, trained.sigma) for i in pairs["id"]]
 
     device = pick_device(cfg.device)
-    methods, unavailable_methods = build_methods(cfg.methods, model, cfg.inference(), device=str(device), dtype=cfg.dtype,
-                                                 paint_by_example=cfg.paint_by_example)
+    methods, unavailable_methods = build_methods(
+        cfg.methods, model, cfg.inference(), device=str(device), dtype=cfg.dtype, paint_by_example=cfg.paint_by_example
+    )
     metric_objs, unavailable_metrics = build_metrics(cfg, device)
     ref = None
     if "fid" in metric_objs:
         ref = fid_reference(metric_objs["fid"], root, split, resolution, cfg, metric_objs["fid"].name)
-    result = ev.run(samples, pairs, methods, cfg, device, lpips=metric_objs.get("lpips"),
-                    pickscore=metric_objs.get("pickscore"), fid=metric_objs.get("fid"), fid_reference=ref,
-                    progress=progress)
+    result = ev.run(
+        samples,
+        pairs,
+        methods,
+        cfg,
+        device,
+        lpips=metric_objs.get("lpips"),
+        pickscore=metric_objs.get("pickscore"),
+        fid=metric_objs.get("fid"),
+        fid_reference=ref,
+        progress=progress,
+    )
 
     device_name = _device_name(device)
     plots = out / "plots"
-    write_parquet(result.table, out / "per_image.parquet", metadata={"evaluate": asdict(cfg), "artifact": artifact.version})
+    write_parquet(
+        result.table, out / "per_image.parquet", metadata={"evaluate": asdict(cfg), "artifact": artifact.version}
+    )
     profile = ev.boundary_profile(samples, result.outputs, cfg.profile_radius)
     wide = profile.pivot(index="distance", columns="method", values="mean_abs_change").reset_index()
     with atomic_path(out / "profile.csv") as tmp:
@@ -108,25 +135,49 @@ def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT
         blend_pair = {k: result.outputs[k][0] for k in ("ours", "ours_no_blend") if k in result.outputs}
         ev.plot_profile(profile, samples[0], blend_pair, plots / "boundary_profile.png")
         k = min(cfg.grid_photos, len(samples))
-        ev.sample_grid(samples[:k], list(pairs["prompt"][:k]), {m: o[:k] for m, o in result.outputs.items()},
-                       plots / "samples.png")
-    table = ev.markdown_table(result.summary, result.fid, unavailable_methods, unavailable_metrics, result.failed,
-                              device_name, len(pairs))
+        ev.sample_grid(
+            samples[:k],
+            list(pairs["prompt"][:k]),
+            {m: o[:k] for m, o in result.outputs.items()},
+            plots / "samples.png",
+        )
+    table = ev.markdown_table(
+        result.summary, result.fid, unavailable_methods, unavailable_metrics, result.failed, device_name, len(pairs)
+    )
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(table)
 
     metrics = {
-        "pairs": len(pairs), "device": device_name, "resolution": resolution, "artifact": artifact.version,
-        "methods": {name: {**_jsonable(s), **({"fid": result.fid[name]} if name in result.fid else
-                                              {"fid": "unavailable"} if "fid" in cfg.metrics else {})}
-                    for name, s in result.summary.items()},
-        "unavailable_methods": unavailable_methods, "unavailable_metrics": unavailable_metrics,
-        "failed_methods": result.failed, "notes": notes,
+        "pairs": len(pairs),
+        "device": device_name,
+        "resolution": resolution,
+        "artifact": artifact.version,
+        "methods": {
+            name: {
+                **_jsonable(s),
+                **(
+                    {"fid": result.fid[name]}
+                    if name in result.fid
+                    else {"fid": "unavailable"}
+                    if "fid" in cfg.metrics
+                    else {}
+                ),
+            }
+            for name, s in result.summary.items()
+        },
+        "unavailable_methods": unavailable_methods,
+        "unavailable_metrics": unavailable_metrics,
+        "failed_methods": result.failed,
+        "notes": notes,
     }
     for name in ("lpips", "pickscore"):
         if name in unavailable_metrics:
             for s in metrics["methods"].values():
-                s.update({f"{name}_bg": "unavailable", f"{name}_full": "unavailable"} if name == "lpips" else {name: "unavailable"})
+                s.update(
+                    {f"{name}_bg": "unavailable", f"{name}_full": "unavailable"}
+                    if name == "lpips"
+                    else {name: "unavailable"}
+                )
     write_json(metrics, out / "metrics.json")
     from tracking.runs import Tracker
 
@@ -140,8 +191,10 @@ def run(root: Path, cfg: ev.EvalConfig, model: Path = MODEL, split: Path = SPLIT
 
 def _jsonable(d: dict) -> dict:
     """inf -> "inf" (JSON has no infinity); NaN -> None."""
-    return {k: ("inf" if isinstance(v, float) and math.isinf(v) else None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in d.items()}
+    return {
+        k: ("inf" if isinstance(v, float) and math.isinf(v) else None if isinstance(v, float) and math.isnan(v) else v)
+        for k, v in d.items()
+    }
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ Outputs: data/masks.parquet (id, beta, mask, latent as PNG bytes, width, height;
          made it in the Parquet metadata), data/reports/masks.json (unusable images and why)
 Run:     dvc repro masks        (or: python -m stages.masks)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,11 @@ PARAMS = ("data.root", *keys("masks", MaskConfig, except_=(*MaskConfig.SPEED_KNO
 
 def run(root: Path, cfg: MaskConfig, split: Path = SPLIT, out: Path = MASKS, progress: bool = True) -> pd.DataFrame:
     ids = read_parquet(split).query("present")["id"].to_numpy()
-    parser = BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half, cfg.channels_last) if cfg.backend == "bisenet" else None
+    parser = (
+        BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half, cfg.channels_last)
+        if cfg.backend == "bisenet"
+        else None
+    )
     df, report = compute_masks(root, ids, cfg, progress=progress, parser=parser)
     finish(report, cfg.max_unusable_fraction)
     if len(df):

@@ -12,6 +12,7 @@ sqlite:///mlflow.db here. When it cannot be reached the stage warns, writes why 
 data/register.json and succeeds: the pipeline's results stand. Serve the champion with
 `facepaint edit --model models:/facepaint@champion ...`.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,19 +33,24 @@ class RegisterConfig:  # params.yaml `register`
     gate: dict  # tracking.registry.Gate's fields
 
 
-def run(cfg: RegisterConfig, model: Path = MODEL, metrics: Path = EVALUATE / "metrics.json", out: Path = REGISTER) -> dict:
+def run(
+    cfg: RegisterConfig, model: Path = MODEL, metrics: Path = EVALUATE / "metrics.json", out: Path = REGISTER
+) -> dict:
     from tracking import registry, runs
 
     try:
         rules = registry.Gate(**cfg.gate)
     except TypeError as e:
-        raise SystemExit(f"params.yaml, register.gate: {e} (fields: method, fid_max_increase, psnr_max_drop, "
-                         f"pickscore_max_drop)") from None
+        raise SystemExit(
+            f"params.yaml, register.gate: {e} (fields: method, fid_max_increase, psnr_max_drop, pickscore_max_drop)"
+        ) from None
     artifact = load_artifact(model)
     evaluated = json.loads(Path(metrics).read_text())
     if evaluated.get("artifact") != artifact.version:
-        raise SystemExit(f"{metrics} evaluates artifact {evaluated.get('artifact')}, {model} is {artifact.version}: "
-                         f"rerun the evaluate stage first (`dvc repro evaluate`)")
+        raise SystemExit(
+            f"{metrics} evaluates artifact {evaluated.get('artifact')}, {model} is {artifact.version}: "
+            f"rerun the evaluate stage first (`dvc repro evaluate`)"
+        )
     scores = evaluated["methods"].get(rules.method)
     if scores is None:
         raise SystemExit(f"{metrics} has no results for register.gate.method = {rules.method!r}")
@@ -56,15 +62,22 @@ def run(cfg: RegisterConfig, model: Path = MODEL, metrics: Path = EVALUATE / "me
             uri = registry.log_model(artifact.version, model)
             outcome.update(registered=True, **registry.register(uri, scores, rules, cfg.model_name))
             run = runs.Tracker().start(artifact_version=artifact.version)
-            run.tag({"facepaint.registered_version": str(outcome["version"]), "facepaint.promoted": str(outcome["promoted"])})
+            run.tag(
+                {
+                    "facepaint.registered_version": str(outcome["version"]),
+                    "facepaint.promoted": str(outcome["promoted"]),
+                }
+            )
             run.end()
         except Exception as e:  # the registry is bookkeeping: never fail the pipeline over it
-            warnings.warn(f"model registry at {runs.tracking_uri()} failed: {type(e).__name__}: {e}")
+            warnings.warn(f"model registry at {runs.tracking_uri()} failed: {type(e).__name__}: {e}", stacklevel=1)
             outcome.update(registered=False, reason=f"{type(e).__name__}: {str(e)[:300]}")
     write_json(outcome, out)
     if outcome["registered"]:
-        print(f"register: {cfg.model_name} version {outcome['version']} is challenger; "
-              f"{'promoted to champion' if outcome['promoted'] else 'not promoted'}: {outcome['reason']}")
+        print(
+            f"register: {cfg.model_name} version {outcome['version']} is challenger; "
+            f"{'promoted to champion' if outcome['promoted'] else 'not promoted'}: {outcome['reason']}"
+        )
     else:
         print(f"register: not registered ({outcome['reason']})")
     return outcome

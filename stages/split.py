@@ -5,6 +5,7 @@ Outputs: data/split.parquet (id, split, present), data/reports/split.json
          (malformed attribute rows, ids listed but absent from this copy)
 Run:     dvc repro split        (or: python -m stages.split)
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -24,21 +25,26 @@ PARAMS = ("data.root", "split")  # the params.yaml keys this stage's outputs dep
 def run(root: Path, cfg: SplitConfig, out: Path = SPLIT) -> pd.DataFrame:
     attrs = celebamask.read_attributes(root / celebamask.ATTRIBUTE_FILE)
     sc = celebamask.scan(root, attrs)
-    report = StageReport("split", total=len(attrs.table) + len(attrs.problems), counted="listed",
-                         missing=sc.missing.tolist())
+    report = StageReport(
+        "split", total=len(attrs.table) + len(attrs.problems), counted="listed", missing=sc.missing.tolist()
+    )
     for p in attrs.problems:
         report.add_unusable(p.id, p.reason, p.line)
     report.notes += attrs.warnings
     if len(sc.unlisted):
-        report.notes.append(f"{len(sc.unlisted)} image(s) have no attribute row and are ignored, e.g. {sc.unlisted[:5].tolist()}")
+        report.notes.append(
+            f"{len(sc.unlisted)} image(s) have no attribute row and are ignored, e.g. {sc.unlisted[:5].tolist()}"
+        )
     finish(report, cfg.max_malformed_fraction, "max_malformed_fraction")
 
     splits = split_ids(attrs.ids, cfg)
     df = pd.DataFrame({"id": splits.index.to_numpy(), "split": splits.to_numpy()})
     df["present"] = df["id"].isin(sc.present)
     counts = df.groupby(["split", "present"]).size().to_dict()
-    print(f"split: {counts.get(('train', True), 0)} train / {counts.get(('test', True), 0)} test images present "
-          f"(of {int((df.split == 'train').sum())} / {int((df.split == 'test').sum())} listed)")
+    print(
+        f"split: {counts.get(('train', True), 0)} train / {counts.get(('test', True), 0)} test images present "
+        f"(of {int((df.split == 'train').sum())} / {int((df.split == 'test').sum())} listed)"
+    )
     write_parquet(df, out, metadata={"root": str(root), "split": asdict(cfg)})
     return df
 

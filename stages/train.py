@@ -14,6 +14,7 @@ and data (`dvc repro` reruns it, since it never finished); the checkpoints are r
 artifact is written. The speed knobs of `train` (TrainConfig.SPEED_KNOBS) and its checkpoint cadence
 are not DVC params of this stage: changing them cannot change the outputs, so it does not rerun.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -37,20 +38,41 @@ from stages.common import (
 )
 
 # The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these).
-PARAMS = ("model", "masks.sigma",
-          *keys("train", TrainConfig, except_=(*TrainConfig.SPEED_KNOBS, *TrainConfig.CHECKPOINTING)))
+PARAMS = (
+    "model",
+    "masks.sigma",
+    *keys("train", TrainConfig, except_=(*TrainConfig.SPEED_KNOBS, *TrainConfig.CHECKPOINTING)),
+)
 # MLflow run tracking writes only to the tracking store and never fails the stage: its code cannot change
 # the outputs, so it is not a DVC dep (tools/stage_deps.py does not follow it; editing it does not rerun).
 BOOKKEEPING = ("tracking",)  # this stage uses tracking.runs only
 
 
-def run(model: ModelConfig, cfg: TrainConfig, sigma: float, latents: Path = LATENTS, captions: Path = CAPTIONS,
-        out: Path = MODEL, checkpoints: Path = CHECKPOINTS, log: Path = TRAIN_LOG, metrics: Path = TRAIN_METRICS,
-        progress: bool = True, stop_after: int | None = None):
+def run(
+    model: ModelConfig,
+    cfg: TrainConfig,
+    sigma: float,
+    latents: Path = LATENTS,
+    captions: Path = CAPTIONS,
+    out: Path = MODEL,
+    checkpoints: Path = CHECKPOINTS,
+    log: Path = TRAIN_LOG,
+    metrics: Path = TRAIN_METRICS,
+    progress: bool = True,
+    stop_after: int | None = None,
+):
     data = TrainData.load(latents, captions)
     comps = load_components(model, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
-    result = train(comps, data, cfg, conditions(model, data, cfg, sigma), out, checkpoints, progress=progress,
-                   stop_after=stop_after)
+    result = train(
+        comps,
+        data,
+        cfg,
+        conditions(model, data, cfg, sigma),
+        out,
+        checkpoints,
+        progress=progress,
+        stop_after=stop_after,
+    )
     if result.artifact is None:
         return result
     with atomic_path(log) as tmp:
@@ -58,8 +80,11 @@ def run(model: ModelConfig, cfg: TrainConfig, sigma: float, latents: Path = LATE
     write_json(result.metrics, metrics)
     track(result, model, cfg, log, metrics)
     m = result.metrics
-    print(f"train: {m['steps']} steps ({m['epochs']} epochs of {m['train_images']} images), final loss "
-          f"{m['final_loss']:.4f}, {m['samples_per_s']:.1f} samples/s; artifact {out} (version {result.artifact.version})")
+    print(
+        f"train: {m['steps']} steps ({m['epochs']} epochs of {m['train_images']} images), final loss "
+        f"{m['final_loss']:.4f}, {m['samples_per_s']:.1f} samples/s; "
+        f"artifact {out} (version {result.artifact.version})"
+    )
     return result
 
 
@@ -68,8 +93,11 @@ def track(result, model: ModelConfig, cfg: TrainConfig, log: Path, metrics: Path
     `register`, the stage that needs it)."""
     from tracking.runs import Tracker
 
-    run = Tracker().start(artifact_version=result.artifact.version, run_name=f"facepaint {result.artifact.version}",
-                          params={"train": asdict(cfg), "model": asdict(model)})
+    run = Tracker().start(
+        artifact_version=result.artifact.version,
+        run_name=f"facepaint {result.artifact.version}",
+        params={"train": asdict(cfg), "model": asdict(model)},
+    )
     run.history(result.history)
     run.metrics({"train": {k: v for k, v in result.metrics.items() if k != "trainable_parameters"}})
     run.artifacts(log, "train")
@@ -79,8 +107,11 @@ def track(result, model: ModelConfig, cfg: TrainConfig, log: Path, metrics: Path
 
 def main() -> None:
     params = load_params()
-    run(section(params, "model", ModelConfig), section(params, "train", TrainConfig),
-        section(params, "masks", MaskConfig).sigma)
+    run(
+        section(params, "model", ModelConfig),
+        section(params, "train", TrainConfig),
+        section(params, "masks", MaskConfig).sigma,
+    )
 
 
 if __name__ == "__main__":

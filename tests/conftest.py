@@ -1,5 +1,6 @@
 """Shared test fixtures: the real CelebAMask-HQ mini fixture (when ../shared is there), generated
 demo data, and the gates for slow and GPU tests."""
+
 from __future__ import annotations
 
 import os
@@ -99,8 +100,12 @@ def demo_project(tmp_path_factory) -> Path:
         split.run(Path("data/demo"), section(params, "split", SplitConfig))
         masks.run(Path("data/demo"), section(params, "masks", MaskConfig), progress=False)
         captions.run(Path("data/demo"), section(params, "captions", CaptionConfig))
-        latents.run(Path("data/demo"), section(params, "model", ModelConfig), section(params, "latents", LatentConfig),
-                    progress=False)
+        latents.run(
+            Path("data/demo"),
+            section(params, "model", ModelConfig),
+            section(params, "latents", LatentConfig),
+            progress=False,
+        )
     finally:
         os.chdir(cwd)
     return project
@@ -129,9 +134,15 @@ def tiny_conditions(resolution: int = 64, **changes):
     from facepaint.train import TrainConfig
 
     m = config("masks", MaskConfig)
-    c = Conditions(model=config("model", ModelConfig), resolution=resolution,
-                   adapter_scale=config("train", TrainConfig).adapter_scale, parts=m.parts, mask_backend=m.backend,
-                   sigma=m.sigma, latent_factor=m.latent_factor)
+    c = Conditions(
+        model=config("model", ModelConfig),
+        resolution=resolution,
+        adapter_scale=config("train", TrainConfig).adapter_scale,
+        parts=m.parts,
+        mask_backend=m.backend,
+        sigma=m.sigma,
+        latent_factor=m.latent_factor,
+    )
     return dataclasses.replace(c, **changes)
 
 

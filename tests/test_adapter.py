@@ -28,8 +28,9 @@ def test_zero_init_reproduces_the_base_model_exactly():
     comps = tiny_components(seed=0, parts=("unet", "text_encoder", "tokenizer"))
     ad = FaceAdapter(comps.text_encoder.config.hidden_size)
     assert torch.count_nonzero(ad.w2.weight) == 0 and torch.count_nonzero(ad.w1.weight) > 0
-    ids = comps.tokenizer(["a photo of a smiling woman", ""], padding="max_length", max_length=77,
-                          return_tensors="pt").input_ids
+    ids = comps.tokenizer(
+        ["a photo of a smiling woman", ""], padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids
     g = torch.Generator().manual_seed(0)
     x, beta = torch.randn(2, 9, 8, 8, generator=g), torch.tensor([0.3, 0.6])
     with torch.no_grad():

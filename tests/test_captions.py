@@ -1,4 +1,5 @@
 """Captions from CelebA attributes (facepaint.captions, SPEC section 2)."""
+
 from __future__ import annotations
 
 import gzip
@@ -14,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from facepaint import captions
 from conftest import config
+from facepaint import captions
 from facepaint.captions import CaptionConfig, build_captions, caption_candidates, eval_prompt
 from facepaint.celebamask import ATTRIBUTE_FILE, ATTRIBUTES, read_attributes
 
@@ -110,8 +111,11 @@ def texts(attrs, image_id, **kw) -> list[str]:
 
 # --- the real CLIP tokenizer, rebuilt from open_clip's bundled BPE merges ---------------------------
 
+
 def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     extra = 0
     for b in range(256):
@@ -154,6 +158,7 @@ def assert_fits_clip(tok, caps: list[str]) -> None:
 
 
 # --- truthfulness -------------------------------------------------------------------------------
+
 
 def test_absent_attributes_are_never_mentioned():
     for image_id, r in random_rows(400, seed=1):
@@ -271,11 +276,32 @@ def test_bald_people_get_no_hair_phrases():
 
 
 def test_salient_attributes_are_in_most_candidates():
-    r = row("Eyeglasses", "Smiling", "Wearing_Hat", "Wearing_Earrings", "Wearing_Lipstick", "Young",
-            "Blond_Hair", "Big_Nose", "Oval_Face", "Rosy_Cheeks", "Wearing_Necklace", "Narrow_Eyes", male=False)
+    r = row(
+        "Eyeglasses",
+        "Smiling",
+        "Wearing_Hat",
+        "Wearing_Earrings",
+        "Wearing_Lipstick",
+        "Young",
+        "Blond_Hair",
+        "Big_Nose",
+        "Oval_Face",
+        "Rosy_Cheeks",
+        "Wearing_Necklace",
+        "Narrow_Eyes",
+        male=False,
+    )
     for image_id in range(30):
         caps = cands(r, image_id)
-        for attr in ("Eyeglasses", "Smiling", "Wearing_Hat", "Wearing_Earrings", "Wearing_Lipstick", "Young", "Blond_Hair"):
+        for attr in (
+            "Eyeglasses",
+            "Smiling",
+            "Wearing_Hat",
+            "Wearing_Earrings",
+            "Wearing_Lipstick",
+            "Young",
+            "Blond_Hair",
+        ):
             hits = sum(bool(MENTION_RE[attr].search(c)) for c in caps)
             assert hits >= 7, (attr, image_id, caps)
         for attr in ("Big_Nose", "Oval_Face", "Rosy_Cheeks", "Wearing_Necklace", "Narrow_Eyes"):
@@ -309,6 +335,7 @@ def test_eval_prompt_is_canonical():
 
 
 # --- form ---------------------------------------------------------------------------------------
+
 
 def test_count_and_distinct():
     rich = row("Smiling", "Young", "Brown_Hair", "Wavy_Hair", "Eyeglasses", "Big_Lips", "Oval_Face", male=False)
@@ -374,6 +401,7 @@ def test_length_guard_drops_features_not_the_subject(monkeypatch):
 
 # --- determinism --------------------------------------------------------------------------------
 
+
 def test_deterministic_in_process():
     for image_id, r in random_rows(20, seed=6):
         assert cands(r, image_id) == cands(dict(r), image_id)
@@ -405,8 +433,15 @@ def test_deterministic_across_processes():
     outs = []
     for hashseed in ("0", "12345"):  # str hashing must not leak into the captions
         env = dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=str(REPO))
-        res = subprocess.run([sys.executable, "-c", _SUBPROCESS], input=json.dumps(rows), env=env,
-                             capture_output=True, text=True, check=True, cwd=REPO)
+        res = subprocess.run(
+            [sys.executable, "-c", _SUBPROCESS],
+            input=json.dumps(rows),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        )
         outs.append(json.loads(res.stdout))
     assert outs[0] == expected and outs[1] == expected
 
@@ -438,10 +473,14 @@ def test_private_choice_and_shuffle_are_uniform_enough():
 
 # --- build_captions -----------------------------------------------------------------------------
 
+
 def _table(rows):
     ids = [i for i, _ in rows]
-    return pd.DataFrame([[r[a] for a in ATTRIBUTES] for _, r in rows], index=pd.Index(ids, dtype="int64", name="id"),
-                        columns=list(ATTRIBUTES)).astype("int8")
+    return pd.DataFrame(
+        [[r[a] for a in ATTRIBUTES] for _, r in rows],
+        index=pd.Index(ids, dtype="int64", name="id"),
+        columns=list(ATTRIBUTES),
+    ).astype("int8")
 
 
 def test_build_captions_table(tmp_path):
@@ -492,6 +531,7 @@ def test_build_captions_speed():
 
 
 # --- the real fixture -----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def fixture_captions(fixture_root):

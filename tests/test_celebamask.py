@@ -37,12 +37,15 @@ def test_zero_is_read_as_absent_and_columns_map_by_name(tmp_path):
     assert (attrs.table.drop(columns="Smiling").loc[1] == -1).all()
 
 
-@pytest.mark.parametrize("content, where", [
-    ("thirty\n" + " ".join(ATTRIBUTES) + "\n" + row(0), "line 1"),
-    ("1\n" + " ".join(ATTRIBUTES[:-1]) + "\n" + row(0), "line 2"),
-    ("1\n" + " ".join(ATTRIBUTES[:-1]) + " Glowing\n" + row(0), "line 2"),
-    ("1\n", "found 1 line"),
-])
+@pytest.mark.parametrize(
+    "content, where",
+    [
+        ("thirty\n" + " ".join(ATTRIBUTES) + "\n" + row(0), "line 1"),
+        ("1\n" + " ".join(ATTRIBUTES[:-1]) + "\n" + row(0), "line 2"),
+        ("1\n" + " ".join(ATTRIBUTES[:-1]) + " Glowing\n" + row(0), "line 2"),
+        ("1\n", "found 1 line"),
+    ],
+)
 def test_malformed_header_is_fatal_and_names_the_line(tmp_path, content, where):
     path = tmp_path / "attr.txt"
     path.write_text(content)
@@ -59,8 +62,15 @@ def test_missing_file_names_it(tmp_path):
 def test_malformed_rows_are_skipped_with_line_numbers(tmp_path):
     bad_value = [1] * 40
     bad_value[7] = 2
-    rows = [row(0), row(1, [1] * 39), row(2, bad_value), "x.jpg " + " ".join(["1"] * 40),
-            row(3).replace(" 1", " yes", 1), row(0), row(4)]
+    rows = [
+        row(0),
+        row(1, [1] * 39),
+        row(2, bad_value),
+        "x.jpg " + " ".join(["1"] * 40),
+        row(3).replace(" 1", " yes", 1),
+        row(0),
+        row(4),
+    ]
     attrs = read_attributes(write_attr_file(tmp_path / "a.txt", rows))
     assert attrs.ids.tolist() == [0, 4]
     got = {(p.line, p.id): p.reason for p in attrs.problems}
@@ -80,7 +90,10 @@ def test_no_valid_rows_is_fatal(tmp_path):
 
 def test_paths_follow_the_official_layout(tmp_path):
     assert celebamask.image_path(tmp_path, 27) == tmp_path / "CelebA-HQ-img" / "27.jpg"
-    assert celebamask.part_mask_path(tmp_path, 4001, "l_eye") == tmp_path / "CelebAMask-HQ-mask-anno" / "2" / "04001_l_eye.png"
+    assert (
+        celebamask.part_mask_path(tmp_path, 4001, "l_eye")
+        == tmp_path / "CelebAMask-HQ-mask-anno" / "2" / "04001_l_eye.png"
+    )
     assert celebamask.part_mask_path(tmp_path, 1999, "skin").parent.name == "0"
 
 

@@ -1,4 +1,5 @@
 """`facepaint edit` on a tiny artifact: one photo, a folder with a corrupt photo, expected errors."""
+
 import subprocess
 import sys
 
@@ -13,7 +14,6 @@ from facepaint.edit import read_provenance
 FAST = ["--steps", "2", "--sigma", "1"]
 
 
-
 def write_photo(path, h, w, seed=0):
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
@@ -21,7 +21,7 @@ def write_photo(path, h, w, seed=0):
 
 def write_mask(path, h, w):
     m = np.zeros((h, w), np.uint8)
-    m[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+    m[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
     Image.fromarray(m).save(path)
 
 
@@ -29,9 +29,28 @@ def test_single_photo(tiny_artifact, tmp_path, capsys):
     write_photo(tmp_path / "me.jpg", 90, 70)
     write_mask(tmp_path / "mask.png", 45, 35)  # half size, same aspect
     out = tmp_path / "out" / "me.png"
-    code = main(["edit", str(tmp_path / "me.jpg"), "--prompt", "a smiling face", "--out", str(out),
-                 "--model", str(tiny_artifact.path), "--mask", str(tmp_path / "mask.png"), "--seed", "3", "--watermark",
-                 "--guidance-scale", "4", "--scheduler", "dpm", *FAST])
+    code = main(
+        [
+            "edit",
+            str(tmp_path / "me.jpg"),
+            "--prompt",
+            "a smiling face",
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_artifact.path),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--seed",
+            "3",
+            "--watermark",
+            "--guidance-scale",
+            "4",
+            "--scheduler",
+            "dpm",
+            *FAST,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert Image.open(out).size == (70, 90)
     prov = read_provenance(out)
@@ -48,8 +67,22 @@ def test_folder_with_a_corrupt_photo_goes_on_and_fails_at_the_end(tiny_artifact,
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     write_mask(masks / "broken.png", 64, 64)
     (photos / "notes.txt").write_text("not a photo")
-    code = main(["edit", str(photos), "--prompt", "a face", "--out", str(out), "--model", str(tiny_artifact.path),
-                 "--mask", str(masks), "--no-blend", *FAST])
+    code = main(
+        [
+            "edit",
+            str(photos),
+            "--prompt",
+            "a face",
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_artifact.path),
+            "--mask",
+            str(masks),
+            "--no-blend",
+            *FAST,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png"]
@@ -73,7 +106,7 @@ def test_expected_errors_are_one_line(tiny_artifact, tmp_path, capsys):
     Image.new("L", (64, 64)).save(tmp_path / "black.png")
     assert main([*base, "--model", str(tiny_artifact.path), "--mask", str(tmp_path / "black.png")]) == 1
     assert "no face found in " + str(tmp_path / "me.png") in capsys.readouterr().err
-    assert main([*base[:-len(FAST) - 2], "--out", str(tmp_path / "o.jpg"), "--model", str(tiny_artifact.path)]) == 1
+    assert main([*base[: -len(FAST) - 2], "--out", str(tmp_path / "o.jpg"), "--model", str(tiny_artifact.path)]) == 1
     assert "must be a .png" in capsys.readouterr().err
     assert main([*base, "--model", str(tiny_artifact.path), "--strength", "0"]) == 1
     assert "strength" in capsys.readouterr().err
@@ -83,33 +116,82 @@ def test_long_prompt_warning_reaches_stderr(tiny_artifact, tmp_path, capsys):
     write_photo(tmp_path / "me.png", 64, 64)
     write_mask(tmp_path / "mask.png", 64, 64)
     prompt = "a face " * 40 + "with green eyes"
-    assert main(["edit", str(tmp_path / "me.png"), "--prompt", prompt, "--out", str(tmp_path / "o.png"),
-                 "--model", str(tiny_artifact.path), "--mask", str(tmp_path / "mask.png"), *FAST]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                str(tmp_path / "me.png"),
+                "--prompt",
+                prompt,
+                "--out",
+                str(tmp_path / "o.png"),
+                "--model",
+                str(tiny_artifact.path),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "warning: prompt" in err and "green eyes" in err
 
 
 def test_console_script_runs_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "facepaint.cli", "edit", str(tmp_path / "x.jpg"), "--prompt", "a",
-                           "--out", str(tmp_path / "o.png"), "--model", str(tmp_path / "none")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facepaint.cli",
+            "edit",
+            str(tmp_path / "x.jpg"),
+            "--prompt",
+            "a",
+            "--out",
+            str(tmp_path / "o.png"),
+            "--model",
+            str(tmp_path / "none"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
 def test_speed_flags_reach_the_editor_and_keep_the_image(tiny_artifact, tmp_path, capsys, monkeypatch):
     write_photo(tmp_path / "me.png", 80, 64)
     write_mask(tmp_path / "mask.png", 80, 64)
-    base = ["edit", str(tmp_path / "me.png"), "--prompt", "a face", "--model", str(tiny_artifact.path),
-            "--mask", str(tmp_path / "mask.png"), *FAST]
+    base = [
+        "edit",
+        str(tmp_path / "me.png"),
+        "--prompt",
+        "a face",
+        "--model",
+        str(tiny_artifact.path),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        *FAST,
+    ]
     assert main([*base, "--out", str(tmp_path / "sdpa.png")]) == 0, capsys.readouterr().err
-    assert main([*base, "--out", str(tmp_path / "classic.png"), "--attention", "classic",
-                 "--channels-last", "on"]) == 0, capsys.readouterr().err
+    assert (
+        main([*base, "--out", str(tmp_path / "classic.png"), "--attention", "classic", "--channels-last", "on"]) == 0
+    ), capsys.readouterr().err
     sdpa, classic = read_provenance(tmp_path / "sdpa.png"), read_provenance(tmp_path / "classic.png")
-    assert sdpa["runtime"] == {"device": "cpu", "dtype": "fp32", "attention": "sdpa", "channels_last": False,
-                               "compile": "off", "batch": 1}
+    assert sdpa["runtime"] == {
+        "device": "cpu",
+        "dtype": "fp32",
+        "attention": "sdpa",
+        "channels_last": False,
+        "compile": "off",
+        "batch": 1,
+    }
     assert classic["runtime"]["attention"] == "classic" and classic["runtime"]["channels_last"] is True
     # the same edit up to float rounding: at most 2/255 per channel, on at most 1% of the values
-    diff = np.abs(np.asarray(Image.open(tmp_path / "sdpa.png"), int) - np.asarray(Image.open(tmp_path / "classic.png"), int))
+    diff = np.abs(
+        np.asarray(Image.open(tmp_path / "sdpa.png"), int) - np.asarray(Image.open(tmp_path / "classic.png"), int)
+    )
     assert diff.max() <= 2 and (diff > 0).mean() <= 0.01
 
     compiled = []
@@ -122,10 +204,22 @@ def test_speed_flags_reach_the_editor_and_keep_the_image(tiny_artifact, tmp_path
 
 def test_invalid_speed_flags_exit_with_a_clear_error(tiny_artifact, tmp_path, capsys):
     write_photo(tmp_path / "me.png", 64, 64)
-    base = ["edit", str(tmp_path / "me.png"), "--prompt", "a face", "--out", str(tmp_path / "o.png"),
-            "--model", str(tiny_artifact.path), *FAST]
-    for flag, value, allowed in (("--attention", "flash", ("sdpa", "classic")), ("--channels-last", "yes", ("auto", "on", "off")),
-                                 ("--compile", "fast", ("default", "reduce-overhead", "max-autotune"))):
+    base = [
+        "edit",
+        str(tmp_path / "me.png"),
+        "--prompt",
+        "a face",
+        "--out",
+        str(tmp_path / "o.png"),
+        "--model",
+        str(tiny_artifact.path),
+        *FAST,
+    ]
+    for flag, value, allowed in (
+        ("--attention", "flash", ("sdpa", "classic")),
+        ("--channels-last", "yes", ("auto", "on", "off")),
+        ("--compile", "fast", ("default", "reduce-overhead", "max-autotune")),
+    ):
         with pytest.raises(SystemExit) as e:
             main([*base, flag, value])
         err = capsys.readouterr().err.splitlines()[-1]  # argparse: usage, then the error line

@@ -1,5 +1,6 @@
 """tools/demo.py: the CelebAMask-HQ layout, determinism, masks that follow the drawing and the real
 masks' conventions, and attributes that are consistent, varied and described by the captions."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from conftest import config
 from facepaint.captions import caption_candidates
 from facepaint.celebamask import (
     ATTRIBUTE_FILE,
@@ -22,21 +24,34 @@ from facepaint.celebamask import (
     part_mask_path,
     read_attributes,
 )
-from conftest import config
 from facepaint.masks import MaskConfig
 from tools.demo import LABELS, DemoConfig, generate, reduce_labels, render
 
 FACE_PARTS = config("masks", MaskConfig).parts  # the face of params.yaml
 
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
-DRAWN = HAIR_COLOURS + ("Male", "Bald", "Smiling", "Eyeglasses", "No_Beard", "Mustache", "Wearing_Hat",
-                        "Wearing_Lipstick", "Heavy_Makeup", "Wearing_Earrings", "Young", "Pale_Skin")
+DRAWN = HAIR_COLOURS + (
+    "Male",
+    "Bald",
+    "Smiling",
+    "Eyeglasses",
+    "No_Beard",
+    "Mustache",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Heavy_Makeup",
+    "Wearing_Earrings",
+    "Young",
+    "Pale_Skin",
+)
 # the attribute each optional part is drawn for: its mask file exists iff the attribute is +1
 PART_OF = {"eye_g": "Eyeglasses", "hat": "Wearing_Hat", "ear_r": "Wearing_Earrings", "mouth": "Smiling"}
 
 
 def masks(root: Path, image_id: int) -> dict[str, np.ndarray]:
-    return {p: np.asarray(Image.open(f)) > 127 for p in PART_NAMES if (f := part_mask_path(root, image_id, p)).exists()}
+    return {
+        p: np.asarray(Image.open(f)) > 127 for p in PART_NAMES if (f := part_mask_path(root, image_id, p)).exists()
+    }
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -178,8 +193,13 @@ def test_salient_attributes_vary_and_faces_are_plausibly_sized(demo60):
 
 def test_captions_describe_the_drawing(demo60):
     _, table = demo60
-    words = {"Black_Hair": "black", "Blond_Hair": "blond", "Brown_Hair": "brown", "Gray_Hair": ("gray", "grey"),
-             "Eyeglasses": "glasses"}
+    words = {
+        "Black_Hair": "black",
+        "Blond_Hair": "blond",
+        "Brown_Hair": "brown",
+        "Gray_Hair": ("gray", "grey"),
+        "Eyeglasses": "glasses",
+    }
     checked = 0
     for i, row in table.head(12).iterrows():
         text = " ".join(caption_candidates(row.to_dict(), int(i), n=10, seed=42))
@@ -197,8 +217,16 @@ def test_config_validation_and_no_defaults():
     good = {"n_images": 1, "size": 64, "mask_size": 16, "seed": 0}
     DemoConfig(**good)
     DemoConfig(**{**good, "mask_size": 64, "n_images": np.int64(3)})
-    for name, value in (("n_images", 0), ("size", 63), ("mask_size", 15), ("mask_size", 65), ("seed", -1),
-                        ("n_images", True), ("n_images", 2.0), ("seed", "0")):
+    for name, value in (
+        ("n_images", 0),
+        ("size", 63),
+        ("mask_size", 15),
+        ("mask_size", 65),
+        ("seed", -1),
+        ("n_images", True),
+        ("n_images", 2.0),
+        ("seed", "0"),
+    ):
         with pytest.raises(ValueError, match=f"demo.{name} must be"):
             DemoConfig(**{**good, name: value})
 

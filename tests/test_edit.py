@@ -1,5 +1,6 @@
 """facepaint.edit on the tiny model at 64 px: the background guarantee (real fixture photos and odd
 synthetic ones), the adapter, determinism, provenance, the BiSeNet path and bad input."""
+
 import copy
 import io
 
@@ -77,6 +78,7 @@ def assert_background_kept(result, original):
 
 # ------------------------------------------------------------------------------------ pure pieces
 
+
 def test_pixel_blend_formula_and_exact_copy_where_soft_is_zero():
     rng = np.random.default_rng(0)
     orig = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
@@ -101,6 +103,7 @@ def test_face_crop_is_a_padded_square_inside_the_image():
 
 
 # ------------------------------------------------------------------------------ background guarantee
+
 
 def _exif_rotated_jpeg(path):
     """A JPEG stored 150 wide x 97 high whose EXIF says: rotate 90 degrees clockwise to display."""
@@ -201,6 +204,7 @@ def test_a_face_wider_than_the_photo_is_high_is_edited_inside_one_square(editor)
 
 # ---------------------------------------------------------------------------- the model is used right
 
+
 def test_adapter_is_applied_and_seed_makes_it_deterministic(editor, comps, monkeypatch, tmp_path):
     photo = textured(96, 96, seed=7)
     mask = box_mask(96, 96, 20, 70, 25, 75)
@@ -218,7 +222,9 @@ def test_adapter_is_applied_and_seed_makes_it_deterministic(editor, comps, monke
 
     calls = []
     real = generate_mod.condition
-    monkeypatch.setattr(generate_mod, "condition", lambda e, beta, ad, s: calls.append((beta, ad, s)) or real(e, beta, ad, s))
+    monkeypatch.setattr(
+        generate_mod, "condition", lambda e, beta, ad, s: calls.append((beta, ad, s)) or real(e, beta, ad, s)
+    )
     c = editor.edit(photo, "a face with blond hair", mask=mask, **FAST)
     # Both the prompt and the (empty) negative prompt go through the adapter, with the crop's beta and the
     # artifact's adapter_scale.
@@ -234,8 +240,10 @@ def test_from_artifact_matches_the_components_and_records_provenance(editor, com
     photo = textured(80, 120, seed=8)
     mask = box_mask(80, 120, 20, 60, 40, 80)
     result = loaded.edit(photo, "a face", mask=mask, negative_prompt="blurry", guidance_scale=5.0, **FAST)
-    assert np.array_equal(result.image, editor.edit(photo, "a face", mask=mask, negative_prompt="blurry",
-                                                    guidance_scale=5.0, **FAST).image)
+    assert np.array_equal(
+        result.image,
+        editor.edit(photo, "a face", mask=mask, negative_prompt="blurry", guidance_scale=5.0, **FAST).image,
+    )
     out = result.save(tmp_path / "out" / "edited.png")
     prov = read_provenance(out)
     assert prov == result.provenance
@@ -260,7 +268,6 @@ def test_missing_or_invalid_artifact(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- BiSeNet
-
 
 
 def test_bisenet_finds_the_face_when_no_mask_is_given(editor, random_bisenet_weights):
@@ -295,6 +302,7 @@ def test_missing_bisenet_weights_without_a_mask_say_how_to_pass_one(editor, tmp_
 
 
 # --------------------------------------------------------------------------------------- bad input
+
 
 def test_unreadable_and_oversized_photos_are_refused_with_the_file_name(editor, tmp_path):
     bad = tmp_path / "broken.jpg"
@@ -331,7 +339,11 @@ def test_edit_options_have_one_home_and_are_validated(editor):
     result = editor.edit(photo, "a face", mask=mask, steps=2)
     prov = result.provenance
     assert (prov["guidance_scale"], prov["strength"], prov["seed"], prov["blend"]) == (
-        DEFAULTS.guidance_scale, DEFAULTS.strength, DEFAULTS.seed, DEFAULTS.blend)
+        DEFAULTS.guidance_scale,
+        DEFAULTS.strength,
+        DEFAULTS.seed,
+        DEFAULTS.blend,
+    )
     with pytest.raises(ValueError, match="guidance_scale must be a finite"):
         EditOptions(guidance_scale=float("nan"))
     with pytest.raises(ValueError, match="steps x strength"):
@@ -365,8 +377,6 @@ def test_bytes_input_and_png_roundtrip(editor, tmp_path):
     assert_background_kept(result, photo)
 
 
-
-
 # ------------------------------------------------------------------------------------------ batches
 
 # Batching changes the summation order inside the batched convolutions and matrix products on the CPU
@@ -394,7 +404,7 @@ def test_edit_batch_equals_edit_per_photo(editor):
         assert np.array_equal(result.soft, alone.soft)
         assert_background_kept(result, photos[i])
         assert result.provenance["runtime"]["batch"] == 3 and alone.provenance["runtime"]["batch"] == 1
-        assert ({**result.provenance, "runtime": None} == {**alone.provenance, "runtime": None})
+        assert {**result.provenance, "runtime": None} == {**alone.provenance, "runtime": None}
     # one prompt and one seed for all; a batch of one is exactly `edit`
     same = editor.edit_batch(photos[:2], "a face", masks=masks[:2], steps=2, seeds=5)
     assert [r.provenance["seed"] for r in same] == [5, 5]

@@ -1,4 +1,5 @@
 """The evaluate stage: pairs, aggregation, figures, the real-photo blending check, and end to end."""
+
 import json
 import math
 
@@ -11,7 +12,6 @@ from conftest import config
 from facepaint import evaluate as ev
 
 
-
 def ecfg(**changes) -> ev.EvalConfig:
     """The demo's evaluate params with `changes`."""
     return config("evaluate", ev.EvalConfig, **changes)
@@ -19,10 +19,16 @@ def ecfg(**changes) -> ev.EvalConfig:
 
 BUILD = dict(device="cpu", dtype="fp32", paint_by_example=ecfg().paint_by_example)
 
+
 def captions_table():
     ids = list(range(30))
-    return pd.DataFrame({"id": ids, "split": ["test" if i % 3 == 0 else "train" for i in ids],
-                         "eval_prompt": [f"prompt {i}" if i % 3 == 0 else None for i in ids]})
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "split": ["test" if i % 3 == 0 else "train" for i in ids],
+            "eval_prompt": [f"prompt {i}" if i % 3 == 0 else None for i in ids],
+        }
+    )
 
 
 def test_pairs_are_seeded_test_images_with_prompts():
@@ -42,7 +48,7 @@ def sample(h=32, face=(8, 24)):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (h, h, 3), dtype=np.uint8)
     mask = np.zeros((h, h), bool)
-    mask[face[0]:face[1], face[0]:face[1]] = True
+    mask[face[0] : face[1], face[0] : face[1]] = True
     from facepaint.masks import soft_mask
 
     return ev.Sample(0, image, mask, soft_mask(mask, 1.0), float(mask.mean()))
@@ -61,9 +67,18 @@ def test_image_metrics_regions_on_a_constructed_example():
 
 
 def test_summary_counts_exact_images_instead_of_averaging_inf():
-    t = pd.DataFrame({"method": ["a", "a", "b"], "psnr_bg": [math.inf, 30.0, 20.0], "psnr_full": [40.0, 30.0, 20.0],
-                      "psnr_outside_soft": [math.inf, math.inf, 25.0], "changed_outside_soft": [0, 0, 7],
-                      "seconds": [1.0, 3.0, 2.0], "peak_mem_mib": [None, None, None], "clock": ["cpu"] * 3})
+    t = pd.DataFrame(
+        {
+            "method": ["a", "a", "b"],
+            "psnr_bg": [math.inf, 30.0, 20.0],
+            "psnr_full": [40.0, 30.0, 20.0],
+            "psnr_outside_soft": [math.inf, math.inf, 25.0],
+            "changed_outside_soft": [0, 0, 7],
+            "seconds": [1.0, 3.0, 2.0],
+            "peak_mem_mib": [None, None, None],
+            "clock": ["cpu"] * 3,
+        }
+    )
     s = ev.summarise(t)
     assert s["a"]["psnr_bg"] == 30.0 and s["a"]["psnr_bg_inf"] == 1
     assert math.isinf(s["a"]["psnr_outside_soft"]) and s["a"]["psnr_outside_soft_inf"] == 2
@@ -80,8 +95,16 @@ def test_boundary_profile_shows_where_the_change_stops():
 
 
 def test_markdown_table_marks_unavailable_and_lists_published_numbers():
-    summary = {"ours": {"psnr_bg": math.inf, "psnr_full": 31.2, "lpips_bg": None, "seconds_per_edit": 1.5,
-                        "clock": "cpu", "peak_mem_mib": None}}
+    summary = {
+        "ours": {
+            "psnr_bg": math.inf,
+            "psnr_full": 31.2,
+            "lpips_bg": None,
+            "seconds_per_edit": 1.5,
+            "clock": "cpu",
+            "peak_mem_mib": None,
+        }
+    }
     md = ev.markdown_table(summary, {}, {"brushnet": "no weights"}, {"fid": "Inception weights missing"}, {}, "CPU", 8)
     assert "| ours | n/a | inf (exact) | 31.200 |" in md
     assert "BrushNet: not available: no weights" in md and "FID: unavailable: Inception weights missing" in md
@@ -114,8 +137,7 @@ def test_blending_on_real_photos_keeps_every_zero_alpha_pixel(fixture_root, tiny
         samples.append(ev.Sample(i, image, fm.mask, soft_mask(fm.mask, tiny_artifact.conditions.sigma), fm.beta))
     pairs = pd.DataFrame({"id": ids, "prompt": ["a smiling woman with blond hair"] * 3, "seed": [1, 2, 3]})
     methods, _ = build_methods(["ours", "ours_no_blend"], tiny_artifact.path, ecfg(steps=2).inference(), **BUILD)
-    res = ev.run(samples, pairs, methods, ecfg(warmup=0, background_dilation=2), torch.device("cpu"),
-                 progress=False)
+    res = ev.run(samples, pairs, methods, ecfg(warmup=0, background_dilation=2), torch.device("cpu"), progress=False)
     t = res.table.set_index("method")
     assert res.failed == {}
     assert np.isinf(t.loc["ours", "psnr_outside_soft"]).all() and (t.loc["ours", "changed_outside_soft"] == 0).all()
@@ -151,15 +173,25 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
     from stages import evaluate as stage
 
     monkeypatch.chdir(demo_project)
-    cfg = ecfg(n_pairs=3, steps=2, warmup=0, background_dilation=1, grid_photos=2, profile_radius=4,
-                        fid_reference_size=4)
+    cfg = ecfg(
+        n_pairs=3, steps=2, warmup=0, background_dilation=1, grid_photos=2, profile_radius=4, fid_reference_size=4
+    )
     out = tmp_path / "evaluate"
     stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=out, progress=False)
-    for f in ("metrics.json", "per_image.parquet", "table.md", "profile.csv", "plots/background_distributions.png",
-              "plots/boundary_profile.png", "plots/samples.png"):
+    for f in (
+        "metrics.json",
+        "per_image.parquet",
+        "table.md",
+        "profile.csv",
+        "plots/background_distributions.png",
+        "plots/boundary_profile.png",
+        "plots/samples.png",
+    ):
         assert (out / f).is_file(), f
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["pairs"] == 3 and {"ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion"} <= set(saved["methods"])
+    assert saved["pairs"] == 3 and {"ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion"} <= set(
+        saved["methods"]
+    )
     assert {"brushnet", "diptych_prompting"} <= set(saved["unavailable_methods"])
     for name, why in saved["unavailable_metrics"].items():
         assert len(why) > 20
@@ -190,8 +222,15 @@ def test_stage_fid_path_with_an_injected_extractor(demo_project, tiny_artifact, 
     monkeypatch.setattr(m, "FID", lambda device=None, **k: real_fid(feature_extractor=extractor, device="cpu"))
     monkeypatch.chdir(demo_project)
     monkeypatch.setattr(stage, "FID_STATS", tmp_path / "fid_stats")
-    cfg = ecfg(n_pairs=3, steps=2, warmup=0, background_dilation=1, fid_reference_size=6,
-                        methods=["ours", "sd15_inpaint"], metrics=["fid", "psnr"])
+    cfg = ecfg(
+        n_pairs=3,
+        steps=2,
+        warmup=0,
+        background_dilation=1,
+        fid_reference_size=6,
+        methods=["ours", "sd15_inpaint"],
+        metrics=["fid", "psnr"],
+    )
     first = stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=tmp_path / "a", progress=False)
     fids = {k: v["fid"] for k, v in first["methods"].items()}
     assert all(isinstance(v, float) and v >= 0 for v in fids.values()), fids

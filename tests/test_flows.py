@@ -1,4 +1,5 @@
 """The Prefect flows under Prefect's test harness (a temporary local server)."""
+
 import json
 import shutil
 import subprocess
@@ -32,8 +33,9 @@ def test_failures_are_classified():
 def fake_project(tmp_path) -> Path:
     (tmp_path / "data/evaluate").mkdir(parents=True)
     (tmp_path / "data/evaluate/metrics.json").write_text(json.dumps({"methods": {"ours": {"psnr_bg": 30.0}}}))
-    (tmp_path / "data/register.json").write_text(json.dumps({"registered": True, "version": 2, "promoted": False,
-                                                             "reason": "PSNR fails"}))
+    (tmp_path / "data/register.json").write_text(
+        json.dumps({"registered": True, "version": 2, "promoted": False, "reason": "PSNR fails"})
+    )
     return tmp_path
 
 
@@ -94,14 +96,17 @@ def test_the_deployment_allows_one_run_at_a_time():
 
 
 def test_watch_reads_data_changes_from_dvc_status():
-    status = {"split": [{"changed deps": {"data/demo/CelebA-HQ-img": "modified", "stages/split.py": "modified"}}],
-              "train": [{"changed deps": {"data/latents": "modified"}}],
-              "masks": [{"changed outs": {"data/masks.parquet": "deleted"}}]}
+    status = {
+        "split": [{"changed deps": {"data/demo/CelebA-HQ-img": "modified", "stages/split.py": "modified"}}],
+        "train": [{"changed deps": {"data/latents": "modified"}}],
+        "masks": [{"changed outs": {"data/masks.parquet": "deleted"}}],
+    }
     assert wt.data_changes(status) == {"split": {"data/demo/CelebA-HQ-img": "modified"}}
     assert wt.data_changes({}) == {}
 
 
 # ---------------------------------------------------------------------------------- the demo, for real
+
 
 @pytest.fixture(scope="module")
 def small_project(tmp_path_factory):
@@ -118,8 +123,15 @@ def small_project(tmp_path_factory):
     params["demo"].update(n_images=24, size=64, mask_size=64)
     params["masks"].update(resolution=64, sigma=1.0, min_size=32)
     params["train"].update(batch_size=4, max_steps=4, checkpoint_every=2)
-    params["evaluate"].update(n_pairs=2, steps=2, warmup=0, background_dilation=1, profile_radius=4,
-                              methods=["ours", "ours_no_blend", "sd15_inpaint"], metrics=["psnr"])
+    params["evaluate"].update(
+        n_pairs=2,
+        steps=2,
+        warmup=0,
+        background_dilation=1,
+        profile_radius=4,
+        methods=["ours", "ours_no_blend", "sd15_inpaint"],
+        metrics=["psnr"],
+    )
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
     return dst

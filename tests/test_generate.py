@@ -1,5 +1,6 @@
 """facepaint.generate: the Inpainter's speed options, batched generation and prompt encoding (tiny
 model, 64 px, CPU)."""
+
 import copy
 
 import numpy as np
@@ -44,8 +45,17 @@ def inpainter():
 
 def one(ip, image, mask, prompt, seed, steps=2, **kw):
     """generate for one crop."""
-    return ip.generate([image], [mask], [float(mask.mean())], prompt, steps=steps, guidance_scale=kw.get("g", 7.5),
-                       strength=1.0, seeds=seed, negative_prompts=kw.get("negative", ""))[0][0]
+    return ip.generate(
+        [image],
+        [mask],
+        [float(mask.mean())],
+        prompt,
+        steps=steps,
+        guidance_scale=kw.get("g", 7.5),
+        strength=1.0,
+        seeds=seed,
+        negative_prompts=kw.get("negative", ""),
+    )[0][0]
 
 
 # ------------------------------------------------------------------------------ speed options, batches
@@ -73,13 +83,20 @@ def processors(model):
 def test_speed_options_are_applied_and_recorded(monkeypatch):
     comps = tiny_components(seed=0)  # the options change the components in place: not the shared fixture
     adapter = make_adapter(comps)
-    classic = Inpainter(comps, adapter, 0.3, RES, device="cpu", speed_options=Speed(attention="classic", channels_last=True))
+    classic = Inpainter(
+        comps, adapter, 0.3, RES, device="cpu", speed_options=Speed(attention="classic", channels_last=True)
+    )
     assert processors(classic.pipe.unet) == processors(classic.pipe.vae) == {"AttnProcessor"}
     for module in (classic.pipe.unet, classic.pipe.vae):
         weight = next(p for p in module.parameters() if p.ndim == 4 and p.shape[-1] > 1)
         assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    assert classic.runtime == {"device": "cpu", "dtype": "fp32", "attention": "classic", "channels_last": True,
-                               "compile": "off"}
+    assert classic.runtime == {
+        "device": "cpu",
+        "dtype": "fp32",
+        "attention": "classic",
+        "channels_last": True,
+        "compile": "off",
+    }
 
     default = Inpainter(comps, adapter, 0.3, RES, device="cpu")  # sdpa; channels_last None: off on the CPU
     assert processors(default.pipe.unet) == processors(default.pipe.vae) == {"AttnProcessor2_0"}
@@ -94,12 +111,15 @@ def test_speed_options_are_applied_and_recorded(monkeypatch):
     assert compiled[-1] == {"mode": None, "dynamic": False} and ed.runtime["compile"] == "max-autotune"
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"attention": "flash"}, "attention must be one of"),
-    ({"channels_last": "yes"}, "channels_last must be True, False or None"),
-    ({"compile": "fast"}, "compile must be true, false or one of"),
-    ({"dtype": "fp8"}, "dtype must be one of"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"attention": "flash"}, "attention must be one of"),
+        ({"channels_last": "yes"}, "channels_last must be True, False or None"),
+        ({"compile": "fast"}, "compile must be true, false or one of"),
+        ({"dtype": "fp8"}, "dtype must be one of"),
+    ],
+)
 def test_invalid_speed_options_are_refused_before_touching_the_model(bad, message):
     with pytest.raises(ValueError, match=message):
         Speed(**{"attention": "classic", **bad})  # refused when the options are made, before any model
@@ -108,12 +128,23 @@ def test_invalid_speed_options_are_refused_before_touching_the_model(bad, messag
 def test_attention_and_channels_last_keep_the_image(inpainter):
     photo, mask = textured(64, 64, seed=13), box_mask(64, 64, 12, 52, 16, 48)
     reference = one(inpainter, photo, mask, "a face", 0)
-    other = Inpainter(tiny_components(seed=0), inpainter.adapter, 0.3, RES, device="cpu",
-                      speed_options=Speed(dtype="fp32", attention="classic", channels_last=True))
+    other = Inpainter(
+        tiny_components(seed=0),
+        inpainter.adapter,
+        0.3,
+        RES,
+        device="cpu",
+        speed_options=Speed(dtype="fp32", attention="classic", channels_last=True),
+    )
     assert_close_images(one(other, photo, mask, "a face", 0), reference)
     assert other.runtime["attention"] == "classic" and other.runtime["channels_last"] is True
-    assert inpainter.runtime == {"device": "cpu", "dtype": "fp32", "attention": "sdpa", "channels_last": False,
-                                 "compile": "off"}
+    assert inpainter.runtime == {
+        "device": "cpu",
+        "dtype": "fp32",
+        "attention": "sdpa",
+        "channels_last": False,
+        "compile": "off",
+    }
 
 
 def test_a_batch_equals_each_crop_alone(inpainter):
@@ -124,8 +155,10 @@ def test_a_batch_equals_each_crop_alone(inpainter):
     opts = dict(steps=3, guidance_scale=5.0, strength=1.0)
     images, cuts = inpainter.generate(crops, masks, betas, prompts, "blurry", seeds=[4, 9], **opts)
     assert len(images) == 2 and cuts == ["", ""]
-    alone = [inpainter.generate([c], [m], [b], p, "blurry", seeds=s, **opts)[0][0]
-             for c, m, b, p, s in zip(crops, masks, betas, prompts, (4, 9))]
+    alone = [
+        inpainter.generate([c], [m], [b], p, "blurry", seeds=s, **opts)[0][0]
+        for c, m, b, p, s in zip(crops, masks, betas, prompts, (4, 9))
+    ]
     for batched, single in zip(images, alone):
         assert_close_images(batched, single)
     other_seed = inpainter.generate(crops[:1], masks[:1], betas[:1], prompts[0], "blurry", seeds=9, **opts)[0][0]
@@ -153,8 +186,14 @@ def test_compiled_unet_gives_the_eager_image(inpainter):
     torch._dynamo.reset()
     photo, mask = textured(64, 64, seed=21), box_mask(64, 64, 12, 52, 16, 48)
     reference = one(inpainter, photo, mask, "a face", 0)
-    compiled = Inpainter(tiny_components(seed=0), inpainter.adapter, 0.3, RES, device="cpu",
-                         speed_options=Speed(dtype="fp32", compile="default"))
+    compiled = Inpainter(
+        tiny_components(seed=0),
+        inpainter.adapter,
+        0.3,
+        RES,
+        device="cpu",
+        speed_options=Speed(dtype="fp32", compile="default"),
+    )
     assert isinstance(compiled.pipe.unet, torch._dynamo.eval_frame.OptimizedModule)
     result = one(compiled, photo, mask, "a face", 0)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0

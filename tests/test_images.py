@@ -85,7 +85,7 @@ def test_exif_rotation_is_applied(tmp_path):
 
 
 def test_decompression_bomb_is_refused(tmp_path):
-    side = int(MAX_PIXELS ** 0.5) + 100
+    side = int(MAX_PIXELS**0.5) + 100
     Image.new("1", (side, side)).save(tmp_path / "bomb.png")
     assert (tmp_path / "bomb.png").stat().st_size < 2_000_000
     with pytest.raises(ImageError, match="decompression bomb"):

@@ -3,10 +3,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from conftest import config
 import torch
 
+from conftest import config
 from facepaint import latents as lat
 from facepaint.latents import LatentConfig, compute_latents, encode_batch, iter_shards, read_index, write_index
 from facepaint.masks import MaskConfig, compute_masks, decode_png
@@ -20,8 +19,9 @@ def vae():
 
 @pytest.fixture(scope="module")
 def mask_table(demo_root):
-    df, _ = compute_masks(demo_root, range(12), config("masks", MaskConfig, resolution=64, workers=0, min_size=32),
-                          progress=False)
+    df, _ = compute_masks(
+        demo_root, range(12), config("masks", MaskConfig, resolution=64, workers=0, min_size=32), progress=False
+    )
     return df
 
 
@@ -55,8 +55,15 @@ def test_channels_last_encoding_gives_the_same_latents(vae):
 
 
 def test_cache_covers_every_row_in_fp16_shards(demo_root, mask_table, vae, tmp_path):
-    index, report = compute_latents(demo_root, mask_table, vae, tmp_path, config("latents", LatentConfig, batch_size=3, shard_size=5, workers=0),
-                                    resolution=64, progress=False)
+    index, report = compute_latents(
+        demo_root,
+        mask_table,
+        vae,
+        tmp_path,
+        config("latents", LatentConfig, batch_size=3, shard_size=5, workers=0),
+        resolution=64,
+        progress=False,
+    )
     write_index(index, tmp_path)
     assert report.unusable == [] and index["count"] == len(mask_table) == 12
     assert [s["count"] for s in index["shards"]] == [5, 5, 2]  # exactly shard_size, remainder last
@@ -74,8 +81,24 @@ def test_cache_covers_every_row_in_fp16_shards(demo_root, mask_table, vae, tmp_p
 
 
 def test_shard_size_and_workers_do_not_change_values(demo_root, mask_table, vae, tmp_path):
-    a, _ = compute_latents(demo_root, mask_table, vae, tmp_path / "a", config("latents", LatentConfig, batch_size=4, shard_size=100, workers=0), 64, False)
-    b, _ = compute_latents(demo_root, mask_table, vae, tmp_path / "b", config("latents", LatentConfig, batch_size=2, shard_size=3, workers=2), 64, False)
+    a, _ = compute_latents(
+        demo_root,
+        mask_table,
+        vae,
+        tmp_path / "a",
+        config("latents", LatentConfig, batch_size=4, shard_size=100, workers=0),
+        64,
+        False,
+    )
+    b, _ = compute_latents(
+        demo_root,
+        mask_table,
+        vae,
+        tmp_path / "b",
+        config("latents", LatentConfig, batch_size=2, shard_size=3, workers=2),
+        64,
+        False,
+    )
     write_index(a, tmp_path / "a")
     write_index(b, tmp_path / "b")
     za = torch.cat([s["latents"] for s in iter_shards(tmp_path / "a")])
@@ -88,7 +111,9 @@ def test_unreadable_image_is_reported_not_fatal(demo_copy, mask_table, vae, tmp_
     from facepaint.celebamask import image_path
 
     image_path(demo_copy, 4).write_bytes(b"broken")
-    index, report = compute_latents(demo_copy, mask_table, vae, tmp_path, config("latents", LatentConfig, workers=0), 64, False)
+    index, report = compute_latents(
+        demo_copy, mask_table, vae, tmp_path, config("latents", LatentConfig, workers=0), 64, False
+    )
     assert index["count"] == 11 and [p.id for p in report.unusable] == [4]
 
 
@@ -111,14 +136,26 @@ def test_failed_stage_leaves_no_latents_dir(demo_root, mask_table, tmp_path, mon
 
     monkeypatch.setattr(lat, "encode_batch", dies_on_second_batch)
     with pytest.raises(RuntimeError):
-        stage.run(demo_root, config("model", ModelConfig), config("latents", LatentConfig, batch_size=4, shard_size=4, workers=0),
-                  split=tmp_path / "split.parquet", masks=tmp_path / "masks.parquet", out=tmp_path / "latents",
-                  progress=False)
+        stage.run(
+            demo_root,
+            config("model", ModelConfig),
+            config("latents", LatentConfig, batch_size=4, shard_size=4, workers=0),
+            split=tmp_path / "split.parquet",
+            masks=tmp_path / "masks.parquet",
+            out=tmp_path / "latents",
+            progress=False,
+        )
     assert not (tmp_path / "latents").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".latents")]
     monkeypatch.setattr(lat, "encode_batch", real)
-    index = stage.run(demo_root, config("model", ModelConfig), config("latents", LatentConfig, batch_size=4, shard_size=4, workers=0),
-                      split=tmp_path / "split.parquet", masks=tmp_path / "masks.parquet", out=tmp_path / "latents",
-                      progress=False)
+    index = stage.run(
+        demo_root,
+        config("model", ModelConfig),
+        config("latents", LatentConfig, batch_size=4, shard_size=4, workers=0),
+        split=tmp_path / "split.parquet",
+        masks=tmp_path / "masks.parquet",
+        out=tmp_path / "latents",
+        progress=False,
+    )
     assert index["count"] == 12 and (tmp_path / "latents" / "index.json").is_file()
     assert index["model"] == "tiny-random(seed=0)" and index["masks"]["resolution"] == 64

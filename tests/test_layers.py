@@ -1,6 +1,7 @@
 """The layering the layout shows: `facepaint/` is the method and works with MLflow, Prefect and DVC made
 unimportable; the orchestration (`stages/`, `flows/`, `tracking/`) and the tools (`tools/`, `bench/`)
 sit on top of it, never under it; stages do not import each other."""
+
 import ast
 import json
 import subprocess
@@ -67,8 +68,14 @@ def without_orchestration(tmp_path: Path) -> Path:
 def run_blocked(code: str, cwd: Path) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter without site-packages (-S) but the filtered copy and the repository."""
     site = without_orchestration(cwd)
-    return subprocess.run([sys.executable, "-S", "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": f"{site}:{REPO}", "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(cwd)})
+    return subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": f"{site}:{REPO}", "PATH": "", "HF_HUB_OFFLINE": "1", "HOME": str(cwd)},
+    )
 
 
 def test_the_method_works_with_mlflow_prefect_and_dvc_unimportable(tiny_artifact, tmp_path):

@@ -11,8 +11,20 @@ from PIL import Image
 from conftest import config
 from facepaint import celebamask, masks
 from facepaint.celebamask import DatasetError
-from facepaint.masks import (BISENET_CLASSES, BiSeNetParser, MaskConfig, compute_masks, decode_png, encode_png,
-                             face_mask, latent_mask, mask_metadata, parts_union_from_labels, resize_binary, soft_mask)
+from facepaint.masks import (
+    BISENET_CLASSES,
+    BiSeNetParser,
+    MaskConfig,
+    compute_masks,
+    decode_png,
+    encode_png,
+    face_mask,
+    latent_mask,
+    mask_metadata,
+    parts_union_from_labels,
+    resize_binary,
+    soft_mask,
+)
 from facepaint.models import ModelLoadError
 from stages import masks as masks_stage
 
@@ -20,6 +32,7 @@ PARTS = config("masks", MaskConfig).parts  # the face parts of params.yaml
 
 
 # ----------------------------------------------------------------------------------- mask algebra
+
 
 def test_latent_mask_hand_example():
     m = np.zeros((16, 16), dtype=bool)
@@ -104,10 +117,14 @@ def test_metadata_holds_what_made_the_table_and_nothing_else():
 
 # ------------------------------------------------------------------------------- annotations stage
 
+
 def cfg(**kw):
     """The demo's masks params at 64 px, in-process, tolerant of unusable images unless a test says otherwise."""
-    return config("masks", MaskConfig, **{**dict(resolution=64, batch_size=4, workers=0, min_size=32,
-                                                 max_unusable_fraction=0.9), **kw})
+    return config(
+        "masks",
+        MaskConfig,
+        **{**dict(resolution=64, batch_size=4, workers=0, min_size=32, max_unusable_fraction=0.9), **kw},
+    )
 
 
 def test_annotation_masks_match_the_part_union(demo_root):
@@ -158,8 +175,14 @@ def break_dataset(root):
         if p.exists():
             Image.new("L", Image.open(p).size, 0).save(p)
     img(9).unlink()  # absent image for a listed id (partial download: only the split stage sees it)
-    return {0: "corrupt or unreadable", 1: "corrupt or unreadable", 5: "not square", 6: "too small",
-            7: "missing part masks", 8: "no face pixels"}
+    return {
+        0: "corrupt or unreadable",
+        1: "corrupt or unreadable",
+        5: "not square",
+        6: "too small",
+        7: "missing part masks",
+        8: "no face pixels",
+    }
 
 
 def _png(im):
@@ -185,25 +208,29 @@ def test_bad_inputs_are_reported_with_id_and_reason(demo_copy):
 def test_stage_fails_over_threshold_and_writes_report_but_no_parquet(demo_copy, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     break_dataset(demo_copy)
-    from facepaint.io import write_parquet
     import pandas as pd
 
-    write_parquet(pd.DataFrame({"id": [i for i in range(12) if i != 9], "split": "train", "present": True}),
-                  tmp_path / "split.parquet")
+    from facepaint.io import write_parquet
+
+    write_parquet(
+        pd.DataFrame({"id": [i for i in range(12) if i != 9], "split": "train", "present": True}),
+        tmp_path / "split.parquet",
+    )
     out = tmp_path / "masks.parquet"
     with pytest.raises(DatasetError, match=r"6 of 11 items are unusable .*masks.max_unusable_fraction"):
-        masks_stage.run(demo_copy, cfg(max_unusable_fraction=0.2), split=tmp_path / "split.parquet", out=out,
-                        progress=False)
+        masks_stage.run(
+            demo_copy, cfg(max_unusable_fraction=0.2), split=tmp_path / "split.parquet", out=out, progress=False
+        )
     assert not out.exists()
     report = json.loads((tmp_path / "data/reports/masks.json").read_text())
     assert report["counts"]["unusable"] == 6 and {u["id"] for u in report["unusable"]} == {0, 1, 5, 6, 7, 8}
-    df = masks_stage.run(demo_copy, cfg(max_unusable_fraction=0.6), split=tmp_path / "split.parquet", out=out,
-                         progress=False)
+    df = masks_stage.run(
+        demo_copy, cfg(max_unusable_fraction=0.6), split=tmp_path / "split.parquet", out=out, progress=False
+    )
     assert out.exists() and len(df) == 5
 
 
 # ----------------------------------------------------------------------------------------- BiSeNet
-
 
 
 def test_bisenet_backend_end_to_end_with_random_weights(demo_root, random_bisenet_weights):
@@ -232,7 +259,7 @@ class LabelNet(torch.nn.Module):
         b, _, h, w = x.shape
         logits = torch.zeros(b, 19, h, w, dtype=x.dtype)
         logits[:, self.left, :, : w // 2] = 1
-        logits[:, self.right, :, w // 2:] = 1
+        logits[:, self.right, :, w // 2 :] = 1
         return (logits,)
 
 
@@ -274,11 +301,13 @@ def test_wrong_weights_file_is_refused(tmp_path):
 
 # ------------------------------------------------------------------------------------ real fixture
 
+
 @pytest.mark.fixture
 def test_annotations_on_real_fixture(fixture_root):
     ids = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())
-    df, report = compute_masks(fixture_root, ids, cfg(resolution=512, sigma=4.0, workers=2, batch_size=16),
-                               progress=False)
+    df, report = compute_masks(
+        fixture_root, ids, cfg(resolution=512, sigma=4.0, workers=2, batch_size=16), progress=False
+    )
     assert len(df) == 200 and report.unusable == [] and df["id"].tolist() == ids
     assert df["beta"].between(0.05, 0.8).all(), df["beta"].describe()
     m = decode_png(df.iloc[0]["mask"])

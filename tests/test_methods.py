@@ -14,7 +14,7 @@ from facepaint.artifact import kv_parameters
 from facepaint.edit import pixel_blend
 from facepaint.evaluate import EvalConfig
 from facepaint.masks import latent_mask, soft_mask
-from facepaint.methods import EditInput, InferenceConfig, build_methods, measure
+from facepaint.methods import EditInput, build_methods, measure
 from facepaint.models import tiny_components
 
 RES = 64
@@ -22,7 +22,6 @@ EVAL = config("evaluate", EvalConfig, steps=2)
 CFG = EVAL.inference()  # the demo's evaluation settings at 2 steps
 BUILD = dict(device="cpu", dtype=EVAL.dtype, paint_by_example=EVAL.paint_by_example)
 INPAINTING = ["ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion"]
-
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_blended_latent_diffusion_replaces_the_background_latents_at_every_step(
     assert 0 < keep.float().mean() < 1
     assert [i for i, _, _ in seen] == list(range(CFG.steps))
     for i, latents, timesteps in seen:
-        target = init if i == CFG.steps - 1 else pipe.scheduler.add_noise(init, noise, timesteps[i + 1:i + 2])
+        target = init if i == CFG.steps - 1 else pipe.scheduler.add_noise(init, noise, timesteps[i + 1 : i + 2])
         assert torch.allclose(latents[keep], target[keep], atol=1e-5), i
         assert not torch.allclose(latents[~keep], target[~keep], atol=1e-3), i  # the face is generated
 
@@ -135,10 +134,13 @@ def test_unknown_and_unintegrated_methods(tiny_artifact):
 
 
 def test_paint_by_example_offline_is_unavailable_and_says_how_to_supply_it(tiny_artifact, offline):
-    out = offline("from facepaint.methods import *\n"
-            f"found, unavailable = build_methods(['paint_by_example', 'sd15_inpaint'], {str(tiny_artifact.path)!r}, "
-            f"InferenceConfig(**{asdict(CFG)!r}), device='cpu', dtype='fp32', paint_by_example={EVAL.paint_by_example!r})\n"
-            "print(sorted(found)); print(unavailable['paint_by_example'])\n")
+    out = offline(
+        "from facepaint.methods import *\n"
+        f"found, unavailable = build_methods(['paint_by_example', 'sd15_inpaint'], {str(tiny_artifact.path)!r}, "
+        f"InferenceConfig(**{asdict(CFG)!r}), device='cpu', dtype='fp32', "
+        f"paint_by_example={EVAL.paint_by_example!r})\n"
+        "print(sorted(found)); print(unavailable['paint_by_example'])\n"
+    )
     listed, reason = out.splitlines()[-2:]
     assert listed == "['sd15_inpaint']"  # the other methods are still built
     assert "Fantasy-Studio/Paint-by-Example" in reason and "huggingface-cli download" in reason

@@ -34,14 +34,15 @@ def offline_torch_hub(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------------------------- PSNR
 
+
 def test_psnr_hand_computed():
     a = np.zeros((2, 2, 3), np.uint8)
     b = a.copy()
     b[0, 0] = 10  # 3 channel errors of 10, 9 of 0: MSE = 300/12 = 25
     b[1, 1, 0] = 20  # plus one of 20: MSE = 700/12
-    assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(255 ** 2 / (700 / 12)))
+    assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(255**2 / (700 / 12)))
     region = np.array([[True, False], [False, False]])  # only pixel (0,0): MSE = 300/3 = 100
-    assert metrics.psnr(a, b, region) == pytest.approx(10 * math.log10(255 ** 2 / 100))
+    assert metrics.psnr(a, b, region) == pytest.approx(10 * math.log10(255**2 / 100))
     assert metrics.psnr(a, a) == math.inf
     assert metrics.psnr(a, b, np.array([[False, True], [True, False]])) == math.inf
     for bad in [(a, b[:1]), (a, b.astype(np.float32)), (a, b, np.zeros((2, 2), bool)), (a, b, np.ones((3, 3), bool))]:
@@ -78,6 +79,7 @@ def test_face_only_edit_keeps_the_background_identical():
 
 # -------------------------------------------------------------------------------------------- LPIPS
 
+
 def test_lpips_region_logic_with_a_random_backbone(monkeypatch):
     """The wrapper end to end, with a randomly initialised VGG16 standing in for the ImageNet one."""
     from types import SimpleNamespace
@@ -108,13 +110,16 @@ def test_lpips_without_vgg_weights_is_unavailable(offline_torch_hub):
 
 # ---------------------------------------------------------------------------------------------- FID
 
+
 def test_frechet_distance_closed_form():
     mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, -1.0, 2.5])
     s1, s2 = np.array([1.0, 4.0, 0.5]), np.array([9.0, 1.0, 2.0])
     expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
     assert metrics.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected)
     # singular covariances stay exact
-    assert metrics.frechet_distance([0, 0], np.diag([1.0, 0]), [0, 0], np.diag([4.0, 0])) == pytest.approx(1, abs=1e-12)
+    assert metrics.frechet_distance([0, 0], np.diag([1.0, 0]), [0, 0], np.diag([4.0, 0])) == pytest.approx(
+        1, abs=1e-12
+    )
     # non-commuting full covariances: the trace term equals pytorch-fid's Tr(sqrtm(sigma1 sigma2))
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 5, 5))
@@ -212,10 +217,13 @@ def test_default_fid_without_inception_weights_is_unavailable(offline_torch_hub,
 
 # ---------------------------------------------------------------------------------------- PickScore
 
+
 def test_pickscore_offline_is_unavailable(offline):
-    out = offline("from facepaint.metrics import *\n"
-                  "try:\n    PickScore(device='cpu')\n"
-                  "except MetricUnavailable as e:\n    print(e)\n")
+    out = offline(
+        "from facepaint.metrics import *\n"
+        "try:\n    PickScore(device='cpu')\n"
+        "except MetricUnavailable as e:\n    print(e)\n"
+    )
     assert "PickScore unavailable" in out
     assert f"huggingface-cli download {metrics.PICKSCORE_MODEL}" in out
     assert metrics.PICKSCORE_PROCESSOR in out
@@ -230,8 +238,14 @@ def test_pickscore_on_a_tiny_local_clip(tmp_path):
     torch.manual_seed(0)
     cfg = CLIPConfig(
         text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
         projection_dim=16,
     )
     CLIPModel(cfg).save_pretrained(tmp_path / "model")

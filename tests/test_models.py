@@ -1,11 +1,9 @@
 from dataclasses import asdict
 
-
 import pytest
-
-from conftest import config
 import torch
 
+from conftest import config
 from facepaint import models
 from facepaint.models import ModelConfig, ModelLoadError, load_components
 
@@ -50,9 +48,11 @@ def test_tokenizer_is_the_real_clip_bpe(tiny):
     tok = tiny.tokenizer
     assert len(tok) == 49408 and tok.model_max_length == 77
     assert tok.bos_token_id == 49406 and tok.eos_token_id == 49407 and tok.pad_token_id == 49407
-    texts = ["a photo of a smiling young woman with wavy blond hair and earrings",
-             "Close-up portrait of a MAN with a 5 o'clock shadow, wearing eyeglasses!",
-             "rosy-cheeked   person\twith bushy eyebrows & a goatee"]
+    texts = [
+        "a photo of a smiling young woman with wavy blond hair and earrings",
+        "Close-up portrait of a MAN with a 5 o'clock shadow, wearing eyeglasses!",
+        "rosy-cheeked   person\twith bushy eyebrows & a goatee",
+    ]
     ours = tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     theirs = open_clip.tokenize(texts, context_length=77)
     for o, t in zip(ours, theirs):
@@ -72,10 +72,16 @@ def test_pretrained_path_loads_a_saved_pipeline(tiny, tmp_path):
         a, b = getattr(tiny, name).state_dict(), getattr(loaded, name).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     assert loaded.tokenizer("a smiling man").input_ids == tiny.tokenizer("a smiling man").input_ids
-    assert loaded.scheduler.config.beta_schedule == "scaled_linear" and loaded.scheduler.config.num_train_timesteps == 1000
+    assert (
+        loaded.scheduler.config.beta_schedule == "scaled_linear"
+        and loaded.scheduler.config.num_train_timesteps == 1000
+    )
     assert torch.allclose(loaded.scheduler.alphas_cumprod, tiny.scheduler.alphas_cumprod)
-    half = load_components(config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "pipe")), parts=("vae",),
-                           torch_dtype=torch.float16)
+    half = load_components(
+        config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "pipe")),
+        parts=("vae",),
+        torch_dtype=torch.float16,
+    )
     assert half.vae.dtype == torch.float16 and half.unet is None
 
 
@@ -86,22 +92,32 @@ def test_pretrained_refuses_a_non_inpainting_unet(tmp_path):
     comps.unet = UNet2DConditionModel(**dict(models.TINY_UNET, in_channels=4))
     models.save_pipeline(comps, tmp_path / "t2i")
     with pytest.raises(ModelLoadError, match="4 input channels.*inpainting"):
-        load_components(config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "t2i")), parts=("unet",))
+        load_components(
+            config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "t2i")), parts=("unet",)
+        )
 
 
 def test_missing_local_directory_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match="is not a directory"):
-        load_components(config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "nothing")), parts=("vae",))
+        load_components(
+            config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "nothing")), parts=("vae",)
+        )
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="local model directory"):
-        load_components(config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "empty")), parts=("vae",))
+        load_components(
+            config("model", ModelConfig, source="pretrained", pretrained=str(tmp_path / "empty")), parts=("vae",)
+        )
 
 
 def test_unreachable_hub_id_says_how_to_supply_the_weights(offline):
     """Offline (HF_HUB_OFFLINE, as on a machine without internet) the default id fails clearly."""
-    msg = offline("from facepaint.models import *\n"
-                  "try:\n    load_components(ModelConfig(source='pretrained', pretrained='stable-diffusion-v1-5/stable-diffusion-inpainting', revision=None, variant=None, seed=0), parts=('vae',))\n"
-                  "except ModelLoadError as e:\n    print(e)\n")
+    msg = offline(
+        "from facepaint.models import *\n"
+        "cfg = ModelConfig(source='pretrained', pretrained='stable-diffusion-v1-5/stable-diffusion-inpainting',\n"
+        "                  revision=None, variant=None, seed=0)\n"
+        "try:\n    load_components(cfg, parts=('vae',))\n"
+        "except ModelLoadError as e:\n    print(e)\n"
+    )
     assert "stable-diffusion-v1-5/stable-diffusion-inpainting" in msg
     assert "huggingface-cli download" in msg and "model.pretrained" in msg and "model.source: tiny" in msg
 

@@ -9,6 +9,7 @@ Tolerances: CPU float results differ slightly between CPU types and torch builds
 compared to 1e-4 relative, the uint8 pixels to 2 steps and their mean to 0.05 (a change of schedule,
 target or conditioning moves them more: see each test's docstring for what was tried).
 """
+
 import numpy as np
 import pytest
 import torch
@@ -22,16 +23,43 @@ from facepaint.train import Batches, TrainConfig, TrainData, build_model, build_
 TINY = ModelConfig(source="tiny", pretrained="unused", revision=None, variant=None, seed=0)
 # Every training setting spelled out (not params.yaml's, which may change for other reasons): fp32, no
 # speed knob that could change rounding, a high learning rate so that the second step moves.
-TRAIN = dict(batch_size=4, epochs=10, max_steps=None, lr_kv=1e-3, lr_adapter=1e-3, weight_decay=0.01,
-             adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-8, max_grad_norm=1.0, lr_scheduler="constant",
-             warmup_steps=0, alpha=0.05, adapter_scale=0.3, flip_p=0.5, caption_dropout=0.0, mixed_precision="no",
-             gradient_checkpointing=False, compile=False, attention="sdpa", channels_last=False, half_frozen=True,
-             fused_adamw=True, cache_on_device=True, checkpoint_every=0, keep_checkpoints=1, log_every=1, seed=42)
+TRAIN = dict(
+    batch_size=4,
+    epochs=10,
+    max_steps=None,
+    lr_kv=1e-3,
+    lr_adapter=1e-3,
+    weight_decay=0.01,
+    adam_beta1=0.9,
+    adam_beta2=0.999,
+    adam_eps=1e-8,
+    max_grad_norm=1.0,
+    lr_scheduler="constant",
+    warmup_steps=0,
+    alpha=0.05,
+    adapter_scale=0.3,
+    flip_p=0.5,
+    caption_dropout=0.0,
+    mixed_precision="no",
+    gradient_checkpointing=False,
+    compile=False,
+    attention="sdpa",
+    channels_last=False,
+    half_frozen=True,
+    fused_adamw=True,
+    cache_on_device=True,
+    checkpoint_every=0,
+    keep_checkpoints=1,
+    log_every=1,
+    seed=42,
+)
 
 PINNED_LOSSES = [0.2666618227958679, 0.2606382966041565]
-PINNED_SLICE = [[[241, 53, 114], [145, 71, 134], [129, 0, 138]],
-                [[230, 73, 176], [162, 55, 154], [113, 10, 166]],
-                [[180, 98, 196], [176, 108, 191], [108, 69, 215]]]
+PINNED_SLICE = [
+    [[241, 53, 114], [145, 71, 134], [129, 0, 138]],
+    [[230, 73, 176], [162, 55, 154], [113, 10, 166]],
+    [[180, 98, 196], [176, 108, 191], [108, 69, 215]],
+]
 PINNED_MEAN = 134.11311848958334
 
 
@@ -43,10 +71,16 @@ def synthetic_cache() -> TrainData:
     masked = torch.randn(n, 2, 4, h, h, generator=g).half()
     mask = torch.zeros(n, 1, h, h, dtype=torch.uint8)
     mask[:, :, 2:6, 3:6] = 1
-    captions = [["a photo of a smiling woman", "a woman with blond hair"], ["a man with a beard"],
-                ["a young man wearing glasses", "portrait of a man"], ["a woman wearing a hat"]]
+    captions = [
+        ["a photo of a smiling woman", "a woman with blond hair"],
+        ["a man with a beard"],
+        ["a young man wearing glasses", "portrait of a man"],
+        ["a woman wearing a hat"],
+    ]
     masks = {"backend": "annotations", "parts": ["skin"], "resolution": 64, "latent_factor": 8}
-    return TrainData(torch.arange(n), latents, masked, mask, mask.float().mean((1, 2, 3)), captions, 64, "pinned", masks)
+    return TrainData(
+        torch.arange(n), latents, masked, mask, mask.float().mean((1, 2, 3)), captions, 64, "pinned", masks
+    )
 
 
 def test_two_training_steps_give_the_pinned_losses():
@@ -86,8 +120,17 @@ def test_an_edit_gives_the_pinned_slice():
     photo = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     yy, xx = np.mgrid[:64, :64]
     mask = (yy - 32) ** 2 + (xx - 30) ** 2 < 18**2
-    images, _ = inpainter.generate([photo], [mask], [float(mask.mean())], "a photo of a smiling woman with blond hair",
-                                   "", steps=3, guidance_scale=7.5, strength=1.0, seeds=0)
+    images, _ = inpainter.generate(
+        [photo],
+        [mask],
+        [float(mask.mean())],
+        "a photo of a smiling woman with blond hair",
+        "",
+        steps=3,
+        guidance_scale=7.5,
+        strength=1.0,
+        seeds=0,
+    )
     out = images[0]
     np.testing.assert_allclose(out[30:33, 28:31].astype(int), np.array(PINNED_SLICE), atol=2)
     assert float(out.astype(np.float64).mean()) == pytest.approx(PINNED_MEAN, abs=0.05)

@@ -1,4 +1,5 @@
 """End to end: the stages on the demo profile, and the wiring between dvc.yaml, params.yaml and stages/."""
+
 import json
 import shutil
 import subprocess
@@ -81,10 +82,16 @@ def test_unknown_param_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_stage_cli_prints_one_line_for_dataset_errors(tmp_path):
-    (tmp_path / "params.yaml").write_text("data: {root: nowhere}\nsplit: {seed: 42, train_parts: 2, test_parts: 1, "
-                                          "max_malformed_fraction: 0.01}\n")
-    proc = subprocess.run([sys.executable, "-m", "stages.split"], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    (tmp_path / "params.yaml").write_text(
+        "data: {root: nowhere}\nsplit: {seed: 42, train_parts: 2, test_parts: 1, max_malformed_fraction: 0.01}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.split"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": ""},
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: attribute file not found: nowhere/")
     assert "Traceback" not in proc.stderr

@@ -1,5 +1,6 @@
 """profiles/flags.py turns a params profile into `dvc exp run -S` flags; a key that is not in
 params.yaml must be an error, not a silently ignored override."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ def test_unknown_key_is_refused(tmp_path, monkeypatch):
 
 
 def test_command_line_prints_one_line():
-    out = subprocess.run([sys.executable, str(REPO / "profiles" / "flags.py"), "paper"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(REPO / "profiles" / "flags.py"), "paper"], capture_output=True, text=True, check=True
+    ).stdout
     assert out.count("\n") == 1 and out.startswith("-S ")

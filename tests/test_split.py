@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from conftest import config
-
 from facepaint.celebamask import ATTRIBUTE_FILE, DatasetError
 from facepaint.split import SplitConfig, n_train, split_ids
 from stages import split as split_stage
@@ -32,16 +31,27 @@ def test_full_dataset_is_exactly_20000_10000_and_stable():
 
 
 def test_same_split_in_another_process():
-    code = ("from facepaint.split import split_ids, SplitConfig; import hashlib;"
-            "s = split_ids(range(30000), SplitConfig(seed=42, train_parts=2, test_parts=1, max_malformed_fraction=0.01)); t = s[s == 'train'].index.tolist();"
-            "print(hashlib.sha256(','.join(map(str, t)).encode()).hexdigest())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "123", "PATH": ""})
+    code = (
+        "from facepaint.split import split_ids, SplitConfig; import hashlib;"
+        "cfg = SplitConfig(seed=42, train_parts=2, test_parts=1, max_malformed_fraction=0.01);"
+        "s = split_ids(range(30000), cfg); t = s[s == 'train'].index.tolist();"
+        "print(hashlib.sha256(','.join(map(str, t)).encode()).hexdigest())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+    )
     assert out.stdout.strip() == TRAIN_DIGEST_SEED42
 
 
 def test_seed_changes_the_split_and_proportions_hold():
-    a, b = split_ids(range(300), config("split", SplitConfig, seed=42)), split_ids(range(300), config("split", SplitConfig, seed=7))
+    a, b = (
+        split_ids(range(300), config("split", SplitConfig, seed=42)),
+        split_ids(range(300), config("split", SplitConfig, seed=7)),
+    )
     assert (a == "train").sum() == (b == "train").sum() == 200
     assert not a.equals(b)
     assert n_train(60, config("split", SplitConfig)) == 40 and n_train(7, config("split", SplitConfig)) == 5
@@ -62,12 +72,16 @@ def test_stage_reports_malformed_rows_and_fails_over_the_threshold(demo_copy, tm
     lines = attr.read_text().splitlines()
     lines[3] = lines[3].rsplit(" ", 1)[0]  # drop one value from the row of id 1
     attr.write_text("\n".join(lines) + "\n")
-    df = split_stage.run(demo_copy, config("split", SplitConfig, max_malformed_fraction=0.2), out=tmp_path / "split.parquet")
+    df = split_stage.run(
+        demo_copy, config("split", SplitConfig, max_malformed_fraction=0.2), out=tmp_path / "split.parquet"
+    )
     report = json.loads((tmp_path / "data/reports/split.json").read_text())
     assert report["unusable"] == [{"id": 1, "reason": "expected 40 attribute values, found 39", "line": 4}]
     assert 1 not in df["id"].tolist() and len(df) == 11 and df["present"].all()
     with pytest.raises(DatasetError, match="max_malformed_fraction"):
-        split_stage.run(demo_copy, config("split", SplitConfig, max_malformed_fraction=0.05), out=tmp_path / "split2.parquet")
+        split_stage.run(
+            demo_copy, config("split", SplitConfig, max_malformed_fraction=0.05), out=tmp_path / "split2.parquet"
+        )
     assert not (tmp_path / "split2.parquet").exists()
 
 

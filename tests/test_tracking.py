@@ -1,4 +1,5 @@
 """MLflow tracking, the pyfunc model and the registry gate, on real sqlite stores in temp dirs."""
+
 import json
 
 import numpy as np
@@ -34,6 +35,7 @@ def store(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- gate
 
+
 def test_gate_rules():
     champ = {"fid": 60.0, "psnr_bg": 33.0, "pickscore": 24.0}
     assert gate(champ, None, RULES).promote and gate(champ, None, RULES).text == "no champion yet"
@@ -57,6 +59,7 @@ def test_gate_never_counts_an_unavailable_metric_as_passed():
 
 
 # --------------------------------------------------------------------------------- pyfunc + registry
+
 
 @pytest.fixture
 def logged(store, tiny_artifact):
@@ -94,8 +97,10 @@ def test_pyfunc_model_loads_and_edits_a_photo(logged):
 
     img, mask, (img_png, mask_png) = photo_and_mask()
     model = mlflow.pyfunc.load_model(logged)
-    out = model.predict(pd.DataFrame({"image": [img_png], "prompt": ["a smiling man"], "mask": [mask_png]}),
-                        params={"steps": 2, "seed": 1})
+    out = model.predict(
+        pd.DataFrame({"image": [img_png], "prompt": ["a smiling man"], "mask": [mask_png]}),
+        params={"steps": 2, "seed": 1},
+    )
     edited = np.asarray(Image.open(io.BytesIO(out["image"][0])))
     assert edited.shape == img.shape and not np.array_equal(edited, img)
     prov = json.loads(out["provenance"][0])
@@ -114,7 +119,9 @@ def test_registry_promotes_a_better_model_and_refuses_a_worse_one(logged):
     assert first["promoted"] and first["champion"] == first["version"] == 1
     worse = registry.register(logged, {"fid": "unavailable", "psnr_bg": 29.0, "pickscore": "unavailable"}, RULES, NAME)
     assert not worse["promoted"] and worse["champion"] == 1
-    better = registry.register(logged, {"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, RULES, NAME)
+    better = registry.register(
+        logged, {"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, RULES, NAME
+    )
     assert better["promoted"] and better["previous_champion"] == 1
     client = MlflowClient()
     assert int(client.get_model_version_by_alias("facepaint", "champion").version) == 3
@@ -133,8 +140,22 @@ def test_edit_command_serves_the_champion(logged, tiny_artifact, tmp_path):
     img, mask, _ = photo_and_mask()
     Image.fromarray(img).save(tmp_path / "p.png")
     Image.fromarray(mask).save(tmp_path / "m.png")
-    code = main(["edit", str(tmp_path / "p.png"), "--prompt", "a man", "--out", str(tmp_path / "o.png"),
-                 "--model", "models:/facepaint@champion", "--mask", str(tmp_path / "m.png"), "--steps", "2"])
+    code = main(
+        [
+            "edit",
+            str(tmp_path / "p.png"),
+            "--prompt",
+            "a man",
+            "--out",
+            str(tmp_path / "o.png"),
+            "--model",
+            "models:/facepaint@champion",
+            "--mask",
+            str(tmp_path / "m.png"),
+            "--steps",
+            "2",
+        ]
+    )
     assert code == 0
     from facepaint.edit import read_provenance
 
@@ -142,6 +163,7 @@ def test_edit_command_serves_the_champion(logged, tiny_artifact, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ never fatal
+
 
 def test_unreachable_store_warns_once_and_the_stage_goes_on(tmp_path, monkeypatch, tiny_artifact):
     from stages import register as stage
@@ -155,16 +177,19 @@ def test_unreachable_store_warns_once_and_the_stage_goes_on(tmp_path, monkeypatc
         run.metrics({"a": 1.0})
         run.end()
     assert run.disabled and len([w for w in caught if "MLflow tracking" in str(w.message)]) == 1
-    (tmp_path / "metrics.json").write_text(json.dumps({"artifact": tiny_artifact.version,
-                                                        "methods": {"ours": {"psnr_bg": 30.0}}}))
+    (tmp_path / "metrics.json").write_text(
+        json.dumps({"artifact": tiny_artifact.version, "methods": {"ours": {"psnr_bg": 30.0}}})
+    )
     with pytest.warns(UserWarning):
-        outcome = stage.run(REGISTER, model=tiny_artifact.path, metrics=tmp_path / "metrics.json",
-                            out=tmp_path / "register.json")
+        outcome = stage.run(
+            REGISTER, model=tiny_artifact.path, metrics=tmp_path / "metrics.json", out=tmp_path / "register.json"
+        )
     assert outcome["registered"] is False and json.loads((tmp_path / "register.json").read_text()) == outcome
 
 
 def test_versions_name_the_commit_and_dvc_hashes(tmp_path):
-    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  split:\n    cmd: x\n    outs:\n"
-                                       "    - path: data/split.parquet\n      md5: abc123\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  split:\n    cmd: x\n    outs:\n    - path: data/split.parquet\n      md5: abc123\n"
+    )
     tags = runs.code_and_data_versions(tmp_path)
     assert tags["dvc.split.outs.data/split.parquet"] == "abc123"

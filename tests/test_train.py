@@ -1,4 +1,5 @@
 """The train stage: what is trainable, reproducibility, kill-and-resume, DDP."""
+
 import json
 import os
 import signal
@@ -141,8 +142,13 @@ def test_sigkill_then_resume_is_bit_identical(uninterrupted, demo_project, tmp_p
     """A real SIGKILL part-way through, then the same command again: the resumed run ends with the
     weights (and logged losses) of the uninterrupted run, bit for bit."""
     _write_params(demo_project, tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=tmp_path, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt = tmp_path / "data/checkpoints/step-00000008/state.json"
     deadline = time.monotonic() + 120
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -153,8 +159,9 @@ def test_sigkill_then_resume_is_bit_identical(uninterrupted, demo_project, tmp_p
     assert not (tmp_path / "data/model").exists()  # killed before the artifact
     done = sorted(p.name for p in (tmp_path / "data/checkpoints").glob("step-*"))
     assert done and done[-1] < "step-00000024"
-    resumed = subprocess.run([sys.executable, "-m", "stages.train"], cwd=tmp_path, env=_env(), capture_output=True,
-                             text=True, check=True)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "stages.train"], cwd=tmp_path, env=_env(), capture_output=True, text=True, check=True
+    )
     assert "resuming from" in resumed.stderr
     a, b = _weights(uninterrupted), _weights(tmp_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -180,8 +187,22 @@ def test_two_process_ddp_matches_one_process(uninterrupted, demo_project, tmp_pa
     process takes half of the same global batch, so the result equals the single-process run up to
     float rounding. (accelerate's `--cpu` flag would start one process unless mpirun is installed.)"""
     _write_params(demo_project, tmp_path)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "stages.train"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "stages.train",
+    ]
     subprocess.run(cmd, cwd=tmp_path, env=_env(), check=True, capture_output=True, timeout=600)
     metrics = json.loads((tmp_path / "data/train/metrics.json").read_text())
     assert metrics["processes"] == 2
@@ -214,13 +235,21 @@ def test_gradient_checkpointing_gives_the_same_training(demo_project, tmp_path):
     for gc in (False, True):
         comps = load_components(MODEL, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
         cfg = tcfg(max_steps=3, gradient_checkpointing=gc)
-        res = train(comps, data, cfg, conditions(MODEL, data, cfg, SIGMA), tmp_path / f"m{gc}", tmp_path / f"c{gc}",
-                    progress=False)
+        res = train(
+            comps,
+            data,
+            cfg,
+            conditions(MODEL, data, cfg, SIGMA),
+            tmp_path / f"m{gc}",
+            tmp_path / f"c{gc}",
+            progress=False,
+        )
         out[gc] = res.artifact.kv
     assert all(torch.allclose(out[False][k], out[True][k], atol=1e-6) for k in out[False])
 
 
 # ------------------------------------------------------------------------------------ speed knobs
+
 
 def _one_step_loss(demo_project, amp=None, **knobs):
     """The loss of step 3 on the demo cache with a fresh tiny model and the given speed knobs."""
@@ -235,7 +264,9 @@ def _one_step_loss(demo_project, amp=None, **knobs):
     sched = DDPMScheduler.from_config(comps.scheduler.config)
     model, _ = build_model(comps, cfg, "cpu", amp)
     with torch.no_grad():  # W2 starts at 0: make the adapter count, the same way in every call
-        model.adapter.w2.weight.copy_(0.02 * torch.randn(model.adapter.w2.weight.shape, generator=torch.Generator().manual_seed(1)))
+        model.adapter.w2.weight.copy_(
+            0.02 * torch.randn(model.adapter.w2.weight.shape, generator=torch.Generator().manual_seed(1))
+        )
     batches = Batches(data, comps.tokenizer, "cpu", on_device=cfg.cache_on_device)
     b = batches(draw_step(data, cfg, 3, len(data) // cfg.batch_size, 1000))
     autocast = (lambda: torch.autocast("cpu", dtype=amp)) if amp else None
@@ -291,8 +322,9 @@ def test_batches_flip_the_mask_with_the_latents_and_tokenise_once(demo_project):
         mask = data.latent_mask[i].float()
         assert torch.equal(b.mask[j], mask.flip(-1) if f else mask)
         assert torch.equal(b.latents[j], data.latents[i, int(f)].float())
-    ids = tok(d.caption, padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids
+    ids = tok(
+        d.caption, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     assert torch.equal(b.input_ids, ids)
     assert set(batches._ids) == set(d.caption)
     assert torch.equal(b.noise, d.noise) and torch.equal(b.timesteps, d.timesteps)
@@ -305,8 +337,15 @@ def test_speed_knobs_are_validated_and_do_not_change_the_fingerprint():
         TrainConfig(**raw(compile="fast"))
     assert tcfg(compile=True).compile == "default" and tcfg(compile=False).compile == "off"
     base = tcfg().fingerprint_fields()
-    fast = tcfg(compile="max-autotune", attention="classic", channels_last=True, half_frozen=False,
-                fused_adamw=False, cache_on_device=False, gradient_checkpointing=True).fingerprint_fields()
+    fast = tcfg(
+        compile="max-autotune",
+        attention="classic",
+        channels_last=True,
+        half_frozen=False,
+        fused_adamw=False,
+        cache_on_device=False,
+        gradient_checkpointing=True,
+    ).fingerprint_fields()
     assert base == fast
     assert tcfg(lr_kv=1e-3).fingerprint_fields() != base
 
@@ -323,8 +362,15 @@ def test_compiled_training_matches_eager(demo_project, tmp_path):
     for mode in ("off", "default"):
         comps = load_components(MODEL, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
         cfg = tcfg(max_steps=3, compile=mode)
-        res = train(comps, data, cfg, conditions(MODEL, data, cfg, SIGMA), tmp_path / mode, tmp_path / f"c{mode}",
-                    progress=False)
+        res = train(
+            comps,
+            data,
+            cfg,
+            conditions(MODEL, data, cfg, SIGMA),
+            tmp_path / mode,
+            tmp_path / f"c{mode}",
+            progress=False,
+        )
         out[mode] = (res.artifact.kv, res.history[-1]["loss"])
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # something was compiled
     kv_eager, kv_compiled = out["off"][0], out["default"][0]

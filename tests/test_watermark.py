@@ -42,7 +42,9 @@ def test_detection_separates_marked_from_unmarked():
     img, m = photo(), face()
     marked = wm.embed(img, m, key="k")
     assert wm.detect(marked, m, key="k") > 20
-    assert wm.is_marked(marked, m, key="k") and wm.is_marked(marked, None, key="k")  # whole image: diluted, still found
+    assert wm.is_marked(marked, m, key="k") and wm.is_marked(
+        marked, None, key="k"
+    )  # whole image: diluted, still found
     assert abs(wm.detect(img, m, key="k")) < wm.THRESHOLD
     assert abs(wm.detect(marked, m, key="other")) < wm.THRESHOLD
     # Unmarked scores are about standard normal: no false alarm over many keys.

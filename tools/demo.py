@@ -26,6 +26,7 @@ Conventions (those of the real masks; tests/test_tools_demo.py checks each):
 Why so small: the pipeline only needs plausible face masks (the union of the face parts in params.yaml
 `masks.parts`) and attributes that the captions describe and the image shows. Realism is not the point.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -41,8 +42,12 @@ from facepaint.celebamask import ATTRIBUTE_FILE, ATTRIBUTES, PART_NAMES, image_p
 LABELS = {part: i + 1 for i, part in enumerate(PART_NAMES)}  # label-map values; 0 = background
 JPEG_QUALITY = 95
 
-HAIR = {"Black_Hair": (30, 24, 22), "Brown_Hair": (105, 66, 38), "Blond_Hair": (226, 192, 120),
-        "Gray_Hair": (172, 170, 166)}
+HAIR = {
+    "Black_Hair": (30, 24, 22),
+    "Brown_Hair": (105, 66, 38),
+    "Blond_Hair": (226, 192, 120),
+    "Gray_Hair": (172, 170, 166),
+}
 PALE_SKIN = ((250, 228, 214), (242, 216, 200))
 OTHER_SKIN = ((228, 188, 158), (206, 160, 124), (178, 132, 98), (138, 96, 68), (104, 70, 50))
 LIPSTICK = ((186, 28, 52), (204, 72, 112), (140, 30, 62))
@@ -89,13 +94,19 @@ def _attributes(rng: np.random.Generator) -> dict[str, int]:
     hair = None if bald else list(HAIR)[rng.choice(4, p=[0.3, 0.25, 0.3, 0.15])]
     lipstick = not male and rng.random() < 0.6
     on = {
-        "Male": male, "Bald": bald, "Smiling": rng.random() < 0.5, "Eyeglasses": rng.random() < 0.3,
+        "Male": male,
+        "Bald": bald,
+        "Smiling": rng.random() < 0.5,
+        "Eyeglasses": rng.random() < 0.3,
         # the captions never put facial hair on a woman, so neither does the drawing
-        "No_Beard": not (male and rng.random() < 0.4), "Mustache": male and rng.random() < 0.35,
+        "No_Beard": not (male and rng.random() < 0.4),
+        "Mustache": male and rng.random() < 0.35,
         "Wearing_Hat": not bald and rng.random() < 0.15,  # a hat on a bald head would hide the baldness
-        "Wearing_Lipstick": lipstick, "Heavy_Makeup": lipstick and rng.random() < 0.5,
+        "Wearing_Lipstick": lipstick,
+        "Heavy_Makeup": lipstick and rng.random() < 0.5,
         "Wearing_Earrings": rng.random() < (0.05 if male else 0.45),
-        "Young": hair != "Gray_Hair" and rng.random() < 0.7, "Pale_Skin": rng.random() < 0.2,
+        "Young": hair != "Gray_Hair" and rng.random() < 0.7,
+        "Pale_Skin": rng.random() < 0.2,
     }
     if hair:
         on[hair] = True
@@ -160,7 +171,11 @@ def render(image_id: int, seed: int, size: int) -> Portrait:
     skin = tuple(int(np.clip(v, 0, 255)) for v in np.add(tones[rng.integers(len(tones))], rng.integers(-8, 9, 3)))
     hair_name = next((h for h in HAIR if h in on), None)
     hair = HAIR[hair_name] if hair_name else (60, 45, 35)  # (for the brows and beard of the bald)
-    background, cloth, hat = _hsv(rng.random(), 0.25, 0.88), _hsv(rng.random(), 0.55, 0.6), _hsv(rng.random(), 0.7, 0.7)
+    background, cloth, hat = (
+        _hsv(rng.random(), 0.25, 0.88),
+        _hsv(rng.random(), 0.55, 0.6),
+        _hsv(rng.random(), 0.7, 0.7),
+    )
     frame = ((20, 20, 22), (90, 50, 30), (160, 160, 170))[rng.integers(3)]
     lips = LIPSTICK[rng.integers(3)] if "Wearing_Lipstick" in on else _shade((200, 110, 105), skin[0] / 255)
     shadow, iris = EYE_SHADOW[rng.integers(3)], IRIS[rng.integers(4)]
@@ -179,10 +194,16 @@ def render(image_id: int, seed: int, size: int) -> Portrait:
     neck = _shade(skin, 0.9)
     c.paint("neck", "rectangle", (cx - 0.42 * rx, cy + 0.5 * ry, cx + 0.42 * rx, cy + 1.5 * ry), neck)
     c.paint("cloth", "ellipse", _box(cx, cy + 1.96 * ry, 2.1 * rx, 0.64 * ry), cloth)
-    c.paint("neck", "polygon", (cx - 0.42 * rx, cy + 1.3 * ry, cx + 0.42 * rx, cy + 1.3 * ry, cx, cy + 1.65 * ry), neck)
+    c.paint(
+        "neck", "polygon", (cx - 0.42 * rx, cy + 1.3 * ry, cx + 0.42 * rx, cy + 1.3 * ry, cx, cy + 1.65 * ry), neck
+    )
     for sign, lr in sides:  # the head covers the inner half of each ear
-        c.paint(f"{lr}_ear", "ellipse", _box(cx + sign * 0.98 * rx, cy + 0.125 * ry, 0.14 * rx, 0.175 * ry),
-                _shade(skin, 0.95))
+        c.paint(
+            f"{lr}_ear",
+            "ellipse",
+            _box(cx + sign * 0.98 * rx, cy + 0.125 * ry, 0.14 * rx, 0.175 * ry),
+            _shade(skin, 0.95),
+        )
     c.paint("skin", "ellipse", _box(cx, cy, rx, ry), skin)
     for sign, _ in sides if "Wearing_Earrings" in on else ():
         c.paint("ear_r", "ellipse", _box(cx + sign * 0.98 * rx, cy + 0.33 * ry, 0.014, 0.014), (230, 190, 60))
@@ -195,11 +216,21 @@ def render(image_id: int, seed: int, size: int) -> Portrait:
             c.paint(f"{lr}_eye", "ellipse", _box(ex, ey, r, min(r, 0.018)), colour)
         c.paint(f"{lr}_eye", "ellipse", _box(ex, ey, 0.04, 0.018), (40, 30, 30), outline=True, width=0.004)
         by = ey - 0.055  # a brow arches up, its outer end lower than its inner one
-        c.paint(f"{lr}_brow", "line", (ex - sign * 0.045, by + 0.004, ex, by - 0.006, ex + sign * 0.048, by + 0.008),
-                _shade(hair, 0.7), width=0.012, joint="curve")
+        c.paint(
+            f"{lr}_brow",
+            "line",
+            (ex - sign * 0.045, by + 0.004, ex, by - 0.006, ex + sign * 0.048, by + 0.008),
+            _shade(hair, 0.7),
+            width=0.012,
+            joint="curve",
+        )
     nose = _shade(skin, 0.88)
-    c.paint("nose", "polygon", (cx - 0.008, ey + 0.005, cx + 0.008, ey + 0.005, cx + 0.026, nose_y, cx - 0.026, nose_y),
-            nose)
+    c.paint(
+        "nose",
+        "polygon",
+        (cx - 0.008, ey + 0.005, cx + 0.008, ey + 0.005, cx + 0.026, nose_y, cx - 0.026, nose_y),
+        nose,
+    )
     c.paint("nose", "ellipse", _box(cx, nose_y - 0.002, 0.032, 0.012), nose)
     for sign, _ in sides:  # nostrils
         c.paint("nose", "ellipse", _box(cx + sign * 0.016, nose_y, 0.007, 0.004), _shade(skin, 0.5))
@@ -214,12 +245,21 @@ def render(image_id: int, seed: int, size: int) -> Portrait:
     if "Eyeglasses" in on:  # the frames only: clear lenses leave the eyes visible (and labelled)
         for sign, _ in sides:
             ex = cx + sign * 0.4 * rx
-            c.paint("eye_g", "rounded_rectangle", _box(ex, ey, 0.058, 0.036), frame, outline=True, width=0.008,
-                    radius=0.015)
-            c.paint("eye_g", "line", (ex + sign * 0.058, ey - 0.012, cx + sign * 0.99 * rx, ey - 0.006), frame,
-                    width=0.007)
-        c.paint("eye_g", "line", (cx - 0.4 * rx + 0.058, ey - 0.01, cx + 0.4 * rx - 0.058, ey - 0.01), frame,
-                width=0.007)
+            c.paint(
+                "eye_g",
+                "rounded_rectangle",
+                _box(ex, ey, 0.058, 0.036),
+                frame,
+                outline=True,
+                width=0.008,
+                radius=0.015,
+            )
+            c.paint(
+                "eye_g", "line", (ex + sign * 0.058, ey - 0.012, cx + sign * 0.99 * rx, ey - 0.006), frame, width=0.007
+            )
+        c.paint(
+            "eye_g", "line", (cx - 0.4 * rx + 0.058, ey - 0.01, cx + 0.4 * rx - 0.058, ey - 0.01), frame, width=0.007
+        )
     if "Wearing_Hat" in on:  # a beanie over the hairline
         band = cy - 0.5 * ry
         c.paint("hat", "chord", _box(cx, band, 1.13 * rx, 0.72 * ry), hat, start=180, end=360)
@@ -237,8 +277,15 @@ def render(image_id: int, seed: int, size: int) -> Portrait:
             c.tint("arc", _box(cx, y, 0.35 * rx, 0.02), line, 0.8, start=200, end=340, width=0.004)
         for sign, _ in sides:
             c.tint("line", (cx + sign * 0.045, nose_y, cx + sign * (w + 0.012), my + 0.012), line, 0.8, width=0.004)
-            c.tint("arc", _box(cx + sign * 0.4 * rx, ey + 0.0125, 0.035, 0.0225), line, 0.6, start=30, end=150,
-                   width=0.003)
+            c.tint(
+                "arc",
+                _box(cx + sign * 0.4 * rx, ey + 0.0125, 0.035, 0.0225),
+                line,
+                0.6,
+                start=30,
+                end=150,
+                width=0.003,
+            )
     # Facial hair as stubble: per-pixel noise, drawn last from rng because its amount depends on the size.
     texture = 0.9 * (rng.random((size, size)) > 0.25)
     beard = _shade(hair, 0.75)  # darker than the hair: a blond beard on fair skin still shows
@@ -260,10 +307,14 @@ def reduce_labels(labels: np.ndarray, mask_size: int) -> np.ndarray:
         return labels.copy()
     present = np.unique(labels)
     # float coverage (mode F), so that even a part far smaller than a block knows where it is
-    cover = np.stack([
-        np.asarray(Image.fromarray((labels == k).astype(np.float32)).resize(
-            (mask_size, mask_size), Image.Resampling.BOX)) for k in present
-    ])
+    cover = np.stack(
+        [
+            np.asarray(
+                Image.fromarray((labels == k).astype(np.float32)).resize((mask_size, mask_size), Image.Resampling.BOX)
+            )
+            for k in present
+        ]
+    )
     out = present[cover.argmax(axis=0)].astype(np.uint8)
     for i, k in enumerate(present):
         if k == 0 or (out == k).any():
@@ -304,5 +355,8 @@ def generate(root, cfg: DemoConfig, progress: bool = True) -> pd.DataFrame:
     lines = [str(cfg.n_images), " ".join(ATTRIBUTES)]
     lines += [f"{i}.jpg  " + " ".join(str(v) for v in row) for i, row in enumerate(rows)]
     (root / ATTRIBUTE_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return pd.DataFrame(np.asarray(rows, dtype=np.int8), columns=list(ATTRIBUTES),
-                        index=pd.Index(range(cfg.n_images), dtype="int64", name="id"))
+    return pd.DataFrame(
+        np.asarray(rows, dtype=np.int8),
+        columns=list(ATTRIBUTES),
+        index=pd.Index(range(cfg.n_images), dtype="int64", name="id"),
+    )

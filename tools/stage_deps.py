@@ -18,6 +18,7 @@ Data deps (the files a stage reads) and outs stay hand-written in dvc.yaml.
 We wrote this ourselves: DVC has no import tracking, and `modulefinder` follows only what a module
 imports at load time, not the lazy imports inside functions that this project uses to keep start-up fast.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -9,6 +9,7 @@
 
 Without a mask BiSeNet finds the face (its weights must be available, see facepaint.masks).
 """
+
 from __future__ import annotations
 
 import io

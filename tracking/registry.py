@@ -10,6 +10,7 @@ when it passes, the version becomes `champion`. The decision and its reasons are
 on the version. A metric that is unavailable for either model cannot be compared; that rule is
 recorded as not checked rather than passed or failed.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 # ---------------------------------------------------------------------------------- pyfunc model
 
+
 def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
     """The artifact directory as an MLflow pyfunc model (models-from-code: no pickled objects), in the
     active run. Its params are `facepaint.edit.EditOptions` with their defaults."""
@@ -35,13 +37,22 @@ def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
     from facepaint.edit import DEFAULTS
 
     mlflow = _mlflow()
-    example = pd.DataFrame({"image": [_example_png()], "prompt": ["a photo of a smiling woman with blond hair"],
-                            "mask": [_example_png(mask=True)]})
-    signature = infer_signature(example, pd.DataFrame({"image": [b"png bytes"], "provenance": ["{}"]}),
-                                params=asdict(DEFAULTS))
+    example = pd.DataFrame(
+        {
+            "image": [_example_png()],
+            "prompt": ["a photo of a smiling woman with blond hair"],
+            "mask": [_example_png(mask=True)],
+        }
+    )
+    signature = infer_signature(
+        example, pd.DataFrame({"image": [b"png bytes"], "provenance": ["{}"]}), params=asdict(DEFAULTS)
+    )
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-        artifacts={"artifact": str(artifact_dir)}, signature=signature, input_example=example,
+        name="model",
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+        artifacts={"artifact": str(artifact_dir)},
+        signature=signature,
+        input_example=example,
     )
     return info.model_uri
 
@@ -53,7 +64,7 @@ def _example_png(mask: bool = False) -> bytes:
     from PIL import Image
 
     yy, xx = np.mgrid[0:64, 0:64]
-    face = ((yy - 32) ** 2 + (xx - 32) ** 2) < 18 ** 2
+    face = ((yy - 32) ** 2 + (xx - 32) ** 2) < 18**2
     arr = (face * 255).astype(np.uint8) if mask else np.stack([face * 200 + 30, yy * 3, xx * 3], -1).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
@@ -71,6 +82,7 @@ def resolve_model(ref: str) -> str:
 
 
 # --------------------------------------------------------------------------------------- registry
+
 
 @dataclass
 class Gate:
@@ -104,9 +116,21 @@ def gate(challenger: dict, champion: dict | None, rules: Gate) -> Decision:
     """Whether `challenger` (the evaluated method's metrics) may replace `champion` (None: no champion yet)."""
     if champion is None:
         return Decision(True, ["no champion yet"])
-    checks = (("fid", "FID", lambda c, o: c <= o + rules.fid_max_increase, f"may rise by {rules.fid_max_increase}"),
-              ("psnr_bg", "background PSNR", lambda c, o: c >= o - rules.psnr_max_drop, f"may drop by {rules.psnr_max_drop} dB"),
-              ("pickscore", "PickScore", lambda c, o: c >= o - rules.pickscore_max_drop, f"may drop by {rules.pickscore_max_drop}"))
+    checks = (
+        ("fid", "FID", lambda c, o: c <= o + rules.fid_max_increase, f"may rise by {rules.fid_max_increase}"),
+        (
+            "psnr_bg",
+            "background PSNR",
+            lambda c, o: c >= o - rules.psnr_max_drop,
+            f"may drop by {rules.psnr_max_drop} dB",
+        ),
+        (
+            "pickscore",
+            "PickScore",
+            lambda c, o: c >= o - rules.pickscore_max_drop,
+            f"may drop by {rules.pickscore_max_drop}",
+        ),
+    )
     ok, reasons, compared = True, [], 0
     for key, label, passes, allowance in checks:
         c, o = _number(challenger.get(key)), _number(champion.get(key))
@@ -144,9 +168,16 @@ def register(model_uri: str, metrics: dict, rules: Gate, name: str) -> dict:
     client.set_model_version_tag(name, version, "facepaint.gate_reason", decision.text)
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
-    return {"name": name, "version": int(version), "promoted": decision.promote, "reason": decision.text,
-            "previous_champion": None if champion_version is None else int(champion_version),
-            "champion": int(version) if decision.promote else (None if champion_version is None else int(champion_version))}
+    return {
+        "name": name,
+        "version": int(version),
+        "promoted": decision.promote,
+        "reason": decision.text,
+        "previous_champion": None if champion_version is None else int(champion_version),
+        "champion": int(version)
+        if decision.promote
+        else (None if champion_version is None else int(champion_version)),
+    }
 
 
 def model_uri_of(artifact_version: str) -> str | None:

@@ -13,6 +13,7 @@ hashes of every stage in `dvc.lock`.
 Never fatal. Tracking is bookkeeping: if the store cannot be reached, the first failure is warned
 about once, every later call is skipped, and the stage still writes its own outputs.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,6 +50,7 @@ def _mlflow():
 
 # ------------------------------------------------------------------------------------ versions
 
+
 def code_and_data_versions(root: str | os.PathLike = ".") -> dict[str, str]:
     """git commit (+ dirty flag) and the md5 of every dep/out of every stage in dvc.lock, as tags."""
     root = Path(root)
@@ -57,8 +59,13 @@ def code_and_data_versions(root: str | os.PathLike = ".") -> dict[str, str]:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if commit.returncode == 0:
             tags["git.commit"] = commit.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                   capture_output=True, text=True, timeout=10)
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             tags["git.dirty"] = str(bool(dirty.stdout.strip())).lower()
     except (OSError, subprocess.SubprocessError):
         pass
@@ -77,6 +84,7 @@ def code_and_data_versions(root: str | os.PathLike = ".") -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------- tracker
 
+
 class Tracker:
     """A safe handle on one MLflow run: every method is a no-op after the first failure (warned once)."""
 
@@ -91,12 +99,20 @@ class Tracker:
             return fn(*args, **kwargs)
         except Exception as e:  # tracking must never fail a stage
             self.disabled = True
-            warnings.warn(f"MLflow tracking at {tracking_uri()} failed ({what}: {type(e).__name__}: {str(e)[:200]}); "
-                          f"the stage goes on without tracking", stacklevel=3)
+            warnings.warn(
+                f"MLflow tracking at {tracking_uri()} failed ({what}: {type(e).__name__}: {str(e)[:200]}); "
+                f"the stage goes on without tracking",
+                stacklevel=3,
+            )
             return None
 
-    def start(self, artifact_version: str | None = None, run_name: str | None = None, params: dict | None = None,
-              tags: dict | None = None) -> "Tracker":
+    def start(
+        self,
+        artifact_version: str | None = None,
+        run_name: str | None = None,
+        params: dict | None = None,
+        tags: dict | None = None,
+    ) -> Tracker:
         """Open a new run, or resume the run tagged with `artifact_version` when there is one."""
 
         def start():
@@ -119,16 +135,20 @@ class Tracker:
         self._call("set tags", lambda: _mlflow().set_tags(tags))
 
     def metrics(self, values: dict, step: int | None = None) -> None:
-        numeric = {k: float(v) for k, v in _flatten(values).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        numeric = {
+            k: float(v)
+            for k, v in _flatten(values).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        }
         self._call("log metrics", lambda: _mlflow().log_metrics(numeric, step=step))
 
     def history(self, rows: list[dict], step_key: str = "step") -> None:
         def log_all():
             mlflow = _mlflow()
             for row in rows:
-                mlflow.log_metrics({f"train.{k}": float(v) for k, v in row.items() if k != step_key},
-                                   step=int(row[step_key]))
+                mlflow.log_metrics(
+                    {f"train.{k}": float(v) for k, v in row.items() if k != step_key}, step=int(row[step_key])
+                )
 
         self._call("log history", log_all)
 
@@ -159,6 +179,11 @@ def find_run(artifact_version: str) -> str | None:
     exp = mlflow.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         return None
-    runs = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`{ARTIFACT_TAG}` = '{artifact_version}'",
-                              order_by=["start_time DESC"], max_results=1, output_format="list")
+    runs = mlflow.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{ARTIFACT_TAG}` = '{artifact_version}'",
+        order_by=["start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
     return runs[0].info.run_id if runs else None

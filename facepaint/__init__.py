@@ -1,20 +1,24 @@
 """facepaint: text-driven face editing with SD1.5 inpainting, face masks and pixel-level blending.
 
-The core library (the method). It imports nothing of DVC, Prefect or MLflow; `stages/` and `flows/`
-wrap it. Where each step of SPEC.md lives:
+The method. It imports nothing of DVC, Prefect or MLflow (tests/test_layers.py runs it without them);
+`stages/`, `flows/` and `tracking/` orchestrate it. Where each step of SPEC.md lives:
 
-- celebamask.py  dataset layout, attribute names, validating reader
-- demo.py        the synthetic demo dataset in that layout
+- celebamask.py  dataset layout, attribute and part names, validating reader
 - split.py       the seeded train/test split
-- masks.py       face masks (annotations or BiSeNet), soft and latent masks, beta
+- masks.py       face masks M (annotations or BiSeNet), soft and latent masks, beta
 - captions.py    caption candidates and evaluation prompts from attributes
 - models.py      all model loading (pretrained SD1.5 inpainting, tiny or full-size random)
 - latents.py     the VAE latent cache for training
-- adapter.py     the face-aware text adapter A(E) = W2 SiLU(W1 E), E_hat = E + lambda * beta * A(E)
+- adapter.py     the face-aware text adapter A(E) = W2 SiLU(W1 E), E_hat = E + adapter_scale * beta * A(E)
 - loss.py        the mask-weighted noise-prediction loss
 - train.py       k/v + adapter fine-tuning, checkpoints and resume
-- artifact.py    the trained artifact (k/v + adapter safetensors, provenance json) and applying it
-- edit.py        FaceEditor: face mask, crop, inpainting with the adapter, pixel-level blending
+- artifact.py    the trained artifact (k/v + adapter, its Conditions) and applying it
+- generate.py    the Inpainter: pipeline, speed options, batched generation
+- edit.py        read, crop, paste back, blend, provenance; FaceEditor ties them to an artifact
+- speed.py       speed knobs shared by training and editing
+- methods.py     the evaluation's methods (ours and the baselines) and their timing
+- metrics.py     PSNR, LPIPS, FID, PickScore
+- evaluate.py    pairs, per-image metrics, table and figures
 - watermark.py   an invisible mark confined to the edited face
 - cli.py         the `facepaint` command (`facepaint edit ...`)
 - images.py, io.py, report.py   safe image reading, atomic writes, per-stage reports

@@ -122,3 +122,37 @@ def test_the_blocker_really_blocks(tmp_path):
     assert run_blocked("import flows.retrain", tmp_path).returncode != 0  # prefect
     ok = run_blocked("import torch, diffusers, transformers, facexlib, pandas; print('ok')", tmp_path)
     assert ok.returncode == 0 and ok.stdout.strip() == "ok", ok.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------------- the module map
+
+
+def readme_layout() -> str:
+    text = (REPO / "README.md").read_text()
+    return text[text.index("### Layout") : text.index("### Settings")]
+
+
+def test_the_readme_module_map_names_every_module_and_no_other():
+    """Each directory's bullet in the README's Layout names exactly the modules that directory holds."""
+    import re
+
+    layout = readme_layout()
+    for folder in ("facepaint", "stages", "flows", "tracking", "tools", "bench", "profiles"):
+        m = re.search(rf"^- `{folder}/`(.*?)(?=^- `|\Z)", layout, flags=re.S | re.M)
+        assert m, f"the README's Layout has no bullet for {folder}/"
+        named = set(re.findall(r"`(\w+\.(?:py|yaml))`", m.group(1)))
+        on_disk = {
+            p.name for p in (REPO / folder).iterdir() if p.suffix in (".py", ".yaml") and p.name != "__init__.py"
+        }
+        assert named == on_disk, (folder, sorted(on_disk - named), sorted(named - on_disk))
+
+
+def test_the_package_docstring_lists_every_module():
+    import facepaint
+
+    import re
+
+    lines = "\n".join(re.findall(r"^- (.*)$", facepaint.__doc__, flags=re.M))
+    listed = set(re.findall(r"(\w+)\.py", lines))
+    on_disk = {p.stem for p in (REPO / "facepaint").glob("*.py") if p.name != "__init__.py"}
+    assert listed == on_disk, (sorted(on_disk - listed), sorted(listed - on_disk))

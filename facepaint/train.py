@@ -580,6 +580,11 @@ def train(
     local = cfg.batch_size // world
     sl = slice(acc.process_index * local, (acc.process_index + 1) * local)
     end = total if stop_after is None else min(total, start + stop_after)
+
+    def checkpoint(step: int) -> None:
+        model_ = acc.unwrap_model(model)
+        save_checkpoint(ckpt_dir, step, model_, optimizer, lr_scheduler, fingerprint, history, cfg.keep_checkpoints)
+
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and acc.is_main_process))
     running, t_last, n_since = torch.zeros((), device=dev), time.perf_counter(), 0
     for step in range(start, end):
@@ -614,30 +619,12 @@ def train(
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
             acc.wait_for_everyone()
             if acc.is_main_process:
-                save_checkpoint(
-                    ckpt_dir,
-                    done,
-                    acc.unwrap_model(model),
-                    optimizer,
-                    lr_scheduler,
-                    fingerprint,
-                    history,
-                    cfg.keep_checkpoints,
-                )
+                checkpoint(done)
     bar.close()
     acc.wait_for_everyone()
     if end < total:  # stopped early on request: leave a checkpoint to resume from
         if acc.is_main_process:
-            save_checkpoint(
-                ckpt_dir,
-                end,
-                acc.unwrap_model(model),
-                optimizer,
-                lr_scheduler,
-                fingerprint,
-                history,
-                cfg.keep_checkpoints,
-            )
+            checkpoint(end)
         return TrainResult(None, history)
 
     final = acc.unwrap_model(model)

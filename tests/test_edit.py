@@ -9,10 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_conditions
+from conftest import assert_close_images, box_mask, random_adapter, textured, tiny_conditions
 from facepaint import generate as generate_mod
 from facepaint import watermark as wm
-from facepaint.adapter import FaceAdapter
 from facepaint.artifact import ArtifactError, load_artifact, save_artifact
 from facepaint.edit import DEFAULTS, EditError, EditOptions, FaceEditor, face_crop, pixel_blend, read_provenance
 from facepaint.generate import Inpainter
@@ -23,13 +22,6 @@ from facepaint.speed import Speed
 
 RES = 64
 FAST = dict(steps=2, seed=0)
-
-
-def make_adapter(comps, scale=0.5):
-    torch.manual_seed(0)
-    adapter = FaceAdapter(comps.text_encoder.config.hidden_size)
-    torch.nn.init.normal_(adapter.w2.weight, std=scale)
-    return adapter
 
 
 def make_editor(comps, adapter, where, speed=Speed(dtype="fp32"), **options) -> FaceEditor:
@@ -47,21 +39,7 @@ def comps():
 
 @pytest.fixture(scope="module")
 def editor(comps, tmp_path_factory):
-    return make_editor(comps, make_adapter(comps), tmp_path_factory.mktemp("editor"))
-
-
-def box_mask(h, w, y0, y1, x0, x1):
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return m
-
-
-def textured(h, w, seed=0):
-    """A photo-like uint8 image: smooth gradients plus noise (so VAE round trips visibly change it)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([128 + 80 * np.sin(xx / 17 + c) * np.cos(yy / 23) for c in range(3)], axis=-1)
-    return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    return make_editor(comps, random_adapter(comps), tmp_path_factory.mktemp("editor"))
 
 
 def assert_background_kept(result, original):
@@ -378,17 +356,6 @@ def test_bytes_input_and_png_roundtrip(editor, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ batches
-
-# Batching changes the summation order inside the batched convolutions and matrix products on the CPU
-# (the noise is the same: each crop has its own generator), so a batched crop may differ from the same
-# crop generated alone by a rounding step: at most 2/255 per channel, on at most 1% of the values.
-BATCH_TOL, BATCH_FRACTION = 2, 0.01
-
-
-def assert_close_images(a, b, tol=BATCH_TOL, fraction=BATCH_FRACTION):
-    assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
-    diff = np.abs(a.astype(int) - b.astype(int))
-    assert diff.max() <= tol and (diff > 0).mean() <= fraction, (diff.max(), (diff > 0).mean())
 
 
 def test_edit_batch_equals_edit_per_photo(editor):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_close_images, box_mask, random_adapter, textured
 from facepaint import generate as generate_mod
-from facepaint.adapter import FaceAdapter
 from facepaint.generate import Inpainter
 from facepaint.models import tiny_components
 from facepaint.speed import Speed
@@ -17,30 +17,10 @@ RES = 64
 FP32 = Speed(dtype="fp32")
 
 
-def make_adapter(comps, scale=0.5):
-    torch.manual_seed(0)
-    adapter = FaceAdapter(comps.text_encoder.config.hidden_size)
-    torch.nn.init.normal_(adapter.w2.weight, std=scale)
-    return adapter
-
-
-def box_mask(h, w, y0, y1, x0, x1):
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return m
-
-
-def textured(h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([128 + 80 * np.sin(xx / 17 + c) * np.cos(yy / 23) for c in range(3)], axis=-1)
-    return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def inpainter():
     comps = tiny_components(seed=0)
-    return Inpainter(comps, make_adapter(comps), 0.3, RES, device="cpu", speed_options=FP32)
+    return Inpainter(comps, random_adapter(comps), 0.3, RES, device="cpu", speed_options=FP32)
 
 
 def one(ip, image, mask, prompt, seed, steps=2, **kw):
@@ -60,17 +40,6 @@ def one(ip, image, mask, prompt, seed, steps=2, **kw):
 
 # ------------------------------------------------------------------------------ speed options, batches
 
-# Batching changes the summation order inside the batched convolutions and matrix products on the CPU
-# (the noise is the same: each crop has its own generator), so a batched crop may differ from the same
-# crop generated alone by a rounding step: at most 2/255 per channel, on at most 1% of the values.
-BATCH_TOL, BATCH_FRACTION = 2, 0.01
-
-
-def assert_close_images(a, b, tol=BATCH_TOL, fraction=BATCH_FRACTION):
-    assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
-    diff = np.abs(a.astype(int) - b.astype(int))
-    assert diff.max() <= tol and (diff > 0).mean() <= fraction, (diff.max(), (diff > 0).mean())
-
 
 def conv_in(ip):
     return ip.pipe.unet.conv_in.weight  # a 3 x 3 conv: NCHW and NHWC layouts differ
@@ -82,7 +51,7 @@ def processors(model):
 
 def test_speed_options_are_applied_and_recorded(monkeypatch):
     comps = tiny_components(seed=0)  # the options change the components in place: not the shared fixture
-    adapter = make_adapter(comps)
+    adapter = random_adapter(comps)
     classic = Inpainter(
         comps, adapter, 0.3, RES, device="cpu", speed_options=Speed(attention="classic", channels_last=True)
     )

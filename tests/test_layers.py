@@ -148,9 +148,9 @@ def test_the_readme_module_map_names_every_module_and_no_other():
 
 
 def test_the_package_docstring_lists_every_module():
-    import facepaint
-
     import re
+
+    import facepaint
 
     lines = "\n".join(re.findall(r"^- (.*)$", facepaint.__doc__, flags=re.M))
     listed = set(re.findall(r"(\w+)\.py", lines))

@@ -1,0 +1,127 @@
+"""The paper-size path: the full SD1.5 inpainting architecture (random weights) saved in the diffusers
+layout and loaded through `model.source: pretrained`, the paper profile's settings at 512 px, on four
+real fixture photos: masks, captions, latents, train (1 step), evaluate (1 pair, 2 steps) and one
+`facepaint edit`. Defects that the tiny model hides (shapes, dtypes, memory, the real loading code) show
+up here. About 10 minutes and 11 GB of memory on 2 CPU cores: run with --runslow."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facepaint.captions import CaptionConfig
+from facepaint.celebamask import ATTRIBUTE_FILE, image_path, part_mask_path, read_attributes
+from facepaint.evaluate import EvalConfig
+from facepaint.latents import LatentConfig
+from facepaint.masks import MaskConfig
+from facepaint.models import ModelConfig, save_pipeline, sd15_random_components
+from facepaint.split import SplitConfig, split_ids
+from facepaint.train import TrainConfig
+from stages import captions, evaluate, latents, masks, split, train
+from stages.common import load_params, section
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.fixture]
+
+
+def mini_dataset(fixture_root: Path, root: Path) -> list[int]:
+    """Two train and two test photos of the fixture (by the seed-42 split) with their part masks, and the
+    full attribute file: a partial download, as a user's would be."""
+    attrs = read_attributes(fixture_root / ATTRIBUTE_FILE)
+    present = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())
+    splits = split_ids(attrs.ids, SplitConfig(seed=42, train_parts=2, test_parts=1, max_malformed_fraction=0.01))
+    ids = [i for i in present if splits[i] == "train"][:2] + [i for i in present if splits[i] == "test"][:2]
+    (root / "CelebA-HQ-img").mkdir(parents=True)
+    shutil.copy2(fixture_root / ATTRIBUTE_FILE, root / ATTRIBUTE_FILE)
+    for i in ids:
+        shutil.copy2(image_path(fixture_root, i), image_path(root, i))
+        for part_file in part_mask_path(fixture_root, i, "skin").parent.glob(f"{i:05d}_*.png"):
+            dst = part_mask_path(root, i, "skin").parent / part_file.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(part_file, dst)
+    return ids
+
+
+def test_the_paper_profile_runs_on_the_full_size_architecture(fixture_root, tmp_path, monkeypatch):
+    ids = mini_dataset(fixture_root, tmp_path / "CelebAMask-HQ")
+    weights = tmp_path / "sd15-inpainting-random"
+    save_pipeline(sd15_random_components(seed=0), weights)
+    assert (weights / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+    params = load_params(REPO / "params.yaml", profile="paper")  # the paper's settings, then what a CPU can do
+    root = tmp_path / "CelebAMask-HQ"
+    model = section(params, "model", ModelConfig, pretrained=str(weights))
+    assert model.source == "pretrained"
+    mask_cfg = section(params, "masks", MaskConfig, batch_size=2, workers=0)
+    assert (mask_cfg.resolution, mask_cfg.sigma) == (512, 4.0)
+    monkeypatch.chdir(tmp_path)
+    split.run(root, section(params, "split", SplitConfig))
+    masks.run(root, mask_cfg, progress=False)
+    captions.run(root, section(params, "captions", CaptionConfig))
+    index = latents.run(root, model, section(params, "latents", LatentConfig, batch_size=2, workers=0), progress=False)
+    assert index["count"] == 2 and index["latent_shape"] == [4, 64, 64] and index["resolution"] == 512
+
+    result = train.run(
+        model,
+        section(params, "train", TrainConfig, batch_size=2, max_steps=1, log_every=1, checkpoint_every=0),
+        mask_cfg.sigma,
+        progress=False,
+    )
+    c = result.artifact.conditions
+    assert (c.model, c.resolution, c.sigma, c.adapter_scale) == (model, 512, 4.0, 0.3)
+    assert sum(v.numel() for v in result.artifact.kv.values()) == 19_169_280  # SD1.5's k/v
+
+    cfg = section(
+        params,
+        "evaluate",
+        EvalConfig,
+        n_pairs=1,
+        steps=2,
+        warmup=0,
+        methods=["ours", "sd15_inpaint"],
+        metrics=["psnr"],
+        grid_photos=1,
+        fid_reference_size=2,
+        dtype="fp32",
+    )
+    metrics = evaluate.run(root, cfg, progress=False)
+    ours = metrics["methods"]["ours"]
+    assert metrics["resolution"] == 512 and ours["changed_outside_soft"] == 0 and ours["psnr_outside_soft"] == "inf"
+    assert metrics["methods"]["sd15_inpaint"]["changed_outside_soft"] > 0
+
+    from facepaint.cli import main
+
+    photo = image_path(root, ids[-1])
+    face = np.zeros(Image.open(photo).size[::-1], np.uint8)
+    face[150:380, 160:350] = 255
+    Image.fromarray(face).save(tmp_path / "face.png")
+    code = main(
+        [
+            "edit",
+            str(photo),
+            "--prompt",
+            "a smiling woman with blond hair",
+            "--out",
+            str(tmp_path / "out.png"),
+            "--mask",
+            str(tmp_path / "face.png"),
+            "--steps",
+            "2",
+            "--model",
+            "data/model",
+        ]
+    )
+    assert code == 0
+    from facepaint.edit import read_provenance
+
+    prov = read_provenance(tmp_path / "out.png")
+    assert prov["artifact_version"] == result.artifact.version and prov["resolution"] == 512 and prov["sigma"] == 4.0
+    edited, original = np.asarray(Image.open(tmp_path / "out.png")), np.asarray(Image.open(photo).convert("RGB"))
+    x0, y0, x1, y1 = prov["region"]
+    outside = np.ones(face.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(edited[outside], original[outside])
+    print(json.dumps({"ids": ids, "version": result.artifact.version, "ours": ours}, default=str))

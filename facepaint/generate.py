@@ -19,6 +19,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -27,6 +28,7 @@ from PIL import Image
 
 from facepaint import speed
 from facepaint.adapter import FaceAdapter, condition
+from facepaint.masks import latent_mask
 from facepaint.models import Components, pick_device, pick_dtype
 
 SCHEDULERS = ("ddim", "dpm")
@@ -65,6 +67,27 @@ def encode_prompts(text_encoder, tokenizer, prompts) -> tuple[torch.Tensor, list
     return embeddings, [cut[p] for p in prompts]
 
 
+@functools.cache  # one class, defined on first use: importing diffusers' pipelines takes seconds
+def face_inpaint_pipeline():
+    """diffusers' StableDiffusionInpaintPipeline with the UNet's mask channel built as training builds it:
+    M_latent = `facepaint.masks.latent_mask(M, vae_scale_factor)` (M averaged over each latent cell,
+    binarized at 0.5), the very function the masks stage uses for the training masks. diffusers itself
+    downsamples the mask by nearest neighbour, which disagrees with the pooled mask on the face's border
+    cells (measured on fixture faces at 512 px: see tests/test_generate.py)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    class FaceInpaintPipeline(StableDiffusionInpaintPipeline):
+        def prepare_mask_latents(self, mask, masked_image, batch_size, height, width, *args, **kwargs):
+            # mask: (B, 1, H, W) in {0, 1}, binarized by the pipeline's mask processor
+            f = self.vae_scale_factor
+            pooled = np.stack([latent_mask(m[0].cpu().numpy() >= 0.5, f) for m in mask])[:, None]
+            pooled = torch.from_numpy(pooled).to(mask.device, mask.dtype)
+            # already at the latent size, the pipeline's own resize leaves it as it is
+            return super().prepare_mask_latents(pooled, masked_image, batch_size, height, width, *args, **kwargs)
+
+    return FaceInpaintPipeline
+
+
 def per_image(value, n: int, what: str, kind) -> list:
     """`value` as a list of n: one `kind` (str, int) broadcast to all, or a sequence of exactly n."""
     if isinstance(value, kind):
@@ -81,10 +104,11 @@ class Inpainter:
     """SD1.5 inpainting with the face-aware adapter, on crops at `resolution` (see the module docstring).
 
     `adapter` None (and any `adapter_scale`) is the base model, unconditioned: the baselines.
-    `pipeline_class`: a StableDiffusionInpaintPipeline subclass to sample with (the evaluation's Blended
-    Latent Diffusion); default the plain one. The speed options change the given components in place
-    (the pipeline runs their modules; a compiled UNet is the pipeline's own wrapper, `components.unet`
-    stays eager) and are recorded in `runtime`."""
+    `pipeline_class`: the StableDiffusionInpaintPipeline (sub)class to sample with; default
+    `face_inpaint_pipeline()`, whose mask channel is the training's M_latent. The baselines pass
+    diffusers' own class (their public behaviour) or the evaluation's Blended Latent Diffusion.
+    The speed options change the given components in place (the pipeline runs their modules; a compiled
+    UNet is the pipeline's own wrapper, `components.unet` stays eager) and are recorded in `runtime`."""
 
     def __init__(
         self,
@@ -98,8 +122,6 @@ class Inpainter:
         speed_options: speed.Speed = speed.Speed(),
         pipeline_class=None,
     ):
-        from diffusers import StableDiffusionInpaintPipeline
-
         if resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8 (the VAE's factor), got {resolution}")
         self.device = pick_device(device)
@@ -110,7 +132,7 @@ class Inpainter:
         self.adapter = None if adapter is None else adapter.to(self.device).eval()
         self.adapter_scale, self.resolution, self.scheduler = adapter_scale, resolution, scheduler
         self.name = components.name
-        self.pipe = (pipeline_class or StableDiffusionInpaintPipeline)(
+        self.pipe = (pipeline_class or face_inpaint_pipeline())(
             vae=components.vae,
             text_encoder=components.text_encoder,
             tokenizer=components.tokenizer,

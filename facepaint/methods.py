@@ -8,11 +8,13 @@
     paint_by_example          diffusers' PaintByExamplePipeline, conditioned on an exemplar face instead of text
     brushnet, diptych_prompting  known, always unavailable: no integration here (see NOT_INTEGRATED)
 
-The four inpainting methods are one class, `Inpaint`: a `facepaint.edit.FaceEditor` (its generation,
-so the prompt and the negative prompt go through `adapter.condition` exactly as in `facepaint edit`)
-with or without `pixel_blend`. The base model is loaded once; "ours" loads the artifact's k/v into its
-UNet in place, so when a base method is built beside it the base methods get a deep copy of the UNet
-(one more UNet in memory: 1.7 GB in fp16 for SD1.5, 3.4 GB in fp32). VAE and text encoder are shared.
+The four inpainting methods are one class, `Inpaint`: a `facepaint.generate.Inpainter` (the generation
+of `facepaint edit`, so the prompt and the negative prompt go through `adapter.condition` exactly as
+there) with or without `pixel_blend`. Ours samples with the training's latent mask
+(`generate.face_inpaint_pipeline`); sd15_inpaint with diffusers' own pipeline, as its public code
+does. The base model is loaded once; "ours" loads the artifact's k/v into its UNet in place, so when a
+base method is built beside it the base methods get a deep copy of the UNet (one more UNet in memory:
+1.7 GB in fp16 for SD1.5, 3.4 GB in fp32). VAE and text encoder are shared.
 
 Blended Latent Diffusion (Avrahami et al. 2023) on the SD1.5 inpainting model: the pipeline runs as
 for sd15_inpaint, and after every denoising step the latents outside the latent mask are replaced by
@@ -298,8 +300,11 @@ def build_methods(
         if ours:
             ip = inpainter(comps, apply_artifact(comps, artifact), trained.adapter_scale)
             built.update({n: Inpaint(n, ip, cfg, blend=n == "ours") for n in ours})
-        if "sd15_inpaint" in names:
-            built["sd15_inpaint"] = Inpaint("sd15_inpaint", inpainter(base, None, 0.0), cfg, blend=False)
+        if "sd15_inpaint" in names:  # diffusers' own pipeline: the baseline's public behaviour
+            from diffusers import StableDiffusionInpaintPipeline
+
+            plain_ip = inpainter(base, None, 0.0, pipeline_class=StableDiffusionInpaintPipeline)
+            built["sd15_inpaint"] = Inpaint("sd15_inpaint", plain_ip, cfg, blend=False)
         if "blended_latent_diffusion" in names:
             ip = inpainter(base, None, 0.0, pipeline_class=_blended_latent_pipeline())
             built["blended_latent_diffusion"] = Inpaint("blended_latent_diffusion", ip, cfg, blend=False)

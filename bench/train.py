@@ -197,7 +197,7 @@ def count_flops(model: ModelConfig, latent: int, cfg: TrainConfig) -> dict[str, 
         emb = comps.text_encoder(ids)[0]
     out["text_encoder_fwd"] = fc.get_total_flops()
     with FlopCounterMode(display=False) as fc:
-        loss = masked_mse(net(x, t, emb, beta), target, mask, cfg.alpha)
+        loss = masked_mse(net(x, t, emb, beta), target, mask, cfg.alpha, cfg.loss_weighting)
     out["unet_fwd"] = fc.get_total_flops()
     with FlopCounterMode(display=False) as fc:
         loss.backward()

@@ -61,7 +61,7 @@ from facepaint.adapter import FaceAdapter, condition
 from facepaint.artifact import Conditions, freeze_all_but_kv, kv_parameters, save_artifact
 from facepaint.io import atomic_dir, read_parquet
 from facepaint.latents import iter_shards, read_index
-from facepaint.loss import masked_mse
+from facepaint.loss import WEIGHTINGS, masked_mse
 from facepaint.models import Components, ModelConfig
 from facepaint.speed import (
     check_attention,
@@ -92,6 +92,7 @@ class TrainConfig:  # params.yaml `train`
     lr_scheduler: str  # a diffusers.optimization scheduler name (constant, cosine, ...)
     warmup_steps: int
     alpha: float  # background weight of the loss
+    loss_weighting: str  # masked: w = M_latent + alpha (the SPEC) | uniform: w = 1 (the plain-MSE ablation)
     adapter_scale: float  # the SPEC's lambda
     flip_p: float
     caption_dropout: float  # probability of an empty caption (keeps CFG sharp; the SPEC uses none)
@@ -123,6 +124,8 @@ class TrainConfig:  # params.yaml `train`
     CHECKPOINTING: ClassVar[tuple[str, ...]] = ("checkpoint_every", "keep_checkpoints")
 
     def __post_init__(self):
+        if self.loss_weighting not in WEIGHTINGS:
+            raise ValueError(f"train.loss_weighting must be one of {WEIGHTINGS}, got {self.loss_weighting!r}")
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"train.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
         for name in ("batch_size", "epochs", "log_every", "keep_checkpoints"):
@@ -406,7 +409,7 @@ def step_loss(model, text_encoder, noise_sched, b: StepBatch, cfg: TrainConfig, 
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast():
         pred = model(x, b.timesteps, emb, b.beta)
-    return masked_mse(pred, target, b.mask, cfg.alpha)
+    return masked_mse(pred, target, b.mask, cfg.alpha, cfg.loss_weighting)
 
 
 # ------------------------------------------------------------------------------------- checkpoints

@@ -40,6 +40,7 @@ TRAIN = dict(
     lr_scheduler="constant",
     warmup_steps=0,
     alpha=0.05,
+    loss_weighting="masked",
     adapter_scale=0.3,
     flip_p=0.5,
     caption_dropout=0.0,

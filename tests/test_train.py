@@ -292,6 +292,16 @@ def test_speed_knobs_keep_the_loss(demo_project):
     assert torch.equal(ref, host)
 
 
+def test_uniform_loss_weighting_is_the_plain_mse_of_the_same_step(demo_project):
+    """train.loss_weighting: uniform (the ablation) changes the loss of the very same step and prediction
+    from the mask-weighted one to the plain MSE."""
+    masked, model, b = _one_step_loss(demo_project)
+    uniform, _, _ = _one_step_loss(demo_project, loss_weighting="uniform")
+    assert torch.isfinite(uniform) and not torch.allclose(masked, uniform)
+    with pytest.raises(ValueError, match="train.loss_weighting"):
+        TrainConfig(**raw(loss_weighting="focal"))
+
+
 def test_half_frozen_weights_give_the_autocast_result(demo_project):
     """Frozen Linear/Conv weights stored in bf16 = autocast's own casts: the same loss, bit for bit;
     k/v (trainable) and norms stay fp32."""

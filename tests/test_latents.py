@@ -134,9 +134,8 @@ def test_failed_stage_leaves_no_latents_dir(demo_root, mask_table, tmp_path, mon
             raise RuntimeError("killed")
         return real(*a, **k)
 
-    monkeypatch.setattr(lat, "encode_batch", dies_on_second_batch)
-    with pytest.raises(RuntimeError):
-        stage.run(
+    def run():
+        return stage.run(
             demo_root,
             config("model", ModelConfig),
             config("latents", LatentConfig, batch_size=4, shard_size=4, workers=0),
@@ -145,17 +144,13 @@ def test_failed_stage_leaves_no_latents_dir(demo_root, mask_table, tmp_path, mon
             out=tmp_path / "latents",
             progress=False,
         )
+
+    monkeypatch.setattr(lat, "encode_batch", dies_on_second_batch)
+    with pytest.raises(RuntimeError):
+        run()
     assert not (tmp_path / "latents").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".latents")]
     monkeypatch.setattr(lat, "encode_batch", real)
-    index = stage.run(
-        demo_root,
-        config("model", ModelConfig),
-        config("latents", LatentConfig, batch_size=4, shard_size=4, workers=0),
-        split=tmp_path / "split.parquet",
-        masks=tmp_path / "masks.parquet",
-        out=tmp_path / "latents",
-        progress=False,
-    )
+    index = run()
     assert index["count"] == 12 and (tmp_path / "latents" / "index.json").is_file()
     assert index["model"] == "tiny-random(seed=0)" and index["masks"]["resolution"] == 64

@@ -181,9 +181,9 @@ def main(argv=None) -> int:
         if diff:
             print("run `python -m tools.stage_deps` to rewrite dvc.yaml's code deps and params")
         return 1 if diff else 0
-    path = REPO / "dvc.yaml"
-    path.write_text(rewrite(path.read_text(), expected()))
-    print(f"{path.relative_to(REPO)}: code deps and params of {len(expected())} stages written")
+    path, want = REPO / "dvc.yaml", expected()
+    path.write_text(rewrite(path.read_text(), want))
+    print(f"{path.relative_to(REPO)}: code deps and params of {len(want)} stages written")
     return 0
 
 

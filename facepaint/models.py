@@ -394,3 +394,120 @@ def save_pipeline(comps: Components, path: str | os.PathLike) -> Path:
     )
     pipe.save_pretrained(path, safe_serialization=True)
     return Path(path)
+
+
+# ------------------------------------------------------------------------ SD1.5 text-to-image base
+# The 4-channel SD1.5 that BrushNet (facepaint.brushnet) and Blended Latent Diffusion were published
+# on: same VAE, text encoder and tokenizer as the inpainting model, a UNet taking only the noisy latent.
+
+SD15_T2I = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+TINY_UNET_T2I = dict(TINY_UNET, in_channels=4)
+# What a diffusers SD1.5 text-to-image directory must hold for `load_t2i_components` (safetensors only;
+# with a variant, e.g. fp16, the weight files are named diffusion_pytorch_model.fp16.safetensors etc.).
+T2I_FILES = (
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "tokenizer/tokenizer_config.json",
+    "scheduler/scheduler_config.json",
+)
+# and the tokenizer's vocabulary: the hub ships vocab.json + merges.txt, transformers >= 5 saves tokenizer.json
+T2I_VOCABULARY = (("tokenizer/vocab.json", "tokenizer/merges.txt"), ("tokenizer/tokenizer.json",))
+
+
+def t2i_files(variant: str | None = None) -> tuple[str, ...]:
+    """T2I_FILES with the weight files named for `variant` (None: the full-precision files)."""
+    if not variant:
+        return T2I_FILES
+    return tuple(f.replace(".safetensors", f".{variant}.safetensors") for f in T2I_FILES)
+
+
+def missing_t2i_files(ref: str, variant: str | None = None) -> list[str]:
+    """The files of `t2i_files` and `T2I_VOCABULARY` that the local directory `ref` lacks ([] for a hub id:
+    only the hub can tell)."""
+    if not _is_local(ref):
+        return []
+    missing = [f for f in t2i_files(variant) if not os.path.isfile(os.path.join(ref, f))]
+    if not any(all(os.path.isfile(os.path.join(ref, f)) for f in group) for group in T2I_VOCABULARY):
+        missing.append(" + ".join(T2I_VOCABULARY[0]) + " (or " + " + ".join(T2I_VOCABULARY[1]) + ")")
+    return missing
+
+
+def _t2i_message(ref: str, what: str) -> str:
+    return (
+        f"could not load the SD1.5 text-to-image model '{ref}': {what}. It must be a Hugging Face id or a "
+        f"diffusers directory in the hub's layout (unet/, vae/, text_encoder/ with safetensors weights, "
+        f"tokenizer/, scheduler/); on a machine with internet run "
+        f"`huggingface-cli download {SD15_T2I} --local-dir DIR` and pass DIR (or download it without "
+        f"--local-dir, copy that machine's HF_HOME cache here and pass the id)."
+    )
+
+
+def load_t2i_components(
+    ref: str, torch_dtype: torch.dtype | None = None, *, revision: str | None = None, variant: str | None = None
+) -> Components:
+    """The five parts of an SD1.5 text-to-image model (a hub id or a local diffusers directory), in eval mode.
+
+    The same safetensors-only loading as `load_components`, with the 4-channel check instead of the
+    9-channel one. Offline, a hub id that is not cached fails in about a second (`hub_unreachable`)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    if _looks_like_path(ref) and not _is_local(ref):
+        raise ModelLoadError(_t2i_message(ref, "it is not a directory"))
+    missing = missing_t2i_files(ref, variant)
+    if missing:
+        raise ModelLoadError(_t2i_message(ref, f"the directory lacks {', '.join(missing)}"))
+    reason = hub_unreachable(ref, revision)
+    if reason:
+        raise ModelLoadError(_t2i_message(ref, reason))
+
+    def load(cls, subfolder, **kwargs):
+        try:
+            return cls.from_pretrained(ref, subfolder=subfolder, revision=revision, **kwargs)
+        except (OSError, ValueError) as e:  # hub/cache errors subclass OSError/ValueError
+            raise ModelLoadError(_t2i_message(ref, f"{subfolder}/: {type(e).__name__}: {str(e)[:300]}")) from e
+
+    weights = dict(use_safetensors=True, variant=variant)
+    dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+    comps = Components(
+        vae=load(AutoencoderKL, "vae", **weights, **dtype),
+        unet=load(UNet2DConditionModel, "unet", **weights, **dtype),
+        text_encoder=load(CLIPTextModel, "text_encoder", **weights, **dtype),
+        tokenizer=load(CLIPTokenizer, "tokenizer"),
+        scheduler=load(DDPMScheduler, "scheduler"),
+        name=ref,
+    )
+    if comps.unet.config.in_channels != 4:
+        raise ModelLoadError(
+            f"{ref}: its UNet takes {comps.unet.config.in_channels} input channels; a text-to-image base needs 4 "
+            f"(the noisy latent only), e.g. {SD15_T2I} (an inpainting model such as {SD15_INPAINTING} has 9)"
+        )
+    for m in (comps.vae, comps.unet, comps.text_encoder):
+        m.eval()
+    return comps
+
+
+def save_tiny_t2i(path: str | os.PathLike, seed: int = 0) -> Path:
+    """A diffusers StableDiffusionPipeline directory (the hub's SD1.5 layout, safetensors) with tiny random
+    models: `TINY_UNET_T2I`, `TINY_VAE`, `TINY_TEXT`, and SD1.5's real tokenizer built offline
+    (`clip_tokenizer`). Tests load it through exactly the code a hub id takes."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    comps = _random_components(TINY_UNET_T2I, TINY_VAE, TINY_TEXT, seed, PARTS, f"tiny-t2i-random(seed={seed})")
+    pipe = StableDiffusionPipeline(
+        vae=comps.vae,
+        text_encoder=comps.text_encoder,
+        tokenizer=comps.tokenizer,
+        unet=comps.unet,
+        # the hub's SD1.5 repo ships a PNDM config, as the inpainting one does
+        scheduler=PNDMScheduler.from_config({**SD15_SCHEDULE, "skip_prk_steps": True}),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return Path(path)

@@ -1,0 +1,29 @@
+"""Tiny random models of the baselines' architectures, saved in the layouts their public weights have, so
+that the demo's evaluation runs every baseline through the same loading code as the real weights.
+
+    data/demo_models/sd15_t2i/         a diffusers SD1.5 text-to-image pipeline (4-channel UNet): Blended
+                                       Latent Diffusion as published, and BrushNet's frozen base
+    data/demo_models/brushnet/         BrushNet as TencentARC ships it (config.json + safetensors)
+    data/demo_models/flux/             a diffusers FLUX.1-dev pipeline (Diptych Prompting's base)
+    data/demo_models/flux_controlnet/  alimama's inpainting ControlNet layout (extra_condition_channels 4)
+
+They are random: what they edit means nothing, and the demo's figures only show that the code runs. The
+paper profile points `evaluate.baselines` at the public checkpoints instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from facepaint.brushnet import save_tiny_brushnet
+from facepaint.diptych import save_tiny_flux, save_tiny_flux_controlnet
+from facepaint.models import save_tiny_t2i
+
+
+def write(out: Path, seed: int) -> list[str]:
+    """Save every demo baseline model under `out`; returns their names."""
+    save_tiny_t2i(out / "sd15_t2i", seed)
+    save_tiny_brushnet(out / "brushnet", seed)
+    save_tiny_flux(out / "flux", seed)
+    save_tiny_flux_controlnet(out / "flux_controlnet", seed)
+    return ["sd15_t2i", "brushnet", "flux", "flux_controlnet"]

@@ -7,7 +7,7 @@ The method. It imports nothing of DVC, Prefect or MLflow (tests/test_layers.py r
 - split.py       the seeded train/test split
 - masks.py       face masks M (annotations or BiSeNet), soft and latent masks, beta
 - captions.py    caption candidates and evaluation prompts from attributes
-- models.py      all model loading (pretrained SD1.5 inpainting, tiny or full-size random)
+- models.py      SD1.5 model loading (pretrained inpainting and text-to-image, tiny or full-size random)
 - latents.py     the VAE latent cache for training
 - adapter.py     the face-aware text adapter A(E) = W2 SiLU(W1 E), E_hat = E + adapter_scale * beta * A(E)
 - loss.py        the mask-weighted noise-prediction loss
@@ -16,7 +16,9 @@ The method. It imports nothing of DVC, Prefect or MLflow (tests/test_layers.py r
 - generate.py    the Inpainter: pipeline, speed options, batched generation
 - edit.py        read, crop, paste back, blend, provenance; FaceEditor ties them to an artifact
 - speed.py       speed knobs shared by training and editing
-- methods.py     the evaluation's methods (ours and the baselines) and their timing
+- methods.py     the evaluation's methods (ours and the SD1.5 baselines), their settings and timing
+- brushnet.py    the BrushNet baseline (our model class for TencentARC's checkpoint) and its loading
+- diptych.py     the Diptych Prompting baseline (FLUX.1-dev + inpainting ControlNet) and its loading
 - metrics.py     PSNR, LPIPS, FID, PickScore
 - evaluate.py    pairs, per-image metrics, table and figures
 - watermark.py   an invisible mark confined to the edited face

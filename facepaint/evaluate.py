@@ -5,14 +5,19 @@ Pairs. N test images drawn with a seed from the test split (ordered by SHA-256 o
 the split is, so the draw is the same on every machine and version), each with its canonical
 evaluation prompt from the captions stage. Every method edits the same pairs with the same seeds.
 
-Background. A pixel is *background* when it lies outside the binary face mask M dilated by
-`background_dilation` pixels (a square structuring element, at the evaluation resolution; see
-`facepaint.metrics.background_region`). PSNR and LPIPS are reported on the background and on the
-whole image. A third region, `outside_soft`, is where the blending alpha M_soft is exactly 0: there a
-pixel-blended method must return the input bit for bit (PSNR = inf), which the table checks.
+Regions (`facepaint.metrics`; the publication does not say which region its background figures use):
+- `bg`, the headline background: the complement of the binary face mask M. The published background
+  PSNR (35.04 dB with blending, 34.59 dB without) is finite, so it must include pixels that the soft
+  mask M_soft changes; outside M is the region those numbers imply (M_soft reaches about 3 sigma past M).
+- `dilated`: outside M dilated by `background_dilation` pixels (keeps the blended seam out).
+- `outside_soft`: where M_soft is exactly 0. A pixel-blended method returns the input there bit for
+  bit (PSNR = inf), which `changed_outside_soft` counts.
+- `full`: the whole image.
+PSNR and LPIPS (VGG) are computed per image in each region.
 
-PSNR is averaged over images in dB; an image whose region is reproduced exactly has PSNR = inf and
-is counted in `*_inf` instead of being averaged (a mean with inf in it says nothing).
+Aggregates: mean and standard deviation over images (numpy's population std, ddof=0; the publication
+gives mean +- std without saying which). An image whose region is reproduced exactly has PSNR = inf; it
+is counted in `*_inf` and left out of the mean and std (a mean with inf in it says nothing).
 
 Efficiency: seconds per edit (CUDA events around one edit on a GPU, CPU time without one) after
 `warmup` untimed edits, and peak GPU memory, per method; the median over pairs is reported.
@@ -41,6 +46,7 @@ METHODS = (
     "ours_no_blend",
     "sd15_inpaint",
     "blended_latent_diffusion",
+    "blended_latent_diffusion_9ch",
     "paint_by_example",
     "brushnet",
     "diptych_prompting",
@@ -56,6 +62,11 @@ PUBLISHED = {
     "BrushNet": dict(fid=91.895, psnr=33.216, lpips=0.168, pickscore=17.449, vram_mib=4484, seconds=3.5),
     "Diptych Prompting": dict(fid=75.690, psnr=28.054, lpips=0.347, pickscore=33.842, vram_mib=46114, seconds=180),
     "the method (published)": dict(fid=63.981, psnr=33.538, lpips=0.143, pickscore=24.306, vram_mib=7794, seconds=2.5),
+}
+# SPEC section 4: the publication's Table 1 (background preservation with and without the pixel blend).
+PUBLISHED_TABLE1 = {
+    "ours": dict(psnr="35.04 ± 0.63", lpips="0.0134 ± 0.004"),
+    "ours_no_blend": dict(psnr="34.59 ± 0.58", lpips="0.0142 ± 0.004"),
 }
 
 
@@ -78,7 +89,9 @@ class EvalConfig:  # params.yaml `evaluate`
     profile_radius: int  # pixels on each side of the mask boundary in the profile plot
     device: str
     dtype: str  # fp16 | bf16 | fp32 on a GPU; the CPU uses fp32
-    paint_by_example: str  # that baseline's weights: a hub id or a local directory
+    baselines: dict  # where each baseline's weights are (facepaint.methods.Baselines)
+    brushnet: dict  # BrushNet's options (facepaint.methods.BrushNetSettings)
+    diptych: dict  # Diptych Prompting's sampling (facepaint.methods.DiptychSettings)
 
     def inference(self):
         """How every method samples."""
@@ -93,6 +106,11 @@ class EvalConfig:  # params.yaml `evaluate`
         )
 
     def __post_init__(self):
+        from facepaint.methods import Baselines, BrushNetSettings, DiptychSettings, settings
+
+        self.baselines = settings(Baselines, self.baselines, "evaluate.baselines")
+        self.brushnet = settings(BrushNetSettings, self.brushnet, "evaluate.brushnet")
+        self.diptych = settings(DiptychSettings, self.diptych, "evaluate.diptych")
         self.methods, self.metrics = list(self.methods), list(self.metrics)
         unknown = sorted(set(self.methods) - set(METHODS)) + sorted(set(self.metrics) - set(METRICS))
         if unknown:
@@ -127,6 +145,13 @@ def draw_pairs(captions: pd.DataFrame, usable_ids, n: int, seed: int) -> tuple[p
     return pairs, notes
 
 
+def fid_reference_ids(test_ids, exclude, size: int, seed: int) -> list[int]:
+    """FID's reference set: up to `size` test images, in the seeded hash order, none of them in `exclude`
+    (the evaluated pairs)."""
+    excluded = {int(i) for i in exclude}
+    return [i for i in hash_order(test_ids, seed) if i not in excluded][:size]
+
+
 @dataclass
 class Sample:
     id: int
@@ -144,38 +169,87 @@ def load_sample(root, row: pd.Series, resolution: int, sigma: float) -> Sample:
     return Sample(int(row["id"]), image, mask, soft_mask(mask, sigma), float(mask.mean()))
 
 
+def build_metrics(names, device, fid_batch_size: int) -> tuple[dict, dict]:
+    """({name: metric object} for the metrics of `names` that can be built here, {name: why not} for the
+    others). PSNR needs no object."""
+    from facepaint import metrics as m
+
+    factories = {
+        "lpips": lambda: m.LPIPS(device=device),
+        "fid": lambda: m.FID(device=device, batch_size=fid_batch_size),
+        "pickscore": lambda: m.PickScore(device=device),
+    }
+    built, unavailable = {}, {}
+    for name in names:
+        if name == "psnr":
+            continue
+        try:
+            built[name] = factories[name]()
+        except m.MetricUnavailable as e:
+            unavailable[name] = str(e)
+    return built, unavailable
+
+
 # ------------------------------------------------------------------------------------- per image
 
 
-def image_metrics(sample: Sample, output: np.ndarray, dilation: int, lpips=None) -> dict:
-    from facepaint.metrics import background_region, psnr
+REGIONS = ("bg", "dilated", "outside_soft", "full")  # see the module docstring; bg is the headline
 
-    bg = background_region(sample.mask, dilation)
-    outside_soft = sample.soft == 0
-    row = {
-        "psnr_bg": psnr(sample.image, output, bg),
-        "psnr_full": psnr(sample.image, output),
-        "psnr_outside_soft": psnr(sample.image, output, outside_soft) if outside_soft.any() else math.nan,
-        "changed_outside_soft": int((output != sample.image).any(axis=2)[outside_soft].sum()),
+
+def regions(sample: Sample, dilation: int) -> dict[str, np.ndarray | None]:
+    """The pixel regions the metrics are taken on (bool HxW; None: the whole image). An empty region
+    (no pixel outside M_soft, say) is left out."""
+    from facepaint.metrics import background_region
+
+    out = {
+        "bg": ~sample.mask,
+        "dilated": background_region(sample.mask, dilation),
+        "outside_soft": sample.soft == 0,
+        "full": None,
     }
-    if lpips is not None:
-        row["lpips_bg"] = lpips(sample.image, output, bg)
-        row["lpips_full"] = lpips(sample.image, output)
+    return {k: v for k, v in out.items() if v is None or v.any()}
+
+
+def image_metrics(sample: Sample, output: np.ndarray, dilation: int, lpips=None) -> dict:
+    """PSNR (and LPIPS when given) of `output` against the input in every region; NaN for an empty one."""
+    from facepaint.metrics import psnr
+
+    found = regions(sample, dilation)
+    row = {}
+    for name in REGIONS:
+        region = found.get(name, False)
+        empty = region is False
+        row[f"psnr_{name}"] = math.nan if empty else psnr(sample.image, output, region)
+        if lpips is not None:
+            row[f"lpips_{name}"] = math.nan if empty else lpips(sample.image, output, region)
+    outside_soft = sample.soft == 0
+    row["changed_outside_soft"] = int((output != sample.image).any(axis=2)[outside_soft].sum())
     return row
 
 
+def mean_std(values) -> tuple[float, float, int]:
+    """(mean, std, number of inf) over the finite values; (inf, nan, n) when every value is inf, (nan, nan, 0)
+    when there is none."""
+    v = np.asarray(pd.Series(values, dtype="float64").dropna())
+    finite, n_inf = v[np.isfinite(v)], int(np.isinf(v).sum())
+    if len(finite):
+        return float(finite.mean()), float(finite.std()), n_inf
+    return (math.inf if n_inf else math.nan), math.nan, n_inf
+
+
 def summarise(table: pd.DataFrame) -> dict:
-    """Per-method aggregates of the per-image table (see the module docstring for PSNR's inf)."""
+    """Per-method aggregates of the per-image table: `<metric>` the mean, `<metric>_std`, and for PSNR
+    `<metric>_inf` the images reproduced exactly (see the module docstring)."""
     out = {}
     for method, g in table.groupby("method", sort=False):
         s = {"pairs": len(g)}
-        for col in ("psnr_bg", "psnr_full", "psnr_outside_soft"):
-            finite = g[col][np.isfinite(g[col])]
-            s[col] = float(finite.mean()) if len(finite) else math.inf
-            s[f"{col}_inf"] = int(np.isinf(g[col]).sum())
-        for col in ("lpips_bg", "lpips_full", "pickscore"):
+        for name in REGIONS:
+            col = f"psnr_{name}"
+            if col in g:
+                s[col], s[f"{col}_std"], s[f"{col}_inf"] = mean_std(g[col])
+        for col in [*(f"lpips_{r}" for r in REGIONS), "pickscore"]:
             if col in g and g[col].notna().any():
-                s[col] = float(g[col].mean())
+                s[col], s[f"{col}_std"], _ = mean_std(g[col])
         s["changed_outside_soft"] = int(g["changed_outside_soft"].sum())
         s["seconds_per_edit"] = float(g["seconds"].median())
         mem = g["peak_mem_mib"].dropna()
@@ -242,14 +316,14 @@ def plot_distributions(table: pd.DataFrame, path: Path) -> None:
         }
         note = ", ".join(f"{labels.get(m, m)}: {n} exact" for m, n in inf.items() if n)
         ax.set_title(
-            f"{'background PSNR (dB)' if col == 'psnr_bg' else 'background LPIPS (VGG)'}"
+            f"{'background PSNR (dB, outside M)' if col == 'psnr_bg' else 'background LPIPS (VGG, outside M)'}"
             + (f"\n({note})" if note else ""),
             fontsize=9,
         )
     if not cols:
         axes[0][0].text(0.5, 0.5, "no background metric available", ha="center")
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_fig(fig, path)
 
 
 def plot_profile(
@@ -289,19 +363,25 @@ def plot_profile(
         )
         axes[1].legend(fontsize=8)
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_fig(fig, path)
 
 
 def sample_grid(
-    samples: list[Sample], prompts: list[str], outputs: dict[str, list[np.ndarray]], path: Path, cell: int = 192
+    samples: list[Sample],
+    prompts: list[str],
+    outputs: dict[str, list[np.ndarray]],
+    path: Path,
+    cell: int = 192,
+    labels: dict | None = None,
 ) -> None:
-    """Rows: photos; columns: the input (face mask outlined) and every method, same prompt per row."""
+    """Rows: photos; columns: the input (face mask outlined) and every method (titled by `labels`, the
+    methods' labels by default), same prompt per row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = _labels()
+    labels = labels or _labels()
     cols = ["input", *outputs]
     fig, axes = plt.subplots(len(samples), len(cols), figsize=(2.2 * len(cols), 2.4 * len(samples)), squeeze=False)
     for r, (s, prompt) in enumerate(zip(samples, prompts)):
@@ -321,7 +401,7 @@ def sample_grid(
                 ax.set_title(labels.get(name, name), fontsize=8)
         axes[r][0].set_ylabel("\n".join(_wrap(prompt, 34)), fontsize=6)
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_fig(fig, path)
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -330,7 +410,7 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width)[:4]
 
 
-def _save_fig(fig, path: Path) -> None:
+def save_fig(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from facepaint.io import atomic_path
@@ -353,6 +433,25 @@ def _fmt(v, digits):
     return f"{v:,.{digits}f}"
 
 
+def fmt_pm(s: dict, col: str, digits: int) -> str:
+    """mean +- std of a summary column, with the images reproduced exactly (PSNR inf) counted beside it."""
+    mean, std, n_inf = s.get(col), s.get(f"{col}_std"), s.get(f"{col}_inf", 0)
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if math.isinf(mean):
+        return f"inf (all {n_inf} exact)"
+    text = _fmt(mean, digits) + ("" if std is None or math.isnan(std) else f" ± {std:.{digits}f}")
+    return text + (f" (+{n_inf} exact)" if n_inf else "")
+
+
+def md_rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
 def markdown_table(
     summary: dict,
     fid: dict,
@@ -361,58 +460,111 @@ def markdown_table(
     failed: dict,
     device: str,
     n_pairs: int,
+    dilation: int,
 ) -> str:
-    """The paper's comparison table for our run, then the published figures for reference."""
+    """Table 2 (every method) and Table 1 (blending) of our run beside the published figures, then the
+    other regions (see the module docstring for what each region is)."""
     labels = _labels()
+    label = lambda m: labels.get(m, m)  # noqa: E731
+    missing = {**unavailable_methods, **failed}
     lines = [
         f"# Evaluation: {n_pairs} image-prompt pairs on {device}",
         "",
-        "| method | FID | PSNR dB (background) | PSNR dB (whole) | LPIPS (background) | LPIPS (whole) | PickScore "
-        "| seconds / edit | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Background = outside the binary face mask M (the region the published, finite background figures",
+        "imply); ± is the standard deviation over images; an image whose background is reproduced exactly",
+        "(PSNR inf) is counted, not averaged.",
+        "",
+        "## Table 2: every method",
+        "",
     ]
-    for method, s in summary.items():
-        f = fid.get(method)
-        lines.append(
-            "| "
-            + " | ".join(
+    header = ["method", "FID", "PSNR dB (outside M)", "LPIPS (outside M)", "PickScore", "seconds / edit", "peak MiB"]
+    rows = [
+        [
+            label(m),
+            _fmt(fid.get(m), 3),
+            fmt_pm(s, "psnr_bg", 3),
+            fmt_pm(s, "lpips_bg", 4),
+            fmt_pm(s, "pickscore", 3),
+            f"{s['seconds_per_edit']:.3f} ({s['clock']})",
+            _fmt(s["peak_mem_mib"], 0),
+        ]
+        for m, s in summary.items()
+    ]
+    rows += [[label(m), *["n/a"] * (len(header) - 1)] for m in missing]
+    lines += md_rows(header, rows)
+    lines += ["", "Published (SPEC section 5, 100 pairs, their GPU):", ""]
+    lines += md_rows(
+        ["method", "FID", "PSNR dB", "LPIPS", "PickScore", "seconds / edit", "VRAM MiB"],
+        [
+            [
+                name,
+                str(p["fid"]),
+                str(p["psnr"]),
+                str(p["lpips"]),
+                str(p["pickscore"]),
+                str(p["seconds"]),
+                f"{p['vram_mib']:,}",
+            ]
+            for name, p in PUBLISHED.items()
+        ],
+    )
+    blend = [m for m in ("ours", "ours_no_blend") if m in summary]
+    if blend:
+        lines += ["", "## Table 1: pixel-level blending (background outside M)", ""]
+        lines += md_rows(
+            ["", "PSNR dB", "LPIPS", "published PSNR dB", "published LPIPS"],
+            [
                 [
-                    labels.get(method, method),
-                    _fmt(f, 3) if f is not None else "n/a",
-                    _fmt(s["psnr_bg"], 3),
-                    _fmt(s["psnr_full"], 3),
-                    _fmt(s.get("lpips_bg"), 4),
-                    _fmt(s.get("lpips_full"), 4),
-                    _fmt(s.get("pickscore"), 3),
-                    f"{s['seconds_per_edit']:.3f} ({s['clock']})",
-                    _fmt(s["peak_mem_mib"], 0),
+                    label(m),
+                    fmt_pm(summary[m], "psnr_bg", 3),
+                    fmt_pm(summary[m], "lpips_bg", 4),
+                    PUBLISHED_TABLE1[m]["psnr"],
+                    PUBLISHED_TABLE1[m]["lpips"],
                 ]
-            )
-            + " |"
+                for m in blend
+            ],
         )
-    for method in {**unavailable_methods, **failed}:
-        lines.append(f"| {labels.get(method, method)} | " + " | ".join(["n/a"] * 8) + " |")
-    notes = [f"- {labels.get(m, m)}: not available: {why}" for m, why in unavailable_methods.items()]
-    notes += [f"- {labels.get(m, m)}: failed: {why}" for m, why in failed.items()]
+    lines += ["", "## Other regions", ""]
+    lines += md_rows(
+        [
+            "method",
+            f"PSNR dB (outside M dilated {dilation} px)",
+            "PSNR dB (where M_soft = 0)",
+            "pixels changed where M_soft = 0",
+            "PSNR dB (whole image)",
+            f"LPIPS (outside M dilated {dilation} px)",
+            "LPIPS (whole image)",
+        ],
+        [
+            [
+                label(m),
+                fmt_pm(s, "psnr_dilated", 3),
+                fmt_pm(s, "psnr_outside_soft", 3),
+                f"{s['changed_outside_soft']:,}",
+                fmt_pm(s, "psnr_full", 3),
+                fmt_pm(s, "lpips_dilated", 4),
+                fmt_pm(s, "lpips_full", 4),
+            ]
+            for m, s in summary.items()
+        ],
+    )
+    notes = [f"- {label(m)}: not available: {why}" for m, why in unavailable_methods.items()]
+    notes += [f"- {label(m)}: failed: {why}" for m, why in failed.items()]
     notes += [
         f"- {m.upper() if m != 'pickscore' else 'PickScore'}: unavailable: {why}"
         for m, why in unavailable_metrics.items()
     ]
     if notes:
         lines += ["", "n/a:", *notes]
-    lines += [
-        "",
-        "Published (SPEC section 5, 100 pairs, their GPU):",
-        "",
-        "| method | FID | PSNR dB | LPIPS | PickScore | seconds / edit | VRAM MiB |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, p in PUBLISHED.items():
-        lines.append(
-            f"| {name} | {p['fid']} | {p['psnr']} | {p['lpips']} | {p['pickscore']} | {p['seconds']} "
-            f"| {p['vram_mib']:,} |"
-        )
     return "\n".join(lines) + "\n"
+
+
+def jsonable(d: dict) -> dict:
+    """A summary for JSON: inf -> "inf" (JSON has no infinity), NaN -> None."""
+    return {
+        k: ("inf" if isinstance(v, float) and math.isinf(v) else None if isinstance(v, float) and math.isnan(v) else v)
+        for k, v in d.items()
+    }
 
 
 def error_text(e: BaseException) -> str:

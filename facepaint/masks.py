@@ -11,12 +11,19 @@ From M (at the training resolution, binarized at 0.5):
 - latent mask: M averaged over each latent cell (factor x factor pixels) and binarized at 0.5; with
   the image side a multiple of the factor, it commutes with horizontal flips.
 - beta = mean(M), the face ratio that gates the text adapter.
+
+Parser vs annotations. Whenever the parser runs on an image that also has CelebAMask-HQ part
+annotations (the `bisenet` backend on the dataset; the `annotations` backend with
+`masks.bisenet_weights` set), the table's `iou_annotations` column holds the IoU of the parser's
+union mask against the annotation union at the training resolution (NaN where one of them is missing):
+how far the masks of the paper's setting are from the ground truth.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -298,8 +305,8 @@ class BiSeNetParser:
 class _Inputs(torch.utils.data.Dataset):
     """Decodes and validates one image (and its part masks) per item, in DataLoader workers."""
 
-    def __init__(self, root, ids, cfg: MaskConfig):
-        self.root, self.ids, self.cfg = root, list(ids), cfg
+    def __init__(self, root, ids, cfg: MaskConfig, parse: bool):
+        self.root, self.ids, self.cfg, self.parse = root, list(ids), cfg, parse
 
     def __len__(self):
         return len(self.ids)
@@ -309,22 +316,32 @@ class _Inputs(torch.utils.data.Dataset):
         cfg = self.cfg
         item = {"id": image_id, "error": None, "notes": []}
         try:
-            size = BISENET_SIZE if cfg.backend == "bisenet" else cfg.resolution
+            size = BISENET_SIZE if self.parse else cfg.resolution
             loaded = load_rgb(
                 celebamask.image_path(self.root, image_id), min_size=cfg.min_size, require_square=True, draft_size=size
             )
             item["notes"] += loaded.notes
             item["size"] = loaded.original_size
-            if cfg.backend == "bisenet":
+            if self.parse:
                 im = loaded.image.resize((BISENET_SIZE, BISENET_SIZE), Image.Resampling.BILINEAR)
                 item["pixels"] = np.asarray(im, dtype=np.uint8)
-            else:
-                union, notes = annotation_union(self.root, image_id, cfg.parts)
-                item["union"] = union
+            if cfg.backend == "annotations":
+                item["annotation"], notes = annotation_union(self.root, image_id, cfg.parts)
                 item["notes"] += notes
+            elif self.parse:  # the ground truth beside the parser's mask, where the dataset has it
+                try:
+                    item["annotation"], _ = annotation_union(self.root, image_id, cfg.parts)
+                except ImageError:
+                    pass
         except ImageError as e:
             item["error"] = str(e)
         return item
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks of one shape (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def _as_list(batch):
@@ -337,13 +354,15 @@ def compute_masks(
     """Masks for `ids` under a CelebAMask-HQ `root`, and the report of what could not be used.
 
     Returns a DataFrame with one row per usable id: id, beta, mask (1-bit PNG of M), latent (1-bit PNG of
-    M_latent), width and height of the original image.
+    M_latent), width and height of the original image, and iou_annotations (see the module docstring).
+    `parser`: the BiSeNet to use (built from `cfg` for the bisenet backend when None); given with the
+    annotations backend, it is run only for iou_annotations.
     """
     report = StageReport("masks", total=len(ids))
     if cfg.backend == "bisenet" and parser is None:
         parser = BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half, cfg.channels_last)
     loader = torch.utils.data.DataLoader(
-        _Inputs(root, ids, cfg),
+        _Inputs(root, ids, cfg, parse=parser is not None),
         batch_size=cfg.batch_size,
         shuffle=False,
         collate_fn=_as_list,
@@ -362,15 +381,17 @@ def compute_masks(
                 report.add_unusable(item["id"], item["error"])
             else:
                 good.append(item)
-        if good and cfg.backend == "bisenet":
+        if good and parser is not None:
             labels = parser.labels(np.stack([it["pixels"] for it in good]))
             for it, lab in zip(good, labels):
-                it["union"] = parts_union_from_labels(lab, cfg.parts)
+                it["parsed"] = parts_union_from_labels(lab, cfg.parts)
         for it in good:
-            fm = face_mask(it["union"], cfg.resolution, cfg.latent_factor)
+            union = it["parsed"] if cfg.backend == "bisenet" else it["annotation"]
+            fm = face_mask(union, cfg.resolution, cfg.latent_factor)
             if not fm.mask.any():
                 report.add_unusable(it["id"], "no face pixels: the face mask is empty (beta = 0)")
                 continue
+            both = "parsed" in it and it.get("annotation") is not None
             rows.append(
                 {
                     "id": it["id"],
@@ -379,13 +400,39 @@ def compute_masks(
                     "latent": encode_png(fm.latent),
                     "width": it["size"][0],
                     "height": it["size"][1],
+                    "iou_annotations": iou(
+                        resize_binary(it["parsed"], cfg.resolution), resize_binary(it["annotation"], cfg.resolution)
+                    )
+                    if both
+                    else math.nan,
                 }
             )
         bar.update(len(batch))
     bar.close()
-    df = pd.DataFrame(rows, columns=["id", "beta", "mask", "latent", "width", "height"])
-    df = df.astype({"id": "int64", "beta": "float64", "width": "int32", "height": "int32"})
+    columns = ["id", "beta", "mask", "latent", "width", "height", "iou_annotations"]
+    df = pd.DataFrame(rows, columns=columns)
+    df = df.astype(
+        {"id": "int64", "beta": "float64", "width": "int32", "height": "int32", "iou_annotations": "float64"}
+    )
     return df.sort_values("id", ignore_index=True), report
+
+
+def iou_summary(df: pd.DataFrame, parser_ran: bool, why_not: str = "") -> dict | str:
+    """The parser-vs-annotations IoU over the table's images (a DVC metric), or why it is unavailable."""
+    if not parser_ran:
+        return f"unavailable: {why_not}"
+    v = df["iou_annotations"].dropna()
+    if not len(v):
+        return "unavailable: no image has both a parser mask and CelebAMask-HQ part annotations"
+    return {
+        "images": int(len(v)),
+        "without_annotations": int(len(df) - len(v)),
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=0)),
+        "median": float(v.median()),
+        "p05": float(v.quantile(0.05)),
+        "min": float(v.min()),
+    }
 
 
 def mask_metadata(cfg: MaskConfig, parser: BiSeNetParser | None = None) -> dict:
@@ -394,7 +441,7 @@ def mask_metadata(cfg: MaskConfig, parser: BiSeNetParser | None = None) -> dict:
     and sigma (which the table does not depend on), and the parser's weights."""
     meta = {k: v for k, v in asdict(cfg).items() if k not in (*cfg.SPEED_KNOBS, "sigma")}
     meta["parts"] = list(cfg.parts)
-    if cfg.backend == "bisenet" and parser is not None:
+    if cfg.backend == "bisenet" and parser is not None:  # M is the parser's (else it only gave iou_annotations)
         meta["bisenet_weights"] = str(parser.weights)
         meta["bisenet_sha256"] = file_sha256(parser.weights)
     meta["encoding"] = {"mask": "1-bit PNG", "latent": "1-bit PNG"}

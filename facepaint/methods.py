@@ -1,14 +1,24 @@
 """The editing methods the evaluation compares (SPEC sections 4-6), each behind one interface:
 `Method.edit(EditInput) -> uint8 (R, R, 3)` on a square photo at the model's resolution R.
 
-    ours                      the artifact's base model + k/v + adapter, decoded, then pixel-blended with M_soft
-    ours_no_blend             the same generation (same seed), the decoded image as it is (the blending ablation)
-    sd15_inpaint              the base model, no artifact, plain CLIP embeddings, decoded as it is (diffusers' default)
-    blended_latent_diffusion  the base model + Blended Latent Diffusion's latent replacement (`LatentBlend`), decoded
-    paint_by_example          diffusers' PaintByExamplePipeline, conditioned on an exemplar face instead of text
-    brushnet, diptych_prompting  known, always unavailable: no integration here (see NOT_INTEGRATED)
+    ours                          the artifact's base model + k/v + adapter, decoded, pixel-blended with M_soft
+    ours_no_blend                 the same generation (same seed), the decoded image as it is (the blending ablation)
+    sd15_inpaint                  the base model, no artifact, plain CLIP embeddings, decoded (diffusers' pipeline)
+    blended_latent_diffusion      Blended Latent Diffusion as published: the 4-channel SD1.5 text-to-image model,
+                                  the latents outside the mask replaced after every step (diffusers' inpainting
+                                  pipeline does exactly this for a 4-channel UNet), decoded
+    blended_latent_diffusion_9ch  an extra row: the same latent replacement (`LatentBlend`) on the 9-channel
+                                  inpainting model that ours starts from
+    brushnet                      BrushNet on the 4-channel SD1.5 (facepaint.brushnet), decoded as it is
+    diptych_prompting             Diptych Prompting on FLUX.1-dev + an inpainting ControlNet (facepaint.diptych)
+    paint_by_example              diffusers' PaintByExamplePipeline, conditioned on an exemplar face instead of text
 
-The four inpainting methods are one class, `Inpaint`: a `facepaint.generate.Inpainter` (the generation
+Where each baseline's weights come from is params.yaml `evaluate.baselines` (`Baselines`): the paper
+profile names the public checkpoints; the demo names tiny random models of the same architectures that the
+demo stage saves in the same layouts, so the demo runs every method through the real loading code. A
+method whose weights cannot be loaded is unavailable, with the files to supply; it never gets a number.
+
+The SD1.5 inpainting methods are one class, `Inpaint`: a `facepaint.generate.Inpainter` (the generation
 of `facepaint edit`, so the prompt and the negative prompt go through `adapter.condition` exactly as
 there) with or without `pixel_blend`. Ours samples with the training's latent mask
 (`generate.face_inpaint_pipeline`); sd15_inpaint with diffusers' own pipeline, as its public code
@@ -16,13 +26,11 @@ does. The base model is loaded once; "ours" loads the artifact's k/v into its UN
 base method is built beside it the base methods get a deep copy of the UNet (one more UNet in memory:
 1.7 GB in fp16 for SD1.5, 3.4 GB in fp32). VAE and text encoder are shared.
 
-Blended Latent Diffusion (Avrahami et al. 2023) on the SD1.5 inpainting model: the pipeline runs as
-for sd15_inpaint, and after every denoising step the latents outside the latent mask are replaced by
-the photo's latents (VAE posterior mean x scaling factor) noised to the next step's level with the
-same noise the sampler started from (clean after the last step), as diffusers does itself only for
-4-channel UNets. The whole latent is then decoded: no pixel blend, the background passes through the
-VAE. The latent mask is the SPEC's M_latent (`masks.latent_mask`: M averaged over 8 x 8 cells,
-binarized at 0.5), the one the model was trained with.
+Blended Latent Diffusion (Avrahami et al. 2023): after every denoising step the latents outside the
+latent mask are replaced by the photo's latents noised to the next step's level with the same noise the
+sampler started from (clean after the last step); the whole latent is then decoded: no pixel blend, the
+background passes through the VAE. On the 9-channel variant the latent mask is the SPEC's M_latent
+(`masks.latent_mask`), the photo's latents the VAE posterior mean.
 
 `measure` times one edit: CUDA events and peak memory on a GPU, CPU time on the CPU. Warm up first
 (one untimed edit), as the evaluate stage does.
@@ -31,6 +39,7 @@ binarized at 0.5), the one the model was trained with.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, replace
 from functools import cache, partial
@@ -44,7 +53,15 @@ from facepaint.artifact import apply_artifact, load_artifact
 from facepaint.edit import check_options, pixel_blend
 from facepaint.generate import SCHEDULERS, Inpainter, make_scheduler
 from facepaint.masks import latent_mask
-from facepaint.models import ModelConfig, hub_unreachable, load_components, pick_device, pick_dtype
+from facepaint.models import (
+    ModelConfig,
+    ModelLoadError,
+    hub_unreachable,
+    load_components,
+    load_t2i_components,
+    pick_device,
+    pick_dtype,
+)
 from facepaint.speed import Speed
 
 LABELS = {
@@ -52,18 +69,10 @@ LABELS = {
     "ours_no_blend": "ours (no blending)",
     "sd15_inpaint": "SD1.5 inpaint",
     "blended_latent_diffusion": "Blended Latent Diffusion",
+    "blended_latent_diffusion_9ch": "Blended Latent Diffusion (9-channel inpainting UNet)",
     "paint_by_example": "Paint-by-Example",
     "brushnet": "BrushNet",
     "diptych_prompting": "Diptych Prompting",
-}
-NOT_INTEGRATED = {
-    "brushnet": "no diffusers integration in facepaint yet; BrushNet needs its own pipeline (a dual-branch UNet "
-    "that diffusers does not ship) and weights (TencentARC/BrushNet, the SD1.5 segmentation-mask "
-    "checkpoint): supply both and add a Method in facepaint/methods.py",
-    "diptych_prompting": "no diffusers integration in facepaint yet; Diptych Prompting needs FLUX.1-dev with a FLUX "
-    "inpainting ControlNet (black-forest-labs/FLUX.1-dev, "
-    "alimama-creative/FLUX.1-dev-Controlnet-Inpainting-Beta) and its reference attention "
-    "enhancement: supply the weights and add a Method in facepaint/methods.py",
 }
 
 
@@ -257,6 +266,84 @@ class PaintByExample(Method):
 # ----------------------------------------------------------------------------------------- building
 
 
+@dataclass
+class Baselines:  # params.yaml `evaluate.baselines`: each a Hugging Face id or a local directory
+    sd15_t2i: str  # SD1.5 text-to-image (4-channel UNet): Blended Latent Diffusion as published, BrushNet's base
+    brushnet: str  # TencentARC's SD1.5 BrushNet, segmentation-mask checkpoint (config.json + safetensors)
+    flux: str  # FLUX.1-dev (diffusers layout): Diptych Prompting's base
+    flux_controlnet: str  # alimama's FLUX.1-dev inpainting ControlNet (Beta)
+    paint_by_example: str  # Paint-by-Example's pipeline
+
+
+@dataclass(frozen=True)
+class DiptychSettings:
+    """How Diptych Prompting samples; no defaults (the project keeps them in params.yaml). The official code's
+    values are in the comments; see the module docstring for what is the publication's and what is ours."""
+
+    steps: int  # 30
+    guidance_scale: float  # 3.5: FLUX.1-dev's distilled guidance embedding
+    true_guidance_scale: float  # 3.5: real classifier-free guidance with `negative_prompt` (<= 1 turns it off)
+    negative_prompt: str  # ""
+    controlnet_conditioning_scale: float  # 0.95
+    attention_scale: float  # lambda = 1.3: right-panel -> left-panel attention weights are multiplied by it
+    panel: int  # 768: the photo's size inside each panel
+    pixel_offset: int  # 8: margin around each panel, cropped off the result
+    subject: str  # the subject's name in the prompt; the publication's is the reference's class name
+    remove_background: bool  # the publication: True (reference on white); for faces we use False (the photo)
+    max_sequence_length: int  # 512: T5 tokens, FLUX.1-dev's and every FLUX pipeline's (alimama's included)
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"diptych steps must be >= 1, got {self.steps}")
+        if self.attention_scale <= 0:
+            raise ValueError(f"diptych attention_scale (lambda) must be > 0, got {self.attention_scale}")
+        if self.guidance_scale < 0 or self.true_guidance_scale < 0 or self.controlnet_conditioning_scale < 0:
+            raise ValueError(
+                "diptych guidance_scale, true_guidance_scale and controlnet_conditioning_scale must be >= 0"
+            )
+        if self.panel < 1 or self.pixel_offset < 0 or (self.panel + 2 * self.pixel_offset) % 16:
+            raise ValueError(
+                f"diptych panel + 2 * pixel_offset must be a positive multiple of 16 (FLUX packs 2 x 2 latents of "
+                f"an 8x VAE), got panel={self.panel}, pixel_offset={self.pixel_offset}; the publication uses 768 and 8"
+            )
+        if not 1 <= self.max_sequence_length <= 512:
+            raise ValueError(
+                f"diptych max_sequence_length must be in [1, 512] (FLUX's T5), got {self.max_sequence_length}"
+            )
+        if not self.subject.strip():
+            raise ValueError("diptych subject must name the subject, e.g. 'person'")
+
+    @property
+    def side(self) -> int:
+        """A panel's side in pixels, margin included (784 in the publication)."""
+        return self.panel + 2 * self.pixel_offset
+
+
+@dataclass(frozen=True)
+class BrushNetSettings:  # params.yaml `evaluate.brushnet`: BrushNet's own options (facepaint.brushnet)
+    conditioning_scale: float  # multiplies every BrushNet feature (1.0 in all its scripts)
+    blur_blend: bool  # its "blended" option (blurred-mask paste-back); off for the headline row
+
+    def __post_init__(self):
+        if not self.conditioning_scale >= 0:
+            raise ValueError(f"evaluate.brushnet.conditioning_scale must be >= 0, got {self.conditioning_scale}")
+
+
+def settings(cls, raw, where: str):
+    """`raw` (a params.yaml mapping) as the dataclass `cls`, unknown and missing keys named."""
+    if isinstance(raw, cls):
+        return raw
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown, missing = sorted(set(raw) - set(fields)), sorted(set(fields) - set(raw))
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown key(s) {unknown}, missing key(s) {missing}; keys: {fields}")
+    return cls(**raw)
+
+
+def _unavailable(name: str, e: Exception) -> str:
+    return f"{LABELS[name]}'s weights could not be loaded: {e}"
+
+
 def build_methods(
     names: list[str],
     artifact_path,
@@ -265,38 +352,42 @@ def build_methods(
     base_model: ModelConfig | None = None,
     device="auto",
     dtype: str,
-    paint_by_example: str,
+    baselines: Baselines,
+    brushnet: BrushNetSettings,
+    diptych: DiptychSettings,
 ) -> tuple[dict[str, Method], dict[str, str]]:
     """(the methods that could be built, in the order of `names`; {name: reason} for the unavailable ones).
 
-    `base_model`: None for the artifact's own (its conditions); all inpainting methods run at the
-    artifact's resolution. A base model that cannot be loaded raises (`models.ModelLoadError`): no method
-    but Paint-by-Example could run without it. `paint_by_example`: that method's weights (a hub id or a
-    directory)."""
+    `base_model`: None for the artifact's own (its conditions); all methods run at the artifact's
+    resolution. A base model that cannot be loaded raises (`models.ModelLoadError`): ours cannot run
+    without it. `baselines`: where the other baselines' weights are; one that cannot be loaded makes its
+    method unavailable, with the reason; `brushnet` and `diptych` are those two baselines' own settings."""
     unknown = sorted(set(names) - set(LABELS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {list(LABELS)}")
     check_options(cfg.steps, cfg.strength)
     if cfg.scheduler not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {cfg.scheduler!r}")
+    baselines = settings(Baselines, baselines, "evaluate.baselines")
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     artifact = load_artifact(artifact_path)
     trained = artifact.conditions
-    built, unavailable = {}, {n: NOT_INTEGRATED[n] for n in names if n in NOT_INTEGRATED}
+    built, unavailable = {}, {}
+    inpainter = partial(
+        Inpainter,
+        resolution=trained.resolution,
+        device=dev,
+        scheduler=cfg.scheduler,
+        speed_options=Speed(dtype=dtype),
+    )
 
+    # The 9-channel inpainting model: ours and the baselines that start from the same model
     ours = [n for n in ("ours", "ours_no_blend") if n in names]
-    plain = [n for n in ("sd15_inpaint", "blended_latent_diffusion") if n in names]
+    plain = [n for n in ("sd15_inpaint", "blended_latent_diffusion_9ch") if n in names]
     if ours or plain:
         comps = load_components(base_model or trained.model, torch_dtype=torch_dtype)
         base = replace(comps, unet=copy.deepcopy(comps.unet)) if ours and plain else comps
-        inpainter = partial(
-            Inpainter,
-            resolution=trained.resolution,
-            device=dev,
-            scheduler=cfg.scheduler,
-            speed_options=Speed(dtype=dtype),
-        )
         if ours:
             ip = inpainter(comps, apply_artifact(comps, artifact), trained.adapter_scale)
             built.update({n: Inpaint(n, ip, cfg, blend=n == "ours") for n in ours})
@@ -305,12 +396,52 @@ def build_methods(
 
             plain_ip = inpainter(base, None, 0.0, pipeline_class=StableDiffusionInpaintPipeline)
             built["sd15_inpaint"] = Inpaint("sd15_inpaint", plain_ip, cfg, blend=False)
-        if "blended_latent_diffusion" in names:
+        if "blended_latent_diffusion_9ch" in names:
             ip = inpainter(base, None, 0.0, pipeline_class=_blended_latent_pipeline())
+            built["blended_latent_diffusion_9ch"] = Inpaint("blended_latent_diffusion_9ch", ip, cfg, blend=False)
+
+    # The 4-channel text-to-image SD1.5: Blended Latent Diffusion as published
+    if "blended_latent_diffusion" in names:
+        from diffusers import StableDiffusionInpaintPipeline
+
+        try:
+            t2i = load_t2i_components(baselines.sd15_t2i, torch_dtype)
+        except ModelLoadError as e:
+            unavailable["blended_latent_diffusion"] = _unavailable("blended_latent_diffusion", e)
+        else:  # diffusers' inpainting pipeline replaces the latents outside the mask itself for 4 channels
+            ip = inpainter(t2i, None, 0.0, pipeline_class=StableDiffusionInpaintPipeline)
             built["blended_latent_diffusion"] = Inpaint("blended_latent_diffusion", ip, cfg, blend=False)
+    # BrushNet on the same 4-channel SD1.5, Diptych Prompting on FLUX.1-dev (their modules import this one)
+    if "brushnet" in names:
+        from facepaint.brushnet import load_brushnet
+
+        b = settings(BrushNetSettings, brushnet, "evaluate.brushnet")
+        try:
+            built["brushnet"] = load_brushnet(
+                baselines.sd15_t2i,
+                baselines.brushnet,
+                cfg,
+                trained.resolution,
+                dev,
+                torch_dtype,
+                blur_blend=b.blur_blend,
+                conditioning_scale=b.conditioning_scale,
+            )
+        except MethodUnavailable as e:
+            unavailable["brushnet"] = str(e)
+    if "diptych_prompting" in names:
+        from facepaint.diptych import load_diptych
+
+        d = settings(DiptychSettings, diptych, "evaluate.diptych")
+        try:
+            built["diptych_prompting"] = load_diptych(
+                baselines.flux, baselines.flux_controlnet, d, device=dev, torch_dtype=torch_dtype
+            )
+        except MethodUnavailable as e:
+            unavailable["diptych_prompting"] = str(e)
     if "paint_by_example" in names:
         try:
-            built["paint_by_example"] = PaintByExample(paint_by_example, cfg, dev, torch_dtype)
+            built["paint_by_example"] = PaintByExample(baselines.paint_by_example, cfg, dev, torch_dtype)
         except MethodUnavailable as e:
             unavailable["paint_by_example"] = str(e)
     return {n: built[n] for n in names if n in built}, unavailable

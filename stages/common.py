@@ -28,8 +28,10 @@ PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 
 # The pipeline's files, by the stage that writes them (dvc.yaml's outs).
 DEMO = Path("data/demo")
+DEMO_MODELS = Path("data/demo_models")  # tiny random baseline models (tools/demo_models.py)
 SPLIT = Path("data/split.parquet")
 MASKS = Path("data/masks.parquet")
+MASKS_METRICS = Path("data/masks_metrics.json")
 CAPTIONS = Path("data/captions.parquet")
 LATENTS = Path("data/latents")
 MODEL = Path("data/model")  # the trained artifact
@@ -37,6 +39,7 @@ TRAIN_LOG = Path("data/train/log.csv")
 TRAIN_METRICS = Path("data/train/metrics.json")
 CHECKPOINTS = Path("data/checkpoints")
 EVALUATE = Path("data/evaluate")
+ABLATION = Path("data/ablation")
 FID_STATS = Path("data/fid_stats")
 REGISTER = Path("data/register.json")
 REPORTS = Path("data/reports")

@@ -1,7 +1,9 @@
-"""demo: generate the built-in synthetic dataset (drawn portraits) in the CelebAMask-HQ layout.
+"""demo: generate the built-in synthetic dataset (drawn portraits) in the CelebAMask-HQ layout, and tiny
+random models of the baselines in their public layouts (tools/demo_models.py).
 
 Inputs:  params `demo`
-Outputs: data/demo/ (CelebA-HQ-img/, CelebAMask-HQ-mask-anno/, CelebAMask-HQ-attribute-anno.txt)
+Outputs: data/demo/ (CelebA-HQ-img/, CelebAMask-HQ-mask-anno/, CelebAMask-HQ-attribute-anno.txt),
+         data/demo_models/ (the baselines' tiny random weights, which params.yaml `evaluate.baselines` names)
 Run:     dvc repro demo         (or: python -m stages.demo)
 The default params.yaml points data.root here, so `dvc repro` needs no download.
 """
@@ -11,16 +13,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from facepaint.io import atomic_dir
-from stages.common import DEMO, cli, load_params, section
+from stages.common import DEMO, DEMO_MODELS, cli, load_params, section
+from tools import demo_models
 from tools.demo import DemoConfig, generate
 
 PARAMS = ("demo",)  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
 
 
-def run(cfg: DemoConfig, out: Path = DEMO, progress: bool = True) -> None:
+def run(cfg: DemoConfig, out: Path = DEMO, models: Path | None = DEMO_MODELS, progress: bool = True) -> None:
+    """The dataset into `out`, and the baselines' tiny models into `models` (None: not written)."""
     with atomic_dir(out) as tmp:
         generate(tmp, cfg, progress=progress)
     print(f"demo: {cfg.n_images} portraits at {cfg.size} px in {out}")
+    if models is not None:
+        with atomic_dir(models) as tmp:
+            names = demo_models.write(tmp, cfg.seed)
+        print(f"demo: tiny random baseline models ({', '.join(names)}) in {models}")
 
 
 def main() -> None:

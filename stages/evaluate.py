@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import platform
 from dataclasses import asdict
 from pathlib import Path
@@ -45,10 +44,12 @@ def _device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})"
 
 
-def fid_reference(fid, root: Path, split: Path, resolution: int, cfg: ev.EvalConfig, extractor: str):
-    """Inception statistics of `fid_reference_size` real test images, cached in data/fid_stats."""
+def fid_reference(fid, root: Path, split: Path, resolution: int, cfg: ev.EvalConfig, extractor: str, exclude=()):
+    """Inception statistics of `fid_reference_size` real test images that are not among the evaluated
+    pairs (`exclude`: an edited photo's own original in the reference would pull its FID down), cached in
+    data/fid_stats under a key naming the exact images, resolution and extractor."""
     test = read_parquet(split).query("split == 'test' and present")["id"]
-    ids = ev.hash_order(test, cfg.seed)[: cfg.fid_reference_size]
+    ids = ev.fid_reference_ids(test, exclude, cfg.fid_reference_size, cfg.seed)
     key = hashlib.sha256(json.dumps([str(root.resolve()), ids, resolution, extractor]).encode()).hexdigest()[:16]
     path = FID_STATS / f"{key}.npz"
     if path.is_file():
@@ -57,25 +58,6 @@ def fid_reference(fid, root: Path, split: Path, resolution: int, cfg: ev.EvalCon
     mu, sigma, n = fid.reference_stats(images)
     fid.save_stats(path, mu, sigma, n, {"ids": len(ids), "resolution": resolution, "root": str(root)})
     return fid.load_stats(path)
-
-
-def build_metrics(cfg: ev.EvalConfig, device: torch.device) -> tuple[dict, dict]:
-    from facepaint import metrics as m
-
-    built, unavailable = {}, {}
-    factories = {
-        "lpips": lambda: m.LPIPS(device=device),
-        "fid": lambda: m.FID(device=device, batch_size=cfg.fid_batch_size),
-        "pickscore": lambda: m.PickScore(device=device),
-    }
-    for name in cfg.metrics:
-        if name == "psnr":
-            continue
-        try:
-            built[name] = factories[name]()
-        except m.MetricUnavailable as e:
-            unavailable[name] = str(e)
-    return built, unavailable
 
 
 def run(
@@ -102,12 +84,21 @@ def run(
 
     device = pick_device(cfg.device)
     methods, unavailable_methods = build_methods(
-        cfg.methods, model, cfg.inference(), device=str(device), dtype=cfg.dtype, paint_by_example=cfg.paint_by_example
+        cfg.methods,
+        model,
+        cfg.inference(),
+        device=str(device),
+        dtype=cfg.dtype,
+        baselines=cfg.baselines,
+        brushnet=cfg.brushnet,
+        diptych=cfg.diptych,
     )
-    metric_objs, unavailable_metrics = build_metrics(cfg, device)
+    metric_objs, unavailable_metrics = ev.build_metrics(cfg.metrics, device, cfg.fid_batch_size)
     ref = None
     if "fid" in metric_objs:
-        ref = fid_reference(metric_objs["fid"], root, split, resolution, cfg, metric_objs["fid"].name)
+        ref = fid_reference(
+            metric_objs["fid"], root, split, resolution, cfg, metric_objs["fid"].name, exclude=pairs["id"]
+        )
     result = ev.run(
         samples,
         pairs,
@@ -142,7 +133,14 @@ def run(
             plots / "samples.png",
         )
     table = ev.markdown_table(
-        result.summary, result.fid, unavailable_methods, unavailable_metrics, result.failed, device_name, len(pairs)
+        result.summary,
+        result.fid,
+        unavailable_methods,
+        unavailable_metrics,
+        result.failed,
+        device_name,
+        len(pairs),
+        cfg.background_dilation,
     )
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(table)
@@ -154,7 +152,7 @@ def run(
         "artifact": artifact.version,
         "methods": {
             name: {
-                **_jsonable(s),
+                **ev.jsonable(s),
                 **(
                     {"fid": result.fid[name]}
                     if name in result.fid
@@ -172,12 +170,9 @@ def run(
     }
     for name in ("lpips", "pickscore"):
         if name in unavailable_metrics:
+            cols = [f"lpips_{r}" for r in ev.REGIONS] if name == "lpips" else [name]
             for s in metrics["methods"].values():
-                s.update(
-                    {f"{name}_bg": "unavailable", f"{name}_full": "unavailable"}
-                    if name == "lpips"
-                    else {name: "unavailable"}
-                )
+                s.update(dict.fromkeys(cols, "unavailable"))
     write_json(metrics, out / "metrics.json")
     from tracking.runs import Tracker
 
@@ -187,14 +182,6 @@ def run(
     run.end()
     print(table)
     return metrics
-
-
-def _jsonable(d: dict) -> dict:
-    """inf -> "inf" (JSON has no infinity); NaN -> None."""
-    return {
-        k: ("inf" if isinstance(v, float) and math.isinf(v) else None if isinstance(v, float) and math.isnan(v) else v)
-        for k, v in d.items()
-    }
 
 
 def main() -> None:

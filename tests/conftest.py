@@ -168,6 +168,28 @@ def tiny_artifact(tmp_path_factory):
     return save_artifact(tmp_path_factory.mktemp("art") / "model", comps.unet, adapter, tiny_conditions(64))
 
 
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory) -> Path:
+    """The demo stage's tiny random baseline models (tools/demo_models.py) in their public layouts."""
+    from tools import demo_models as writer
+
+    out = tmp_path_factory.mktemp("demo_models")
+    writer.write(out, 0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def baselines(demo_models):
+    """evaluate.baselines of params.yaml with the demo models' paths under `demo_models`."""
+    from facepaint.evaluate import EvalConfig
+
+    b = config("evaluate", EvalConfig).baselines
+    for field, value in vars(b).items():
+        if isinstance(value, str) and value.startswith("data/demo_models/"):
+            setattr(b, field, str(demo_models / value.removeprefix("data/demo_models/")))
+    return b
+
+
 @pytest.fixture
 def offline(tmp_path):
     """Run Python `code` in a fresh process as on a machine without internet (HF_HUB_OFFLINE, an empty

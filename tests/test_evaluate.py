@@ -17,7 +17,10 @@ def ecfg(**changes) -> ev.EvalConfig:
     return config("evaluate", ev.EvalConfig, **changes)
 
 
-BUILD = dict(device="cpu", dtype="fp32", paint_by_example=ecfg().paint_by_example)
+@pytest.fixture(scope="module")
+def BUILD(baselines):
+    e = ecfg()
+    return dict(device="cpu", dtype="fp32", baselines=baselines, brushnet=e.brushnet, diptych=e.diptych)
 
 
 def captions_table():
@@ -60,29 +63,64 @@ def test_image_metrics_regions_on_a_constructed_example():
     face_only[s.mask] = 0  # changed only inside M
     r = ev.image_metrics(s, face_only, dilation=2)
     assert math.isinf(r["psnr_bg"]) and math.isinf(r["psnr_outside_soft"]) and math.isfinite(r["psnr_full"])
-    assert r["changed_outside_soft"] == 0
+    assert math.isinf(r["psnr_dilated"]) and r["changed_outside_soft"] == 0
+    # A change one pixel outside M (where M_soft > 0, as a blend leaves it): the headline background
+    # (outside M) sees it, the dilated background and the M_soft == 0 region do not.
+    seam = s.image.copy()
+    ring = np.zeros_like(s.mask)
+    ring[7, 8:24] = True  # the row just above the face
+    assert not s.mask[ring].any() and (s.soft[ring] > 0).all()
+    seam[ring] = 255 - seam[ring]
+    r = ev.image_metrics(s, seam, dilation=2)
+    assert math.isfinite(r["psnr_bg"]) and math.isinf(r["psnr_dilated"]) and math.isinf(r["psnr_outside_soft"])
     everywhere = np.clip(s.image.astype(int) + 1, 0, 255).astype(np.uint8)
     r = ev.image_metrics(s, everywhere, dilation=2)
-    assert math.isfinite(r["psnr_bg"]) and r["changed_outside_soft"] > 0
+    assert all(math.isfinite(r[f"psnr_{k}"]) for k in ev.REGIONS) and r["changed_outside_soft"] > 0
+
+
+def test_lpips_is_taken_in_every_region():
+    s = sample()
+    calls = []
+
+    def lpips(a, b, region=None):
+        calls.append(None if region is None else int(region.sum()))
+        return 0.5
+
+    r = ev.image_metrics(s, s.image, dilation=2, lpips=lpips)
+    assert {f"lpips_{k}" for k in ev.REGIONS} <= set(r)
+    assert calls[0] == (~s.mask).sum() and calls[-1] is None and len(set(calls)) == 4
 
 
 def test_summary_counts_exact_images_instead_of_averaging_inf():
     t = pd.DataFrame(
         {
-            "method": ["a", "a", "b"],
-            "psnr_bg": [math.inf, 30.0, 20.0],
-            "psnr_full": [40.0, 30.0, 20.0],
-            "psnr_outside_soft": [math.inf, math.inf, 25.0],
-            "changed_outside_soft": [0, 0, 7],
-            "seconds": [1.0, 3.0, 2.0],
-            "peak_mem_mib": [None, None, None],
-            "clock": ["cpu"] * 3,
+            "method": ["a", "a", "a", "b"],
+            "psnr_bg": [math.inf, 30.0, 32.0, 20.0],
+            "psnr_full": [40.0, 30.0, 20.0, 20.0],
+            "psnr_outside_soft": [math.inf, math.inf, math.inf, 25.0],
+            "lpips_bg": [0.1, 0.2, 0.3, 0.4],
+            "changed_outside_soft": [0, 0, 0, 7],
+            "seconds": [1.0, 3.0, 2.0, 2.0],
+            "peak_mem_mib": [None, None, None, None],
+            "clock": ["cpu"] * 4,
         }
     )
     s = ev.summarise(t)
-    assert s["a"]["psnr_bg"] == 30.0 and s["a"]["psnr_bg_inf"] == 1
-    assert math.isinf(s["a"]["psnr_outside_soft"]) and s["a"]["psnr_outside_soft_inf"] == 2
+    assert s["a"]["psnr_bg"] == 31.0 and s["a"]["psnr_bg_std"] == 1.0 and s["a"]["psnr_bg_inf"] == 1
+    assert s["a"]["psnr_full"] == 30.0 and s["a"]["psnr_full_std"] == pytest.approx(np.std([40, 30, 20]))
+    assert math.isinf(s["a"]["psnr_outside_soft"]) and s["a"]["psnr_outside_soft_inf"] == 3
+    assert s["a"]["lpips_bg"] == pytest.approx(0.2) and s["a"]["lpips_bg_std"] == pytest.approx(
+        np.std([0.1, 0.2, 0.3])
+    )
     assert s["b"]["changed_outside_soft"] == 7 and s["a"]["seconds_per_edit"] == 2.0
+
+
+def test_fid_reference_leaves_out_the_evaluated_pairs():
+    test_ids = range(0, 60, 3)
+    pairs, _ = ev.draw_pairs(captions_table(), range(30), 5, 42)
+    ref = ev.fid_reference_ids(test_ids, pairs["id"], 100, 42)
+    assert not set(ref) & set(pairs["id"]) and len(ref) == 20 - len(set(pairs["id"]) & set(test_ids))
+    assert ev.fid_reference_ids(test_ids, pairs["id"], 4, 42) == ref[:4]
 
 
 def test_boundary_profile_shows_where_the_change_stops():
@@ -96,19 +134,29 @@ def test_boundary_profile_shows_where_the_change_stops():
 
 def test_markdown_table_marks_unavailable_and_lists_published_numbers():
     summary = {
-        "ours": {
-            "psnr_bg": math.inf,
+        m: {
+            "psnr_bg": psnr,
+            "psnr_bg_std": 0.5,
+            "psnr_bg_inf": 2,
             "psnr_full": 31.2,
-            "lpips_bg": None,
+            "psnr_full_std": 1.0,
+            "psnr_full_inf": 0,
+            "changed_outside_soft": 0,
             "seconds_per_edit": 1.5,
             "clock": "cpu",
             "peak_mem_mib": None,
         }
+        for m, psnr in (("ours", 36.25), ("ours_no_blend", math.inf))
     }
-    md = ev.markdown_table(summary, {}, {"brushnet": "no weights"}, {"fid": "Inception weights missing"}, {}, "CPU", 8)
-    assert "| ours | n/a | inf (exact) | 31.200 |" in md
+    md = ev.markdown_table(
+        summary, {}, {"brushnet": "no weights"}, {"fid": "Inception weights missing"}, {}, "CPU", 8, 2
+    )
+    assert "| ours | n/a | 36.250 ± 0.500 (+2 exact) | n/a |" in md
+    assert "| ours (no blending) | n/a | inf (all 2 exact) |" in md
     assert "BrushNet: not available: no weights" in md and "FID: unavailable: Inception weights missing" in md
-    assert "63.981" in md  # the published row
+    assert "| BrushNet | n/a |" in md
+    assert "63.981" in md and "35.04 ± 0.63" in md and "34.59 ± 0.58" in md  # Tables 2 and 1 as published
+    assert "outside M dilated 2 px" in md and "31.200 ± 1.000" in md
 
 
 def test_config_validation():
@@ -120,7 +168,7 @@ def test_config_validation():
 
 
 @pytest.mark.fixture
-def test_blending_on_real_photos_keeps_every_zero_alpha_pixel(fixture_root, tiny_artifact):
+def test_blending_on_real_photos_keeps_every_zero_alpha_pixel(fixture_root, tiny_artifact, BUILD):
     """Real CelebA-HQ photos, tiny model: blended outputs have PSNR = inf where M_soft == 0, the
     unblended ones do not."""
     from facepaint.masks import annotation_union, face_mask, soft_mask
@@ -147,7 +195,7 @@ def test_blending_on_real_photos_keeps_every_zero_alpha_pixel(fixture_root, tiny
     assert s["ours"]["psnr_bg"] > s["ours_no_blend"]["psnr_bg"] or s["ours"]["psnr_bg_inf"] == 3
 
 
-def test_a_failing_method_is_reported_and_the_others_finish(tiny_artifact):
+def test_a_failing_method_is_reported_and_the_others_finish(tiny_artifact, BUILD):
     from facepaint.methods import build_methods
 
     s = sample(h=64, face=(16, 48))
@@ -189,10 +237,13 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
     ):
         assert (out / f).is_file(), f
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["pairs"] == 3 and {"ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion"} <= set(
-        saved["methods"]
-    )
-    assert {"brushnet", "diptych_prompting"} <= set(saved["unavailable_methods"])
+    # every method of the publication's Table 2 ran on the demo's tiny models through the real loading code
+    table2 = {"ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion", "brushnet", "diptych_prompting"}
+    assert saved["pairs"] == 3 and table2 | {"blended_latent_diffusion_9ch"} <= set(saved["methods"])
+    assert set(saved["unavailable_methods"]) <= {"paint_by_example"} and saved["failed_methods"] == {}
+    ours = saved["methods"]["ours"]
+    # the headline background (outside M) sees the blend's seam; where M_soft == 0 nothing changed
+    assert isinstance(ours["psnr_bg"], float) and ours["psnr_bg_inf"] < 3 and ours["changed_outside_soft"] == 0
     for name, why in saved["unavailable_metrics"].items():
         assert len(why) > 20
         for m in saved["methods"].values():
@@ -235,8 +286,13 @@ def test_stage_fid_path_with_an_injected_extractor(demo_project, tiny_artifact, 
     fids = {k: v["fid"] for k, v in first["methods"].items()}
     assert all(isinstance(v, float) and v >= 0 for v in fids.values()), fids
     assert len(list((tmp_path / "fid_stats").iterdir())) == 1 and "fid" not in first["unavailable_metrics"]
-    n_first = calls["n"]  # 6 reference images + 3 outputs x 2 methods
-    assert n_first == 6 + 3 * 2
+    # the reference: up to 6 test images that are not among the 3 evaluated pairs
+    split = pd.read_parquet(demo_project / "data/split.parquet").query("split == 'test' and present")
+    pairs = pd.read_parquet(tmp_path / "a/per_image.parquet")["id"].unique()
+    n_ref = len(ev.fid_reference_ids(split["id"], pairs, 6, cfg.seed))
+    assert n_ref == min(6, len(split) - 3) and n_ref >= 2
+    n_first = calls["n"]  # the reference images + 3 outputs x 2 methods
+    assert n_first == n_ref + 3 * 2
     second = stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=tmp_path / "b", progress=False)
     assert calls["n"] - n_first == 3 * 2  # the reference statistics came from the cache
     assert {k: v["fid"] for k, v in second["methods"].items()} == fids

@@ -2,6 +2,7 @@ import io
 import json
 import urllib.error
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,7 +142,7 @@ def test_annotation_masks_match_the_part_union(demo_root):
     assert np.array_equal(decode_png(row["mask"]), expected.mask)
     assert np.array_equal(decode_png(row["latent"]), expected.latent)
     assert row["beta"] == pytest.approx(expected.beta) and 0.05 < row["beta"] < 0.7
-    assert list(df.columns) == ["id", "beta", "mask", "latent", "width", "height"]  # no soft mask: made where used
+    assert list(df.columns) == ["id", "beta", "mask", "latent", "width", "height", "iou_annotations"]  # no soft mask
     assert (row["width"], row["height"]) == (128, 128)
 
 
@@ -273,6 +274,50 @@ def test_bisenet_labels_flow_through_the_name_mapping(demo_root, random_bisenet_
     parser.net = LabelNet(left=celebamask.PART_NAMES.index("nose"), right=BISENET_CLASSES.index("hair"))
     df, report = compute_masks(demo_root, [0], c, progress=False, parser=parser)
     assert df.empty and "no face pixels" in report.unusable[0].reason  # index 1 is skin to BiSeNet
+
+
+def test_parser_masks_are_compared_with_the_annotations(demo_root, random_bisenet_weights):
+    """Where the parser runs on an annotated image, iou_annotations is the IoU of the two unions at the
+    training resolution; the annotations backend keeps its own M and only gains the column."""
+    skin = BISENET_CLASSES.index("skin")
+    c = cfg(backend="bisenet", bisenet_weights=str(random_bisenet_weights))
+    parser = BiSeNetParser(c.bisenet_weights, "cpu")
+    parser.net = LabelNet(left=skin, right=skin)  # the parser calls every pixel skin: its M is the whole image
+    parsed, _ = compute_masks(demo_root, range(4), c, progress=False, parser=parser)
+    truth, _ = compute_masks(demo_root, range(4), cfg(), progress=False)
+    assert truth["iou_annotations"].isna().all()  # no parser ran
+    assert (parsed["beta"] == 1.0).all()
+    # IoU(everything, A) = |A| / |image| = the annotation's beta
+    assert np.allclose(parsed["iou_annotations"], truth["beta"], atol=1e-6)
+    both, _ = compute_masks(demo_root, range(4), cfg(bisenet_weights=str(random_bisenet_weights)), False, parser)
+    assert both.drop(columns="iou_annotations").equals(truth.drop(columns="iou_annotations"))
+    assert np.allclose(both["iou_annotations"], truth["beta"], atol=1e-6)
+    summary = masks.iou_summary(both, True)
+    assert summary["images"] == 4 and summary["mean"] == pytest.approx(truth["beta"].mean())
+    assert masks.iou_summary(truth, False, "no weights") == "unavailable: no weights"
+
+
+def test_iou():
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    a[:2] = True
+    b[1:3] = True
+    assert masks.iou(a, b) == pytest.approx(4 / 12) and masks.iou(a, a) == 1.0 and masks.iou(~a & a, ~a & a) == 1.0
+
+
+def test_masks_stage_reports_the_iou_or_why_not(demo_project, random_bisenet_weights, monkeypatch):
+    from stages import masks as masks_stage
+
+    monkeypatch.chdir(demo_project)
+    root = demo_project / "data/demo"
+    masks_stage.run(root, cfg(), out=Path("m.parquet"), metrics=Path("m.json"), progress=False)
+    saved = json.loads(Path("m.json").read_text())
+    assert saved["iou_parser_vs_annotations"].startswith("unavailable: the parser did not run")
+    c = cfg(backend="bisenet", bisenet_weights=str(random_bisenet_weights), max_unusable_fraction=1.0)
+    df = masks_stage.run(root, c, out=Path("b.parquet"), metrics=Path("b.json"), progress=False)
+    saved = json.loads(Path("b.json").read_text())
+    assert saved["backend"] == "bisenet" and saved["iou_parser_vs_annotations"]["images"] == len(df) > 0
+    assert df["iou_annotations"].between(0, 1).all()
 
 
 def test_missing_bisenet_weights_name_the_file_and_url(tmp_path, monkeypatch):

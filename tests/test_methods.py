@@ -20,12 +20,16 @@ from facepaint.models import tiny_components
 RES = 64
 EVAL = config("evaluate", EvalConfig, steps=2)
 CFG = EVAL.inference()  # the demo's evaluation settings at 2 steps
-BUILD = dict(device="cpu", dtype=EVAL.dtype, paint_by_example=EVAL.paint_by_example)
-INPAINTING = ["ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion"]
+INPAINTING = ["ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion_9ch", "blended_latent_diffusion"]
 
 
 @pytest.fixture(scope="module")
-def built(tiny_artifact):
+def BUILD(baselines):
+    return dict(device="cpu", dtype=EVAL.dtype, baselines=baselines, brushnet=EVAL.brushnet, diptych=EVAL.diptych)
+
+
+@pytest.fixture(scope="module")
+def built(tiny_artifact, BUILD):
     found, unavailable = build_methods(INPAINTING, tiny_artifact.path, CFG, **BUILD)
     assert list(found) == INPAINTING and unavailable == {}
     return found
@@ -66,10 +70,39 @@ def test_blending_keeps_the_background_and_without_it_the_vae_changes_it(outputs
 
 def test_fine_tuning_and_latent_replacement_change_the_result(outputs):
     assert not np.array_equal(outputs["sd15_inpaint"][0], outputs["ours_no_blend"][0])
-    assert not np.array_equal(outputs["blended_latent_diffusion"][0], outputs["sd15_inpaint"][0])
+    assert not np.array_equal(outputs["blended_latent_diffusion_9ch"][0], outputs["sd15_inpaint"][0])
 
 
-def test_blended_latent_diffusion_replaces_the_background_latents_at_every_step(built, monkeypatch):
+def test_published_blended_latent_diffusion_runs_on_the_4_channel_model(built, monkeypatch):
+    """BLD as published: the text-to-image UNet (4 channels), and after the last step the latents outside the
+    latent mask are the photo's latents (diffusers' inpainting pipeline does the replacement for 4 channels)."""
+    pipe = built["blended_latent_diffusion"].inpainter.pipe
+    assert pipe.unet.config.in_channels == 4 and built["sd15_inpaint"].inpainter.pipe.unet.config.in_channels == 9
+    seen = {}
+    encode, decode = pipe._encode_vae_image, pipe.vae.decode
+
+    def encoded(*a, **k):  # the pipeline encodes the photo first, then the masked photo (unused by 4 channels)
+        out = encode(*a, **k)
+        seen.setdefault("photo", out)
+        return out
+
+    def decoded(z, *a, **k):
+        seen["final"] = z * pipe.vae.config.scaling_factor
+        return decode(z, *a, **k)
+
+    monkeypatch.setattr(pipe, "_encode_vae_image", encoded)
+    monkeypatch.setattr(pipe.vae, "decode", decoded)
+    x = edit_input(seed=3)
+    built["blended_latent_diffusion"].edit(x)
+    h = RES // 8
+    inside = torch.nn.functional.interpolate(torch.from_numpy(x.mask).float()[None, None], size=(h, h)) > 0.5
+    keep = (~inside).expand_as(seen["final"])
+    assert 0 < keep.float().mean() < 1
+    assert torch.allclose(seen["final"][keep], seen["photo"][keep], atol=1e-5)
+    assert not torch.allclose(seen["final"][~keep], seen["photo"][~keep], atol=1e-2)  # the face is generated
+
+
+def test_blended_latent_diffusion_9ch_replaces_the_background_latents_at_every_step(built, monkeypatch):
     seen = []
     real = methods.LatentBlend.__call__
 
@@ -80,8 +113,8 @@ def test_blended_latent_diffusion_replaces_the_background_latents_at_every_step(
 
     monkeypatch.setattr(methods.LatentBlend, "__call__", recording)
     x = edit_input(seed=3)
-    built["blended_latent_diffusion"].edit(x)
-    pipe = built["blended_latent_diffusion"].inpainter.pipe
+    built["blended_latent_diffusion_9ch"].edit(x)
+    pipe = built["blended_latent_diffusion_9ch"].inpainter.pipe
     with torch.no_grad():  # recomputed here: the photo's posterior mean and the sampler's starting noise
         pixels = torch.from_numpy(x.image).permute(2, 0, 1)[None].float() / 127.5 - 1
         init = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
@@ -97,7 +130,7 @@ def test_blended_latent_diffusion_replaces_the_background_latents_at_every_step(
 
 def test_ours_loads_the_artifact_into_its_own_unet_only(built, tiny_artifact):
     base = kv_parameters(tiny_components(seed=0, parts=("unet",)).unet)
-    for name in ("sd15_inpaint", "blended_latent_diffusion"):
+    for name in ("sd15_inpaint", "blended_latent_diffusion_9ch"):
         for k, p in kv_parameters(built[name].inpainter.pipe.unet).items():
             assert torch.equal(p, base[k]), (name, k)
     ours = kv_parameters(built["ours"].inpainter.pipe.unet)
@@ -116,6 +149,16 @@ def test_measure_reports_cpu_time(built, outputs):
     assert stats["weights_mib"] == pytest.approx(size / 2**20, rel=1e-3)  # + small buffers (position ids)
 
 
+def test_a_missing_text_to_image_base_makes_bld_unavailable_naming_the_files(tiny_artifact, BUILD, tmp_path):
+    missing = replace(BUILD["baselines"], sd15_t2i=str(tmp_path / "nowhere"))
+    found, unavailable = build_methods(
+        ["sd15_inpaint", "blended_latent_diffusion"], tiny_artifact.path, CFG, **{**BUILD, "baselines": missing}
+    )
+    assert list(found) == ["sd15_inpaint"]  # the others are still built
+    why = unavailable["blended_latent_diffusion"]
+    assert "nowhere" in why and "unet/" in why and "huggingface-cli download" in why
+
+
 def test_wrong_input_size_is_refused(built):
     x = edit_input()
     x.image = x.image[:32, :32]
@@ -123,22 +166,39 @@ def test_wrong_input_size_is_refused(built):
         built["ours"].edit(x)
 
 
-def test_unknown_and_unintegrated_methods(tiny_artifact):
+def test_unknown_methods_and_settings(tiny_artifact, BUILD):
     with pytest.raises(ValueError, match="unknown method.*'sdxl'.*known.*blended_latent_diffusion"):
         build_methods(["ours", "sdxl"], tiny_artifact.path, CFG, **BUILD)
     with pytest.raises(ValueError, match="scheduler"):
         build_methods(["ours"], tiny_artifact.path, replace(CFG, scheduler="euler"), **BUILD)
-    found, unavailable = build_methods(["brushnet", "diptych_prompting"], tiny_artifact.path, CFG, **BUILD)
-    assert found == {} and set(unavailable) == {"brushnet", "diptych_prompting"}
-    assert "TencentARC/BrushNet" in unavailable["brushnet"] and "FLUX" in unavailable["diptych_prompting"]
+    with pytest.raises(ValueError, match=r"evaluate.brushnet: unknown key\(s\) \['scale'\]"):
+        build_methods(["brushnet"], tiny_artifact.path, CFG, **{**BUILD, "brushnet": {"scale": 1.0}})
 
 
-def test_paint_by_example_offline_is_unavailable_and_says_how_to_supply_it(tiny_artifact, offline):
+def test_the_publications_baselines_load_from_the_demo_models(tiny_artifact, BUILD):
+    """BrushNet and Diptych Prompting are built through their real loading code from the tiny models the demo
+    stage writes, and edit a photo; without those files each is unavailable, naming what to supply."""
+    names = ["brushnet", "diptych_prompting"]
+    found, unavailable = build_methods(names, tiny_artifact.path, CFG, **BUILD)
+    assert list(found) == names and unavailable == {}
+    x = edit_input()
+    for name, m in found.items():
+        out = m.edit(x)
+        assert out.dtype == np.uint8 and out.shape == (RES, RES, 3) and m.label == methods.LABELS[name]
+        assert (out[x.mask] != x.image[x.mask]).any(), name
+    nowhere = replace(BUILD["baselines"], brushnet="/nowhere/brushnet", flux="/nowhere/flux")
+    found, unavailable = build_methods(names, tiny_artifact.path, CFG, **{**BUILD, "baselines": nowhere})
+    assert found == {} and set(unavailable) == set(names)
+    assert "/nowhere/brushnet" in unavailable["brushnet"] and "config.json" in unavailable["brushnet"]
+    assert "/nowhere/flux" in unavailable["diptych_prompting"] and "transformer" in unavailable["diptych_prompting"]
+
+
+def test_paint_by_example_offline_is_unavailable_and_says_how_to_supply_it(tiny_artifact, offline, baselines):
     out = offline(
         "from facepaint.methods import *\n"
         f"found, unavailable = build_methods(['paint_by_example', 'sd15_inpaint'], {str(tiny_artifact.path)!r}, "
         f"InferenceConfig(**{asdict(CFG)!r}), device='cpu', dtype='fp32', "
-        f"paint_by_example={EVAL.paint_by_example!r})\n"
+        f"baselines={asdict(baselines)!r}, brushnet={asdict(EVAL.brushnet)!r}, diptych={asdict(EVAL.diptych)!r})\n"
         "print(sorted(found)); print(unavailable['paint_by_example'])\n"
     )
     listed, reason = out.splitlines()[-2:]

@@ -24,7 +24,7 @@ def test_unknown_key_is_refused(tmp_path, monkeypatch):
     (tmp_path / "typo.yaml").write_text("masks.sigmaa: 3\n")
     monkeypatch.setattr(flags, "HERE", tmp_path)
     with pytest.raises(SystemExit, match="masks.sigmaa is not a key of params.yaml"):
-        flags.flags("typo", REPO / "params.yaml")
+        flags.flags("typo", params_path=REPO / "params.yaml")
 
 
 def test_command_line_prints_one_line():
@@ -32,3 +32,9 @@ def test_command_line_prints_one_line():
         [sys.executable, str(REPO / "profiles" / "flags.py"), "paper"], capture_output=True, text=True, check=True
     ).stdout
     assert out.count("\n") == 1 and out.startswith("-S ")
+
+
+def test_profiles_combine_and_every_flag_is_one_shell_word():
+    out = flags.flags("paper", "ablation")
+    assert '-S ablation.variants=["masked","uniform"]' in out and "-S masks.backend=bisenet" in out
+    assert all(len(f.split()) == 2 for f in out)  # "-S" and one word: survives $(...) word splitting

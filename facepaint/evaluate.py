@@ -52,6 +52,9 @@ METHODS = (
     "diptych_prompting",
 )
 METRICS = ("fid", "psnr", "lpips", "pickscore")
+# What the reported numbers mean; recorded in metrics.json so that figures made under other definitions are
+# never compared with these (the registry's gate). Change it whenever a metric's region or reference changes.
+DEFINITIONS = "2: background = outside M (headline), dilated, M_soft == 0; FID reference excludes the pairs"
 
 # SPEC section 5: the publication's table (CelebA-HQ, 100 pairs) and one 512x512 edit.
 PUBLISHED = {
@@ -398,7 +401,7 @@ def sample_grid(
                 )
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
-                ax.set_title(labels.get(name, name), fontsize=8)
+                ax.set_title("\n".join(_wrap(labels.get(name, name), 26)), fontsize=8)
         axes[r][0].set_ylabel("\n".join(_wrap(prompt, 34)), fontsize=6)
     fig.tight_layout()
     save_fig(fig, path)

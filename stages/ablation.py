@@ -111,8 +111,8 @@ def run(
 ) -> dict:
     from facepaint.methods import build_methods
 
-    (out / "plots").mkdir(parents=True, exist_ok=True)  # DVC outs, also when the ablation is off
-    (out / "models").mkdir(exist_ok=True)
+    for d in ("plots", "models", "checkpoints"):  # DVC outs, also when the ablation is off
+        (out / d).mkdir(parents=True, exist_ok=True)
     if not cfg.variants:
         note = "off: set ablation.variants (profiles/ablation.yaml) to train and compare the loss variants"
         for stale in [*(out / "plots").iterdir(), *(out / "models").iterdir()]:

@@ -146,6 +146,7 @@ def run(
         tmp.write_text(table)
 
     metrics = {
+        "definitions": ev.DEFINITIONS,
         "pairs": len(pairs),
         "device": device_name,
         "resolution": resolution,

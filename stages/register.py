@@ -54,6 +54,8 @@ def run(
     scores = evaluated["methods"].get(rules.method)
     if scores is None:
         raise SystemExit(f"{metrics} has no results for register.gate.method = {rules.method!r}")
+    # what the numbers mean (regions, FID reference): the gate compares only like with like
+    scores = {**scores, "definitions": evaluated.get("definitions")}
     outcome = {"artifact": artifact.version, "tracking_uri": runs.tracking_uri()}
     if not runs.enabled():
         outcome.update(registered=False, reason="tracking is off (FACEPAINT_TRACKING)")

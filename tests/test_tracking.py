@@ -49,6 +49,14 @@ def test_gate_rules():
     assert not gate({**better, "psnr_bg": 32.9}, champ, RULES).promote
 
 
+def test_gate_compares_only_metrics_of_the_same_definitions():
+    champ = {"fid": 60.0, "psnr_bg": 65.0, "pickscore": 24.0, "definitions": "1: outside dilated M"}
+    now = {"fid": 55.0, "psnr_bg": 38.0, "pickscore": 25.0, "definitions": "2: outside M"}
+    d = gate(now, champ, RULES)
+    assert not d.promote and "not comparable" in d.text and "outside dilated M" in d.text
+    assert gate(now, {**champ, "definitions": "2: outside M", "psnr_bg": 37.0}, RULES).promote
+
+
 def test_gate_never_counts_an_unavailable_metric_as_passed():
     champ = {"fid": "unavailable", "psnr_bg": 30.0, "pickscore": "unavailable"}
     d = gate({"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, champ, RULES)

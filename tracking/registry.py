@@ -116,6 +116,16 @@ def gate(challenger: dict, champion: dict | None, rules: Gate) -> Decision:
     """Whether `challenger` (the evaluated method's metrics) may replace `champion` (None: no champion yet)."""
     if champion is None:
         return Decision(True, ["no champion yet"])
+    if challenger.get("definitions") != champion.get("definitions"):
+        return Decision(
+            False,
+            [
+                f"not comparable: the champion's metrics were computed under other definitions "
+                f"({champion.get('definitions')!r}, now {challenger.get('definitions')!r}); the champion stays. "
+                f"Evaluate the champion's artifact with this code, or promote by hand "
+                f"(MlflowClient().set_registered_model_alias(name, 'champion', version))"
+            ],
+        )
     checks = (
         ("fid", "FID", lambda c, o: c <= o + rules.fid_max_increase, f"may rise by {rules.fid_max_increase}"),
         (

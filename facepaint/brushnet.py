@@ -538,7 +538,11 @@ class BrushNet(Method):
             m.to(self.device).eval() for m in (components.vae, components.unet, components.text_encoder)
         )
         self.tokenizer, self.scheduler_config = components.tokenizer, components.scheduler.config
-        self.brushnet = brushnet.to(self.device, self.unet.dtype).eval()
+        if (
+            brushnet.dtype != self.unet.dtype
+        ):  # (loaded in the base's dtype already: a no-op cast makes diffusers warn)
+            brushnet = brushnet.to(dtype=self.unet.dtype)
+        self.brushnet = brushnet.to(self.device).eval()
         self.base = components.name
 
     def modules(self) -> list[torch.nn.Module]:
@@ -722,13 +726,16 @@ def load_brushnet(
     )
 
 
-def save_tiny_brushnet(path: str | os.PathLike, seed: int = 0, feature_std: float = 0.05) -> Path:
-    """A tiny random BrushNet (`TINY_BRUSHNET`, fits models.TINY_UNET_T2I) saved in TencentARC's layout:
-    config.json + diffusion_pytorch_model.safetensors. Its zero convs get N(0, feature_std) weights (a trained
-    checkpoint's are not zero), so the tiny BrushNet changes what the UNet predicts."""
+def save_tiny_brushnet(
+    path: str | os.PathLike, seed: int = 0, feature_std: float = 0.05, full_size: bool = False
+) -> Path:
+    """A tiny random BrushNet (`TINY_BRUSHNET`, fits models.TINY_UNET_T2I; `full_size`: `SD15_BRUSHNET`, for the
+    paper-size tests) saved in TencentARC's layout: config.json + diffusion_pytorch_model.safetensors. Its zero
+    convs get N(0, feature_std) weights (a trained checkpoint's are not zero), so it changes what the UNet
+    predicts."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 1000 + 7)
-        model = BrushNetModel(**TINY_BRUSHNET)
+        model = BrushNetModel(**(SD15_BRUSHNET if full_size else TINY_BRUSHNET))
         with torch.no_grad():
             for conv in (*model.brushnet_down_blocks, model.brushnet_mid_block, *model.brushnet_up_blocks):
                 conv.weight.normal_(std=feature_std)

@@ -491,13 +491,17 @@ def load_t2i_components(
     return comps
 
 
-def save_tiny_t2i(path: str | os.PathLike, seed: int = 0) -> Path:
+def save_tiny_t2i(path: str | os.PathLike, seed: int = 0, full_size: bool = False) -> Path:
     """A diffusers StableDiffusionPipeline directory (the hub's SD1.5 layout, safetensors) with tiny random
-    models: `TINY_UNET_T2I`, `TINY_VAE`, `TINY_TEXT`, and SD1.5's real tokenizer built offline
-    (`clip_tokenizer`). Tests load it through exactly the code a hub id takes."""
+    models: `TINY_UNET_T2I`, `TINY_VAE`, `TINY_TEXT` (`full_size`: SD1.5's own architecture, 4 GB in fp32,
+    for the paper-size tests), and SD1.5's real tokenizer built offline (`clip_tokenizer`). Tests load it
+    through exactly the code a hub id takes."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
-    comps = _random_components(TINY_UNET_T2I, TINY_VAE, TINY_TEXT, seed, PARTS, f"tiny-t2i-random(seed={seed})")
+    configs = (
+        (dict(SD15_UNET, in_channels=4), SD15_VAE, SD15_TEXT) if full_size else (TINY_UNET_T2I, TINY_VAE, TINY_TEXT)
+    )
+    comps = _random_components(*configs, seed, PARTS, f"{'' if full_size else 'tiny-'}t2i-random(seed={seed})")
     pipe = StableDiffusionPipeline(
         vae=comps.vae,
         text_encoder=comps.text_encoder,

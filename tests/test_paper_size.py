@@ -6,6 +6,7 @@ up here. About 10 minutes and 11 GB of memory on 2 CPU cores: run with --runslow
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,9 @@ def mini_dataset(fixture_root: Path, root: Path) -> list[int]:
     return ids
 
 
-def test_the_paper_profile_runs_on_the_full_size_architecture(fixture_root, tmp_path, monkeypatch):
+def test_the_paper_profile_runs_on_the_full_size_architecture(
+    fixture_root, tmp_path, monkeypatch, random_bisenet_weights
+):
     ids = mini_dataset(fixture_root, tmp_path / "CelebAMask-HQ")
     weights = tmp_path / "sd15-inpainting-random"
     save_pipeline(sd15_random_components(seed=0), weights)
@@ -55,11 +58,16 @@ def test_the_paper_profile_runs_on_the_full_size_architecture(fixture_root, tmp_
     root = tmp_path / "CelebAMask-HQ"
     model = section(params, "model", ModelConfig, pretrained=str(weights))
     assert model.source == "pretrained"
-    mask_cfg = section(params, "masks", MaskConfig, batch_size=2, workers=0)
-    assert (mask_cfg.resolution, mask_cfg.sigma) == (512, 4.0)
+    # the paper's masks come from the parser (random BiSeNet weights here: the real ones cannot be downloaded)
+    mask_cfg = section(
+        params, "masks", MaskConfig, batch_size=2, workers=0, bisenet_weights=str(random_bisenet_weights)
+    )
+    assert (mask_cfg.resolution, mask_cfg.sigma, mask_cfg.backend) == (512, 4.0, "bisenet")
     monkeypatch.chdir(tmp_path)
     split.run(root, section(params, "split", SplitConfig))
-    masks.run(root, mask_cfg, progress=False)
+    table = masks.run(root, mask_cfg, progress=False)
+    iou = json.loads(Path("data/masks_metrics.json").read_text())["iou_parser_vs_annotations"]
+    assert iou["images"] == len(table) == 4 and table["iou_annotations"].between(0, 1).all()
     captions.run(root, section(params, "captions", CaptionConfig))
     index = latents.run(root, model, section(params, "latents", LatentConfig, batch_size=2, workers=0), progress=False)
     assert index["count"] == 2 and index["latent_shape"] == [4, 64, 64] and index["resolution"] == 512
@@ -124,4 +132,52 @@ def test_the_paper_profile_runs_on_the_full_size_architecture(fixture_root, tmp_
     outside = np.ones(face.shape, bool)
     outside[y0:y1, x0:x1] = False
     assert np.array_equal(edited[outside], original[outside])
-    print(json.dumps({"ids": ids, "version": result.artifact.version, "ours": ours}, default=str))
+    print(json.dumps({"ids": ids, "version": result.artifact.version, "ours": ours, "iou": iou}, default=str))
+
+
+def test_the_sd15_baselines_run_on_their_full_size_architectures(fixture_root, tmp_path):
+    """Blended Latent Diffusion (4-channel SD1.5) and BrushNet at 512 px: the full-size text-to-image SD1.5 and
+    BrushNet with random weights, saved in their published layouts and loaded through `build_methods`."""
+    from conftest import tiny_conditions
+    from facepaint.adapter import FaceAdapter
+    from facepaint.artifact import freeze_all_but_kv, save_artifact
+    from facepaint.brushnet import save_tiny_brushnet
+    from facepaint.images import load_rgb, resize_rgb
+    from facepaint.masks import annotation_union, face_mask, soft_mask
+    from facepaint.methods import EditInput, build_methods
+    from facepaint.models import save_tiny_t2i, tiny_components
+
+    save_tiny_t2i(tmp_path / "sd15", seed=0, full_size=True)
+    save_tiny_brushnet(tmp_path / "brushnet", seed=0, full_size=True)
+    comps = tiny_components(seed=0, parts=("unet", "text_encoder"))  # only the artifact's conditions are read
+    freeze_all_but_kv(comps.unet)
+    artifact = save_artifact(
+        tmp_path / "model", comps.unet, FaceAdapter(comps.text_encoder.config.hidden_size), tiny_conditions(512)
+    )
+    params = load_params(REPO / "params.yaml", profile="paper")
+    cfg = section(params, "evaluate", EvalConfig, steps=2, dtype="fp32")
+    baselines = replace(cfg.baselines, sd15_t2i=str(tmp_path / "sd15"), brushnet=str(tmp_path / "brushnet"))
+    names = ["blended_latent_diffusion", "brushnet"]
+    methods, unavailable = build_methods(
+        names,
+        artifact.path,
+        cfg.inference(),
+        device="cpu",
+        dtype="fp32",
+        baselines=baselines,
+        brushnet=cfg.brushnet,
+        diptych=cfg.diptych,
+    )
+    assert list(methods) == names and unavailable == {}
+    assert tuple(methods["brushnet"].brushnet.config.block_out_channels) == (320, 640, 1280, 1280)
+    assert methods["blended_latent_diffusion"].inpainter.pipe.unet.config.in_channels == 4
+
+    i = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())[0]
+    image = resize_rgb(load_rgb(image_path(fixture_root, i)).image, 512)
+    parts = section(params, "masks", MaskConfig).parts
+    fm = face_mask(annotation_union(fixture_root, i, parts)[0], 512, 8)
+    x = EditInput(image, fm.mask, soft_mask(fm.mask, 4.0), fm.beta, "a smiling woman with blond hair", 0)
+    for name, m in methods.items():
+        out = m.edit(x)
+        assert out.shape == (512, 512, 3) and out.dtype == np.uint8, name
+        assert (out[fm.mask] != image[fm.mask]).any(), name

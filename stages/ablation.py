@@ -82,6 +82,8 @@ PARAMS = (
             "fid_reference_size",
             "fid_batch_size",
             "baselines",
+            "brushnet",
+            "diptych",
             "warmup",
         ),
     ),

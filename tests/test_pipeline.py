@@ -22,16 +22,20 @@ def load_yaml(name):
 
 def test_one_name_per_concept():
     """Each dvc.yaml stage runs stages/<name>.py, depends on it, and its params are its own section (plus
-    the shared data/model sections, and masks.sigma for train, which records it in the artifact)."""
+    the shared data/model sections, and keys of other sections that it reads, declared one key at a time:
+    masks.sigma for train, which records it in the artifact; the train and evaluate settings that the loss
+    ablation trains and evaluates its variants with)."""
     stages = load_yaml("dvc.yaml")["stages"]
     params = load_yaml("params.yaml")
     shared = {"data", "model"}
-    borrowed = {"train": {"masks"}}  # a key of another stage's section that this stage reads, declared per key
+    borrowed = {"train": {"masks"}, "ablation": {"masks", "train", "evaluate"}}
     for name, stage in stages.items():
         assert stage["cmd"] == f"python -m stages.{name}"
         assert (REPO / "stages" / f"{name}.py").is_file()
         assert f"stages/{name}.py" in stage["deps"]
         sections = {p.split(".")[0] for p in stage.get("params", [])}
+        whole = {p for p in stage.get("params", []) if "." not in p}
+        assert not whole & borrowed.get(name, set()), f"{name} borrows whole sections {whole}: declare the keys"
         assert sections - shared - borrowed.get(name, set()) <= {name}, (name, sections)
         if name in params:
             assert name in sections, f"stage {name} does not declare its params section"

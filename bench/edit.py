@@ -10,6 +10,9 @@ without the inference optimisations.
                                                   # and 25 steps, batch 1 and 8) with the pass/fail targets
     python bench/edit.py --ablate                 # also `optimized` minus one optimisation at a time
     python bench/edit.py --compile / --no-compile # torch.compile the UNet (default: on CUDA only)
+    python bench/edit.py --group                  # the 4000x3000 group photo case only (below)
+    python bench/edit.py --group --profile paper --steps 1 2 --repeats 1     # CPU, full-size: ~10 min
+    python bench/edit.py --group --detector-weights detection_Resnet50_Final.pth   # GPU (RetinaFace)
 
 Settings. Everything comes from params.yaml with the overrides of `--profile` (default `paper` on CUDA,
 none on the CPU, i.e. params.yaml's own demo values; `--profile none` forces those): the model
@@ -51,6 +54,15 @@ Timing: CUDA events on a GPU, perf_counter on the CPU. Peak memory: torch.cuda.m
 (sampled every 2 ms from /proc: weights included, and memory the allocator kept from earlier rows).
 FLOPs: model FLOPs of one edit's networks counted on the meta device (`edit_flops`); TFLOP/s and MFU
 (against the GPU's dense bf16 peak, bench/common.py) per row.
+
+The group case (`--group`, issue 13): a 4000x3000 composite of 4 CelebAMask-HQ fixture faces (about 300 px
+wide, rolled by up to 20 degrees; needs ../shared/fixtures/celebamask-hq-mini or --fixture) with the
+faces' annotated masks as the user's mask, edited through `FaceEditor.edit` (`optimized` variant) at each
+step count: seconds per photo and per face, and the face pipeline's overhead timed on its own: detection
+(RetinaFace with --detector-weights, else OpenCV's cascade), alignment, mask cutting and crops
+(`FaceEditor.prepare`) plus paste-back (`edit.paste_back`), as a share of a 25-step edit. When 25 is not
+among the step counts, the 25-step edit is extrapolated from the two smallest (fixed cost + 25 x the cost
+of a step), and the json says so.
 
 Targets (issue 6, GPU, full-size model at 512 px): <= 0.6 s per edit at 50 steps with guidance, and
 <= 4 GiB peak memory at batch 1; the table's `target` column says pass/fail only then.
@@ -251,6 +263,80 @@ def edit_batch(editor: FaceEditor, photos, masks, steps: int, options: dict):
     return [r.image for r in results]
 
 
+# -------------------------------------------------------------------------------------- group photo
+
+
+GROUP_SIZE, GROUP_FACES, GROUP_STEPS = (4000, 3000), 4, 25
+
+
+def bench_group(editor: FaceEditor, fixture: Path, steps_list: list[int], repeats: int, device, options) -> dict:
+    """The 4000x3000, 4-face case: seconds per photo and per face, and the face pipeline's overhead."""
+    from facepaint.edit import paste_back
+    from tools.composites import composite, truth_mask
+
+    ids = [int(x) for x in (fixture / "ids.txt").read_text().split()][:GROUP_FACES]
+    photo, truths = composite(fixture, ids, canvas=GROUP_SIZE, seed=0, scale=(1.1, 1.3), max_roll=20)
+    mask = truth_mask(fixture, truths, GROUP_SIZE, editor.conditions.parts)
+    widths = [round(t.width) for t in truths]
+    t0 = time.perf_counter()
+    found, detector = editor.detect(photo)
+    detect_s = time.perf_counter() - t0
+    prep_s, _, _ = measure(lambda: editor.prepare(photo, mask), torch.device("cpu"), repeats)
+    prepared = editor.prepare(photo, mask)
+    n = len(prepared.jobs)
+    fake = [job.image for job in prepared.jobs]  # paste-back's cost does not depend on the pixels
+    paste_s, _, _ = measure(
+        lambda: paste_back(photo, prepared.jobs, fake, editor.sigma, True), torch.device("cpu"), repeats
+    )
+    overhead = prep_s + paste_s
+    per_steps = {}
+    for steps in steps_list:
+        fn = partial(lambda st: editor.edit(photo, PROMPT, mask=mask, steps=st, seed=0, **options), steps)
+        fn()  # warm-up
+        sec, peak, _ = measure(fn, device, repeats)
+        per_steps[steps] = {
+            "seconds_per_photo": round(sec, 3),
+            "seconds_per_face": round(sec / n, 3),
+            "generation_seconds": round(sec - overhead, 3),
+            "peak_gib": None if peak is None else round(peak / GIB, 3),
+        }
+        print(f"  group photo {steps:>3} steps: {sec:8.2f} s/photo, {sec / n:7.2f} s/face", flush=True)
+    if GROUP_STEPS in per_steps:
+        full25, how = per_steps[GROUP_STEPS]["seconds_per_photo"], "measured"
+    else:
+        a, b = sorted(per_steps)[:2] if len(per_steps) > 1 else (None, None)
+        if a is None:
+            full25, how = None, "not estimated: give two step counts or 25"
+        else:
+            ga, gb = per_steps[a]["generation_seconds"], per_steps[b]["generation_seconds"]
+            step = (gb - ga) / (b - a)
+            full25 = overhead + (ga - a * step) + GROUP_STEPS * step
+            how = f"extrapolated from {a} and {b} steps: {ga - a * step:.2f} s fixed + {step:.2f} s per step"
+    share = None if full25 is None else overhead / full25
+    print(
+        f"group photo {GROUP_SIZE[0]}x{GROUP_SIZE[1]}: {len(found)} faces found by {detector} (widths {widths} px), "
+        f"{n} edited; detection {detect_s:.2f} s, prepare (detect + align + masks + crops) {prep_s:.2f} s, "
+        f"paste-back {paste_s:.2f} s; overhead {overhead:.2f} s"
+        + ("" if share is None else f" = {100 * share:.1f}% of a {GROUP_STEPS}-step edit ({full25:.1f} s, {how})")
+    )
+    return {
+        "size": list(GROUP_SIZE),
+        "faces_found": len(found),
+        "faces_edited": n,
+        "face_widths_px": widths,
+        "detector": detector,
+        "detect_seconds": round(detect_s, 3),
+        "prepare_seconds": round(prep_s, 3),
+        "paste_back_seconds": round(paste_s, 3),
+        "overhead_seconds": round(overhead, 3),
+        "edit_25_steps_seconds": None if full25 is None else round(full25, 2),
+        "edit_25_steps": how,
+        "overhead_share_of_25_step_edit": None if share is None else round(share, 4),
+        "target_share": 0.10,
+        "by_steps": per_steps,
+    }
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -312,6 +398,9 @@ def main() -> None:
     ap.add_argument("--ablate", action="store_true", help="also `optimized` minus each optimisation in turn")
     ap.add_argument("--seed", type=int, default=0, help="of the benchmark's random photos")
     ap.add_argument("--out", default=None, help="json path (default bench/results/edit-<device>.json)")
+    ap.add_argument("--group", action="store_true", help="only the 4000x3000 photo with 4 faces (issue 13)")
+    ap.add_argument("--fixture", type=Path, default=REPO.parent / "shared" / "fixtures" / "celebamask-hq-mini")
+    ap.add_argument("--detector-weights", type=Path, default=None, help="RetinaFace weights for --group")
     args = ap.parse_args()
 
     device = pick_device(args.device)
@@ -322,7 +411,7 @@ def main() -> None:
     ev = section(params, "evaluate", EvalConfig)
     adapter_scale = section(params, "train", TrainConfig).adapter_scale
     full = full_size(model)
-    if full and not gpu and args.steps is None:
+    if full and not gpu and args.steps is None and not args.group:
         ap.error(
             "the full-size model on a CPU runs the 860M-parameter UNet and the 512 px VAE: a 1-step edit takes "
             "~40 s on 2 cores. Give small step counts, e.g. --steps 1 --batch 2 --repeats 1 --variants optimized"
@@ -372,6 +461,32 @@ def main() -> None:
     rows, notes, runtimes = [], [], {}
     tmp = tempfile.TemporaryDirectory(prefix="facepaint-bench-")
     artifact = bench_artifact(Path(tmp.name) / "artifact", comps, adapter, conditions)
+    if args.group:
+        if not (args.fixture / "ids.txt").is_file():
+            ap.error(f"--group needs the CelebAMask-HQ fixture at {args.fixture} (--fixture PATH)")
+        editor = build_editor(comps, adapter, artifact, all_variants["optimized"], device, ev.scheduler)
+        editor.detector_weights = args.detector_weights
+        steps_group = args.steps or [GROUP_STEPS]
+        group = bench_group(editor, args.fixture, steps_group, args.repeats or (5 if gpu else 1), device, options)
+        tmp.cleanup()
+        result = {
+            "device": dev_name,
+            "device_type": device.type,
+            "versions": versions(),
+            "settings": {
+                "profile": profile,
+                "config": "full" if full else "scaled-down",
+                "model": dataclasses.asdict(model),
+                "resolution": res,
+                "scheduler": ev.scheduler,
+                **options,
+                "runtime": dict(editor.inpainter.runtime),
+                "threads": torch.get_num_threads(),
+            },
+            "group": group,
+        }
+        write_result(result, "edit-group", device, args.out)
+        return
     for name in chosen:
         speed = all_variants[name]
         editor = build_editor(comps, adapter, artifact, speed, device, ev.scheduler)

@@ -14,7 +14,8 @@ The method. It imports nothing of DVC, Prefect or MLflow (tests/test_layers.py r
 - train.py       k/v + adapter fine-tuning, checkpoints and resume
 - artifact.py    the trained artifact (k/v + adapter, its Conditions) and applying it
 - generate.py    the Inpainter: pipeline, speed options, batched generation
-- edit.py        read, crop, paste back, blend, provenance; FaceEditor ties them to an artifact
+- faces.py       face detection (RetinaFace, OpenCV's cascade), selection, alignment, paste-back of several faces
+- edit.py        read, find and align faces, mask, generate, paste back, blend, provenance (FaceEditor)
 - speed.py       speed knobs shared by training and editing
 - methods.py     the evaluation's methods (ours and the SD1.5 baselines), their settings and timing
 - brushnet.py    the BrushNet baseline (our model class for TencentARC's checkpoint) and its loading
@@ -22,7 +23,7 @@ The method. It imports nothing of DVC, Prefect or MLflow (tests/test_layers.py r
 - metrics.py     PSNR, LPIPS, FID, PickScore
 - evaluate.py    pairs, per-image metrics, table and figures
 - watermark.py   an invisible mark confined to the edited face
-- cli.py         the `facepaint` command (`facepaint edit ...`)
+- cli.py         the `facepaint` command (`facepaint edit ...`, `facepaint detect ...`)
 - images.py, io.py, report.py   safe image reading, atomic writes, per-stage reports
 """
 

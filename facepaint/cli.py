@@ -1,13 +1,22 @@
 """The `facepaint` command line.
 
-    facepaint edit PHOTO --prompt "a smiling woman with blond hair" --out OUT.png
+    facepaint edit PHOTO --prompt "a smiling woman with blond hair" --out OUT.png [--faces all|largest|0,2]
     facepaint edit PHOTOS/ --prompt "..." --out EDITED/ [--mask MASKS/] [--batch-size 8]
+    facepaint detect PHOTO [--json FACES.json] [--preview FACES.png]
+
+Faces are found by a detector (RetinaFace with its weights: boxes and 5 landmarks; else OpenCV's bundled
+cascade, offline: boxes only), numbered left to right (`facepaint detect` lists them), aligned to the
+model's framing, edited in one batch and pasted back into the full-size photo; every pixel outside the
+edited faces' soft masks is the input's. `--faces` picks which ones; faces narrower than `--min-face`
+pixels are skipped with a warning.
 
 PHOTO may be a folder: every .jpg/.jpeg/.png/.webp in it is edited into OUT/<stem>.png, with a progress
 bar; a photo that fails is reported and the rest go on (exit status 1 if any failed). `--mask` is a
 face mask image (white = face) or, for a folder, a folder of masks named like the photos; without it
-BiSeNet finds the face. Expected problems (a missing artifact or weights, an unreadable photo, no face)
-print one `error:` line, without a traceback. Run `facepaint edit -h` for every option.
+BiSeNet parses each aligned face (a mask with several faces is cut per face; a face it does not cover is
+left alone; with no face detected the masked region is edited as one face). Expected problems (a missing
+artifact or weights, an unreadable photo, no face) print one `error:` line, without a traceback. Run
+`facepaint edit -h` for every option.
 
 `--batch-size N` edits a folder's photos N per pipeline call (`FaceEditor.edit_batch`: faster on a GPU;
 each result equals the one-at-a-time edit up to float rounding, at most a few 1/255 steps).
@@ -27,7 +36,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from facepaint.artifact import ArtifactError
-from facepaint.edit import DEFAULTS, PADDING, EditError, EditOptions, FaceEditor
+from facepaint.edit import DEFAULTS, FACE_DEFAULTS, PADDING, EditError, EditOptions, FaceEditor
+from facepaint.faces import DETECTORS, FaceError, make_detector, parse_selection
 from facepaint.generate import SCHEDULERS
 from facepaint.images import ImageError
 from facepaint.models import ModelLoadError
@@ -56,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a trained artifact directory (default: {DEFAULT_MODEL}, the pipeline's latest)",
     )
     e.add_argument("--mask", type=Path, help="face mask image, white = face (a folder of <stem>.png for a folder)")
+    e.add_argument(
+        "--faces",
+        default=FACE_DEFAULTS["faces"],
+        help="which faces: all (default), largest, or indices like 0,2 (left to right; see `facepaint detect`)",
+    )
+    add_detector_args(e)
     e.add_argument(
         "--no-blend",
         dest="blend",
@@ -116,7 +132,38 @@ def build_parser() -> argparse.ArgumentParser:
         "was trained with, from its artifact)",
     )
     e.set_defaults(func=edit_command)
+
+    d = sub.add_parser(
+        "detect",
+        help="list the faces found in a photo, in the index order --faces uses",
+        description="List the faces found in a photo (index, box, score, landmarks), left to right.",
+    )
+    d.add_argument("photo", type=Path)
+    d.add_argument("--json", type=Path, help="write {detector, faces: [{box, score, landmarks}]} here")
+    d.add_argument("--preview", type=Path, help="write the photo with the numbered boxes drawn on it (PNG)")
+    d.add_argument("--device", default="auto")
+    add_detector_args(d)
+    d.set_defaults(func=detect_command)
     return parser
+
+
+def add_detector_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default="auto",
+        help="auto (default): RetinaFace when its weights are given or cached, else OpenCV's cascade; "
+        "retinaface: fail without its weights; opencv: the offline cascade (boxes, no landmarks)",
+    )
+    p.add_argument(
+        "--detector-weights", type=Path, help="RetinaFace's detection_Resnet50_Final.pth (offline machines)"
+    )
+    p.add_argument(
+        "--min-face",
+        type=float,
+        default=FACE_DEFAULTS["min_face"],
+        help=f"skip faces narrower than this many pixels (default {FACE_DEFAULTS['min_face']:g})",
+    )
 
 
 def main(argv=None) -> int:
@@ -199,6 +246,8 @@ def edit_command(args) -> int:
         )
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+        parse_selection(args.faces)
+        check_min_face(args.min_face)
         jobs = _jobs(args)
         speed = Speed(
             dtype=args.dtype,
@@ -214,9 +263,13 @@ def edit_command(args) -> int:
             bisenet_weights=args.bisenet_weights,
             padding=args.padding,
             sigma=args.sigma,
+            detector=args.detector,
+            detector_weights=args.detector_weights,
+            min_face=args.min_face,
         )
         if args.mask is None:
             editor.face_parser()  # missing weights: one error up front, not one per photo
+        editor.face_detector()
     except (ValueError, ArtifactError, ModelLoadError) as e:
         return _error(e)
 
@@ -226,8 +279,8 @@ def edit_command(args) -> int:
             ready = []  # (prepared photo, output) of this batch; a photo that cannot be edited is reported
             for photo, mask, out in jobs[start : start + args.batch_size]:
                 try:
-                    ready.append((editor.prepare(photo, mask), out))
-                except (ImageError, EditError) as e:
+                    ready.append((editor.prepare(photo, mask, faces=args.faces), out))
+                except (ImageError, EditError, FaceError) as e:
                     failed += 1
                     bar.update()
                     tqdm.write(f"error: {e}" if str(photo) in str(e) else f"error: {photo}: {e}", file=sys.stderr)
@@ -239,6 +292,18 @@ def edit_command(args) -> int:
                 bar.update()
                 for note in result.notes:
                     tqdm.write(f"note: {prepared.name}: {note}", file=sys.stderr)
+                edited = ", ".join(str(f.index) for f in result.faces if f.index is not None)
+                if len(jobs) == 1:
+                    tqdm.write(
+                        f"edited {len(result.faces)} face(s) of {prepared.name}"
+                        + (
+                            f" (faces {edited} of {len(prepared.faces)} found by {prepared.detector})"
+                            if edited
+                            else ""
+                        )
+                        + f" into {out}",
+                        file=sys.stderr,
+                    )
     if len(jobs) > 1:
         print(
             f"edited {len(jobs) - failed} of {len(jobs)} photos into {args.out}"
@@ -246,6 +311,57 @@ def edit_command(args) -> int:
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def check_min_face(value: float) -> None:
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"--min-face must be a number of pixels >= 0, got {value}")
+
+
+def detect_command(args) -> int:
+    from facepaint.edit import read_photo
+    from facepaint.images import ImageError as _ImageError
+    from facepaint.io import atomic_path, write_json
+
+    try:
+        check_min_face(args.min_face)
+        if not args.photo.is_file():
+            raise ValueError(f"photo {args.photo} not found")
+        if args.preview is not None and args.preview.suffix.lower() != ".png":
+            raise ValueError(f"--preview {args.preview} must be a .png file")
+        photo, name, _ = read_photo(args.photo)
+        detector, notes = make_detector(args.detector, args.detector_weights, args.device)
+    except (ValueError, ModelLoadError, _ImageError) as e:
+        return _error(e)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    faces = detector.detect(photo, args.min_face)
+    h, w = photo.shape[:2]
+    print(f"{name}: {w}x{h}, {len(faces)} face(s) of at least {args.min_face:g} px found by {detector.name}")
+    for i, f in enumerate(faces):
+        box = ", ".join(f"{v:.0f}" for v in f.box)
+        extra = "5 landmarks" if f.landmarks is not None else f"roll {f.roll:+.0f} deg (no landmarks)"
+        print(f"  face {i}: box [{box}] ({f.width:.0f} px wide), score {f.score:.3g}, {extra}")
+    if args.json is not None:
+        write_json({"detector": detector.name, "faces": [f.to_json() for f in faces]}, args.json)
+    if args.preview is not None:
+        from PIL import Image, ImageDraw
+
+        im = Image.fromarray(photo)
+        draw = ImageDraw.Draw(im)
+        line = max(2, round(max(w, h) / 400))
+        for i, f in enumerate(faces):
+            draw.rectangle([round(v) for v in f.box], outline=(255, 40, 40), width=line)
+            draw.text(
+                (f.box[0] + line, f.box[1] + line), str(i), fill=(255, 255, 0), font_size=max(12, round(f.width / 5))
+            )
+            for x, y in f.landmarks or ():
+                draw.ellipse([x - line, y - line, x + line, y + line], fill=(40, 255, 40))
+        with atomic_path(args.preview) as tmp:
+            im.save(tmp, format="PNG")
+    if not faces:
+        return _error(f"no face found in {name} (detector {detector.name}, faces of at least {args.min_face:g} px)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,29 +1,31 @@
-"""Editing a photo (SPEC section 4): face mask, square crop, generation, pixel-level blending.
+"""Editing a photo (SPEC section 4): faces, aligned crops, generation, pixel-level blending.
 
-    photo (any size) -> face mask M (BiSeNet, or the user's) -> square crop around the face (`prepare`)
-      -> crop and M at the model's resolution -> `Inpainter.generate` (facepaint.generate)
-      -> decoded crop resized back -> I_blend = I_result * M_soft + I * (1 - M_soft) at full resolution
-         (`paste_back`) -> the PNG with its provenance (`provenance`, `save_png`)
+    photo (any size) -> faces (facepaint.faces: detected, numbered left to right, selected by `faces=`)
+      -> each face aligned to the training data's framing at the model's resolution (a similarity
+         transform) -> M per face (BiSeNet on the aligned crop, or the user's whole-photo mask cut per face;
+         the mask alone when no face is detected: `mask_job`) -> `Inpainter.generate`, every face of every
+         photo in one batch (facepaint.generate) -> `paste_back`: each decoded crop and its soft mask
+         through the inverse transform, I_blend = I_result * M_soft + I * (1 - M_soft) at full resolution
+         -> the PNG with its provenance (`provenance`, `save_png`)
 
 Each step is a plain function; `FaceEditor` only ties them to a trained artifact: its conditions
-(`Artifact.conditions`: resolution, face parts, sigma, adapter_scale), an `Inpainter` built from them and
-the face parser, loaded on first use.
+(`Artifact.conditions`: resolution, face parts, sigma, adapter_scale), an `Inpainter` built from them, the
+face detector and the face parser, loaded on first use.
 
 Why it is built this way:
-- The face is cropped with padding and edited at the model's resolution because the model was
-  trained on CelebA-HQ faces that fill a 512 px frame; the rest of a large photo never goes through
-  the VAE.
-- M_soft is computed at the photo's resolution inside the crop only (its Gaussian std is the one the
-  model was trained with, given at the model's resolution and scaled by crop side / resolution), so it
-  is exactly 0 outside the crop. The blend copies the input's bytes wherever M_soft == 0 (`np.where`,
-  not arithmetic), so those pixels are bit-identical to the input by construction, with the watermark
-  on or off (the watermark only touches pixels where M = 1). `blend=False` is the ablation: the decoded
-  crop is pasted as it is.
-- How an edit runs (steps, guidance, strength, seed, blending...) has one home, `EditOptions`: its
-  defaults are those of `FaceEditor.edit`, `facepaint edit` and the MLflow pyfunc model. They are our
-  choices: the SPEC states no inference settings (50 DDIM steps at guidance 7.5 is SD1.5's usual).
-- The output PNG carries its provenance (prompt, seed, model, artifact version, edited region) in a
-  text chunk named "facepaint"; `read_provenance` reads it back.
+- Faces are aligned and edited at the model's resolution because the model was trained on CelebA-HQ
+  faces, upright and filling a 512 px frame; the rest of a large photo never goes through the VAE.
+- M_soft is computed in crop space with the Gaussian std the model was trained with (at the model's
+  resolution) and warped back, so it is exactly 0 outside the warped crop. The blend copies the input's
+  bytes wherever every face's M_soft is 0 (`np.where`, not arithmetic), so those pixels are bit-identical
+  to the input by construction, with the watermark on or off (the watermark only touches pixels where
+  M = 1). `blend=False` is the ablation: each decoded crop is pasted whole.
+- How an edit runs (steps, guidance, strength, seed, blending...) has one home, `EditOptions`; which
+  faces, `FACE_DEFAULTS`: their defaults are those of `FaceEditor.edit`, `facepaint edit` and the MLflow
+  pyfunc model. They are our choices: the SPEC states no inference settings (50 DDIM steps at guidance
+  7.5 is SD1.5's usual).
+- The output PNG carries its provenance (prompt, seed, model, artifact version, detector, faces and
+  their regions) in a text chunk named "facepaint"; `read_provenance` reads it back.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,17 +44,29 @@ from PIL.PngImagePlugin import PngInfo
 
 import facepaint
 from facepaint import FacepaintError
+from facepaint import faces as faces_mod
 from facepaint import watermark as wm
 from facepaint.artifact import Artifact, apply_artifact, load_artifact
+from facepaint.faces import Face, FaceError
 from facepaint.generate import Inpainter, per_image
-from facepaint.images import ImageError, load_rgb, resize_rgb
+from facepaint.images import ImageError, load_rgb
 from facepaint.io import atomic_path
-from facepaint.masks import BISENET_SIZE, BiSeNetParser, parts_union_from_labels, resize_binary, soft_mask
+from facepaint.masks import (
+    BISENET_CLASSES,
+    BISENET_SIZE,
+    BiSeNetParser,
+    parts_union_from_labels,
+    resize_binary,
+    soft_mask,
+)
 from facepaint.models import ModelLoadError, load_components, pick_device, pick_dtype
 from facepaint.speed import Speed
 
 PROVENANCE_KEY = "facepaint"
-PADDING = 0.25  # crop margin per side, x the face's longer side (our choice: keeps hair and chin in frame)
+PADDING = 0.25  # crop margin per side for a face given by a mask alone, x its longer side (our choice)
+MIN_FACE = 64.0  # px: a detected face narrower than this is skipped (our choice: the model sees it upscaled 4x+)
+# Which faces of a photo are edited (`FaceEditor.edit`'s faces= and min_face=): defaults of the CLI and pyfunc.
+FACE_DEFAULTS = {"faces": "all", "min_face": MIN_FACE}
 MASK_HINT = (
     "For `facepaint edit`, give the weights with --bisenet-weights PATH, or skip the face parser by "
     "passing a face mask with --mask PATH (white = face; `mask=` in the Python API)."
@@ -155,44 +170,46 @@ def pixel_blend(original: np.ndarray, result: np.ndarray, soft: np.ndarray) -> n
 
 
 @dataclass(eq=False)
+class FaceJob:
+    """One face of a photo, ready for the model: where it is, how it was aligned, its crop and mask."""
+
+    index: int | None  # the detected face's index (left to right), None for a face given by the mask alone
+    face: Face | None  # the detection (None: the mask alone)
+    aligned_by: (
+        str  # "landmarks", "box" (a box-only detector's roll), "box+eyes" (roll from the parser's eyes), "mask"
+    )
+    matrix: np.ndarray  # 2x3 similarity photo -> crop
+    image: np.ndarray  # uint8 R x R x 3: the aligned crop
+    crop_mask: np.ndarray  # bool R x R: M in the crop
+    beta: float  # the face ratio mean(crop_mask)
+    photo_mask: tuple | None = None  # (region, bool array): the user's mask of this face in photo pixels
+    prompt: str | None = None  # a per-face prompt given to `prepare`
+
+
+@dataclass(eq=False)
 class Prepared:
-    """A photo ready for the model (`prepare`): the photo, its face mask M, and the square crop around the
-    face at the model's resolution. `FaceEditor.edit_batch` takes these in place of photos."""
+    """A photo ready for the model (`FaceEditor.prepare`): the photo, the faces found in it and, for each face
+    to edit, its aligned crop and mask at the model's resolution. `FaceEditor.edit_batch` takes these in place
+    of photos."""
 
     photo: np.ndarray  # uint8 H x W x 3: the input as decoded
     name: str  # the photo's name in messages ("<array>" for an array)
-    notes: list[str]  # decoding and cropping notes
-    mask: np.ndarray  # bool H x W: M (kept inside the crop when the face is wider than the photo's short side)
+    notes: list[str]  # decoding, detection and selection notes
     source: str  # where M came from: "bisenet", the mask's path, or "array"
-    x0: int
-    y0: int
-    side: int  # the square crop (x0, y0, side) at the photo's resolution
-    image: np.ndarray  # uint8 R x R x 3: the crop at the model's resolution
-    crop_mask: np.ndarray  # bool R x R: M of the crop at the model's resolution
-    beta: float  # the face ratio mean(crop_mask)
+    detector: str | None  # the detector that found `faces` (None: not run)
+    faces: list[Face]  # every face found, in index order
+    jobs: list[FaceJob]  # the faces to edit
 
     @property
-    def region(self) -> tuple[int, int, int, int]:
-        return self.x0, self.y0, self.x0 + self.side, self.y0 + self.side
-
-    @property
-    def crop(self) -> tuple[slice, slice]:
-        return slice(self.y0, self.y0 + self.side), slice(self.x0, self.x0 + self.side)
+    def size(self) -> tuple[int, int]:
+        return self.photo.shape[1], self.photo.shape[0]
 
 
-def prepare(
-    photo: np.ndarray,
-    m: np.ndarray,
-    resolution: int,
-    padding: float,
-    *,
-    name: str = "<array>",
-    notes: list[str] | None = None,
-    source: str = "array",
-) -> Prepared:
-    """Crop the square around the face M of `photo` (padding x the face's size per side) and bring crop and
-    M to the model's `resolution`. EditError when no face is left at that resolution."""
-    notes = list(notes or [])
+def mask_job(
+    photo: np.ndarray, m: np.ndarray, resolution: int, padding: float, name: str, notes: list[str]
+) -> FaceJob:
+    """The face given by a whole-photo mask alone (no detection): the padded square around M, unrotated
+    (`face_crop`). EditError when no face is left at the model's resolution."""
     if not m.any():
         raise EditError(f"no face found in {name}: the face mask is empty")
     x0, y0, side = face_crop(m, padding)
@@ -201,38 +218,47 @@ def prepare(
         notes.append(
             f"the face mask is wider than the photo's short side; only the {side} px square at ({x0}, {y0}) is edited"
         )
-        inside = np.zeros_like(m)
-        inside[crop] = m[crop]
-        m = inside
-    mask_r = resize_binary(m[crop], resolution)
-    if not mask_r.any():
+    matrix = faces_mod.square(x0, y0, side, resolution)
+    crop_mask = resize_binary(m[crop], resolution)
+    if not crop_mask.any():
         raise EditError(
             f"no face found in {name}: the face mask vanishes at the model's resolution "
             f"({resolution} px for a {side} px crop)"
         )
-    image_r = resize_rgb(Image.fromarray(photo[crop]), resolution)
-    return Prepared(photo, name, notes, m, source, x0, y0, side, image_r, mask_r, float(mask_r.mean()))
+    inside = np.zeros(m.shape, bool)
+    inside[crop] = m[crop]
+    region = (x0, y0, x0 + side, y0 + side)
+    image = faces_mod.warp_crop(photo, matrix, resolution)
+    return FaceJob(None, None, "mask", matrix, image, crop_mask, float(crop_mask.mean()), (region, inside[crop]))
 
 
-def paste_back(
-    job: Prepared, generated: np.ndarray, sigma: float, resolution: int, blend: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """(the edited photo, M_soft at the photo's size): the decoded crop resized back and blended into the
-    photo with M_soft, sigma given at the model's `resolution` (or pasted as it is without `blend`)."""
-    photo, m, crop, side = job.photo, job.mask, job.crop, job.side
-    decoded = resize_rgb(Image.fromarray(generated), side)
-    soft = np.zeros(m.shape, np.float32)
-    soft[crop] = soft_mask(m[crop], sigma * side / resolution)
-    out = photo.copy()
-    out[crop] = pixel_blend(photo[crop], decoded, soft[crop]) if blend else decoded
-    return out, soft
+def paste_back(photo: np.ndarray, jobs: list[FaceJob], generated: list[np.ndarray], sigma: float, blend: bool = True):
+    """(the edited photo, M_soft (the union over faces), M (the union), [Pasted per face]): each decoded crop
+    and its soft mask (G_sigma * M in crop space: the soft mask the model was trained with) warped back onto
+    the photo and composited (`faces.composite`: every pixel outside all soft masks is the input's)."""
+    size = (photo.shape[1], photo.shape[0])
+    pasted = []
+    for job, gen in zip(jobs, generated):
+        p = faces_mod.paste(gen, soft_mask(job.crop_mask, sigma), job.crop_mask, job.matrix, size, whole=not blend)
+        if job.photo_mask is not None and p.region[2] > p.region[0] and p.region[3] > p.region[1]:
+            # the user's own mask of this face, exactly, where the warped-back one would be resampled
+            (mx0, my0, mx1, my1), own = job.photo_mask
+            full = np.zeros(photo.shape[:2], bool)
+            full[my0:my1, mx0:mx1] = own
+            x0, y0, x1, y1 = p.region
+            p.mask = full[y0:y1, x0:x1]
+        pasted.append(p)
+    out, soft, m = faces_mod.composite(photo, pasted, blend)
+    return out, soft, m, pasted
 
 
-def provenance(job: Prepared, prompt: str, cut: str, options: EditOptions, editor: dict, batch: int) -> dict:
-    """What the edited PNG says about itself: the prompt and options, where the face mask came from, the
-    edited region, and the editor's model, artifact, conditions and runtime (`FaceEditor.describe`)."""
+def provenance(job: Prepared, faces: list[dict], cut: str, options: EditOptions, editor: dict, batch: int) -> dict:
+    """What the edited PNG says about itself: the prompt and options, where the faces and their masks came
+    from, the edited region, and the editor's model, artifact, conditions and runtime (`FaceEditor.describe`).
+    `faces`: one dict per edited face (index, box, score, landmarks, alignment, prompt, beta, region); the
+    top-level prompt, beta and region are the first face's (the only one's, for a one-face photo)."""
     return {
-        "prompt": prompt,
+        "prompt": faces[0]["prompt"],
         "negative_prompt": options.negative_prompt,
         "prompt_cut": cut,
         "seed": options.seed,
@@ -242,8 +268,10 @@ def provenance(job: Prepared, prompt: str, cut: str, options: EditOptions, edito
         "blend": options.blend,
         "watermark": options.watermark,
         "mask": job.source,
-        "beta": job.beta,
-        "region": list(job.region),
+        "detector": job.detector,
+        "beta": faces[0]["beta"],
+        "region": faces[0]["region"],
+        "faces": faces,
         "source": job.name,
         "facepaint": facepaint.__version__,
         **{k: v for k, v in editor.items() if k != "runtime"},
@@ -252,15 +280,51 @@ def provenance(job: Prepared, prompt: str, cut: str, options: EditOptions, edito
 
 
 @dataclass
+class FaceResult:
+    """One edited face of a photo (photo pixels; `mask` and `soft` cover `region` only)."""
+
+    index: int | None  # the detected face's index (None: the face given by the mask alone)
+    box: tuple[float, float, float, float] | None  # the detector's box (None: the mask alone)
+    score: float | None
+    landmarks: tuple | None  # 5 x (x, y) or None
+    matrix: np.ndarray  # 2x3 similarity photo -> crop (the alignment; its inverse pasted the crop back)
+    aligned_by: str  # landmarks | box | box+eyes | mask
+    region: tuple[int, int, int, int]  # x0, y0, x1, y1: where this face's soft mask (or crop) landed
+    mask: np.ndarray  # bool region-sized: M
+    soft: np.ndarray  # float32 region-sized: M_soft warped back
+    generated: np.ndarray  # uint8 R x R x 3: I_result, the decoded crop
+    prompt: str
+    beta: float
+
+    def describe(self) -> dict:
+        return {
+            "index": self.index,
+            "box": None if self.box is None else [round(float(v), 2) for v in self.box],
+            "score": None if self.score is None else round(float(self.score), 4),
+            "landmarks": None if self.landmarks is None else [[round(float(v), 2) for v in p] for p in self.landmarks],
+            "aligned_by": self.aligned_by,
+            "roll": round(-faces_mod.matrix_roll(self.matrix), 2),
+            "region": list(self.region),
+            "prompt": self.prompt,
+            "beta": self.beta,
+        }
+
+
+@dataclass
 class EditResult:
     image: np.ndarray  # uint8 H x W x 3: the edited photo, at the input's (EXIF-oriented) size
     original: np.ndarray  # uint8 H x W x 3: the input as decoded
-    mask: np.ndarray  # bool H x W: M, the face mask that was edited
-    soft: np.ndarray  # float32 H x W: M_soft, exactly 0 outside `region`
-    region: tuple[int, int, int, int]  # the square crop (x0, y0, x1, y1) that went through the model
-    generated: np.ndarray  # uint8 R x R x 3: I_result, the decoded crop at the model's resolution
+    mask: np.ndarray  # bool H x W: M, the union of the edited faces' masks
+    soft: np.ndarray  # float32 H x W: M_soft, the union (max) of the faces' warped soft masks
+    region: tuple[int, int, int, int]  # x0, y0, x1, y1 around every edited face's region
+    faces: list[FaceResult]  # per edited face, in index order
     provenance: dict
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def generated(self) -> np.ndarray:
+        """The first face's decoded crop (`faces[i].generated` for the others)."""
+        return self.faces[0].generated
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the edited photo as a PNG carrying its provenance (atomically)."""
@@ -304,6 +368,9 @@ class FaceEditor:
         sigma: float | None = None,
         bisenet_weights=None,
         watermark_key=wm.DEFAULT_KEY,
+        detector: str = "auto",
+        detector_weights=None,
+        min_face: float = MIN_FACE,
     ):
         c = artifact.conditions
         if (inpainter.resolution, inpainter.adapter_scale) != (c.resolution, c.adapter_scale):
@@ -313,8 +380,12 @@ class FaceEditor:
                 f"{c.adapter_scale}: build it with FaceEditor.from_artifact"
             )
         sigma = c.sigma if sigma is None else sigma
-        if not padding >= 0 or not sigma >= 0:
-            raise ValueError(f"padding and sigma must be >= 0, got padding={padding}, sigma={sigma}")
+        if not padding >= 0 or not sigma >= 0 or not min_face >= 0:
+            raise ValueError(
+                f"padding, sigma and min_face must be >= 0, got padding={padding}, sigma={sigma}, min_face={min_face}"
+            )
+        if detector not in faces_mod.DETECTORS:
+            raise ValueError(f"detector must be one of {faces_mod.DETECTORS}, got {detector!r}")
         self.inpainter, self.artifact, self.conditions = inpainter, artifact, c
         self.padding, self.sigma, self.bisenet_weights, self.watermark_key = (
             padding,
@@ -322,7 +393,8 @@ class FaceEditor:
             bisenet_weights,
             watermark_key,
         )
-        self._parser = None
+        self.detector_kind, self.detector_weights, self.min_face = detector, detector_weights, min_face
+        self._parser = self._detector = None
 
     @classmethod
     def from_artifact(
@@ -335,7 +407,8 @@ class FaceEditor:
         **options,
     ) -> FaceEditor:
         """Load a trained artifact directory and its base model (`speed_options.dtype` on a GPU, fp32 on the
-        CPU). `options`: FaceEditor's keyword arguments (padding, sigma, bisenet_weights, watermark_key)."""
+        CPU). `options`: FaceEditor's keyword arguments (padding, sigma, bisenet_weights, watermark_key,
+        detector, detector_weights, min_face)."""
         artifact = load_artifact(path)
         c = artifact.conditions
         dev = pick_device(device)
@@ -358,11 +431,12 @@ class FaceEditor:
             "sigma": self.sigma,
             "parts": list(c.parts),
             "padding": self.padding,
+            "min_face": self.min_face,
             "scheduler": ip.scheduler,
             "runtime": ip.runtime,
         }
 
-    # -------------------------------------------------------------------------------- face mask
+    # ------------------------------------------------------------------------------ faces and masks
     def face_parser(self) -> BiSeNetParser:
         """The BiSeNet face parser, loaded on first use; missing weights say how to pass a mask instead."""
         if self._parser is None:
@@ -372,50 +446,160 @@ class FaceEditor:
                 raise ModelLoadError(f"{e} {MASK_HINT}") from e
         return self._parser
 
+    def face_detector(self):
+        """The face detector (`faces.make_detector`), built on first use."""
+        if self._detector is None:
+            self._detector, notes = faces_mod.make_detector(
+                self.detector_kind, self.detector_weights, str(self.inpainter.device)
+            )
+            for note in notes:
+                warnings.warn(note, stacklevel=2)
+        return self._detector
+
+    def detect(self, image, min_face: float | None = None) -> tuple[list[Face], str]:
+        """(the faces in a photo (path, bytes, PIL image or array), in the index order of `faces=`, the
+        detector's name)."""
+        photo = image if isinstance(image, np.ndarray) and image.ndim == 3 else read_photo(image)[0]
+        det = self.face_detector()
+        return det.detect(photo, self.min_face if min_face is None else min_face), det.name
+
     def parse_face(self, photo: np.ndarray) -> np.ndarray:
-        """M for a uint8 RGB photo of any size: BiSeNet at 512 x 512, the union of the artifact's face parts,
-        resized back."""
+        """M for a uint8 RGB photo that is one face's frame: BiSeNet at 512 x 512, the union of the artifact's
+        face parts, resized back."""
         h, w = photo.shape[:2]
         small = np.array(Image.fromarray(photo).resize((BISENET_SIZE, BISENET_SIZE), Image.Resampling.BILINEAR))
         labels = self.face_parser().labels(small[None])[0]
         return resize_binary(parts_union_from_labels(labels, self.conditions.parts), (w, h))
 
-    def prepare(self, image, mask=None) -> Prepared:
-        """Read the photo, find its face mask M (BiSeNet when `mask` is None, else a mask image path or an
-        array of the photo's aspect ratio) and crop it (`prepare`). Raises ImageError, EditError or
+    def _parse_crop(self, photo: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """The parser's labels of the aligned crop, at the parser's 512 px."""
+        k = BISENET_SIZE / self.conditions.resolution
+        crop = faces_mod.warp_crop(photo, faces_mod.rescale(matrix, k), BISENET_SIZE)
+        return self.face_parser().labels(crop[None])[0]
+
+    def prepare(self, image, mask=None, *, faces="all", min_face: float | None = None, prompts=None) -> Prepared:
+        """Read the photo, find its faces, select them (`faces`: "all", "largest" or indices; faces narrower
+        than `min_face` px are skipped with a note) and align each to the model's framing; M per face from
+        BiSeNet on the aligned crop (`mask` None) or from the user's mask (a path or an array of the photo's
+        aspect ratio, white = the faces to edit; cut per face, a face it does not cover is left alone). With
+        a mask and no face detected, the masked region is edited as one face. `prompts`: one per selected
+        face, in order (None: the edit's prompt for all). Raises ImageError, EditError, FaceError or
         ValueError for a photo that cannot be edited, before any generation."""
         photo, name, notes = read_photo(image)
         h, w = photo.shape[:2]
+        res, min_face = self.conditions.resolution, self.min_face if min_face is None else min_face
+        if not min_face >= 0:
+            raise ValueError(f"min_face must be >= 0 px, got {min_face}")
+        faces_mod.parse_selection(faces)  # a malformed selection fails before detection
         if mask is None:
-            m, source = self.parse_face(photo), "bisenet"
+            m, source = None, "bisenet"
+            self.face_parser()  # missing weights fail before detection
         elif isinstance(mask, (str, os.PathLike)):
             m, source = load_mask(mask, (w, h)), str(mask)
         else:
             m, source = fit_mask(mask, (w, h)), "array"
-        if not m.any():
-            how = "the face parser found no face parts" if source == "bisenet" else f"the mask ({source}) is empty"
-            raise EditError(f"no face found in {name}: {how}; pass a mask with the face in white")
-        return prepare(photo, m, self.conditions.resolution, self.padding, name=name, notes=notes, source=source)
+        if m is not None and not m.any():
+            raise EditError(
+                f"no face found in {name}: the mask ({source}) is empty; pass a mask with the face in white"
+            )
+        found, detector = self.detect(photo, min_face)
+        if not found:
+            if m is None:
+                raise EditError(
+                    f"no face found in {name} (detector {detector}, faces of at least {min_face:g} px); "
+                    f"pass a mask with the face in white (--mask), or lower --min-face"
+                )
+            notes.append(f"no face detected ({detector}); the masked region is edited as one face")
+            job = mask_job(photo, m, res, self.padding, name, notes)
+            job.prompt = None if prompts is None else per_image(prompts, 1, "prompts", str)[0]
+            return Prepared(photo, name, notes, source, detector, [], [job])
+        chosen, skipped = faces_mod.select_faces(found, faces, min_face, name)
+        face_prompts = [None] * len(chosen) if prompts is None else None
+        if prompts is not None:
+            n_sel = len(chosen) + len(skipped)
+            face_prompts = per_image(prompts, n_sel, "prompts (one per selected face)", str)
+            sel = faces_mod.parse_selection(faces)
+            order = (
+                list(range(len(found)))
+                if sel == "all"
+                else ([chosen[0]] if sel == "largest" and chosen else sel if sel != "largest" else [])
+            )
+            face_prompts = [face_prompts[order.index(i)] for i in chosen]
+        notes.extend(skipped)
+        jobs = []
+        for i, prompt in zip(chosen, face_prompts):
+            job = self._face_job(photo, m, found, i, name, notes)
+            if job is not None:
+                job.prompt = prompt
+                jobs.append(job)
+        if not jobs and m is not None:  # the mask is the user's word: it marks a face the detector missed
+            notes.append(
+                f"the mask covers none of the {len(found)} detected face(s) selected; "
+                "the masked region is edited as one face"
+            )
+            job = mask_job(photo, m, res, self.padding, name, notes)
+            job.prompt = face_prompts[0] if face_prompts and face_prompts[0] else None
+            return Prepared(photo, name, notes, source, detector, found, [job])
+        if not jobs:
+            why = "; ".join(notes[-len(chosen) - len(skipped) :]) or "no face selected"
+            raise EditError(f"no face to edit in {name}: {why}")
+        return Prepared(photo, name, notes, source, detector, found, jobs)
+
+    def _face_job(self, photo, m, found: list[Face], i: int, name: str, notes: list[str]) -> FaceJob | None:
+        """Align face `i` and find its mask; None (with a note) when it has no face pixels to edit."""
+        res, face = self.conditions.resolution, found[i]
+        aligned_by = "landmarks" if face.landmarks is not None else "box"
+        matrix = faces_mod.align(face, res)
+        own = None
+        if m is None:
+            labels = self._parse_crop(photo, matrix)
+            roll = None if face.landmarks is not None else faces_mod.eye_roll(labels, BISENET_CLASSES)
+            if roll is not None and abs(roll) > 2.0:  # box-only: turn upright by the parser's eye line
+                face = dataclasses.replace(face, roll=face.roll + roll)
+                matrix, aligned_by = faces_mod.align(face, res), "box+eyes"
+                labels = self._parse_crop(photo, matrix)
+            crop_mask = resize_binary(parts_union_from_labels(labels, self.conditions.parts), res)
+            crop_mask &= faces_mod.territory(found, i, matrix, res)
+            if not crop_mask.any():
+                notes.append(f"face {i} at {[round(v) for v in face.box]}: the parser found no face parts; skipped")
+                return None
+        else:
+            region, inside = faces_mod.owned(found, i, matrix, res, (photo.shape[1], photo.shape[0]))
+            x0, y0, x1, y1 = region
+            own = (region, m[y0:y1, x0:x1] & inside)
+            crop_mask = faces_mod.warp_mask_to_crop(m, matrix, res) & faces_mod.territory(found, i, matrix, res)
+            if not own[1].any() or not crop_mask.any():
+                notes.append(f"face {i} at {[round(v) for v in face.box]} is not covered by the mask: left alone")
+                return None
+        image = faces_mod.warp_crop(photo, matrix, res)
+        return FaceJob(i, face, aligned_by, matrix, image, crop_mask, float(crop_mask.mean()), own)
 
     # ------------------------------------------------------------------------------------- edit
-    def edit(self, image, prompt: str, *, mask=None, **options) -> EditResult:
-        """Edit the face in `image` (a path, bytes, a PIL image or a uint8 H x W x 3 array) to match `prompt`.
-        `mask`: see `prepare`. `options`: fields of `EditOptions` (steps, guidance_scale, strength,
-        negative_prompt, seed, blend, watermark), its defaults otherwise. `edit_batch` of this one photo."""
-        return self.edit_batch([image], prompt, masks=[mask], **options)[0]
+    def edit(self, image, prompt, *, mask=None, faces="all", min_face: float | None = None, **options) -> EditResult:
+        """Edit the faces in `image` (a path, bytes, a PIL image or a uint8 H x W x 3 array) to match `prompt`
+        (one prompt for every face, or a list: one per selected face). `mask`, `faces`, `min_face`: see
+        `prepare`. `options`: fields of `EditOptions` (steps, guidance_scale, strength, negative_prompt, seed,
+        blend, watermark), its defaults otherwise. All faces go through the model in one batch."""
+        if isinstance(prompt, (list, tuple)):
+            prepared = self.prepare(image, mask, faces=faces, min_face=min_face, prompts=list(prompt))
+            return self.edit_batch([prepared], "", **options)[0]
+        prepared = self.prepare(image, mask, faces=faces, min_face=min_face)
+        return self.edit_batch([prepared], prompt, **options)[0]
 
     def edit_batch(
-        self, images, prompts, *, masks=None, seeds=None, negative_prompts=None, **options
+        self, images, prompts, *, masks=None, seeds=None, negative_prompts=None, faces="all", min_face=None, **options
     ) -> list[EditResult]:
-        """`edit` for N photos with one pipeline call (the UNet runs each step once for all N faces).
+        """`edit` for N photos with one pipeline call (the UNet runs each step once for every face of every
+        photo).
 
         `prompts`, and optionally `seeds` and `negative_prompts`: one per photo, or a single value for all
-        (default: the options' seed and negative prompt). `masks`: None (BiSeNet for every photo) or one
-        per photo (None, a path or an array each). An item of `images` may be a `Prepared` photo (its mask
-        must then be None). A photo that cannot be edited raises before anything is generated, its message
-        starting with "image i of N" (i counted from 0) when N > 1. Photo i's noise comes from its own
-        generator seeded with seeds[i], so each result is `edit` of that photo with that seed, up to float
-        rounding (on the tiny test model at most a few 1/255 steps)."""
+        (default: the options' seed and negative prompt); a photo's prompt applies to each of its faces
+        (unless it was prepared with per-face prompts). `masks`: None (BiSeNet for every photo) or one per
+        photo (None, a path or an array each). An item of `images` may be a `Prepared` photo (its mask must
+        then be None). A photo that cannot be edited raises before anything is generated, its message
+        starting with "image i of N" (i counted from 0) when N > 1. Each face's noise comes from its own
+        generator seeded with its photo's seed, so each result is `edit` of that photo with that seed, up to
+        float rounding (on the tiny test model at most a few 1/255 steps)."""
         opts = dataclasses.replace(DEFAULTS, **options)
         n = len(images)
         if n == 0:
@@ -426,7 +610,7 @@ class FaceEditor:
         )
         seeds = [int(s) for s in per_image(opts.seed if seeds is None else seeds, n, "seeds", (int, np.integer))]
         masks = [None] * n if masks is None else per_image(masks, n, "masks", type(None))
-        # 1. Find and crop every face first: a bad photo fails before any generation
+        # 1. Find, align and mask every face first: a bad photo fails before any generation
         jobs = []
         for i, (image, mask) in enumerate(zip(images, masks)):
             if isinstance(image, Prepared):
@@ -435,40 +619,77 @@ class FaceEditor:
                 jobs.append(image)
                 continue
             try:
-                jobs.append(self.prepare(image, mask))
-            except (ImageError, EditError, ValueError) as e:
+                jobs.append(self.prepare(image, mask, faces=faces, min_face=min_face))
+            except (ImageError, EditError, FaceError, ValueError) as e:
                 if n == 1:
                     raise
                 raise type(e)(f"image {i} of {n}: {e}") from e
-        # 2. Generate all crops in one batch
+        # 2. Generate every face of every photo in one batch
+        flat = [
+            (p, j, job.prompt or prompts[p], negatives[p], seeds[p])
+            for p, pr in enumerate(jobs)
+            for j, job in enumerate(pr.jobs)
+        ]
         generated, cuts = self.inpainter.generate(
-            [j.image for j in jobs],
-            [j.crop_mask for j in jobs],
-            [j.beta for j in jobs],
-            prompts,
-            negatives,
+            [jobs[p].jobs[j].image for p, j, *_ in flat],
+            [jobs[p].jobs[j].crop_mask for p, j, *_ in flat],
+            [jobs[p].jobs[j].beta for p, j, *_ in flat],
+            [f[2] for f in flat],
+            [f[3] for f in flat],
             steps=opts.steps,
             guidance_scale=opts.guidance_scale,
             strength=opts.strength,
-            seeds=seeds,
+            seeds=[f[4] for f in flat],
         )
-        # 3. Blend each into its photo, mark it, describe it
-        described, results = self.describe(), []
-        for job, gen, prompt, negative, cut, seed in zip(jobs, generated, prompts, negatives, cuts, seeds):
-            out, soft = paste_back(job, gen, self.sigma, self.conditions.resolution, opts.blend)
+        # 3. Paste each photo's faces back, mark them, describe them
+        described, results, k = self.describe(), [], 0
+        for p, prepared in enumerate(jobs):
+            count = len(prepared.jobs)
+            gens, face_prompts, face_cuts = (
+                generated[k : k + count],
+                [f[2] for f in flat[k : k + count]],
+                cuts[k : k + count],
+            )
+            k += count
+            out, soft, m, pasted = paste_back(prepared.photo, prepared.jobs, gens, self.sigma, opts.blend)
             if opts.watermark:
-                out = wm.embed(out, job.mask & (soft > 0), self.watermark_key)
-            job_opts = dataclasses.replace(opts, seed=seed, negative_prompt=negative)
+                out = wm.embed(out, m & (soft > 0), self.watermark_key)
+            face_results = [
+                FaceResult(
+                    job.index,
+                    None if job.face is None else job.face.box,
+                    None if job.face is None else job.face.score,
+                    None if job.face is None else job.face.landmarks,
+                    job.matrix,
+                    job.aligned_by,
+                    pt.region,
+                    pt.mask,
+                    pt.soft,
+                    gen,
+                    prompt,
+                    job.beta,
+                )
+                for job, pt, gen, prompt in zip(prepared.jobs, pasted, gens, face_prompts)
+            ]
+            regions = [f.region for f in face_results if f.region[2] > f.region[0]]
+            region = (
+                min(r[0] for r in regions),
+                min(r[1] for r in regions),
+                max(r[2] for r in regions),
+                max(r[3] for r in regions),
+            )
+            job_opts = dataclasses.replace(opts, seed=seeds[p], negative_prompt=negatives[p])
+            cut = face_cuts[0]
             results.append(
                 EditResult(
                     out,
-                    job.photo,
-                    job.mask,
+                    prepared.photo,
+                    m,
                     soft,
-                    job.region,
-                    gen,
-                    provenance(job, prompt, cut, job_opts, described, n),
-                    list(job.notes),
+                    region,
+                    face_results,
+                    provenance(prepared, [f.describe() for f in face_results], cut, job_opts, described, n),
+                    list(prepared.notes),
                 )
             )
         return results

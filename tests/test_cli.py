@@ -248,3 +248,56 @@ def test_folder_in_batches_matches_one_at_a_time(tiny_artifact, tmp_path, capsys
         assert diff.max() <= 2 and (diff > 0).mean() <= 0.01  # batching: float rounding only
         # broken.jpg sorts first, so the first batch holds broken.jpg and p0 -> p0 alone; then p1 + p2
         assert read_provenance(two)["runtime"]["batch"] == (1 if i == 0 else 2)
+
+
+@pytest.mark.fixture
+def test_detect_lists_the_faces_and_edit_picks_them(tiny_artifact, fixture_root, tmp_path, capsys):
+    """`facepaint detect` on a composite of three fixture faces: the listing, its JSON (photo pixels, the
+    index order of --faces) and a preview; then `facepaint edit --faces` with those indices, and the errors
+    for an index that does not exist, missing detector weights and a photo without a face."""
+    import json
+
+    from tools.composites import composite, truth_mask
+
+    ids = [int(x) for x in (fixture_root / "ids.txt").read_text().split()][20:23]
+    photo, truths = composite(fixture_root, ids, canvas=(1203, 801), seed=5, scale=(0.8, 1.0))
+    Image.fromarray(photo).save(tmp_path / "group.png")
+    Image.fromarray(truth_mask(fixture_root, truths, (1203, 801), ("skin", "nose")).astype(np.uint8) * 255).save(
+        tmp_path / "mask.png"
+    )
+    args = ["detect", str(tmp_path / "group.png"), "--json", str(tmp_path / "faces.json")]
+    assert main([*args, "--preview", str(tmp_path / "preview.png")]) == 0
+    out = capsys.readouterr().out
+    assert "3 face(s)" in out and "face 2: box [" in out
+    listed = json.loads((tmp_path / "faces.json").read_text())
+    assert listed["detector"] == "opencv-haar" and len(listed["faces"]) == 3
+    centres = [(f["box"][0] + f["box"][2]) / 2 for f in listed["faces"]]
+    assert centres == sorted(centres) and all(f["landmarks"] is None for f in listed["faces"])
+    for f, t in zip(listed["faces"], sorted(truths, key=lambda t: t.centre[0])):
+        assert abs((f["box"][0] + f["box"][2]) / 2 - t.centre[0]) < 0.5 * t.width
+    assert Image.open(tmp_path / "preview.png").size == (1203, 801)
+
+    base = ["edit", str(tmp_path / "group.png"), "--prompt", "a face", "--model", str(tiny_artifact.path), *FAST]
+    base += ["--mask", str(tmp_path / "mask.png")]
+    assert main([*base, "--out", str(tmp_path / "two.png"), "--faces", "0,2"]) == 0
+    assert "edited 2 face(s)" in capsys.readouterr().err
+    prov = read_provenance(tmp_path / "two.png")
+    assert [f["index"] for f in prov["faces"]] == [0, 2] and prov["detector"] == "opencv-haar"
+    assert main([*base, "--out", str(tmp_path / "bad.png"), "--faces", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "face index [4] does not exist" in err and "facepaint detect" in err
+    assert not (tmp_path / "bad.png").exists()
+    assert main([*base, "--out", str(tmp_path / "bad.png"), "--faces", "two"]) == 1
+    assert "faces must be 'all', 'largest' or indices" in capsys.readouterr().err
+    missing = ["--detector", "retinaface", "--detector-weights", str(tmp_path / "none.pth")]
+    assert main([*base, "--out", str(tmp_path / "bad.png"), *missing]) == 1
+    err = capsys.readouterr().err
+    assert "RetinaFace weights not found" in err and "--detector opencv" in err and len(err.splitlines()) == 1
+    Image.new("RGB", (300, 200), (128, 128, 128)).save(tmp_path / "wall.png")
+    assert main(["detect", str(tmp_path / "wall.png")]) == 1
+    assert "no face found in " + str(tmp_path / "wall.png") in capsys.readouterr().err
+    no_mask = ["edit", str(tmp_path / "wall.png"), "--prompt", "a face", "--model", str(tiny_artifact.path), *FAST]
+    Image.new("L", (300, 200)).save(tmp_path / "wall-mask.png")
+    assert main([*no_mask, "--out", str(tmp_path / "wall-out.png"), "--mask", str(tmp_path / "wall-mask.png")]) == 1
+    assert "no face found in " + str(tmp_path / "wall.png") in capsys.readouterr().err
+    assert not (tmp_path / "wall-out.png").exists()

@@ -4,10 +4,12 @@
     model = mlflow.pyfunc.load_model("models:/facepaint@champion")
     out = model.predict(pd.DataFrame({"image": [jpeg_or_png_bytes], "prompt": ["a smiling man"],
                                       "mask": [mask_png_bytes_or_None]}),
-                        params={"steps": 50, "guidance_scale": 7.5, "seed": 0})   # facepaint.edit.EditOptions
+                        params={"steps": 50, "guidance_scale": 7.5, "seed": 0, "faces": "all"})
+    # params: facepaint.edit.EditOptions and FACE_DEFAULTS (faces: all | largest | "0,2"; min_face px)
     out["image"][0]        # PNG bytes of the edited photo, with its provenance in a text chunk
 
-Without a mask BiSeNet finds the face (its weights must be available, see facepaint.masks).
+Faces are detected and each selected face is edited (facepaint.faces); without a mask BiSeNet parses each
+one (its weights must be available, see facepaint.masks).
 """
 
 from __future__ import annotations
@@ -31,18 +33,19 @@ class FacepaintModel(mlflow.pyfunc.PythonModel):
         from PIL import Image
         from PIL.PngImagePlugin import PngInfo
 
-        from facepaint.edit import DEFAULTS, EditOptions
+        from facepaint.edit import DEFAULTS, FACE_DEFAULTS, EditOptions
 
         known = EditOptions.__dataclass_fields__
-        # MLflow fills every signature param with its default (EditOptions'); cast to the fields' types
+        # MLflow fills every signature param with its default; cast to the fields' types
         opts = {k: type(getattr(DEFAULTS, k))(v) for k, v in (params or {}).items() if k in known}
+        which = {k: type(d)((params or {}).get(k, d)) for k, d in FACE_DEFAULTS.items()}
         images, provenance = [], []
         masks = model_input["mask"] if "mask" in model_input else [None] * len(model_input)
         for image, prompt, mask in zip(model_input["image"], model_input["prompt"], masks):
             m = None
             if mask is not None and not (isinstance(mask, float) and np.isnan(mask)):
                 m = np.asarray(Image.open(io.BytesIO(mask)).convert("L"), dtype=np.float32) / 255.0
-            result = self.editor.edit(bytes(image), str(prompt), mask=m, **opts)
+            result = self.editor.edit(bytes(image), str(prompt), mask=m, **which, **opts)
             info = PngInfo()
             info.add_text("facepaint", json.dumps(result.provenance))
             buf = io.BytesIO()

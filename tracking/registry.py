@@ -28,13 +28,14 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
     """The artifact directory as an MLflow pyfunc model (models-from-code: no pickled objects), in the
-    active run. Its params are `facepaint.edit.EditOptions` with their defaults."""
+    active run. Its params are `facepaint.edit.EditOptions` and `FACE_DEFAULTS` (faces, min_face) with their
+    defaults."""
     from dataclasses import asdict
 
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from facepaint.edit import DEFAULTS
+    from facepaint.edit import DEFAULTS, FACE_DEFAULTS
 
     mlflow = _mlflow()
     example = pd.DataFrame(
@@ -45,7 +46,9 @@ def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
         }
     )
     signature = infer_signature(
-        example, pd.DataFrame({"image": [b"png bytes"], "provenance": ["{}"]}), params=asdict(DEFAULTS)
+        example,
+        pd.DataFrame({"image": [b"png bytes"], "provenance": ["{}"]}),
+        params={**asdict(DEFAULTS), **FACE_DEFAULTS},
     )
     info = mlflow.pyfunc.log_model(
         name="model",

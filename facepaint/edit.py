@@ -479,7 +479,7 @@ class FaceEditor:
 
     def prepare(self, image, mask=None, *, faces="all", min_face: float | None = None, prompts=None) -> Prepared:
         """Read the photo, find its faces, select them (`faces`: "all", "largest" or indices; faces narrower
-        than `min_face` px are skipped with a note) and align each to the model's framing; M per face from
+        than `min_face` px are skipped with a warning naming them) and align each to the model's framing; M per face from
         BiSeNet on the aligned crop (`mask` None) or from the user's mask (a path or an array of the photo's
         aspect ratio, white = the faces to edit; cut per face, a face it does not cover is left alone). With
         a mask and no face detected, the masked region is edited as one face. `prompts`: one per selected
@@ -525,7 +525,9 @@ class FaceEditor:
                 else ([chosen[0]] if sel == "largest" and chosen else sel if sel != "largest" else [])
             )
             face_prompts = [face_prompts[order.index(i)] for i in chosen]
-        notes.extend(skipped)
+        for message in skipped:  # a warning (the CLI prints "warning: ..."), not only a note in the result
+            warnings.warn(f"{name}: {message}", stacklevel=3)
+        before = len(notes)
         jobs = []
         for i, prompt in zip(chosen, face_prompts):
             job = self._face_job(photo, m, found, i, name, notes)
@@ -541,7 +543,7 @@ class FaceEditor:
             job.prompt = face_prompts[0] if face_prompts and face_prompts[0] else None
             return Prepared(photo, name, notes, source, detector, found, [job])
         if not jobs:
-            why = "; ".join(notes[-len(chosen) - len(skipped) :]) or "no face selected"
+            why = "; ".join(skipped + notes[before:]) or "no face selected"
             raise EditError(f"no face to edit in {name}: {why}")
         return Prepared(photo, name, notes, source, detector, found, jobs)
 
@@ -564,9 +566,7 @@ class FaceEditor:
                 notes.append(f"face {i} at {[round(v) for v in face.box]}: the parser found no face parts; skipped")
                 return None
         else:
-            region, inside = faces_mod.owned(found, i, matrix, res, (photo.shape[1], photo.shape[0]))
-            x0, y0, x1, y1 = region
-            own = (region, m[y0:y1, x0:x1] & inside)
+            own = faces_mod.owned(found, i, matrix, res, m)
             crop_mask = faces_mod.warp_mask_to_crop(m, matrix, res) & faces_mod.territory(found, i, matrix, res)
             if not own[1].any() or not crop_mask.any():
                 notes.append(f"face {i} at {[round(v) for v in face.box]} is not covered by the mask: left alone")

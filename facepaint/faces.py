@@ -430,11 +430,16 @@ def warp_crop(photo: np.ndarray, matrix: np.ndarray, resolution: int) -> np.ndar
 
 
 def warp_mask_to_crop(mask: np.ndarray, matrix: np.ndarray, resolution: int) -> np.ndarray:
-    """A photo-size bool mask seen in the crop (bilinear, > 0.5)."""
+    """A photo-size bool mask seen in the crop (bilinear, > 0.5); only the part under the crop is read."""
     import cv2
 
-    m = cv2.warpAffine(mask.astype(np.float32), matrix, (resolution, resolution), flags=cv2.INTER_LINEAR)
-    return m > 0.5
+    x0, y0, x1, y1 = crop_footprint(matrix, resolution, (mask.shape[1], mask.shape[0]))
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((resolution, resolution), bool)
+    shifted = matrix.copy()
+    shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+    sub = mask[y0:y1, x0:x1].astype(np.float32)
+    return cv2.warpAffine(sub, shifted, (resolution, resolution), flags=cv2.INTER_LINEAR) > 0.5
 
 
 def crop_footprint(
@@ -486,8 +491,17 @@ def warp_back(crop: np.ndarray, matrix: np.ndarray, region: tuple[int, int, int,
 
 
 def _nearest(faces: list[Face], i: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    d = np.stack([np.hypot(x - f.centre[0], y - f.centre[1]) / max(f.size, 1.0) for f in faces])
-    return d.argmin(0) == i
+    """Where face `i`'s centre is the nearest (distance over face size; ties to the lower index)."""
+
+    def dist(f):
+        return np.hypot(x - np.float32(f.centre[0]), y - np.float32(f.centre[1])) / np.float32(max(f.size, 1.0))
+
+    mine, keep = dist(faces[i]), np.ones(x.shape, bool)
+    for j, f in enumerate(faces):
+        if j != i:
+            d = dist(f)
+            keep &= (mine < d) | ((mine == d) & (i < j))
+    return keep
 
 
 def territory(faces: list[Face], i: int, matrix: np.ndarray, resolution: int) -> np.ndarray:
@@ -498,23 +512,32 @@ def territory(faces: list[Face], i: int, matrix: np.ndarray, resolution: int) ->
 
     if len(faces) <= 1:
         return np.ones((resolution, resolution), bool)
-    inv = cv2.invertAffineTransform(matrix)
-    v, u = np.mgrid[0:resolution, 0:resolution].astype(np.float64)
+    inv = cv2.invertAffineTransform(matrix).astype(np.float32)
+    v, u = np.mgrid[0:resolution, 0:resolution].astype(np.float32)
     return _nearest(faces, i, inv[0, 0] * u + inv[0, 1] * v + inv[0, 2], inv[1, 0] * u + inv[1, 1] * v + inv[1, 2])
 
 
-def owned(faces: list[Face], i: int, matrix: np.ndarray, resolution: int, size) -> tuple[tuple, np.ndarray]:
-    """(region, bool array of the region): the photo pixels under face `i`'s crop that belong to it (as
-    `territory`), for cutting a whole-photo mask into per-face masks."""
-    region = crop_footprint(matrix, resolution, size)
+def owned(
+    faces: list[Face], i: int, matrix: np.ndarray, resolution: int, mask: np.ndarray
+) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """(region, bool array of the region): the pixels of the photo-size `mask` under face `i`'s crop that
+    belong to it (as `territory`): a whole-photo mask cut into per-face masks. Only the mask's own pixels
+    are examined, so this costs what the face costs, not what the photo does."""
+    h, w = mask.shape
+    region = crop_footprint(matrix, resolution, (w, h))
     x0, y0, x1, y1 = region
-    y, x = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    out = mask[y0:y1, x0:x1].copy()
+    ys, xs = np.nonzero(out)
+    if len(xs) == 0:
+        return region, out
+    x, y = (xs + x0).astype(np.float32), (ys + y0).astype(np.float32)
     u = matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2]
     v = matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2]
-    inside = (u > -0.5) & (u < resolution - 0.5) & (v > -0.5) & (v < resolution - 0.5)
+    keep = (u > -0.5) & (u < resolution - 0.5) & (v > -0.5) & (v < resolution - 0.5)
     if len(faces) > 1:
-        inside &= _nearest(faces, i, x, y)
-    return region, inside
+        keep &= _nearest(faces, i, x, y)
+    out[ys[~keep], xs[~keep]] = False
+    return region, out
 
 
 def eye_roll(labels: np.ndarray, classes) -> float | None:

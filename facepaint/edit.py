@@ -479,12 +479,12 @@ class FaceEditor:
 
     def prepare(self, image, mask=None, *, faces="all", min_face: float | None = None, prompts=None) -> Prepared:
         """Read the photo, find its faces, select them (`faces`: "all", "largest" or indices; faces narrower
-        than `min_face` px are skipped with a warning naming them) and align each to the model's framing; M per face from
-        BiSeNet on the aligned crop (`mask` None) or from the user's mask (a path or an array of the photo's
-        aspect ratio, white = the faces to edit; cut per face, a face it does not cover is left alone). With
-        a mask and no face detected, the masked region is edited as one face. `prompts`: one per selected
-        face, in order (None: the edit's prompt for all). Raises ImageError, EditError, FaceError or
-        ValueError for a photo that cannot be edited, before any generation."""
+        than `min_face` px are skipped with a warning naming them) and align each to the model's framing.
+        M per face comes from BiSeNet on the aligned crop (`mask` None) or from the user's mask (a path or
+        an array of the photo's aspect ratio, white = the faces to edit; cut per face, a face it does not
+        cover is left alone). With a mask and no face detected, the masked region is edited as one face.
+        `prompts`: one per selected face, in order (None: the edit's prompt for all). Raises ImageError,
+        EditError, FaceError or ValueError for a photo that cannot be edited, before any generation."""
         photo, name, notes = read_photo(image)
         h, w = photo.shape[:2]
         res, min_face = self.conditions.resolution, self.min_face if min_face is None else min_face

@@ -201,3 +201,103 @@ def test_versions_name_the_commit_and_dvc_hashes(tmp_path):
     )
     tags = runs.code_and_data_versions(tmp_path)
     assert tags["dvc.split.outs.data/split.parquet"] == "abc123"
+
+
+# ------------------------------------------------------------------------------------------ serving
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(logged, store):
+    """`mlflow models serve -m models:/facepaint@champion` (the current environment: --env-manager local) on
+    a free local port, with the champion of a registered demo model."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    registry.register(logged, {"psnr_bg": 30.0}, RULES, NAME)
+    port = free_port()
+    log = open(store / "serve.log", "w")
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion"]
+    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/ping", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"mlflow models serve did not come up:\n{(store / 'serve.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def post(url: str, body) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"{url}/invocations", data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_mlflow_serves_the_champion_over_http(served):
+    """The public HTTP interface (README, "Serving"): a real POST edits a photo; malformed requests get a 4xx
+    with a message."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    img, mask, (img_png, mask_png) = photo_and_mask()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    request = {
+        "dataframe_split": {"columns": ["image", "prompt", "mask"], "data": [[b64(img_png), "a man", b64(mask_png)]]},
+        "params": {"steps": 2, "seed": 3},
+    }
+    status, body = post(served, request)
+    assert status == 200, body
+    row = body["predictions"][0]
+    edited = np.asarray(Image.open(io.BytesIO(base64.b64decode(row["image"]))))
+    prov = json.loads(row["provenance"])
+    assert edited.shape == img.shape and prov["prompt"] == "a man" and prov["steps"] == 2 and prov["seed"] == 3
+    assert json.loads(Image.open(io.BytesIO(base64.b64decode(row["image"]))).text["facepaint"]) == prov
+    x0, y0, x1, y1 = prov["region"]
+    outside = np.ones(mask.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(edited[outside], img[outside])
+
+    for bad, expect in (
+        (b"{not json", ""),
+        ({"dataframe_split": {"columns": ["prompt"], "data": [["a man"]]}}, "image"),
+        ({"dataframe_split": {"columns": ["image", "prompt"], "data": [[b64(b"junk"), "a"]]}}, "row 0"),
+        ({**request, "params": {"steps": 0}}, "steps"),
+    ):
+        status, body = post(served, bad)
+        assert 400 <= status < 500, (bad, status, body)
+        assert body.get("message") and expect in body["message"], body

@@ -50,6 +50,11 @@ def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
         pd.DataFrame({"image": [b"png bytes"], "provenance": ["{}"]}),
         params={**asdict(DEFAULTS), **FACE_DEFAULTS},
     )
+    # the mask is optional in a request (without it the face parser makes it): a column that may be
+    # left out of `dataframe_split`
+    from mlflow.types.schema import ColSpec, Schema
+
+    signature.inputs = Schema([ColSpec(c.type, c.name, required=c.name != "mask") for c in signature.inputs.inputs])
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(Path(__file__).with_name("pyfunc_model.py")),

@@ -3,6 +3,7 @@
     facepaint edit PHOTO --prompt "a smiling woman with blond hair" --out OUT.png [--faces all|largest|0,2]
     facepaint edit PHOTOS/ --prompt "..." --out EDITED/ [--mask MASKS/] [--batch-size 8]
     facepaint detect PHOTO [--json FACES.json] [--preview FACES.png]
+    facepaint app [--model data/model] [--host 127.0.0.1] [--port 7860] [--share] [--concurrency 1]
 
 Faces are found by a detector (RetinaFace with its weights: boxes and 5 landmarks; else OpenCV's bundled
 cascade, offline: boxes only), numbered left to right (`facepaint detect` lists them), aligned to the
@@ -36,7 +37,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from facepaint.artifact import ArtifactError
-from facepaint.edit import DEFAULTS, FACE_DEFAULTS, PADDING, EditError, EditOptions, FaceEditor
+from facepaint.edit import DEFAULTS, FACE_DEFAULTS, PADDING, EditError, EditOptions, FaceEditor, check_face_options
 from facepaint.faces import DETECTORS, FaceError, make_detector, parse_selection
 from facepaint.generate import SCHEDULERS
 from facepaint.images import ImageError
@@ -78,14 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="paste the decoded crop as it is (the ablation of pixel-level blending)",
     )
-    e.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"denoising steps (default {DEFAULTS.steps})")
+    e.add_argument("--steps", type=number, default=DEFAULTS.steps, help=f"denoising steps (default {DEFAULTS.steps})")
     e.add_argument(
         "--guidance-scale",
         type=float,
         default=DEFAULTS.guidance_scale,
         help=f"classifier-free guidance (default {DEFAULTS.guidance_scale})",
     )
-    e.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    e.add_argument("--seed", type=number, default=DEFAULTS.seed)
     e.add_argument(
         "--strength",
         type=float,
@@ -118,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.compile the UNet; MODE one of " + ", ".join(COMPILE_MODES) + " (--compile alone: "
         "default). The first batch compiles (tens of seconds); worth it for a folder on a GPU",
     )
-    e.add_argument("--batch-size", type=int, default=1, help="photos of a folder edited per pipeline call (default 1)")
+    e.add_argument(
+        "--batch-size", type=number, default=1, help="photos of a folder edited per pipeline call (default 1)"
+    )
     e.add_argument("--bisenet-weights", type=Path, help="parsing_bisenet.pth (default: facexlib's cache/download)")
     e.add_argument("--watermark", action="store_true", help="add an invisible mark to the edited face only")
     e.add_argument(
@@ -144,7 +147,39 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     add_detector_args(d)
     d.set_defaults(func=detect_command)
+
+    a = sub.add_parser(
+        "app",
+        help="the web app (Gradio): upload a photo, correct its mask, edit, download the PNG",
+        description="Serve the web app (facepaint/app.py) on http://HOST:PORT until interrupted.",
+    )
+    a.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a trained artifact directory or models:/facepaint@champion (default: {DEFAULT_MODEL})",
+    )
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    a.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    a.add_argument("--concurrency", type=int, default=1, help="edits run at once (default 1; the rest queue)")
+    a.add_argument(
+        "--bisenet-weights", type=Path, help="parsing_bisenet.pth: enables the automatic face mask (else draw it)"
+    )
+    a.add_argument(
+        "--detector-weights", type=Path, help="RetinaFace's detection_Resnet50_Final.pth (else OpenCV's cascade)"
+    )
+    a.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    a.set_defaults(func=app_command)
     return parser
+
+
+def number(text: str) -> int | float:
+    """A numeric option as typed: an int for a whole-number literal, else a float ("nan" and "inf" too), so
+    that the option's own check refuses it with one `error:` line naming the option and its range."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # argparse reports "invalid number value" for text that is no number
 
 
 def add_detector_args(p: argparse.ArgumentParser) -> None:
@@ -244,10 +279,12 @@ def edit_command(args) -> int:
             blend=args.blend,
             watermark=args.watermark,
         )
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if not isinstance(args.batch_size, int) or args.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1 (a whole number), got {args.batch_size}")
         parse_selection(args.faces)
         check_min_face(args.min_face)
+        # here, not once the model has loaded (--sigma's default, None, is the artifact's own)
+        check_face_options(padding=args.padding, **({} if args.sigma is None else {"sigma": args.sigma}))
         jobs = _jobs(args)
         speed = Speed(
             dtype=args.dtype,
@@ -361,6 +398,25 @@ def detect_command(args) -> int:
             im.save(tmp, format="PNG")
     if not faces:
         return _error(f"no face found in {name} (detector {detector.name}, faces of at least {args.min_face:g} px)")
+    return 0
+
+
+def app_command(args) -> int:
+    from facepaint.app import launch
+
+    try:
+        launch(
+            args.model,
+            host=args.host,
+            port=args.port,
+            share=args.share,
+            concurrency=args.concurrency,
+            bisenet_weights=args.bisenet_weights,
+            detector_weights=args.detector_weights,
+            device=args.device,
+        )
+    except (ValueError, ArtifactError, ModelLoadError) as e:
+        return _error(e)
     return 0
 
 

@@ -61,6 +61,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from facepaint import MAX_SEED, check_fields, check_number
+
 # Sentence shapes for candidates (weights): keep "with ..., wearing ..." the most common.
 _STYLES = (("with_wear", 0.35), ("wear_with", 0.15), ("with_all", 0.25), ("tags", 0.25))
 _OPENINGS = (
@@ -557,8 +559,10 @@ class CaptionConfig:  # params.yaml `captions`
     seed: int
 
     def __post_init__(self):
+        check_fields(self, "captions")
         if self.n_candidates < 1:
             raise ValueError(f"captions.n_candidates must be at least 1, got {self.n_candidates}")
+        check_number("captions.seed", self.seed, 0, MAX_SEED, whole=True)
 
 
 def build_captions(attributes: pd.DataFrame, splits: pd.Series, cfg: CaptionConfig) -> pd.DataFrame:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import facepaint
-from facepaint import FacepaintError
+from facepaint import MAX_SEED, FacepaintError, check_number
 from facepaint import faces as faces_mod
 from facepaint import watermark as wm
 from facepaint.artifact import Artifact, apply_artifact, load_artifact
@@ -54,6 +55,7 @@ from facepaint.io import atomic_path
 from facepaint.masks import (
     BISENET_CLASSES,
     BISENET_SIZE,
+    MAX_SIGMA,
     BiSeNetParser,
     parts_union_from_labels,
     resize_binary,
@@ -64,7 +66,10 @@ from facepaint.speed import Speed
 
 PROVENANCE_KEY = "facepaint"
 PADDING = 0.25  # crop margin per side for a face given by a mask alone, x its longer side (our choice)
+MAX_PADDING = 10.0  # a crop margin of 10 face sizes per side is already the whole photo for any portrait
 MIN_FACE = 64.0  # px: a detected face narrower than this is skipped (our choice: the model sees it upscaled 4x+)
+MAX_STEPS = 1000  # SD1.5's noise schedule has 1000 timesteps: more denoising steps than that only repeat them
+MAX_GUIDANCE = 100.0  # SD1.5 is used at 1-20; far above that the guided noise prediction only saturates
 # Which faces of a photo are edited (`FaceEditor.edit`'s faces= and min_face=): defaults of the CLI and pyfunc.
 FACE_DEFAULTS = {"faces": "all", "min_face": MIN_FACE}
 MASK_HINT = (
@@ -78,11 +83,27 @@ class EditError(FacepaintError):
 
 
 def check_options(steps: int, strength: float) -> None:
-    """ValueError unless at least one denoising step runs (`strength` of `steps` are run)."""
+    """ValueError unless `steps` is a whole number up to MAX_STEPS, `strength` a number in (0, 1] and at least
+    one denoising step runs (`strength` of `steps` are run)."""
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
+        raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
     if not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
-    if steps < 1 or steps * strength < 1:
+    check_number("steps", steps, whole=True)  # not NaN, 2.5 or text
+    if steps < 1 or (steps <= MAX_STEPS and steps * strength < 1):
         raise ValueError(f"steps x strength must be at least 1 (one denoising step), got {steps} x {strength}")
+    check_number("steps", steps, 1, MAX_STEPS, whole=True)
+
+
+MAX_MIN_FACE = 100_000.0  # px: wider than the face of any photo load_rgb accepts
+FACE_LIMITS = {"padding": MAX_PADDING, "sigma": MAX_SIGMA, "min_face": MAX_MIN_FACE}  # upper limits
+
+
+def check_face_options(**options) -> None:
+    """ValueError naming the option unless each one given (padding, sigma, min_face) is a finite number from
+    0 to its FACE_LIMITS: padding x the face size, sigma px at the model's resolution, min_face px."""
+    for name, value in options.items():
+        check_number(name, value, 0, FACE_LIMITS[name])
 
 
 @dataclass(frozen=True)
@@ -99,8 +120,13 @@ class EditOptions:
 
     def __post_init__(self):
         check_options(self.steps, self.strength)
-        if not math.isfinite(self.guidance_scale):
-            raise ValueError(f"guidance_scale must be a finite number, got {self.guidance_scale}")
+        check_number("guidance_scale", self.guidance_scale, 0, MAX_GUIDANCE)
+        check_number("seed", self.seed, 0, MAX_SEED, whole=True)
+        if not isinstance(self.negative_prompt, str):
+            raise ValueError(f"negative_prompt must be text, got {self.negative_prompt!r}")
+        for name in ("blend", "watermark"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
 
 DEFAULTS = EditOptions()
@@ -131,8 +157,12 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int], what: str = "mask") -> np.
     """A mask array (bool, or float in [0, 1]) of any size with the photo's aspect ratio, as M for a photo
     of size = (width, height)."""
     mask = np.asarray(mask)
-    if mask.ndim != 2:
+    if mask.ndim != 2 or 0 in mask.shape:
         raise ValueError(f"{what} must be a 2-D array (H, W), got shape {mask.shape}")
+    if mask.dtype != bool and mask.dtype.kind not in "uif":
+        raise ValueError(f"{what} must hold bools or numbers (white = face), got dtype {mask.dtype}")
+    if mask.dtype.kind == "f" and not np.isfinite(mask).all():
+        raise ValueError(f"{what} holds NaN or infinite values: give 0 (keep) to 1 (edit) per pixel")
     (mh, mw), (w, h) = mask.shape, size
     if abs(mw * h - mh * w) > 0.01 * max(mw * h, mh * w):
         raise EditError(f"{what} is {mw}x{mh} but the photo is {w}x{h}: the mask must have the photo's aspect ratio")
@@ -380,10 +410,7 @@ class FaceEditor:
                 f"{c.adapter_scale}: build it with FaceEditor.from_artifact"
             )
         sigma = c.sigma if sigma is None else sigma
-        if not padding >= 0 or not sigma >= 0 or not min_face >= 0:
-            raise ValueError(
-                f"padding, sigma and min_face must be >= 0, got padding={padding}, sigma={sigma}, min_face={min_face}"
-            )
+        check_face_options(padding=padding, sigma=sigma, min_face=min_face)
         if detector not in faces_mod.DETECTORS:
             raise ValueError(f"detector must be one of {faces_mod.DETECTORS}, got {detector!r}")
         self.inpainter, self.artifact, self.conditions = inpainter, artifact, c
@@ -409,6 +436,10 @@ class FaceEditor:
         """Load a trained artifact directory and its base model (`speed_options.dtype` on a GPU, fp32 on the
         CPU). `options`: FaceEditor's keyword arguments (padding, sigma, bisenet_weights, watermark_key,
         detector, detector_weights, min_face)."""
+        # before any loading; sigma None is the artifact's own
+        check_face_options(
+            **{k: v for k, v in options.items() if k in FACE_LIMITS and (v is not None or k != "sigma")}
+        )
         artifact = load_artifact(path)
         c = artifact.conditions
         dev = pick_device(device)
@@ -488,8 +519,7 @@ class FaceEditor:
         photo, name, notes = read_photo(image)
         h, w = photo.shape[:2]
         res, min_face = self.conditions.resolution, self.min_face if min_face is None else min_face
-        if not min_face >= 0:
-            raise ValueError(f"min_face must be >= 0 px, got {min_face}")
+        check_face_options(min_face=min_face)
         faces_mod.parse_selection(faces)  # a malformed selection fails before detection
         if mask is None:
             m, source = None, "bisenet"
@@ -609,6 +639,8 @@ class FaceEditor:
             opts.negative_prompt if negative_prompts is None else negative_prompts, n, "negative_prompts", str
         )
         seeds = [int(s) for s in per_image(opts.seed if seeds is None else seeds, n, "seeds", (int, np.integer))]
+        for s in seeds:
+            check_number("seeds", s, 0, MAX_SEED, whole=True)
         masks = [None] * n if masks is None else per_image(masks, n, "masks", type(None))
         # 1. Find, align and mask every face first: a bad photo fails before any generation
         jobs = []

@@ -37,7 +37,7 @@ from PIL import Image
 from scipy.ndimage import distance_transform_edt
 from tqdm.auto import tqdm
 
-from facepaint import celebamask
+from facepaint import MAX_SEED, celebamask, check_fields, check_number
 from facepaint.images import load_rgb, resize_rgb
 from facepaint.masks import decode_png, resize_binary, soft_mask
 
@@ -109,19 +109,35 @@ class EvalConfig:  # params.yaml `evaluate`
         )
 
     def __post_init__(self):
+        from facepaint.edit import MAX_GUIDANCE, check_options
+        from facepaint.generate import SCHEDULERS
         from facepaint.methods import Baselines, BrushNetSettings, DiptychSettings, settings
+        from facepaint.speed import DTYPES
 
+        check_fields(self, "evaluate", skip=("baselines", "brushnet", "diptych"))  # those: `settings`
         self.baselines = settings(Baselines, self.baselines, "evaluate.baselines")
         self.brushnet = settings(BrushNetSettings, self.brushnet, "evaluate.brushnet")
         self.diptych = settings(DiptychSettings, self.diptych, "evaluate.diptych")
         self.methods, self.metrics = list(self.methods), list(self.metrics)
-        unknown = sorted(set(self.methods) - set(METHODS)) + sorted(set(self.metrics) - set(METRICS))
+        unknown = [m for m in self.methods if m not in METHODS] + [m for m in self.metrics if m not in METRICS]
         if unknown:
             raise ValueError(
                 f"evaluate: unknown method(s)/metric(s) {unknown}; methods: {METHODS}, metrics: {METRICS}"
             )
         if self.n_pairs < 1 or self.background_dilation < 0 or self.warmup < 0:
             raise ValueError("evaluate.n_pairs must be >= 1, background_dilation and warmup >= 0")
+        for name in ("fid_reference_size", "fid_batch_size", "grid_photos", "profile_radius"):
+            check_number(f"evaluate.{name}", getattr(self, name), 1, whole=True)
+        check_number("evaluate.seed", self.seed, 0, MAX_SEED, whole=True)
+        try:
+            check_options(self.steps, self.strength)
+        except ValueError as e:
+            raise ValueError(f"evaluate.{e}") from None
+        check_number("evaluate.guidance_scale", self.guidance_scale, 0, MAX_GUIDANCE)
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"evaluate.scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"evaluate.dtype must be one of {DTYPES}, got {self.dtype!r}")
 
 
 # -------------------------------------------------------------------------------------------- pairs

@@ -2,7 +2,10 @@
 
 Photos arrive as truncated JPEGs, CMYK scans, grayscale, RGBA PNGs, EXIF-rotated phone pictures and
 the occasional decompression bomb. `load_rgb` turns each into an RGB image or an `ImageError` whose
-message says what is wrong; the stages report it with the image's id.
+message says what is wrong; the stages report it with the image's id. Only the decoders of FORMATS are
+tried: PIL's others (PSD, ICNS, FLI, SGI, QOI, ... and EPS, which runs Ghostscript) never see the bytes of
+a photo, and whatever a decoder raises on a corrupt file (IndexError, struct.error, EOFError, ...) is an
+ImageError. tests/test_bad_input.py checks this on arbitrary bytes, truncated files and every colour mode.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facepaint import FacepaintError
 
 # Refuse images over 64 megapixels outright (PIL warns above 89M and fails above 179M by default);
 # a CelebA-HQ portrait is 1 megapixel.
 MAX_PIXELS = 64_000_000
+# The decoders a photo or mask goes through: the formats of photos and of the CelebAMask-HQ release
+# (PIL's JPEG decoder also opens MPO, the JPEG variant some phone cameras write).
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+UNSUPPORTED = "not a JPEG, PNG, WEBP, GIF, BMP or TIFF image"
 
 
 class ImageError(FacepaintError):
@@ -48,8 +55,8 @@ def load_rgb(
     name = str(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) else "<bytes>"
     src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else path_or_bytes
     try:
-        with Image.open(src) as im:
-            w, h = im.size
+        with Image.open(src, formats=FORMATS) as im:
+            w, h = im.size  # from the header: nothing is decoded before this check
             if w * h > MAX_PIXELS:
                 raise ImageError(
                     f"{w}x{h} is over {MAX_PIXELS // 1_000_000} megapixels (refused as a possible decompression bomb)"
@@ -58,6 +65,8 @@ def load_rgb(
                 im.draft("RGB", (draft_size * w // min(w, h), draft_size * h // min(w, h)))
             im.load()
             notes = []
+            if getattr(im, "is_animated", False):
+                notes.append(f"animated {im.format}: its first frame is used")
             orientation = _orientation(im)
             oriented = ImageOps.exif_transpose(im)
             if orientation not in (None, 1):
@@ -67,12 +76,15 @@ def load_rgb(
         raise
     except FileNotFoundError:
         raise ImageError(f"file not found: {name}") from None
-    except Image.DecompressionBombError as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"refused as a possible decompression bomb: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"corrupt or unreadable image: {UNSUPPORTED}") from None
     except (OSError, SyntaxError, ValueError) as e:
-        # PIL raises OSError for truncated data ("image file is truncated") and UnidentifiedImageError
-        # (an OSError) for files that are not images at all.
+        # PIL raises OSError for truncated data ("image file is truncated")
         raise ImageError(f"corrupt or unreadable image: {e}") from None
+    except Exception as e:  # a decoder's own failure on corrupt data (IndexError, EOFError, struct.error, ...)
+        raise ImageError(f"corrupt or unreadable image: {type(e).__name__}: {e}") from None
 
     width, height = rgb.size
     if min(width, height) < min_size:
@@ -116,12 +128,18 @@ def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
 def load_mask(path: str | os.PathLike) -> np.ndarray:
     """A binary part mask (any mode; nonzero = part) as a bool HxW array. Raises ImageError."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=FORMATS) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ImageError(f"part mask {Path(path).name} is {im.width}x{im.height}, over {MAX_PIXELS} pixels")
             im.load()
             arr = np.asarray(im.convert("L"))
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"part mask not found: {path}") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise ImageError(f"corrupt part mask {Path(path).name}: {UNSUPPORTED}") from None
+    except Exception as e:  # OSError for truncated data; a decoder's own failure on corrupt data
         raise ImageError(f"corrupt part mask {Path(path).name}: {e}") from None
     return arr >= 128
 

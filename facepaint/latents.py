@@ -28,7 +28,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from facepaint import celebamask
+from facepaint import celebamask, check_fields, check_number
 from facepaint.images import ImageError, load_rgb, worker_context
 from facepaint.io import atomic_path, write_json
 from facepaint.masks import decode_png
@@ -36,6 +36,7 @@ from facepaint.models import pick_device, pick_dtype
 from facepaint.report import StageReport
 
 FLIPS = ("none", "horizontal")
+PRECISIONS = ("fp32", "bf16", "fp16")  # the VAE's on a GPU (`models.pick_dtype`)
 INDEX = "index.json"
 
 
@@ -51,6 +52,15 @@ class LatentConfig:  # params.yaml `latents`
 
     # Settings that change speed, not the cache (see the stage's per-key DVC params).
     SPEED_KNOBS: ClassVar[tuple[str, ...]] = ("batch_size", "workers", "channels_last")
+
+    def __post_init__(self):
+        check_fields(self, "latents")
+        for name in ("batch_size", "shard_size"):
+            check_number(f"latents.{name}", getattr(self, name), 1, whole=True)
+        check_number("latents.workers", self.workers, 0, whole=True)
+        check_number("latents.max_unusable_fraction", self.max_unusable_fraction, 0, 1)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"latents.precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def vae_downsampling(vae) -> int:

@@ -36,9 +36,9 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
-from facepaint import celebamask
+from facepaint import celebamask, check_fields, check_number
 from facepaint.celebamask import check_parts
-from facepaint.images import ImageError, load_mask, load_rgb, worker_context
+from facepaint.images import MAX_PIXELS, ImageError, load_mask, load_rgb, worker_context
 from facepaint.models import ModelLoadError, pick_device
 from facepaint.report import StageReport
 
@@ -70,6 +70,9 @@ BISENET_CLASSES = (
 BISENET_URL = "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth"
 BISENET_FILE = "parsing_bisenet.pth"
 BISENET_SIZE = 512  # the parser's input side
+# px at the model's resolution: G_sigma's kernel spans 6 sigma, so beyond this the soft mask is a blur of the
+# whole 512 px crop (and gaussian_filter's cost grows with sigma)
+MAX_SIGMA = 100.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -96,16 +99,23 @@ class MaskConfig:  # params.yaml `masks`
     SPEED_KNOBS: ClassVar[tuple[str, ...]] = ("batch_size", "workers", "channels_last")
 
     def __post_init__(self):
-        self.parts = check_parts(self.parts)
+        check_fields(self, "masks")
+        try:
+            self.parts = check_parts(self.parts)
+        except ValueError as e:
+            raise ValueError(f"masks.parts: {e}") from None
         if self.backend not in BACKENDS:
             raise ValueError(f"masks.backend must be one of {BACKENDS}, got {self.backend!r}")
+        for name in ("latent_factor", "resolution", "batch_size", "min_size"):
+            check_number(f"masks.{name}", getattr(self, name), 1, whole=True)
+        check_number("masks.workers", self.workers, 0, whole=True)
         if self.resolution % self.latent_factor:
             raise ValueError(
                 f"masks.resolution ({self.resolution}) must be a multiple of masks.latent_factor "
                 f"({self.latent_factor})"
             )
-        if self.sigma < 0:
-            raise ValueError(f"masks.sigma must be >= 0, got {self.sigma}")
+        check_number("masks.sigma", self.sigma, 0, MAX_SIGMA)
+        check_number("masks.max_unusable_fraction", self.max_unusable_fraction, 0, 1)
 
 
 @dataclass
@@ -163,11 +173,19 @@ def encode_png(mask: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    """Inverse of encode_png: 1-bit PNGs give bool arrays, 8-bit ones float32 in [0, 1]."""
-    with Image.open(io.BytesIO(data)) as im:
-        if im.mode == "1":
-            return np.asarray(im.convert("L")) > 0
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    """Inverse of encode_png: 1-bit PNGs give bool arrays, 8-bit ones float32 in [0, 1]. ImageError for
+    anything else than a PNG (a corrupt table cell) or one over images.MAX_PIXELS."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ImageError(f"mask PNG of {im.width}x{im.height} is over {MAX_PIXELS} pixels")
+            if im.mode == "1":
+                return np.asarray(im.convert("L")) > 0
+            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    except ImageError:
+        raise
+    except Exception as e:  # PIL raises many types for a corrupt PNG; each means "unreadable"
+        raise ImageError(f"corrupt mask PNG: {type(e).__name__}: {e}") from None
 
 
 def parts_union_from_labels(labels: np.ndarray, parts, classes=BISENET_CLASSES) -> np.ndarray:

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facepaint import FacepaintError
+from facepaint import FacepaintError, check_fields
 from facepaint.artifact import apply_artifact, load_artifact
 from facepaint.edit import check_options, pixel_blend
 from facepaint.generate import SCHEDULERS, Inpainter, make_scheduler
@@ -274,6 +274,9 @@ class Baselines:  # params.yaml `evaluate.baselines`: each a Hugging Face id or 
     flux_controlnet: str  # alimama's FLUX.1-dev inpainting ControlNet (Beta)
     paint_by_example: str  # Paint-by-Example's pipeline
 
+    def __post_init__(self):
+        check_fields(self, "evaluate.baselines")
+
 
 @dataclass(frozen=True)
 class DiptychSettings:
@@ -293,6 +296,7 @@ class DiptychSettings:
     max_sequence_length: int  # 512: T5 tokens, FLUX.1-dev's and every FLUX pipeline's (alimama's included)
 
     def __post_init__(self):
+        check_fields(self, "evaluate.diptych")
         if self.steps < 1:
             raise ValueError(f"diptych steps must be >= 1, got {self.steps}")
         if self.attention_scale <= 0:
@@ -325,6 +329,7 @@ class BrushNetSettings:  # params.yaml `evaluate.brushnet`: BrushNet's own optio
     blur_blend: bool  # its "blended" option (blurred-mask paste-back); off for the headline row
 
     def __post_init__(self):
+        check_fields(self, "evaluate.brushnet")
         if not self.conditioning_scale >= 0:
             raise ValueError(f"evaluate.brushnet.conditioning_scale must be >= 0, got {self.conditioning_scale}")
 
@@ -334,7 +339,9 @@ def settings(cls, raw, where: str):
     if isinstance(raw, cls):
         return raw
     fields = [f.name for f in dataclasses.fields(cls)]
-    unknown, missing = sorted(set(raw) - set(fields)), sorted(set(fields) - set(raw))
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be a mapping of {fields}, got {raw!r}")
+    unknown, missing = sorted(map(str, set(raw) - set(fields))), sorted(set(fields) - set(raw))
     if unknown or missing:
         raise ValueError(f"{where}: unknown key(s) {unknown}, missing key(s) {missing}; keys: {fields}")
     return cls(**raw)

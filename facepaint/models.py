@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from facepaint import FacepaintError
+from facepaint import MAX_SEED, FacepaintError, check_fields, check_number
 
 SD15_INPAINTING = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 SOURCES = ("pretrained", "tiny", "random")
@@ -123,8 +123,10 @@ class ModelConfig:  # params.yaml `model`
     seed: int  # initialisation seed for tiny/random
 
     def __post_init__(self):
+        check_fields(self, "model")
         if self.source not in SOURCES:
             raise ValueError(f"model.source must be one of {SOURCES}, got {self.source!r}")
+        check_number("model.seed", self.seed, 0, MAX_SEED, whole=True)
 
     @property
     def name(self) -> str:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from facepaint import MAX_SEED, check_fields, check_number
+
 
 @dataclass
 class SplitConfig:  # params.yaml `split`
@@ -26,10 +28,13 @@ class SplitConfig:  # params.yaml `split`
     max_malformed_fraction: float  # of attribute-file rows; more fails the stage
 
     def __post_init__(self):
+        check_fields(self, "split")
         if self.train_parts <= 0 or self.test_parts <= 0:
             raise ValueError(
                 f"split.train_parts and split.test_parts must be positive, got {self.train_parts}:{self.test_parts}"
             )
+        check_number("split.seed", self.seed, 0, MAX_SEED, whole=True)
+        check_number("split.max_malformed_fraction", self.max_malformed_fraction, 0, 1)
 
 
 def n_train(n: int, cfg: SplitConfig) -> int:

@@ -57,6 +57,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from facepaint import MAX_SEED, check_fields, check_number
 from facepaint.adapter import FaceAdapter, condition
 from facepaint.artifact import Conditions, freeze_all_but_kv, kv_parameters, save_artifact
 from facepaint.io import atomic_dir, read_parquet
@@ -75,6 +76,16 @@ from facepaint.speed import (
 log = logging.getLogger("facepaint.train")
 
 PRECISIONS = ("no", "fp16", "bf16")
+# diffusers.optimization.SchedulerType's names (checked here without importing diffusers; a test compares them)
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "piecewise_constant",
+)
 
 
 @dataclass
@@ -124,6 +135,7 @@ class TrainConfig:  # params.yaml `train`
     CHECKPOINTING: ClassVar[tuple[str, ...]] = ("checkpoint_every", "keep_checkpoints")
 
     def __post_init__(self):
+        check_fields(self, "train")
         if self.loss_weighting not in WEIGHTINGS:
             raise ValueError(f"train.loss_weighting must be one of {WEIGHTINGS}, got {self.loss_weighting!r}")
         if self.mixed_precision not in PRECISIONS:
@@ -135,6 +147,19 @@ class TrainConfig:  # params.yaml `train`
             raise ValueError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
         if not 0 <= self.flip_p <= 1 or not 0 <= self.caption_dropout <= 1:
             raise ValueError("train.flip_p and train.caption_dropout are probabilities in [0, 1]")
+        for name in ("warmup_steps", "checkpoint_every"):
+            check_number(f"train.{name}", getattr(self, name), 0, whole=True)
+        check_number("train.seed", self.seed, 0, MAX_SEED, whole=True)
+        # learning rates and AdamW's ranges (torch would refuse them only once the model has loaded), alpha, lambda
+        for name in ("lr_kv", "lr_adapter", "weight_decay", "adam_eps", "alpha", "adapter_scale"):
+            check_number(f"train.{name}", getattr(self, name), 0)
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"train.{name} must be in [0, 1), got {value}")
+        check_number("train.max_grad_norm", self.max_grad_norm, 0)  # 0: no clipping
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(f"train.lr_scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
         try:
             self.compile = compile_mode(self.compile)
             check_attention(self.attention)

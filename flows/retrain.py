@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.tasks import exponential_backoff
 
+from facepaint import check_fields
 from stages.common import EVALUATE, REGISTER, load_params, section
 
 LOCK = ".facepaint-retrain.lock"
@@ -134,6 +135,9 @@ def retrain(project: str = ".") -> dict:
 class RetrainConfig:  # params.yaml `retrain`
     cron: str  # the scheduled retrain
     watch_cron: str  # how often the watch flow checks whether the data changed
+
+    def __post_init__(self):
+        check_fields(self, "retrain")
 
 
 def schedule(project: Path = Path(".")) -> RetrainConfig:

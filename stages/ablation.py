@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from facepaint import check_fields
 from facepaint import evaluate as ev
 from facepaint.artifact import load_artifact
 from facepaint.io import atomic_path, read_parquet, write_json, write_parquet
@@ -55,6 +56,7 @@ class AblationConfig:  # params.yaml `ablation`
     grid_photos: int  # rows of the sample grid
 
     def __post_init__(self):
+        check_fields(self, "ablation")
         self.variants = list(self.variants)
         unknown = [v for v in self.variants if v not in WEIGHTINGS]
         if unknown or len(set(self.variants)) != len(self.variants):

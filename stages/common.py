@@ -90,9 +90,12 @@ def set_key(params: dict, dotted: str, value) -> None:
 def section(params: dict, name: str, cls, **overrides):
     """params[name] (with `overrides` applied) as the dataclass `cls`. Unknown and missing keys are
     errors that name them; so are values the config's own validation refuses."""
-    raw = {**(params.get(name) or {}), **overrides}
+    given = params.get(name) or {}
+    if not isinstance(given, dict):
+        raise SystemExit(f"params.yaml: section '{name}' must be a mapping of its keys, got {given!r}")
+    raw = {**given, **overrides}
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - fields)
+    unknown = sorted(map(str, set(raw) - fields))
     if unknown:
         raise SystemExit(f"params.yaml: unknown key(s) {unknown} in section '{name}'; known: {sorted(fields)}")
     required = {

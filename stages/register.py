@@ -16,10 +16,12 @@ data/register.json and succeeds: the pipeline's results stand. Serve the champio
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from facepaint import check_fields
 from facepaint.artifact import load_artifact
 from facepaint.io import write_json
 from stages.common import EVALUATE, MODEL, REGISTER, cli, load_params, section
@@ -31,6 +33,18 @@ PARAMS = ("register",)  # the params.yaml keys this stage's outputs depend on (d
 class RegisterConfig:  # params.yaml `register`
     model_name: str  # the registered model
     gate: dict  # tracking.registry.Gate's fields
+
+    def __post_init__(self):
+        check_fields(self, "register")
+        if not self.model_name.strip():
+            raise ValueError("register.model_name must name the registered model, e.g. facepaint")
+        for key, value in self.gate.items():  # the gate's names are checked by Gate(**gate) in `run`
+            if key == "method":
+                if not isinstance(value, str):
+                    raise ValueError(f"register.gate.method must name an evaluated method, e.g. ours; got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                # a NaN threshold would fail every comparison, a text one fail the registry after training
+                raise ValueError(f"register.gate.{key} must be a number (.inf: no limit), got {value!r}")
 
 
 def run(

@@ -301,3 +301,16 @@ def test_mlflow_serves_the_champion_over_http(served):
         status, body = post(served, bad)
         assert 400 <= status < 500, (bad, status, body)
         assert body.get("message") and expect in body["message"], body
+
+
+def test_the_logged_model_names_its_pinned_requirements(logged):
+    """Explicit pip requirements (no inference in a subprocess, which timed out at full size and left
+    `cloudpickle` alone): the project's runtime dependencies at the installed versions."""
+    from importlib.metadata import version
+
+    import mlflow
+
+    path = mlflow.pyfunc.get_model_dependencies(logged)
+    reqs = open(path).read().split()
+    for name in ("torch", "diffusers", "mlflow", "opencv-python"):
+        assert f"{name}=={version(name)}" in reqs, (name, reqs)

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
+from facepaint import MAX_SEED, check_number
 from facepaint.celebamask import ATTRIBUTE_FILE, ATTRIBUTES, PART_NAMES, image_path, part_mask_path
 
 LABELS = {part: i + 1 for i, part in enumerate(PART_NAMES)}  # label-map values; 0 = background
@@ -70,14 +71,14 @@ class DemoConfig:
             # bool is an int subclass, but `size: true` in YAML is a typo, not 1
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"demo.{name} must be an integer, got {value!r}")  # noqa: TRY004 (the API says so)
+            check_number(f"demo.{name}", value, whole=True)  # not 10**400 either
         if self.n_images < 1:
             raise ValueError(f"demo.n_images must be >= 1, got {self.n_images}")
         if self.size < 64:
             raise ValueError(f"demo.size must be >= 64, got {self.size}")
         if not 16 <= self.mask_size <= self.size:
             raise ValueError(f"demo.mask_size must be in [16, demo.size = {self.size}], got {self.mask_size}")
-        if self.seed < 0:
-            raise ValueError(f"demo.seed must be >= 0, got {self.seed}")
+        check_number("demo.seed", self.seed, 0, MAX_SEED, whole=True)
 
 
 @dataclass

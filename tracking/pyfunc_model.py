@@ -20,6 +20,41 @@ import mlflow
 import pandas as pd
 
 
+def cast_param(key: str, value, default):
+    """A request's param as the type of its default, or a ValueError naming it: "false" is False (bool("false")
+    is True), 2.5 or NaN steps an error (int() would give 2 or crash); EditOptions then checks the values."""
+    import math
+    import numbers
+
+    kind = type(default)
+    if kind is bool:
+        text = str(value).strip().lower()
+        if text in ("true", "false", "1", "0"):
+            return text in ("true", "1")
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, str):
+            try:
+                value = int(value.strip()) if kind is int else float(value)
+            except ValueError:
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ValueError(f"{key} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        if isinstance(value, numbers.Integral):
+            if kind is float and abs(value) > 2**1000:  # float() would overflow
+                raise ValueError(f"{key} must be a finite number, got {value}")
+            return kind(value)
+        if kind is float:
+            return float(value)
+        if not math.isfinite(value) or not float(value).is_integer():
+            raise ValueError(f"{key} must be a whole number, got {value!r}")
+        return int(value)
+    return kind(value)
+
+
 class FacepaintModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from facepaint.edit import FaceEditor
@@ -39,7 +74,8 @@ class FacepaintModel(mlflow.pyfunc.PythonModel):
         from PIL.PngImagePlugin import PngInfo
 
         from facepaint import FacepaintError
-        from facepaint.edit import DEFAULTS, FACE_DEFAULTS, EditOptions
+        from facepaint.edit import DEFAULTS, FACE_DEFAULTS, EditOptions, check_face_options
+        from facepaint.faces import parse_selection
         from facepaint.images import load_rgb
 
         def refuse(message: str):
@@ -51,9 +87,11 @@ class FacepaintModel(mlflow.pyfunc.PythonModel):
         known = EditOptions.__dataclass_fields__
         try:
             # MLflow fills every signature param with its default; cast to the fields' types
-            opts = {k: type(getattr(DEFAULTS, k))(v) for k, v in (params or {}).items() if k in known}
-            which = {k: type(d)((params or {}).get(k, d)) for k, d in FACE_DEFAULTS.items()}
+            opts = {k: cast_param(k, v, getattr(DEFAULTS, k)) for k, v in (params or {}).items() if k in known}
+            which = {k: cast_param(k, (params or {}).get(k, d), d) for k, d in FACE_DEFAULTS.items()}
             EditOptions(**{**DEFAULTS.__dict__, **opts})  # validate before any row is edited
+            check_face_options(min_face=which["min_face"])
+            parse_selection(which["faces"])
         except (TypeError, ValueError) as e:
             raise refuse(f"params: {e}") from None
         images, provenance = [], []

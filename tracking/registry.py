@@ -61,8 +61,28 @@ def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
         artifacts={"artifact": str(artifact_dir)},
         signature=signature,
         input_example=example,
+        pip_requirements=pip_requirements(),
     )
     return info.model_uri
+
+
+def pip_requirements() -> list[str]:
+    """The model's pip requirements, explicit: the project's runtime dependencies pinned to the installed
+    versions. MLflow's inference of them loads the model in a subprocess (120 s timeout; at full size it
+    timed out and fell back to `cloudpickle` alone, a model that cannot be served in a fresh environment)."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    out = []
+    for req in requires("facepaint") or []:
+        if "extra ==" in req:
+            continue  # test-only extras
+        name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(req.split(";")[0].strip())
+    return out
 
 
 def _example_png(mask: bool = False) -> bytes:

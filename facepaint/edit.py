@@ -273,10 +273,11 @@ def paste_back(photo: np.ndarray, jobs: list[FaceJob], generated: list[np.ndarra
         if job.photo_mask is not None and p.region[2] > p.region[0] and p.region[3] > p.region[1]:
             # the user's own mask of this face, exactly, where the warped-back one would be resampled
             (mx0, my0, mx1, my1), own = job.photo_mask
-            full = np.zeros(photo.shape[:2], bool)
-            full[my0:my1, mx0:mx1] = own
             x0, y0, x1, y1 = p.region
-            p.mask = full[y0:y1, x0:x1]
+            p.mask = np.zeros((y1 - y0, x1 - x0), bool)
+            ix0, iy0, ix1, iy1 = max(x0, mx0), max(y0, my0), min(x1, mx1), min(y1, my1)
+            if ix1 > ix0 and iy1 > iy0:  # the two regions' overlap, copied without a photo-size array
+                p.mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = own[iy0 - my0 : iy1 - my0, ix0 - mx0 : ix1 - mx0]
         pasted.append(p)
     out, soft, m = faces_mod.composite(photo, pasted, blend)
     return out, soft, m, pasted
@@ -544,17 +545,11 @@ class FaceEditor:
             job.prompt = None if prompts is None else per_image(prompts, 1, "prompts", str)[0]
             return Prepared(photo, name, notes, source, detector, [], [job])
         chosen, skipped = faces_mod.select_faces(found, faces, min_face, name)
-        face_prompts = [None] * len(chosen) if prompts is None else None
-        if prompts is not None:
-            n_sel = len(chosen) + len(skipped)
-            face_prompts = per_image(prompts, n_sel, "prompts (one per selected face)", str)
-            sel = faces_mod.parse_selection(faces)
-            order = (
-                list(range(len(found)))
-                if sel == "all"
-                else ([chosen[0]] if sel == "largest" and chosen else sel if sel != "largest" else [])
-            )
-            face_prompts = [face_prompts[order.index(i)] for i in chosen]
+        face_prompts = [None] * len(chosen)
+        if prompts is not None:  # one per selected face, in selection order, before faces are skipped for size
+            order, _ = faces_mod.select_faces(found, faces, 0, name)
+            given = per_image(prompts, len(order), "prompts (one per selected face)", str)
+            face_prompts = [given[order.index(i)] for i in chosen]
         for message in skipped:  # a warning (the CLI prints "warning: ..."), not only a note in the result
             warnings.warn(f"{name}: {message}", stacklevel=3)
         before = len(notes)

@@ -403,6 +403,13 @@ def rescale(matrix: np.ndarray, k: float) -> np.ndarray:
     return out
 
 
+def offset(matrix: np.ndarray, x0: float, y0: float) -> np.ndarray:
+    """`matrix` (photo -> crop) for a part of the photo whose top-left pixel is (x0, y0)."""
+    shifted = matrix.copy()
+    shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+    return shifted
+
+
 def matrix_scale(matrix: np.ndarray) -> float:
     """Crop pixels per photo pixel."""
     return math.hypot(matrix[0, 0], matrix[1, 0])
@@ -436,10 +443,8 @@ def warp_mask_to_crop(mask: np.ndarray, matrix: np.ndarray, resolution: int) -> 
     x0, y0, x1, y1 = crop_footprint(matrix, resolution, (mask.shape[1], mask.shape[0]))
     if x1 <= x0 or y1 <= y0:
         return np.zeros((resolution, resolution), bool)
-    shifted = matrix.copy()
-    shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
     sub = mask[y0:y1, x0:x1].astype(np.float32)
-    return cv2.warpAffine(sub, shifted, (resolution, resolution), flags=cv2.INTER_LINEAR) > 0.5
+    return cv2.warpAffine(sub, offset(matrix, x0, y0), (resolution, resolution), flags=cv2.INTER_LINEAR) > 0.5
 
 
 def crop_footprint(
@@ -478,11 +483,9 @@ def warp_back(crop: np.ndarray, matrix: np.ndarray, region: tuple[int, int, int,
         crop = cv2.resize(crop, (m, m), interpolation=cv2.INTER_AREA)
         matrix = rescale(matrix, m / n)
     x0, y0, x1, y1 = region
-    shifted = matrix.copy()
-    shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)  # region pixel -> photo pixel -> crop
     return cv2.warpAffine(
         crop,
-        shifted,
+        offset(matrix, x0, y0),
         (x1 - x0, y1 - y0),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,

@@ -227,7 +227,9 @@ class PaintByExample(Method):
             reason = hub_unreachable(ref)  # fails in a second instead of minutes of retries
             if reason:
                 raise OSError(reason)
-            pipe = PaintByExamplePipeline.from_pretrained(ref, torch_dtype=torch_dtype, safety_checker=None)
+            pipe = PaintByExamplePipeline.from_pretrained(  # safetensors only: never a pickled .bin
+                ref, torch_dtype=torch_dtype, safety_checker=None, use_safetensors=True
+            )
         except Exception as e:  # hub, cache and file errors come in many types; each means "not here"
             raise MethodUnavailable(
                 f"Paint-by-Example weights '{ref}' could not be loaded ({type(e).__name__}: {str(e)[:200]}). On a "

@@ -302,7 +302,8 @@ class PickScore:
                 reason = hub_unreachable(ref)  # fails in a second instead of minutes of retries
                 if reason:
                     raise OSError(reason)
-                loaded[key] = cls.from_pretrained(ref)
+                # weights from safetensors only (PickScore_v1 ships model.safetensors): never a pickled .bin
+                loaded[key] = cls.from_pretrained(ref, **({"use_safetensors": True} if key == "model" else {}))
             except (OSError, ValueError) as e:  # hub/cache errors subclass these
                 where = (
                     f"the local directory {ref} does not hold it"

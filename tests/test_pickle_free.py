@@ -6,7 +6,10 @@ profiles/; not tests/ or the virtual environment) refuses, naming file:line:
 - `torch.load(...)` without `weights_only=True` (a literal True: a variable cannot be checked here);
 - `pickle`/`cloudpickle`/`dill` `.load`/`.loads`/`.Unpickler` and `joblib.load`;
 - `numpy.load(...)` with `allow_pickle` other than a literal False (numpy's default is False);
-- `pandas.read_pickle`.
+- `pandas.read_pickle`;
+- `X.from_pretrained(...)` of a class with weights (not a tokenizer, processor, scheduler or config) without
+  `use_safetensors=True` or a `**` expansion (checked where it is built): diffusers and transformers fall back
+  to a pickled `.bin` when a folder has no safetensors.
 Calls are resolved through the module's imports (`import numpy as np`, `from torch import load`, ...).
 Third-party code is not scanned: facexlib's own `init_parsing_model`/`init_detection_model` unpickle, which
 is why facepaint.masks and facepaint.faces load those weights themselves with `weights_only=True`.
@@ -15,6 +18,7 @@ is why facepaint.masks and facepaint.faces load those weights themselves with `w
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +32,7 @@ UNPICKLERS = {
     for module in ("pickle", "_pickle", "cloudpickle", "dill")
     for name in ("load", "loads", "Unpickler")
 } | {"joblib.load", "pandas.read_pickle"}
+NO_WEIGHTS = re.compile(r"Tokenizer|Processor|Scheduler|FeatureExtractor|Config", re.IGNORECASE)
 # Conventional aliases, for a name used without an import in the same file.
 CONVENTIONS = {"np": "numpy", "pd": "pandas"}
 
@@ -96,6 +101,9 @@ def unpickling_calls(source: str, filename: str = "<source>") -> list[str]:
         elif name == "numpy.load" and any(k.arg in ("allow_pickle", None) for k in node.keywords):
             if not _keyword_is(node, "allow_pickle", False):
                 why = "numpy.load with allow_pickle (other than a literal False)"
+        elif name.endswith(".from_pretrained") and not NO_WEIGHTS.search(name.rsplit(".", 2)[-2]):
+            if not _keyword_is(node, "use_safetensors", True) and not any(k.arg is None for k in node.keywords):
+                why = "from_pretrained without use_safetensors=True (a folder without safetensors loads a pickle)"
         if why:
             found.append(f"{filename}:{node.lineno}: {why}")
     return found
@@ -130,6 +138,8 @@ def unpickling_calls(source: str, filename: str = "<source>") -> list[str]:
         "import pandas as pd\npd.read_pickle('t.pkl')",
         "import pandas\npandas.read_pickle('t.pkl')",
         "from pandas import read_pickle\nread_pickle('t.pkl')",
+        "from transformers import AutoModel\nAutoModel.from_pretrained('x')",
+        "import diffusers\ndiffusers.UNet2DConditionModel.from_pretrained('x', use_safetensors=False)",
     ],
 )
 def test_checker_catches(source):
@@ -150,6 +160,9 @@ def test_checker_catches(source):
         "import pandas as pd\npd.read_parquet('t.parquet')",
         "model.load_state_dict(state)",
         "def load(x):\n    return x\nload(1)",
+        "from transformers import AutoModel\nAutoModel.from_pretrained('x', use_safetensors=True)",
+        "cls.from_pretrained(ref, **weights)",  # checked where `weights` is built
+        "from transformers import CLIPTokenizer\nCLIPTokenizer.from_pretrained('x')",
     ],
 )
 def test_checker_allows(source):

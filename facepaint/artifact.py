@@ -163,14 +163,27 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
             f"model artifact {path} lacks {', '.join(missing)}; it is not a facepaint artifact "
             f"or was not completely copied"
         )
-    try:
-        info = json.loads((path / INFO_FILE).read_text())
-        kv = load_file(str(path / KV_FILE))
-        adapter = load_file(str(path / ADAPTER_FILE))
-    except (OSError, ValueError) as e:  # safetensors raises SafetensorError (an OSError/ValueError kin)
-        raise ArtifactError(f"model artifact {path} is unreadable: {e}") from e
-    except Exception as e:  # safetensors_rust.SafetensorError derives from Exception only
-        raise ArtifactError(f"model artifact {path} is unreadable: {e}") from e
+
+    def read(name: str, load):
+        try:
+            return load(path / name)
+        except Exception as e:  # json's errors, safetensors_rust.SafetensorError (derives from Exception only)
+            raise ArtifactError(
+                f"model artifact file {path / name} is unreadable ({type(e).__name__}: {e}): the artifact is "
+                f"corrupt or was not completely copied; copy it again or retrain it (`dvc repro train`)"
+            ) from None
+
+    info = read(INFO_FILE, lambda f: json.loads(f.read_text()))
+    if not isinstance(info, dict):
+        raise ArtifactError(f"{path / INFO_FILE} holds {type(info).__name__}, not the artifact's description")
+    kv = read(KV_FILE, lambda f: load_file(str(f)))
+    adapter = read(ADAPTER_FILE, lambda f: load_file(str(f)))
+    if info.get("version") is not None and _digest(path / KV_FILE, path / ADAPTER_FILE) != info["version"]:
+        raise ArtifactError(
+            f"model artifact {path}: {KV_FILE} and {ADAPTER_FILE} do not match the version {info['version']!r} "
+            f"that {INFO_FILE} records (their digest): a weight file is corrupt or was replaced. Copy the "
+            f"artifact again or retrain it (`dvc repro train`)"
+        )
     if info.get("format") != FORMAT:
         raise ArtifactError(
             f"{path / INFO_FILE}: format {info.get('format')!r}, this facepaint reads format {FORMAT}: "

@@ -21,9 +21,12 @@ the global torch RNG state, for anything else that draws from it.
 Checkpoints are directories `step-NNNNNNNN/` written atomically (temp dir, then rename):
 `trainable.safetensors` (k/v + adapter, fp32), `optimizer.pt` and `lr_scheduler.pt` (loaded with
 torch.load(weights_only=True)), `rng.pt`, `state.json` (step, the fingerprint of params + data + base
-model, the log so far). A checkpoint whose fingerprint differs from the current run's (params or data
-changed) is not resumed from; the run starts fresh and says so. We write these ourselves rather than
-use accelerate's save_state because that saves the whole 3.4 GB UNet and unpickles its RNG file.
+model, the log so far, the sha256 of each other file). A checkpoint whose fingerprint differs from the
+current run's (params or data changed) is not resumed from; the run starts fresh and says so. One that
+does not read back whole (a truncated or corrupt file, a digest that differs) is removed with a warning
+naming the file, and the one before it is resumed from (`keep_checkpoints` >= 2 keeps one to fall back
+on). We write these ourselves rather than use accelerate's save_state because that saves the whole
+3.4 GB UNet and unpickles its RNG file.
 
 Multi-GPU: the same code runs under `accelerate launch` (DDP). The global batch is split across
 processes; each process takes its slice of the same per-step draws.
@@ -57,7 +60,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from facepaint import MAX_SEED, check_fields, check_number
+from facepaint import MAX_SEED, FacepaintError, check_fields, check_number
 from facepaint.adapter import FaceAdapter, condition
 from facepaint.artifact import Conditions, freeze_all_but_kv, kv_parameters, save_artifact
 from facepaint.io import atomic_dir, read_parquet
@@ -446,6 +449,27 @@ def _checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(p for p in ckpt_dir.glob("step-*") if (p / "state.json").is_file())
 
 
+CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "lr_scheduler.pt", "rng.pt")  # and state.json
+
+
+class CheckpointError(FacepaintError):
+    """A checkpoint that does not read back whole; the message names the file."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _torch_save(obj, path: Path) -> None:
+    # through a Python file: torch.save(obj, path) reports a full disk as "unexpected pos", with no errno
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def save_checkpoint(
     ckpt_dir: Path,
     step: int,
@@ -462,44 +486,89 @@ def save_checkpoint(
             {k: v.detach().float().cpu().contiguous() for k, v in model.trainable_state().items()},
             str(tmp / "trainable.safetensors"),
         )
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
+        _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _torch_save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint, "history": history}))
+        _torch_save(rng, tmp / "rng.pt")
+        state = {"step": step, "fingerprint": fingerprint, "history": history}
+        state["sha256"] = {name: _sha256(tmp / name) for name in CHECKPOINT_FILES}
+        (tmp / "state.json").write_text(json.dumps(state))
     for old in _checkpoints(ckpt_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return path
 
 
+def read_checkpoint(path: Path) -> dict:
+    """Every file of the checkpoint at `path`, read and checked against the digests in its state.json; a
+    CheckpointError naming the file that is missing, truncated or corrupt."""
+
+    def read(name: str, load):
+        try:
+            return load(path / name)
+        except Exception as e:  # json, safetensors and torch each raise their own kinds
+            raise CheckpointError(f"checkpoint file {path / name} is unreadable ({type(e).__name__}: {e})") from e
+
+    def state_of(f: Path) -> dict:
+        state = json.loads(f.read_text())
+        missing = [k for k in ("step", "fingerprint", "history") if k not in state]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+        return state
+
+    state = read("state.json", state_of)
+    for name, digest in (state.get("sha256") or {}).items():  # checkpoints made before digests have none
+        if read(name, _sha256) != digest:
+            raise CheckpointError(
+                f"checkpoint file {path / name} is corrupt or truncated: its sha256 differs from the one "
+                f"{path / 'state.json'} recorded when it was written"
+            )
+    return {
+        "state": state,
+        "weights": read("trainable.safetensors", lambda f: load_file(str(f))),
+        "optimizer": read("optimizer.pt", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
+        "lr_scheduler": read("lr_scheduler.pt", lambda f: torch.load(f, weights_only=True)),
+        "rng": read("rng.pt", lambda f: torch.load(f, weights_only=True)),
+    }
+
+
 def load_checkpoint(path: Path, model: FaceModel, optimizer, lr_scheduler) -> tuple[int, list[dict]]:
-    state = json.loads((path / "state.json").read_text())
-    weights = load_file(str(path / "trainable.safetensors"))
+    ckpt = read_checkpoint(path)  # all of it, before anything is changed
+    weights = ckpt["weights"]
     own = model.trainable_state()
     if set(weights) != set(own):
         raise RuntimeError(f"checkpoint {path} holds other parameters than this model; delete it to start fresh")
     with torch.no_grad():
         for k, p in own.items():
             p.copy_(weights[k].to(p.device, p.dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
-    lr_scheduler.load_state_dict(torch.load(path / "lr_scheduler.pt", weights_only=True))
-    rng = torch.load(path / "rng.pt", weights_only=True)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+    rng = ckpt["rng"]
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return state["step"], state["history"]
+    return ckpt["state"]["step"], ckpt["state"]["history"]
 
 
 def find_resumable(ckpt_dir: Path, fingerprint: str) -> Path | None:
-    """The newest complete checkpoint made with the same fingerprint; stale ones are removed."""
+    """The newest checkpoint made with the same fingerprint that reads back whole. An unreadable one is
+    removed with a warning naming its bad file, and the one before it is tried (the resumed run repeats the
+    steps in between, drawing exactly what they drew). When the newest readable one was made with another
+    fingerprint, all are stale and removed."""
     found = _checkpoints(ckpt_dir)
-    if not found:
+    for path in reversed(found):
+        try:
+            state = read_checkpoint(path)["state"]
+        except CheckpointError as e:
+            log.warning("%s; removing checkpoint %s and resuming from the one before it, if any", e, path.name)
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        if state["fingerprint"] == fingerprint:
+            return path
+        break
+    else:
         return None
-    latest = found[-1]
-    if json.loads((latest / "state.json").read_text()).get("fingerprint") == fingerprint:
-        return latest
     log.warning("checkpoints in %s were made with other params, data or base model; starting fresh", ckpt_dir)
     for p in found:
         shutil.rmtree(p, ignore_errors=True)

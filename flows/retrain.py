@@ -12,15 +12,23 @@ are skipped and a killed train stage resumes from its checkpoint.
 
 Never twice at once. The served deployment has a concurrency limit of 1 (a second scheduled run is
 cancelled, not queued behind the first), and every run holds a lock file in the project, so a run
-started by hand cannot overlap a scheduled one either.
+started by hand cannot overlap a scheduled one either. The lock is an flock, which the OS releases when
+its holder dies however it dies (SIGKILL, a crash), and the file names its holder (pid, host, start
+time): a second run is refused with that name, and a run that finds a holder named although nobody
+holds the lock knows the previous run was killed, says so, and proceeds. (A `dvc repro` that the killed
+run had started may still be finishing; DVC's own lock then makes the next stage fail as transient.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +59,41 @@ class PipelineError(RuntimeError):
 
 class AlreadyRunning(RuntimeError):
     """Another retrain holds the project's lock."""
+
+
+def _holder(text: str) -> str:
+    try:
+        h = json.loads(text)
+        return f"pid {h['pid']} on {h['host']}, started {h['started']}"
+    except (ValueError, TypeError, KeyError):
+        return "a process that has not written its name yet"
+
+
+@contextlib.contextmanager
+def retrain_lock(root: Path):
+    """Hold the project's retrain lock; yields the holder a killed earlier run left named in the file (None
+    when the last run released it). Raises AlreadyRunning naming the live holder."""
+    path = root / LOCK
+    left = []
+
+    def claim(fd: int) -> None:  # called with the lock held, on the lock file's descriptor
+        left.append(os.pread(fd, 4096, 0).decode(errors="replace").strip())
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+
+    lock = FileLock(str(path), timeout=0, on_acquired=claim)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise AlreadyRunning(
+            f"another retrain of {root} is running: {_holder(path.read_text())} holds {path}"
+        ) from None
+    try:
+        yield _holder(left[0]) if left and left[0] else None
+    finally:
+        os.truncate(path, 0)  # released cleanly: nobody is named
+        lock.release()
 
 
 def classify(stage: str, returncode: int, output: str) -> Exception:
@@ -104,16 +147,15 @@ def retrain(project: str = ".") -> dict:
     """Reproduce the pipeline, then report the evaluation and the registry decision."""
     log = get_run_logger()
     root = Path(project).resolve()
-    lock = FileLock(str(root / LOCK), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise AlreadyRunning(f"another retrain of {root} is running (it holds {root / LOCK})") from None
-    try:
+    with retrain_lock(root) as killed:
+        if killed:
+            log.warning(
+                "the previous retrain (%s) was killed without releasing %s; the OS released its lock, proceeding",
+                killed,
+                root / LOCK,
+            )
         for stage in pipeline_stages(root):
             run_stage(stage, str(root))
-    finally:
-        lock.release()
     summary = {
         "metrics": json.loads((root / EVALUATE / "metrics.json").read_text())["methods"].get("ours", {}),
         "register": json.loads((root / REGISTER).read_text()),

@@ -175,14 +175,19 @@ def run(
             for s in metrics["methods"].values():
                 s.update(dict.fromkeys(cols, "unavailable"))
     write_json(metrics, out / "metrics.json")
+    track(metrics, cfg, out, artifact.version)
+    print(table)
+    return metrics
+
+
+def track(metrics: dict, cfg: ev.EvalConfig, out: Path, artifact_version: str) -> None:
+    """Log the evaluation into this artifact version's MLflow run (never fatal: tracking.runs.Tracker)."""
     from tracking.runs import Tracker
 
-    run = Tracker().start(artifact_version=artifact.version, params={"evaluate": asdict(cfg)})
+    run = Tracker().start(artifact_version=artifact_version, params={"evaluate": asdict(cfg)})
     run.metrics({"eval": metrics["methods"]})
     run.artifacts(out, "evaluate")
     run.end()
-    print(table)
-    return metrics
 
 
 def main() -> None:

@@ -7,9 +7,13 @@ Outputs: data/register.json (version, promoted or not, why)
 Run:     dvc repro register     (or: python -m stages.register)
 
 The artifact is logged as an MLflow pyfunc model (once per artifact version, into the pipeline run
-that train opened) and that model is registered. The store is MLFLOW_TRACKING_URI, else
-sqlite:///mlflow.db here. When it cannot be reached the stage warns, writes why into
-data/register.json and succeeds: the pipeline's results stand. Serve the champion with
+that train opened) and that model is registered, once: a rerun finds the version it made (see
+tracking.registry.register). The store is MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here. The registry
+is this stage's whole job, so when the store cannot be reached (or refuses) the stage fails with a
+RegistryError that quotes the store's error, and data/register.json keeps its previous content; the retrain
+flow retries a failure that reads as transient (a refused connection, a timeout, a 5xx, a locked
+database: flows/retrain.py TRANSIENT) with back-off. With tracking off (FACEPAINT_TRACKING=off) it
+succeeds and records why nothing was registered. Serve the champion with
 `facepaint edit --model models:/facepaint@champion ...`.
 """
 
@@ -17,16 +21,19 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from facepaint import check_fields
+from facepaint import FacepaintError, check_fields
 from facepaint.artifact import load_artifact
 from facepaint.io import write_json
 from stages.common import EVALUATE, MODEL, REGISTER, cli, load_params, section
 
 PARAMS = ("register",)  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
+
+
+class RegistryError(FacepaintError):
+    """The registry could not be reached or refused the registration; the message quotes the store's error."""
 
 
 @dataclass
@@ -77,17 +84,18 @@ def run(
         try:
             uri = registry.log_model(artifact.version, model)
             outcome.update(registered=True, **registry.register(uri, scores, rules, cfg.model_name))
-            run = runs.Tracker().start(artifact_version=artifact.version)
-            run.tag(
-                {
-                    "facepaint.registered_version": str(outcome["version"]),
-                    "facepaint.promoted": str(outcome["promoted"]),
-                }
-            )
-            run.end()
-        except Exception as e:  # the registry is bookkeeping: never fail the pipeline over it
-            warnings.warn(f"model registry at {runs.tracking_uri()} failed: {type(e).__name__}: {e}", stacklevel=1)
-            outcome.update(registered=False, reason=f"{type(e).__name__}: {str(e)[:300]}")
+        except Exception as e:  # MlflowException, sqlalchemy's and requests' errors: the registry is the job
+            raise RegistryError(
+                f"model registry at {runs.tracking_uri()}: artifact {artifact.version} not registered as "
+                f"{cfg.model_name} ({type(e).__name__}: {str(e)[:2000]}). If the store was down or overloaded, run "
+                f"`dvc repro register` again once it is back (the retrain flow retries such failures with back-off); "
+                f"this artifact's version is registered once however often it runs"
+            ) from e
+        run = runs.Tracker().start(artifact_version=artifact.version)
+        run.tag(
+            {"facepaint.registered_version": str(outcome["version"]), "facepaint.promoted": str(outcome["promoted"])}
+        )
+        run.end()
     write_json(outcome, out)
     if outcome["registered"]:
         print(

@@ -1,8 +1,13 @@
 """The Prefect flows under Prefect's test harness (a temporary local server)."""
 
 import json
+import logging
+import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,12 +83,72 @@ def test_a_real_failure_is_not_retried(harness, fast_retries, monkeypatch, tmp_p
 def test_two_runs_never_overlap(harness, fast_retries, monkeypatch, tmp_path):
     monkeypatch.setattr(rt, "dvc_repro", lambda stage, project: "ok")
     project = fake_project(tmp_path)
-    with rt.FileLock(str(project / rt.LOCK)):
+    with rt.retrain_lock(project):
         state = rt.retrain(str(project), return_state=True)
         assert state.is_failed()
-        with pytest.raises(rt.AlreadyRunning, match="another retrain"):
+        holder = f"pid {os.getpid()} on {socket.gethostname()}, started "  # who holds it, in the message
+        with pytest.raises(rt.AlreadyRunning, match=f"another retrain of .* is running: {holder}"):
             state.result()
     assert rt.retrain(str(project))["register"]["version"] == 2  # free again once the other run is done
+    assert (project / rt.LOCK).read_text() == ""  # released: nobody named
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from flows.retrain import AlreadyRunning, retrain_lock
+
+root = Path(sys.argv[1])
+try:
+    with retrain_lock(root):
+        print("holding", flush=True)
+        with open(root / "runs", "a") as f:
+            f.write("run\\n")
+        deadline = time.monotonic() + float(sys.argv[2])
+        while not (root / "refused").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    print("ran")
+except AlreadyRunning as e:
+    (root / "refused").write_text(str(e))
+    print("refused:", e)
+"""
+
+
+def _hold(project: Path, seconds: float) -> subprocess.Popen:
+    """A process that takes the retrain lock the way the flow does and holds it for `seconds` (or until another
+    was refused)."""
+    cmd = [sys.executable, "-c", HOLD, str(project), str(seconds)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_two_triggers_at_once_give_one_run(tmp_path):
+    """Two processes started together both try to start a run: one runs, the other is refused, naming it."""
+    procs = [_hold(tmp_path, 120) for _ in range(2)]
+    said = sorted(p.communicate(timeout=180)[0].strip().splitlines()[-1] for p in procs)
+    assert said[0] == "ran" and said[1].startswith("refused: another retrain"), said
+    assert (tmp_path / "runs").read_text() == "run\n"
+    assert any(f"pid {p.pid} on {socket.gethostname()}" in said[1] for p in procs), said
+
+
+def test_a_run_killed_holding_the_lock_does_not_block_the_next(harness, fast_retries, monkeypatch, tmp_path, caplog):
+    """SIGKILL a process holding the retrain lock: the OS releases the lock (flock); the next run sees the dead
+    holder's name left in the file, says so, and runs."""
+    monkeypatch.setattr(rt, "dvc_repro", lambda stage, project: "ok")
+    monkeypatch.setattr(rt, "get_run_logger", lambda: logging.getLogger("facepaint.retrain"))
+    project = fake_project(tmp_path)
+    holder = _hold(project, 600)
+    assert holder.stdout.readline().strip() == "holding"
+    assert json.loads((project / rt.LOCK).read_text())["pid"] == holder.pid
+    with pytest.raises(rt.AlreadyRunning, match=f"pid {holder.pid} on"):  # alive: refused, named
+        rt.retrain(str(project), return_state=True).result()
+    holder.send_signal(signal.SIGKILL)
+    assert holder.wait() == -signal.SIGKILL and json.loads((project / rt.LOCK).read_text())["pid"] == holder.pid
+    with caplog.at_level("WARNING", logger="facepaint.retrain"):
+        assert rt.retrain(str(project))["register"]["version"] == 2
+    said = [r.getMessage() for r in caplog.records if r.name == "facepaint.retrain"]
+    assert any(f"previous retrain (pid {holder.pid} on" in m and "was killed" in m for m in said), said
+    assert (project / rt.LOCK).read_text() == ""
+    print(f"\nretrain lock: holder pid {holder.pid} SIGKILLed; next run proceeded: {said[0]}")
 
 
 def test_the_deployment_allows_one_run_at_a_time():

@@ -10,8 +10,12 @@ metrics, evaluation metrics, plots, the logged model and the registered version 
 run also carries the code and data versions: the git commit (and whether the tree was dirty) and the
 hashes of every stage in `dvc.lock`.
 
-Never fatal. Tracking is bookkeeping: if the store cannot be reached, the first failure is warned
-about once, every later call is skipped, and the stage still writes its own outputs.
+Never fatal for `train` and `evaluate`. Tracking is their bookkeeping: if the store cannot be reached,
+the first failure is warned about once, every later call is skipped, the stage still writes its own
+outputs, and when its run ends it warns with the list of what was not recorded. (`register`, whose whole
+job is the registry, fails instead: stages/register.py.) A server that is down or hangs holds a stage for
+at most about half a minute: `HTTP_BOUNDS` below replaces MLflow's defaults (120 s per request, 7 retries
+with exponential back-off: up to ~20 minutes per call) unless the environment sets those variables.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "facepaint"
 ARTIFACT_TAG = "facepaint.artifact_version"
 MODEL_URI_TAG = "facepaint.model_uri"
+# MLflow's HTTP client settings (its environment variables), used unless the environment sets them
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",  # seconds per request
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # 1 s, then 2 s between the tries
+}
 
 
 def enabled() -> bool:
@@ -44,6 +54,8 @@ def tracking_uri() -> str:
 def _mlflow():
     import mlflow
 
+    for name, value in HTTP_BOUNDS.items():
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow
 
@@ -86,19 +98,25 @@ def code_and_data_versions(root: str | os.PathLike = ".") -> dict[str, str]:
 
 
 class Tracker:
-    """A safe handle on one MLflow run: every method is a no-op after the first failure (warned once)."""
+    """A safe handle on one MLflow run: every method is a no-op after the first failure (warned once), and
+    `missed` lists what was not recorded (`end` warns with it)."""
 
     def __init__(self):
         self.run_id: str | None = None
-        self.disabled = not enabled()
+        self.off = not enabled()  # FACEPAINT_TRACKING=off: nothing is expected to be recorded
+        self.disabled = self.off
+        self.missed: list[str] = []
 
     def _call(self, what: str, fn, *args, **kwargs):
         if self.disabled:
+            if not self.off:
+                self.missed.append(what)
             return None
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # tracking must never fail a stage
             self.disabled = True
+            self.missed.append(what)
             warnings.warn(
                 f"MLflow tracking at {tracking_uri()} failed ({what}: {type(e).__name__}: {str(e)[:200]}); "
                 f"the stage goes on without tracking",
@@ -160,6 +178,14 @@ class Tracker:
     def end(self) -> None:
         if self.run_id and not self.disabled:
             self._call("end run", lambda: _mlflow().end_run())
+        if self.missed:
+            run = f"run {self.run_id}" if self.run_id else "no run"
+            warnings.warn(
+                f"MLflow tracking at {tracking_uri()} ({run}): not recorded: {'; '.join(self.missed)}. The "
+                f"stage's own outputs are complete; to record these, rerun it when the store is back "
+                f"(`dvc repro --force STAGE`)",
+                stacklevel=2,
+            )
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -23,7 +23,9 @@ The method. It imports nothing of DVC, Prefect or MLflow (tests/test_layers.py r
 - metrics.py     PSNR, LPIPS, FID, PickScore
 - evaluate.py    pairs, per-image metrics, table and figures
 - watermark.py   an invisible mark confined to the edited face
-- cli.py         the `facepaint` command (`facepaint edit ...`, `facepaint detect ...`, `facepaint app`)
+- signing.py     the signed C2PA manifest on every edited PNG (a local key made on first use), `facepaint verify`
+- safety.py      the base model's safety checker on every edit
+- cli.py         the `facepaint` command (`facepaint edit ...`, `detect ...`, `verify ...`, `app`)
 - app.py         the web app (Gradio): photo, faces and mask overlay, mask brush, edit, before/after, download; its API
 - images.py, io.py, report.py   safe image reading, atomic writes, per-stage reports
 """

@@ -22,6 +22,9 @@ How it is built:
   the wrong aspect ratio, an out-of-range option) is a message in the page, never a traceback, and the
   server goes on serving.
 - Numbers are checked (finite, whole where they must be, within limits) before any model runs.
+- The base model's safety checker runs on every edit when the model ships one; a flagged result is a message
+  in the page, with no image. Turning it off is the operator's choice at launch (`--no-safety-checker`), not a
+  checkbox of the page.
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ from PIL import Image, ImageDraw
 
 from facepaint import FacepaintError
 from facepaint import faces as faces_mod
+from facepaint.cli import releases, resolve
 from facepaint.edit import DEFAULTS, FACE_DEFAULTS, EditError, FaceEditor, check_options, fit_mask
 from facepaint.faces import Face
 from facepaint.images import ImageError, load_rgb
 from facepaint.masks import default_bisenet_path, resize_binary
 from facepaint.models import ModelLoadError
+from facepaint.safety import UnsafeResultError
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +79,20 @@ _run_locks: dict[tuple, threading.Lock] = {}
 _editors_lock = threading.Lock()
 
 
-def editor_for(model: str, *, bisenet_weights=None, detector_weights=None, device: str = "auto") -> FaceEditor:
+def editor_for(
+    model: str, *, bisenet_weights=None, detector_weights=None, device: str = "auto", safety_checker: bool = True
+) -> FaceEditor:
     """The FaceEditor of an artifact directory, loaded on first use and then shared by every request."""
-    key = (str(model), str(bisenet_weights), str(detector_weights), device)
+    key = (str(model), str(bisenet_weights), str(detector_weights), device, bool(safety_checker))
     with _editors_lock:
         if key not in _editors:
             log.info("loading the editor for %s", model)
             _editors[key] = FaceEditor.from_artifact(
-                model, device=device, bisenet_weights=bisenet_weights, detector_weights=detector_weights
+                model,
+                device=device,
+                bisenet_weights=bisenet_weights,
+                detector_weights=detector_weights,
+                safety_checker=safety_checker,
             )
             _run_locks[key] = threading.Lock()
         return _editors[key]
@@ -379,6 +390,8 @@ class AppConfig:
     max_file_size: str | int = MAX_FILE_SIZE
     examples: str | None = DEMO_PHOTOS  # a folder of demo portraits (None: no examples)
     workdir: str | None = None  # where edited PNGs are written (default: a new temporary folder)
+    releases: bool = True  # also offer the registered releases (models:/name@alias) of the MLflow store, if any
+    safety_checker: bool = True  # the base model's checker on every edit (off: --no-safety-checker, the operator's)
 
 
 class App:
@@ -386,34 +399,51 @@ class App:
     raising a FacepaintError or ValueError with a message for the user."""
 
     def __init__(self, config: AppConfig):
-        from facepaint.cli import resolve
-
         self.config = config
         self.model = resolve(config.model)  # a models:/ URI fails here, once, with its reason
         if not Path(self.model).is_dir():
             raise ValueError(f"model {self.model} is not an artifact directory (run `dvc repro` or pass --model)")
+        # the models a page may choose: --model, then the registered releases (resolved when first chosen)
+        found, self.releases_note = releases() if config.releases else ([], "registered releases not offered")
+        self.choices = [config.model] + [r for r in found if r != config.model]
+        self._resolved = {config.model: self.model}
+        self._resolving = threading.Lock()
         self.bisenet, self.mask_notice = bisenet_status(config.bisenet_weights)
         self.workdir = Path(config.workdir or tempfile.mkdtemp(prefix="facepaint-app-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.examples = demo_examples(config.examples)
 
-    def editor(self) -> FaceEditor:
+    def model_dir(self, choice: str | None = None) -> str:
+        """The artifact directory of one of the app's `choices` (None: --model's); a registered release is
+        fetched from the store the first time it is chosen. ValueError for a model the app does not offer."""
+        choice = self.config.model if choice in (None, "") else str(choice)
+        if choice not in self.choices:
+            raise ValueError(f"model {choice!r} is not offered by this app: choose one of {self.choices}")
+        with self._resolving:
+            if choice not in self._resolved:
+                self._resolved[choice] = resolve(choice)
+            return self._resolved[choice]
+
+    def editor(self, choice: str | None = None) -> FaceEditor:
         return editor_for(
-            self.model,
+            self.model_dir(choice),
             bisenet_weights=self.bisenet,
             detector_weights=self.config.detector_weights,
             device=self.config.device,
+            safety_checker=self.config.safety_checker,
         )
 
-    def detect(self, photo_path, faces="all", min_face=FACE_DEFAULTS["min_face"]):
+    def detect(self, photo_path, faces="all", min_face=FACE_DEFAULTS["min_face"], model=None):
         """(overlay image, mask editor value, faces as JSON, status, MaskStart or None): the faces of the photo,
-        numbered; the automatic mask when BiSeNet is available. Raises for a photo that cannot be used."""
+        numbered; the automatic mask (of `model`, one of `choices`) when BiSeNet is available. Raises for a
+        photo that cannot be used."""
         if photo_path is None:
             return None, None, [], "Upload a photo (or pick a demo portrait) to start.", None
         min_face = number("smallest face", min_face, 0, MAX_MIN_FACE)
         faces_mod.parse_selection(faces)
+        self.model_dir(model)  # an unknown model fails before the photo is read
         photo, name, notes = read_upload(photo_path, self.config.max_pixels)
-        editor = self.editor()
+        editor = self.editor(model)
         with _run_lock(editor):  # the detector and parser are the editor's: one request at a time uses them
             found, detector = editor.detect(photo, min_face)
             auto, why = None, None
@@ -475,11 +505,12 @@ class App:
         blend,
         watermark,
         start: MaskStart | None = None,
+        model: str | None = None,
         progress=None,
     ):
         """((before, after), the PNG's path, its provenance, status). The mask: what is painted in the mask
         editor (`editor_mask`, `start` what the app put there), else the uploaded mask image, else BiSeNet's
-        (when available)."""
+        (when available). `model`: one of `choices` (None: --model's)."""
         started = time.perf_counter()
         seed, steps, guidance_scale, strength, min_face = check_numbers(
             seed, steps, guidance_scale, strength, min_face
@@ -489,6 +520,7 @@ class App:
             raise ValueError("write a prompt: what the face should look like")
         faces = (faces or "all").strip()
         faces_mod.parse_selection(faces)
+        self.model_dir(model)  # an unknown model fails before any photo is read
         if photo_path is None:
             raise ValueError("upload a photo first")
         name = Path(photo_path).name
@@ -511,7 +543,7 @@ class App:
             )
         report = progress or (lambda *a, **k: None)
         report(0.02, desc="loading the model")
-        editor = self.editor()
+        editor = self.editor(model)
         total = max(1, int(steps * strength))
         report(0.05, desc="finding the faces")
         try:
@@ -530,10 +562,12 @@ class App:
                     blend=bool(blend),
                     watermark=bool(watermark),
                 )
-        except (EditError, ImageError, faces_mod.FaceError) as e:  # they name the photo "<array>"
+        except (EditError, ImageError, faces_mod.FaceError, UnsafeResultError) as e:  # they name the photo "<array>"
             raise type(e)(str(e).replace("<array>", name)) from None
         report(0.98, desc="writing the PNG")
         result.provenance.update(source=name, mask=source)
+        if model not in (None, "", self.config.model) or str(self.config.model).startswith(("models:/", "runs:/")):
+            result.provenance["release"] = self.config.model if model in (None, "") else str(model)
         out = self.workdir / uuid.uuid4().hex / f"{Path(name).stem}-facepaint.png"
         out.parent.mkdir(parents=True)
         result.save(out)
@@ -561,9 +595,10 @@ def build_app(
     max_file_size: str | int = MAX_FILE_SIZE,
     examples: str | None = DEMO_PHOTOS,
     workdir=None,
+    safety_checker: bool = True,
 ):
     """The Gradio Blocks of the app (not launched; `launch` queues and serves it). Raises ValueError for a
-    model that is not there."""
+    model that is not there. `safety_checker` False: the operator turned the base model's checker off."""
     import gradio as gr
 
     app = App(
@@ -576,6 +611,7 @@ def build_app(
             max_file_size=max_file_size,
             examples=examples,
             workdir=None if workdir is None else str(workdir),
+            safety_checker=safety_checker,
         )
     )
 
@@ -618,9 +654,9 @@ def build_app(
         log.error("unexpected error", exc_info=e)
         return f"{type(e).__name__}: {_plain(e, *paths)} (the server's log has the details)"
 
-    def detect(photo_path, faces, min_face):
+    def detect(photo_path, faces, min_face, model):
         try:
-            return app.detect(photo_path, faces, min_face)
+            return app.detect(photo_path, faces, min_face, model)
         except Exception as e:  # the page shows the reason; the previous photo's outputs are cleared
             text = message(e, photo_path)
             gr.Warning(text, title="Cannot use this photo")
@@ -650,6 +686,7 @@ def build_app(
         blend,
         watermark,
         start,
+        model,
         progress=gr.Progress(),
     ):
         try:
@@ -668,6 +705,7 @@ def build_app(
                 blend,
                 watermark,
                 start,
+                model,
                 progress=progress,
             )
         except Exception as e:
@@ -681,8 +719,17 @@ def build_app(
             "# facepaint\nEdit the faces in a photo with a text prompt: only the face is regenerated, every pixel "
             f"outside its soft mask stays as it was. Model: `{app.model}`. Photos up to "
             f"{app.config.max_pixels / 1e6:g} megapixels and {app.config.max_file_size}."
+            + ("" if app.config.safety_checker else " The base model's safety checker is off (--no-safety-checker).")
         )
         gr.Markdown(app.mask_notice, elem_id="mask-notice")
+        model_choice = gr.Dropdown(
+            choices=app.choices,
+            value=app.config.model,
+            label="Model",
+            info=f"--model, or a registered release ({app.releases_note})",
+            interactive=len(app.choices) > 1,
+            elem_id="model",
+        )
         with gr.Row():
             with gr.Column():
                 photo = raw_upload(
@@ -767,9 +814,16 @@ def build_app(
 
         photo.change(
             detect,
-            [photo, faces, min_face],
+            [photo, faces, min_face, model_choice],
             [overlay, mask_editor, faces_found, status, mask_start],
             api_name="detect",
+        )
+        # another model may mask differently (its resolution): the faces and the automatic mask again
+        model_choice.change(
+            detect,
+            [photo, faces, min_face, model_choice],
+            [overlay, mask_editor, faces_found, status, mask_start],
+            api_name=False,
         )
         mask_file.upload(
             load_mask, [photo, mask_file], [mask_editor, mask_file, status, mask_start], api_name="load_mask"
@@ -792,6 +846,7 @@ def build_app(
                 blend,
                 watermark,
                 mask_start,
+                model_choice,
             ],
             [result, result_file, provenance, status],
             api_name="edit",
@@ -814,6 +869,7 @@ def launch(
     max_file_size: str | int = MAX_FILE_SIZE,
     examples: str | None = DEMO_PHOTOS,
     block: bool = True,
+    safety_checker: bool = True,
 ):
     """Build, queue and serve the app (blocking unless `block` is False: then returns the Blocks). The
     editor starts loading at once, in the background, so the first request does not wait for all of it."""
@@ -829,6 +885,7 @@ def launch(
         max_pixels=max_pixels,
         max_file_size=max_file_size,
         examples=examples,
+        safety_checker=safety_checker,
     )
     app: App = demo.facepaint
     threading.Thread(target=_preload, args=(app,), daemon=True).start()

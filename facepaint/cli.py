@@ -3,6 +3,7 @@
     facepaint edit PHOTO --prompt "a smiling woman with blond hair" --out OUT.png [--faces all|largest|0,2]
     facepaint edit PHOTOS/ --prompt "..." --out EDITED/ [--mask MASKS/] [--batch-size 8]
     facepaint detect PHOTO [--json FACES.json] [--preview FACES.png]
+    facepaint verify EDITED.png [--c2pa-dir DIR] [--json]
     facepaint app [--model data/model] [--host 127.0.0.1] [--port 7860] [--share] [--concurrency 1]
 
 Faces are found by a detector (RetinaFace with its weights: boxes and 5 landmarks; else OpenCV's bundled
@@ -18,6 +19,16 @@ BiSeNet parses each aligned face (a mask with several faces is cut per face; a f
 left alone; with no face detected the masked region is edited as one face). Expected problems (a missing
 artifact or weights, an unreadable photo, no face) print one `error:` line, without a traceback. Run
 `facepaint edit -h` for every option.
+
+The base model's safety checker (when it ships one, as SD1.5 does) checks every edited face; a flagged photo
+is an `error:` line and no output file (an existing file there is left as it was). `--no-safety-checker`
+turns it off (`facepaint app --no-safety-checker` too: the operator's choice, not the page's).
+
+Every output is signed: a C2PA manifest (what was edited, by which model version, with which prompt) signed
+with a key made on first use in --c2pa-dir (default $FACEPAINT_C2PA_DIR, else ~/.config/facepaint/c2pa; see
+facepaint/signing.py). `facepaint verify EDITED.png` checks it: the signature, the signer against that
+directory's CA, the data hash (any change to the file after signing fails) and the watermark when the edit
+made one; exit status 0 only when all hold. `--no-sign` writes unsigned PNGs.
 
 `--batch-size N` edits a folder's photos N per pipeline call (`FaceEditor.edit_batch`: faster on a GPU;
 each result equals the one-at-a-time edit up to float rounding, at most a few 1/255 steps).
@@ -36,12 +47,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from facepaint import signing
 from facepaint.artifact import ArtifactError
 from facepaint.edit import DEFAULTS, FACE_DEFAULTS, PADDING, EditError, EditOptions, FaceEditor, check_face_options
 from facepaint.faces import DETECTORS, FaceError, make_detector, parse_selection
 from facepaint.generate import SCHEDULERS
 from facepaint.images import ImageError
 from facepaint.models import ModelLoadError
+from facepaint.safety import UnsafeResultError
+from facepaint.signing import SigningError
 from facepaint.speed import ATTENTION, COMPILE_MODES, DTYPES, Speed
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -125,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--bisenet-weights", type=Path, help="parsing_bisenet.pth (default: facexlib's cache/download)")
     e.add_argument("--watermark", action="store_true", help="add an invisible mark to the edited face only")
     e.add_argument(
+        "--no-sign", dest="sign", action="store_false", help="write the PNG without its signed C2PA manifest"
+    )
+    add_c2pa_arg(e)
+    add_safety_arg(e)
+    e.add_argument(
         "--padding", type=float, default=PADDING, help=f"crop margin per side, x the face size (default {PADDING})"
     )
     e.add_argument(
@@ -148,6 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_detector_args(d)
     d.set_defaults(func=detect_command)
 
+    v = sub.add_parser(
+        "verify",
+        help="check an edited PNG's signed C2PA manifest (signature, signer, data hash) and its watermark",
+        description="Check an edited image: its C2PA manifest, the signature and signer (trusted when it chains "
+        "to the CA of --c2pa-dir), the data hash (any change after signing fails), the claim (prompt, model "
+        "version, the edited faces) and, when the edit made one, the watermark in each face region. Exit "
+        "status 0 when everything holds, 1 otherwise.",
+    )
+    v.add_argument("image", type=Path, help="an image written by `facepaint edit` (or the app, or the pyfunc)")
+    add_c2pa_arg(v)
+    v.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    v.set_defaults(func=verify_command)
+
     a = sub.add_parser(
         "app",
         help="the web app (Gradio): upload a photo, correct its mask, edit, download the PNG",
@@ -169,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector-weights", type=Path, help="RetinaFace's detection_Resnet50_Final.pth (else OpenCV's cascade)"
     )
     a.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_safety_arg(a)
     a.set_defaults(func=app_command)
     return parser
 
@@ -180,6 +213,25 @@ def number(text: str) -> int | float:
         return int(text)
     except ValueError:
         return float(text)  # argparse reports "invalid number value" for text that is no number
+
+
+def add_safety_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-safety-checker",
+        dest="safety_checker",
+        action="store_false",
+        help="do not run the base model's safety checker (on by default when the model ships one, as SD1.5 "
+        "does; a flagged result is not written)",
+    )
+
+
+def add_c2pa_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--c2pa-dir",
+        type=Path,
+        help="the C2PA signing key's directory: `edit` makes it on first use, `verify` trusts its ca.pem (default: "
+        "$FACEPAINT_C2PA_DIR, else $XDG_CONFIG_HOME/facepaint/c2pa or ~/.config/facepaint/c2pa)",
+    )
 
 
 def add_detector_args(p: argparse.ArgumentParser) -> None:
@@ -268,6 +320,31 @@ def resolve(model) -> str:
         raise ValueError(f"--model {model}: {type(e).__name__}: {e}") from e
 
 
+def releases(timeout_s: float = 10.0) -> tuple[list[str], str]:
+    """(the registered releases as `models:/name@alias` URIs, a sentence on where they come from or why there
+    are none), from the MLflow registry through the `tracking` package, lazily; a store that does not answer
+    within `timeout_s` gives none (the caller is not held up by a distant server's retries)."""
+    try:
+        from tracking.registry import releases as registered
+        from tracking.registry import tracking_uri
+    except ImportError as e:
+        return [], f"no registered releases: MLflow cannot be imported ({e})"
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        found = pool.submit(registered).result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        return [], f"no registered releases: the tracking store {tracking_uri()} did not answer in {timeout_s:g} s"
+    except Exception as e:  # an unreachable or broken store
+        return [], f"no registered releases: the tracking store {tracking_uri()} failed ({type(e).__name__}: {e})"
+    finally:
+        pool.shutdown(wait=False)
+    if not found:
+        return [], f"no registered releases in the tracking store {tracking_uri()}"
+    return found, f"{len(found)} registered release(s) from the tracking store {tracking_uri()}"
+
+
 def edit_command(args) -> int:
     try:
         options = EditOptions(
@@ -286,6 +363,8 @@ def edit_command(args) -> int:
         # here, not once the model has loaded (--sigma's default, None, is the artifact's own)
         check_face_options(padding=args.padding, **({} if args.sigma is None else {"sigma": args.sigma}))
         jobs = _jobs(args)
+        if args.sign:
+            signing.check(args.c2pa_dir)  # the library and the key (made on first use) before any model loads
         speed = Speed(
             dtype=args.dtype,
             attention=args.attention,
@@ -303,11 +382,12 @@ def edit_command(args) -> int:
             detector=args.detector,
             detector_weights=args.detector_weights,
             min_face=args.min_face,
+            safety_checker=args.safety_checker,
         )
         if args.mask is None:
             editor.face_parser()  # missing weights: one error up front, not one per photo
         editor.face_detector()
-    except (ValueError, ArtifactError, ModelLoadError) as e:
+    except (ValueError, ArtifactError, ModelLoadError, SigningError) as e:
         return _error(e)
 
     failed = 0
@@ -323,9 +403,20 @@ def edit_command(args) -> int:
                     tqdm.write(f"error: {e}" if str(photo) in str(e) else f"error: {photo}: {e}", file=sys.stderr)
             if not ready:
                 continue
-            results = editor.edit_batch([p for p, _ in ready], args.prompt, **asdict(options))
+            try:
+                results = editor.edit_batch([p for p, _ in ready], args.prompt, **asdict(options))
+            except UnsafeResultError as e:  # the flagged photos are not written, the batch's others are
+                results = e.results
+                failed += len(e.flagged)
+                bar.update(len(e.flagged))
+                tqdm.write(f"error: {e}", file=sys.stderr)
             for (prepared, out), result in zip(ready, results):
-                result.save(out)
+                if result is None:
+                    continue
+                try:
+                    result.save(out, sign=args.sign, c2pa_dir=args.c2pa_dir)
+                except SigningError as e:  # never an unsigned file instead; the next photos would fail alike
+                    return _error(e)
                 bar.update()
                 for note in result.notes:
                     tqdm.write(f"note: {prepared.name}: {note}", file=sys.stderr)
@@ -401,6 +492,19 @@ def detect_command(args) -> int:
     return 0
 
 
+def verify_command(args) -> int:
+    import json
+
+    report = signing.verify(args.image, key=args.c2pa_dir)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    if not report.ok:
+        return _error(f"{args.image}: " + "; ".join(report.problems))
+    return 0
+
+
 def app_command(args) -> int:
     from facepaint.app import launch
 
@@ -414,6 +518,7 @@ def app_command(args) -> int:
             bisenet_weights=args.bisenet_weights,
             detector_weights=args.detector_weights,
             device=args.device,
+            safety_checker=args.safety_checker,
         )
     except (ValueError, ArtifactError, ModelLoadError) as e:
         return _error(e)

@@ -25,12 +25,17 @@ Why it is built this way:
   pyfunc model. They are our choices: the SPEC states no inference settings (50 DDIM steps at guidance
   7.5 is SD1.5's usual).
 - The output PNG carries its provenance (prompt, seed, model, artifact version, detector, faces and
-  their regions) in a text chunk named "facepaint"; `read_provenance` reads it back.
+  their regions) in a text chunk named "facepaint"; `read_provenance` reads it back. It is also signed: a
+  C2PA manifest over the whole file (`png_bytes`, `facepaint.signing`; `facepaint verify` checks it).
+- The base model's safety checker, when it ships one (SD1.5 does), runs on the decoded crops of every edit
+  (facepaint.safety says why the crops); a photo with a flagged face raises `UnsafeResultError` and is never
+  returned. `safety_checker=False` turns it off; the provenance says "ran", "off" or "not shipped with the model".
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import numbers
@@ -44,7 +49,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import facepaint
-from facepaint import MAX_SEED, FacepaintError, check_number
+from facepaint import MAX_SEED, FacepaintError, check_number, signing
 from facepaint import faces as faces_mod
 from facepaint import watermark as wm
 from facepaint.artifact import Artifact, apply_artifact, load_artifact
@@ -62,6 +67,7 @@ from facepaint.masks import (
     soft_mask,
 )
 from facepaint.models import ModelLoadError, load_components, pick_device, pick_dtype
+from facepaint.safety import NOT_SHIPPED, OFF, RAN, SafetyChecker, UnsafeResultError, unsafe_message
 from facepaint.speed import Speed
 
 PROVENANCE_KEY = "facepaint"
@@ -357,16 +363,38 @@ class EditResult:
         """The first face's decoded crop (`faces[i].generated` for the others)."""
         return self.faces[0].generated
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the edited photo as a PNG carrying its provenance (atomically)."""
-        return save_png(self.image, path, self.provenance)
+    def save(self, path: str | os.PathLike, *, sign: bool = True, c2pa_dir=None) -> Path:
+        """Write the edited photo as a PNG carrying its provenance and its signed C2PA manifest (atomically;
+        `png_bytes`)."""
+        return save_png(self.image, path, self.provenance, sign=sign, c2pa_dir=c2pa_dir)
+
+    def png(self, *, sign: bool = True, c2pa_dir=None) -> bytes:
+        """The PNG file `save` writes, as bytes."""
+        return png_bytes(self.image, self.provenance, sign=sign, c2pa_dir=c2pa_dir)
 
 
-def save_png(image: np.ndarray, path: str | os.PathLike, provenance: dict) -> Path:
+def png_bytes(
+    image: np.ndarray, provenance: dict, *, sign: bool = True, c2pa_dir=None, title: str = "edited.png"
+) -> bytes:
+    """The edited photo as PNG bytes: the provenance in a text chunk and, unless `sign` is False, a C2PA
+    manifest signed with the key in `c2pa_dir` (`facepaint.signing`: made on first use; None: the default
+    directory). Every way an edit leaves the system (`facepaint edit`, `EditResult.save`, the app's download,
+    the pyfunc model) writes these bytes. SigningError when it cannot sign: never an unsigned file instead."""
     info = PngInfo()
     info.add_text(PROVENANCE_KEY, json.dumps(provenance))
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", pnginfo=info)
+    if not sign:
+        return buf.getvalue()
+    return signing.sign_png(buf.getvalue(), provenance, key=c2pa_dir, title=title)
+
+
+def save_png(
+    image: np.ndarray, path: str | os.PathLike, provenance: dict, *, sign: bool = True, c2pa_dir=None
+) -> Path:
+    data = png_bytes(image, provenance, sign=sign, c2pa_dir=c2pa_dir, title=Path(path).name)
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
+        tmp.write_bytes(data)
     return Path(path)
 
 
@@ -388,6 +416,8 @@ class FaceEditor:
     `inpainter` must run at the artifact's resolution and adapter_scale (`from_artifact` builds it so).
     `sigma` overrides the artifact's soft-mask sigma (pixels at the model's resolution); `padding` is the
     crop margin; `bisenet_weights` the face parser's weights (None: facexlib's cache or download).
+    `safety_checker`: True runs the base model's checker on every edit when the model ships one (loaded here,
+    on the inpainter's device and dtype); False turns it off (with a warning); or a `SafetyChecker` to use.
     """
 
     def __init__(
@@ -402,6 +432,7 @@ class FaceEditor:
         detector: str = "auto",
         detector_weights=None,
         min_face: float = MIN_FACE,
+        safety_checker: bool | SafetyChecker = True,
     ):
         c = artifact.conditions
         if (inpainter.resolution, inpainter.adapter_scale) != (c.resolution, c.adapter_scale):
@@ -414,6 +445,19 @@ class FaceEditor:
         check_face_options(padding=padding, sigma=sigma, min_face=min_face)
         if detector not in faces_mod.DETECTORS:
             raise ValueError(f"detector must be one of {faces_mod.DETECTORS}, got {detector!r}")
+        if not isinstance(safety_checker, (bool, np.bool_, SafetyChecker)):
+            raise ValueError(f"safety_checker must be True, False or a SafetyChecker, got {safety_checker!r}")
+        if isinstance(safety_checker, (bool, np.bool_)):
+            if not safety_checker:
+                warnings.warn(
+                    "the base model's safety checker is off (safety_checker=False, --no-safety-checker): edited "
+                    "results are not checked",
+                    stacklevel=2,
+                )
+            # None when the base model ships none
+            safety_checker = safety_checker and SafetyChecker.of(c.model, inpainter.device, inpainter.pipe.vae.dtype)
+        self.safety = safety_checker or None  # None: off, or the model ships none (`safety_state` says which)
+        self.safety_state = RAN if self.safety is not None else OFF if safety_checker is False else NOT_SHIPPED
         self.inpainter, self.artifact, self.conditions = inpainter, artifact, c
         self.padding, self.sigma, self.bisenet_weights, self.watermark_key = (
             padding,
@@ -436,7 +480,7 @@ class FaceEditor:
     ) -> FaceEditor:
         """Load a trained artifact directory and its base model (`speed_options.dtype` on a GPU, fp32 on the
         CPU). `options`: FaceEditor's keyword arguments (padding, sigma, bisenet_weights, watermark_key,
-        detector, detector_weights, min_face)."""
+        detector, detector_weights, min_face, safety_checker: False turns the base model's checker off)."""
         # before any loading; sigma None is the artifact's own
         check_face_options(
             **{k: v for k, v in options.items() if k in FACE_LIMITS and (v is not None or k != "sigma")}
@@ -465,6 +509,7 @@ class FaceEditor:
             "padding": self.padding,
             "min_face": self.min_face,
             "scheduler": ip.scheduler,
+            "safety_checker": self.safety_state,  # ran (on every result) | off | not shipped with the model
             "runtime": ip.runtime,
         }
 
@@ -604,7 +649,8 @@ class FaceEditor:
         """Edit the faces in `image` (a path, bytes, a PIL image or a uint8 H x W x 3 array) to match `prompt`
         (one prompt for every face, or a list: one per selected face). `mask`, `faces`, `min_face`: see
         `prepare`. `options`: fields of `EditOptions` (steps, guidance_scale, strength, negative_prompt, seed,
-        blend, watermark), its defaults otherwise. All faces go through the model in one batch."""
+        blend, watermark), its defaults otherwise. All faces go through the model in one batch. Raises
+        `UnsafeResultError` when the base model's safety checker flags an edited face."""
         if isinstance(prompt, (list, tuple)):
             prepared = self.prepare(image, mask, faces=faces, min_face=min_face, prompts=list(prompt))
             return self.edit_batch([prepared], "", **options)[0]
@@ -624,7 +670,12 @@ class FaceEditor:
         then be None). A photo that cannot be edited raises before anything is generated, its message
         starting with "image i of N" (i counted from 0) when N > 1. Each face's noise comes from its own
         generator seeded with its photo's seed, so each result is `edit` of that photo with that seed, up to
-        float rounding (on the tiny test model at most a few 1/255 steps)."""
+        float rounding (on the tiny test model at most a few 1/255 steps).
+
+        When the base model's safety checker flags a face, `UnsafeResultError` is raised for the whole call (so
+        no caller can take a flagged result for a good one), naming each flagged photo and face; it carries
+        the other photos' results (`error.results`, None for each flagged photo), which `facepaint edit`
+        writes, as it goes on past any photo that fails."""
         opts = dataclasses.replace(DEFAULTS, **options)
         n = len(images)
         if n == 0:
@@ -668,10 +719,21 @@ class FaceEditor:
             strength=opts.strength,
             seeds=[f[4] for f in flat],
         )
-        # 3. Paste each photo's faces back, mark them, describe them
+        # 3. The base model's safety checker on every generated face, one call for all (facepaint.safety)
+        unsafe = [False] * len(flat) if self.safety is None else self.safety.flags(generated)
+        flagged = [
+            (p, [pr.jobs[j].index for (q, j, *_), bad in zip(flat, unsafe) if q == p and bad])
+            for p, pr in enumerate(jobs)
+        ]
+        flagged = [(p, faces) for p, faces in flagged if faces]
+        # 4. Paste each photo's faces back, mark them, describe them (a flagged photo: None, never returned)
         described, results, k = self.describe(), [], 0
         for p, prepared in enumerate(jobs):
             count = len(prepared.jobs)
+            if any(p == q for q, _ in flagged):
+                k += count
+                results.append(None)
+                continue
             gens, face_prompts, face_cuts = (
                 generated[k : k + count],
                 [f[2] for f in flat[k : k + count]],
@@ -719,4 +781,6 @@ class FaceEditor:
                     list(prepared.notes),
                 )
             )
+        if flagged:
+            raise UnsafeResultError(unsafe_message(flagged, [pr.name for pr in jobs]), flagged, results)
         return results

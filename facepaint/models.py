@@ -398,6 +398,128 @@ def save_pipeline(comps: Components, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+# ---------------------------------------------------------------------------------- safety checker
+# SD1.5's directory ships diffusers' StableDiffusionSafetyChecker in safety_checker/ (CLIP ViT-L/14's vision
+# tower, a projection, 17 + 3 concept embeddings and their thresholds) and its CLIPImageProcessor in
+# feature_extractor/. facepaint.safety runs it on every edit; here it is only loaded (or built tiny).
+
+# The vision tower of the hub's safety_checker/config.json (CLIP ViT-L/14 at 224 px); the text tower is not built.
+SD15_SAFETY_VISION = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=14,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+)
+TINY_SAFETY_VISION = dict(
+    SD15_SAFETY_VISION,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+    projection_dim=32,
+)
+SAFETY_OFF_HINT = "turn the check off with safety_checker=False (FaceEditor.from_artifact) or --no-safety-checker"
+
+
+def random_safety_checker(seed: int = 0, *, full_size: bool = False, threshold: float | None = None):
+    """(diffusers' StableDiffusionSafetyChecker, its CLIPImageProcessor) with random weights: `TINY_SAFETY_VISION`
+    at 32 px (`full_size`: SD1.5's own checker, CLIP ViT-L/14 at 224 px, for measuring its cost). The concept
+    embeddings are random too; `threshold` (None: diffusers' initial 1.0, which no cosine similarity exceeds, so
+    nothing is flagged) sets every concept's threshold: below -1 every image is flagged."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    vision = SD15_SAFETY_VISION if full_size else TINY_SAFETY_VISION
+    d, side = vision["projection_dim"], vision["image_size"]
+    text = dict(hidden_size=d, intermediate_size=2 * d, num_hidden_layers=1, num_attention_heads=4, projection_dim=d)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 1000 + 4)
+        checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=text, vision_config=vision, projection_dim=d))
+        with torch.no_grad():
+            checker.concept_embeds.normal_()
+            checker.special_care_embeds.normal_()
+            if threshold is not None:
+                checker.concept_embeds_weights.fill_(threshold)
+                checker.special_care_embeds_weights.fill_(threshold)
+    # SD1.5's feature_extractor/preprocessor_config.json at `side` px: CLIP's resize, centre crop and normalisation
+    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    return checker.eval(), processor
+
+
+def save_safety_checker(checker, processor, path: str | os.PathLike) -> Path:
+    """Add a safety checker and its image processor to the diffusers directory `path` (safety_checker/,
+    feature_extractor/, safetensors) and name them in its model_index.json, as SD1.5's directory has them."""
+    import json
+
+    path = Path(path)
+    checker.save_pretrained(path / "safety_checker", safe_serialization=True)
+    processor.save_pretrained(path / "feature_extractor")
+    index = path / "model_index.json"
+    if index.is_file():
+        info = json.loads(index.read_text())
+        info.update(
+            safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"],
+            feature_extractor=["transformers", "CLIPImageProcessor"],
+            requires_safety_checker=True,
+        )
+        index.write_text(json.dumps(info, indent=2))
+    return path
+
+
+def ships_safety_checker(cfg: ModelConfig) -> bool:
+    """Whether the base model `cfg` ships a safety checker: a local directory has safety_checker/; a hub id's
+    model_index.json names one (the hub's SD1.5 inpainting does); tiny and random models have none."""
+    if cfg.source != "pretrained":
+        return False
+    if _is_local(cfg.pretrained):
+        return os.path.isdir(os.path.join(cfg.pretrained, "safety_checker"))
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    reason = hub_unreachable(cfg.pretrained, cfg.revision)
+    if reason:
+        raise ModelLoadError(_missing_message(cfg.pretrained, "model_index.json", reason))
+    try:
+        index_file = hf_hub_download(cfg.pretrained, "model_index.json", revision=cfg.revision)
+        index = json.loads(Path(index_file).read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(_missing_message(cfg.pretrained, "model_index.json", e)) from e
+    return (index.get("safety_checker") or [None, None])[-1] is not None
+
+
+def load_safety_checker(cfg: ModelConfig, torch_dtype: torch.dtype | None = None):
+    """(StableDiffusionSafetyChecker in eval mode, CLIPImageProcessor) of the base model `cfg`, or None when it
+    ships none (`ships_safety_checker`). Weights from safetensors only (no pickle, no .bin fallback), `variant`
+    as for the other parts. ModelLoadError when it ships a checker that cannot be loaded (the message says how
+    to turn the check off)."""
+    if not ships_safety_checker(cfg):
+        return None
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPImageProcessor
+
+    dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+    try:
+        if _is_local(cfg.pretrained) and not os.path.isdir(os.path.join(cfg.pretrained, "feature_extractor")):
+            raise ModelLoadError(
+                f"{cfg.pretrained} has safety_checker/ but no feature_extractor/ (its CLIPImageProcessor), which "
+                f"the checker needs"
+            )
+        checker = _from_pretrained(
+            StableDiffusionSafetyChecker, cfg, "safety_checker", use_safetensors=True, variant=cfg.variant, **dtype
+        )
+        processor = _from_pretrained(CLIPImageProcessor, cfg, "feature_extractor")
+    except ModelLoadError as e:
+        raise ModelLoadError(f"the base model's safety checker: {e} Or {SAFETY_OFF_HINT}.") from e
+    return checker.eval(), processor
+
+
 # ------------------------------------------------------------------------ SD1.5 text-to-image base
 # The 4-channel SD1.5 that BrushNet (facepaint.brushnet) and Blended Latent Diffusion were published
 # on: same VAE, text encoder and tokenizer as the inpainting model, a UNet taking only the noisy latent.

@@ -46,6 +46,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_fixture)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def c2pa_key_dir(tmp_path_factory) -> Path:
+    """Every test (and every process it starts) signs its edited PNGs with a key made in a temporary directory
+    (facepaint.signing: $FACEPAINT_C2PA_DIR), never with the user's ~/.config/facepaint/c2pa one."""
+    d = tmp_path_factory.mktemp("c2pa")
+    os.environ["FACEPAINT_C2PA_DIR"] = str(d)
+    return d
+
+
 @pytest.fixture(scope="session")
 def fixture_root() -> Path:
     """The real 200-image CelebAMask-HQ fixture (tests using it must be marked `fixture`)."""

@@ -360,6 +360,7 @@ def test_the_api_edits_through_gradio_client(server, tiny_artifact, tmp_path):
         ({"guidance_scale": 1e9}, "guidance scale must be from 0 to 50"),
         ({"prompt": "  "}, "write a prompt"),
         ({"faces": "0,x"}, "0,x"),
+        ({"model": str(tmp_path)}, "not in the list of choices"),  # the API cannot load any path on the server
     ):
         with pytest.raises(Exception, match=reason) as err:
             edit(tmp_path / "photo.png", **changes)

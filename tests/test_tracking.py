@@ -120,15 +120,23 @@ def test_pyfunc_model_loads_and_edits_a_photo(logged):
     assert model.metadata.signature is not None
 
 
-def test_registry_promotes_a_better_model_and_refuses_a_worse_one(logged):
+def test_registry_promotes_a_better_model_and_refuses_a_worse_one(logged, store):
+    import shutil
+
+    import mlflow
     from mlflow import MlflowClient
 
+    # three models (a model is registered once: tests/test_faults.py), the others copies of the logged one
+    local = mlflow.artifacts.download_artifacts(logged)
+    worse_model, better_model = (str(shutil.copytree(local, store / name)) for name in ("worse", "better"))
     first = registry.register(logged, {"fid": "unavailable", "psnr_bg": 30.0, "pickscore": "unavailable"}, RULES, NAME)
     assert first["promoted"] and first["champion"] == first["version"] == 1
-    worse = registry.register(logged, {"fid": "unavailable", "psnr_bg": 29.0, "pickscore": "unavailable"}, RULES, NAME)
-    assert not worse["promoted"] and worse["champion"] == 1
+    worse = registry.register(
+        worse_model, {"fid": "unavailable", "psnr_bg": 29.0, "pickscore": "unavailable"}, RULES, NAME
+    )
+    assert not worse["promoted"] and worse["champion"] == 1 and worse["version"] == 2
     better = registry.register(
-        logged, {"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, RULES, NAME
+        better_model, {"fid": "unavailable", "psnr_bg": 31.0, "pickscore": "unavailable"}, RULES, NAME
     )
     assert better["promoted"] and better["previous_champion"] == 1
     client = MlflowClient()
@@ -170,10 +178,44 @@ def test_edit_command_serves_the_champion(logged, tiny_artifact, tmp_path):
     assert read_provenance(tmp_path / "o.png")["artifact_version"] == tiny_artifact.version
 
 
+def test_the_app_offers_the_registered_releases(logged, tiny_artifact, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from PIL import Image
+
+    from facepaint.app import App, AppConfig
+
+    registry.register(logged, {"psnr_bg": 30.0}, RULES, NAME)
+    img, mask, _ = photo_and_mask()
+    Image.fromarray(img).save(tmp_path / "p.png")
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    app = App(AppConfig(model=str(tiny_artifact.path), examples=None, workdir=str(tmp_path / "out")))
+    champion, challenger = f"models:/{NAME}@champion", f"models:/{NAME}@challenger"
+    assert app.choices == [str(tiny_artifact.path), champion, challenger], app.releases_note
+    assert "2 registered release(s)" in app.releases_note
+
+    def edit(model):
+        args = (tmp_path / "p.png", None, tmp_path / "m.png", "all", 64, "a man", "", 3, 2, 7.5, 1.0, True, False)
+        return app.edit(*args, None, model)
+
+    _, png, provenance, _ = edit(champion)
+    assert provenance["release"] == champion and provenance["artifact_version"] == tiny_artifact.version
+    assert Path(app.model_dir(champion)) != Path(tiny_artifact.path)  # fetched from the store
+    assert "release" not in edit(None)[2]  # --model's own directory
+    with pytest.raises(ValueError, match="not offered by this app"):  # an API client cannot load any path
+        edit(str(tmp_path))
+    # no store: only --model, and asking does not create one
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
+    bare = App(AppConfig(model=str(tiny_artifact.path), examples=None, workdir=str(tmp_path / "out2")))
+    assert bare.choices == [str(tiny_artifact.path)] and "no registered releases" in bare.releases_note
+    assert not (tmp_path / "none.db").exists()
+
+
 # ------------------------------------------------------------------------------------ never fatal
 
 
-def test_unreachable_store_warns_once_and_the_stage_goes_on(tmp_path, monkeypatch, tiny_artifact):
+def test_unreachable_store_warns_once_and_register_fails(tmp_path, monkeypatch, tiny_artifact):
+    """Tracking goes on without the store (train, evaluate); register, whose job is the store, fails."""
     from stages import register as stage
 
     monkeypatch.chdir(tmp_path)
@@ -184,15 +226,15 @@ def test_unreachable_store_warns_once_and_the_stage_goes_on(tmp_path, monkeypatc
         run = runs.Tracker().start(artifact_version="x")
         run.metrics({"a": 1.0})
         run.end()
-    assert run.disabled and len([w for w in caught if "MLflow tracking" in str(w.message)]) == 1
+    said = [str(w.message) for w in caught if "MLflow tracking" in str(w.message)]
+    assert run.disabled and len(said) == 2  # the failure, once, then what was not recorded
+    assert "failed (start run" in said[0] and "not recorded: start run; log metrics" in said[1]
     (tmp_path / "metrics.json").write_text(
         json.dumps({"artifact": tiny_artifact.version, "methods": {"ours": {"psnr_bg": 30.0}}})
     )
-    with pytest.warns(UserWarning):
-        outcome = stage.run(
-            REGISTER, model=tiny_artifact.path, metrics=tmp_path / "metrics.json", out=tmp_path / "register.json"
-        )
-    assert outcome["registered"] is False and json.loads((tmp_path / "register.json").read_text()) == outcome
+    with pytest.raises(stage.RegistryError, match="blocker.*not registered as facepaint.*File exists"):
+        stage.run(REGISTER, tiny_artifact.path, metrics=tmp_path / "metrics.json", out=tmp_path / "register.json")
+    assert not (tmp_path / "register.json").exists()
 
 
 def test_versions_name_the_commit_and_dvc_hashes(tmp_path):
@@ -314,3 +356,28 @@ def test_the_logged_model_names_its_pinned_requirements(logged):
     reqs = open(path).read().split()
     for name in ("torch", "diffusers", "mlflow", "opencv-python"):
         assert f"{name}=={version(name)}" in reqs, (name, reqs)
+
+
+def test_logging_checks_the_input_example_without_the_model(store, tiny_artifact, monkeypatch):
+    """MLflow would load the model and edit the example (minutes at full size); the example is checked as a
+    request instead (parsed, schema enforced, decoded), with no model loaded, and a bad one is an error."""
+    from pathlib import Path
+
+    import mlflow
+
+    from facepaint.edit import FaceEditor
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded to check the input example")
+
+    monkeypatch.setattr(FaceEditor, "from_artifact", no_model)
+    runs.Tracker().start(artifact_version=tiny_artifact.version, run_name="test").end()
+    uri = registry.log_model(tiny_artifact.version, tiny_artifact.path)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    example = json.loads((local / "serving_input_example.json").read_text())
+    assert example["dataframe_split"]["columns"] == ["image", "prompt", "mask"]
+    # a broken example (its image no PNG) fails the log, where MLflow itself would only warn
+    monkeypatch.setattr(registry, "_example_png", lambda mask=False: b"\x89PNG broken")
+    with mlflow.start_run():
+        with pytest.raises(RuntimeError, match="input example was not checked.*row 0"):
+            registry.log_pyfunc(tiny_artifact.path)

@@ -6,15 +6,13 @@
                                       "mask": [mask_png_bytes_or_None]}),
                         params={"steps": 50, "guidance_scale": 7.5, "seed": 0, "faces": "all"})
     # params: facepaint.edit.EditOptions and FACE_DEFAULTS (faces: all | largest | "0,2"; min_face px)
-    out["image"][0]        # PNG bytes of the edited photo, with its provenance in a text chunk
+    out["image"][0]        # PNG bytes of the edited photo: its provenance in a text chunk, a signed C2PA manifest
 
 Faces are detected and each selected face is edited (facepaint.faces); without a mask BiSeNet parses each
 one (its weights must be available, see facepaint.masks).
 """
 
 from __future__ import annotations
-
-import io
 
 import mlflow
 import pandas as pd
@@ -55,6 +53,56 @@ def cast_param(key: str, value, default):
     return kind(value)
 
 
+def refuse(message: str):
+    """The error the scoring server answers with HTTP 400 and `message`."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def read_request(model_input: pd.DataFrame, params: dict | None = None) -> tuple[list[tuple], dict]:
+    """A request checked and decoded without the model: ([(image bytes, prompt, mask array or None)] per row,
+    `FaceEditor.edit`'s options), or `refuse` naming the column, param or row. Every image is decoded once here
+    (a bad one fails before any row is edited); the input example is checked with this when the model is
+    logged (`tracking.registry.log_pyfunc`), so that no generation runs then."""
+    import numpy as np
+
+    from facepaint import FacepaintError
+    from facepaint.edit import DEFAULTS, FACE_DEFAULTS, EditOptions, check_face_options
+    from facepaint.faces import parse_selection
+    from facepaint.images import load_rgb
+
+    missing = [c for c in ("image", "prompt") if c not in model_input]
+    if missing:
+        raise refuse(f"the request lacks the column(s) {missing}: send image (PNG/JPEG bytes) and prompt")
+    known = EditOptions.__dataclass_fields__
+    try:
+        # MLflow fills every signature param with its default; cast to the fields' types
+        opts = {k: cast_param(k, v, getattr(DEFAULTS, k)) for k, v in (params or {}).items() if k in known}
+        which = {k: cast_param(k, (params or {}).get(k, d), d) for k, d in FACE_DEFAULTS.items()}
+        EditOptions(**{**DEFAULTS.__dict__, **opts})  # validate before any row is edited
+        check_face_options(min_face=which["min_face"])
+        parse_selection(which["faces"])
+    except (TypeError, ValueError) as e:
+        raise refuse(f"params: {e}") from None
+    rows = []
+    masks = model_input["mask"] if "mask" in model_input else [None] * len(model_input)
+    for i, (image, prompt, mask) in enumerate(zip(model_input["image"], model_input["prompt"], masks)):
+        try:
+            if not isinstance(image, (bytes, bytearray)):
+                raise ValueError(f"image must be PNG or JPEG bytes, got {type(image).__name__}")
+            load_rgb(bytes(image))
+            m = None
+            if mask is not None and not (isinstance(mask, float) and np.isnan(mask)):
+                grey = load_rgb(bytes(mask)).image.convert("L")
+                m = np.asarray(grey, dtype=np.float32) / 255.0
+        except (FacepaintError, ValueError) as e:
+            raise refuse(f"row {i}: {e}") from None
+        rows.append((bytes(image), str(prompt), m))
+    return rows, {**which, **opts}
+
+
 class FacepaintModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from facepaint.edit import FaceEditor
@@ -63,55 +111,23 @@ class FacepaintModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Edit each row's photo. A request the model cannot honour (a bad option, an image or mask that
-        cannot be decoded, no face) raises MlflowException(INVALID_PARAMETER_VALUE), which the scoring
-        server answers with HTTP 400 and the message (naming the row), never a 500 with a traceback."""
+        cannot be decoded, no face, a result the base model's safety checker flags) raises
+        MlflowException(INVALID_PARAMETER_VALUE), which the scoring server answers with HTTP 400 and the message
+        (naming the row), never a 500 with a traceback."""
         import json
 
-        import numpy as np
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-        from PIL import Image
-        from PIL.PngImagePlugin import PngInfo
-
         from facepaint import FacepaintError
-        from facepaint.edit import DEFAULTS, FACE_DEFAULTS, EditOptions, check_face_options
-        from facepaint.faces import parse_selection
-        from facepaint.images import load_rgb
 
-        def refuse(message: str):
-            return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
-
-        missing = [c for c in ("image", "prompt") if c not in model_input]
-        if missing:
-            raise refuse(f"the request lacks the column(s) {missing}: send image (PNG/JPEG bytes) and prompt")
-        known = EditOptions.__dataclass_fields__
-        try:
-            # MLflow fills every signature param with its default; cast to the fields' types
-            opts = {k: cast_param(k, v, getattr(DEFAULTS, k)) for k, v in (params or {}).items() if k in known}
-            which = {k: cast_param(k, (params or {}).get(k, d), d) for k, d in FACE_DEFAULTS.items()}
-            EditOptions(**{**DEFAULTS.__dict__, **opts})  # validate before any row is edited
-            check_face_options(min_face=which["min_face"])
-            parse_selection(which["faces"])
-        except (TypeError, ValueError) as e:
-            raise refuse(f"params: {e}") from None
+        rows, options = read_request(model_input, params)
         images, provenance = [], []
-        masks = model_input["mask"] if "mask" in model_input else [None] * len(model_input)
-        for i, (image, prompt, mask) in enumerate(zip(model_input["image"], model_input["prompt"], masks)):
+        for i, (image, prompt, m) in enumerate(rows):
             try:
-                if not isinstance(image, (bytes, bytearray)):
-                    raise ValueError(f"image must be PNG or JPEG bytes, got {type(image).__name__}")
-                m = None
-                if mask is not None and not (isinstance(mask, float) and np.isnan(mask)):
-                    grey = load_rgb(bytes(mask)).image.convert("L")
-                    m = np.asarray(grey, dtype=np.float32) / 255.0
-                result = self.editor.edit(bytes(image), str(prompt), mask=m, **which, **opts)
+                result = self.editor.edit(image, prompt, mask=m, **options)
             except (FacepaintError, ValueError) as e:
                 raise refuse(f"row {i}: {e}") from None
-            info = PngInfo()
-            info.add_text("facepaint", json.dumps(result.provenance))
-            buf = io.BytesIO()
-            Image.fromarray(result.image).save(buf, format="PNG", pnginfo=info)
-            images.append(buf.getvalue())
+            # the bytes `facepaint edit` writes: provenance and a C2PA manifest signed with the server's key
+            # (facepaint.signing.key_dir: $FACEPAINT_C2PA_DIR or the config dir); failing to sign is a 500
+            images.append(result.png())
             provenance.append(json.dumps(result.provenance))
         return pd.DataFrame({"image": images, "provenance": provenance})
 

@@ -19,7 +19,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracking.runs import ARTIFACT_TAG, EXPERIMENT, MODEL_URI_TAG, _mlflow, code_and_data_versions, find_run
+from tracking.runs import (
+    ARTIFACT_TAG,
+    EXPERIMENT,
+    MODEL_URI_TAG,
+    _mlflow,
+    code_and_data_versions,
+    find_run,
+    tracking_uri,
+)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -55,15 +63,60 @@ def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
     from mlflow.types.schema import ColSpec, Schema
 
     signature.inputs = Schema([ColSpec(c.type, c.name, required=c.name != "mask") for c in signature.inputs.inputs])
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-        artifacts={"artifact": str(artifact_dir)},
-        signature=signature,
-        input_example=example,
-        pip_requirements=pip_requirements(),
-    )
+    from unittest import mock
+
+    from mlflow.models import utils as model_utils
+
+    # MLflow checks an input example by loading the model and predicting it: a full-size edit (minutes on a
+    # CPU, most of the train stage at full size). pyfunc.log_model has no switch for it, so its check is
+    # replaced, for this call only, by the same parsing and schema enforcement plus our request check
+    # (`check_serving_input`): the example is checked without the model. MLflow only warns when the check
+    # fails; here a failing or skipped check is an error (mock.patch.object also fails on a renamed function).
+    checked = []
+
+    def check(model_uri, serving_input):
+        try:
+            check_serving_input(model_uri, serving_input)
+        except Exception as e:
+            checked.append(e)
+            raise
+        checked.append(None)
+
+    with mock.patch.object(model_utils, "_validate_serving_input", check):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={"artifact": str(artifact_dir)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
+    if checked != [None]:
+        raise RuntimeError(
+            f"the logged model's input example was not checked ({checked[0] if checked else 'MLflow did not ask'})"
+        )
     return info.model_uri
+
+
+def check_serving_input(model_uri: str, serving_input) -> None:
+    """The input example of the model saved at `model_uri` checked as the scoring server would take it (its
+    JSON parsed, the signature's schema and params enforced) and as the model would (`read_request`: columns,
+    params, every image and mask decoded), without loading the model or generating. Raises what a request
+    would get."""
+    from mlflow.models import Model
+    from mlflow.pyfunc import _validate_prediction_input
+    from mlflow.pyfunc.scoring_server import _parse_json_data
+
+    from tracking.pyfunc_model import read_request
+
+    meta = Model.load(model_uri)
+    parsed = _parse_json_data(serving_input, meta, meta.get_input_schema())
+    data, params = _validate_prediction_input(
+        parsed.data, parsed.params, meta.get_input_schema(), meta.get_params_schema()
+    )
+    rows, _ = read_request(data, params)
+    if not rows:
+        raise ValueError(f"the input example of {model_uri} has no rows")
 
 
 def pip_requirements() -> list[str]:
@@ -97,6 +150,23 @@ def _example_png(mask: bool = False) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def releases() -> list[str]:
+    """Every alias of every registered model as a `models:/name@alias` URI (each model's champion first, then
+    its other aliases by name): what the app offers to serve. [] when there is no store yet (a default sqlite
+    store that does not exist is not created by asking). Raises on store errors."""
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return []
+    _mlflow()
+    out = []
+    for model in sorted(MlflowClient().search_registered_models(), key=lambda m: m.name):
+        aliases = sorted(getattr(model, "aliases", None) or {}, key=lambda a: (a != CHAMPION, a))
+        out += [f"models:/{model.name}@{alias}" for alias in aliases]
+    return out
 
 
 def resolve_model(ref: str) -> str:
@@ -185,25 +255,36 @@ def gate(challenger: dict, champion: dict | None, rules: Gate) -> Decision:
 
 
 def register(model_uri: str, metrics: dict, rules: Gate, name: str) -> dict:
-    """Register `model_uri` as a new version (alias challenger), apply the gate, promote to champion
-    when it passes; record the metrics, decision and reasons as version tags. Returns the outcome."""
+    """Register `model_uri` as a version (alias challenger), apply the gate, promote to champion when it
+    passes; record the metrics, decision and reasons as version tags. Returns the outcome.
+
+    Once per model: a rerun for the same `model_uri` (a retried register, or one killed part-way) finds the
+    version it made, by its source, and finishes it instead of adding another version."""
     mlflow = _mlflow()
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
-    version = mlflow.register_model(model_uri, name).version
+    made = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'") if v.source == model_uri)
+    version = str(made[0]) if made else mlflow.register_model(model_uri, name).version
     client.set_registered_model_alias(name, CHALLENGER, version)
     try:
         champ = client.get_model_version_by_alias(name, CHAMPION)
         champion_metrics = json.loads(champ.tags.get("facepaint.metrics", "{}"))
         champion_version = champ.version
-    except MlflowException:
+    except MlflowException as e:
+        if e.error_code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            raise  # the store failing is not "no champion yet"
         champ, champion_metrics, champion_version = None, None, None
-    decision = gate(metrics, champion_metrics, rules)
+    if champ is not None and str(champion_version) == str(version):  # promoted by an interrupted earlier run
+        decision = Decision(True, [champ.tags.get("facepaint.gate_reason") or "already the champion"])
+        champion_version = champ.tags.get("facepaint.previous_champion") or None
+    else:
+        decision = gate(metrics, champion_metrics, rules)
     client.set_model_version_tag(name, version, "facepaint.metrics", json.dumps(metrics))
     client.set_model_version_tag(name, version, "facepaint.gate", "promoted" if decision.promote else "refused")
     client.set_model_version_tag(name, version, "facepaint.gate_reason", decision.text)
+    client.set_model_version_tag(name, version, "facepaint.previous_champion", str(champion_version or ""))
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     return {

@@ -807,9 +807,17 @@ def test_edit_options_messages(changes, reason):
 
 
 def stub_editor_parts(sigma: float = 1.0):
-    """An inpainter and an artifact as far as FaceEditor.__init__ reads them (no model)."""
-    conditions = SimpleNamespace(resolution=64, adapter_scale=0.3, sigma=sigma)
-    return SimpleNamespace(resolution=64, adapter_scale=0.3), SimpleNamespace(conditions=conditions)
+    """An inpainter and an artifact as far as FaceEditor.__init__ reads them (no model; a tiny base model, which
+    ships no safety checker)."""
+    from facepaint.models import ModelConfig
+
+    conditions = SimpleNamespace(
+        resolution=64, adapter_scale=0.3, sigma=sigma, model=ModelConfig("tiny", "", None, None, 0)
+    )
+    vae = SimpleNamespace(dtype=None)
+    return SimpleNamespace(
+        resolution=64, adapter_scale=0.3, device="cpu", pipe=SimpleNamespace(vae=vae)
+    ), SimpleNamespace(conditions=conditions)
 
 
 @given(st.sampled_from(["padding", "sigma", "min_face"]), option_values())
@@ -909,7 +917,9 @@ class StubEditor:
 
     def edit(self, image, prompt, mask=None, **options):
         self.calls.append(options)
-        return SimpleNamespace(image=np.zeros((4, 4, 3), np.uint8), provenance={"options": repr(options)})
+        return SimpleNamespace(
+            image=np.zeros((4, 4, 3), np.uint8), provenance={"options": repr(options)}, png=lambda: b"png bytes"
+        )
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from facepaint import FacepaintError
-from facepaint.models import ModelLoadError, pick_device
+from facepaint.models import ModelLoadError, facexlib_cache, facexlib_weights, pick_device
 
 # The standard 5-point face template at 512 px (left eye, right eye, nose tip, left and right mouth
 # corners, left = the photo's left), as facexlib's FaceRestoreHelper uses it for FFHQ-aligned 512 px faces.
@@ -199,9 +199,7 @@ class CascadeDetector:
 
 
 def default_retinaface_path() -> Path:
-    import facexlib
-
-    return Path(facexlib.__file__).parent / "weights" / RETINAFACE_FILE
+    return facexlib_cache(RETINAFACE_FILE)
 
 
 def retinaface_weights_path(weights: str | os.PathLike | None, download: bool = True) -> Path:
@@ -211,25 +209,7 @@ def retinaface_weights_path(weights: str | os.PathLike | None, download: bool = 
         f"(`detector_weights=` in the Python API), or copy it to {default_retinaface_path()}; or use the "
         f"offline detector (--detector opencv: boxes without landmarks)."
     )
-    if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise ModelLoadError(f"RetinaFace weights not found at {path}. {hint}")
-        return path
-    path = default_retinaface_path()
-    if path.is_file():
-        return path
-    if not download:
-        raise ModelLoadError(f"RetinaFace weights {RETINAFACE_FILE} are not at {path}. {hint}")
-    from facexlib.utils import load_file_from_url
-
-    try:
-        return Path(load_file_from_url(url=RETINAFACE_URL, model_dir="facexlib/weights", progress=True))
-    except Exception as e:  # URLError, HTTPError, socket timeouts...
-        raise ModelLoadError(
-            f"RetinaFace weights {RETINAFACE_FILE} are not at {path} and could not be downloaded "
-            f"({type(e).__name__}: {e}). {hint}"
-        ) from e
+    return facexlib_weights("RetinaFace", RETINAFACE_FILE, RETINAFACE_URL, weights, hint, download)
 
 
 class RetinaFaceDetector:

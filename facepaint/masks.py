@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from facepaint import celebamask, check_fields, check_number
 from facepaint.celebamask import check_parts
 from facepaint.images import MAX_PIXELS, ImageError, load_mask, load_rgb, worker_context
-from facepaint.models import ModelLoadError, pick_device
+from facepaint.models import ModelLoadError, facexlib_cache, facexlib_weights, pick_device
 from facepaint.report import StageReport
 
 BACKENDS = ("annotations", "bisenet")
@@ -235,35 +235,16 @@ def annotation_union(root, image_id: int, parts) -> tuple[np.ndarray, list[str]]
 
 def default_bisenet_path() -> Path:
     """Where facexlib's own downloader keeps the weights (site-packages/facexlib/weights)."""
-    import facexlib
-
-    return Path(facexlib.__file__).parent / "weights" / BISENET_FILE
+    return facexlib_cache(BISENET_FILE)
 
 
 def bisenet_weights_path(weights: str | os.PathLike | None) -> Path:
     """The weights file to use: the configured path, or facexlib's cached/downloaded file."""
-    if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise ModelLoadError(
-                f"BiSeNet weights not found at masks.bisenet_weights = {path}. Download {BISENET_FILE} "
-                f"from {BISENET_URL} and point masks.bisenet_weights at it, or use masks.backend: annotations "
-                f"(CelebAMask-HQ part masks)."
-            )
-        return path
-    path = default_bisenet_path()
-    if path.is_file():
-        return path
-    from facexlib.utils import load_file_from_url
-
-    try:
-        return Path(load_file_from_url(url=BISENET_URL, model_dir="facexlib/weights", progress=True))
-    except Exception as e:  # URLError, HTTPError, socket timeouts...
-        raise ModelLoadError(
-            f"BiSeNet weights {BISENET_FILE} are not at {path} and could not be downloaded from {BISENET_URL} "
-            f"({type(e).__name__}: {e}). Download that file on a machine with internet and set "
-            f"masks.bisenet_weights to its path (or copy it to {path}), or use masks.backend: annotations."
-        ) from e
+    hint = (
+        f"Download {BISENET_FILE} from {BISENET_URL} and point masks.bisenet_weights at it (or copy it to "
+        f"{default_bisenet_path()}), or use masks.backend: annotations (CelebAMask-HQ part masks)."
+    )
+    return facexlib_weights("BiSeNet", BISENET_FILE, BISENET_URL, weights, hint)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

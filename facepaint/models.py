@@ -114,6 +114,38 @@ class ModelLoadError(FacepaintError):
     """A model could not be loaded; the message says what is missing and how to supply it."""
 
 
+def facexlib_cache(file: str) -> Path:
+    """Where facexlib's own downloader keeps a weights file (site-packages/facexlib/weights)."""
+    import facexlib
+
+    return Path(facexlib.__file__).parent / "weights" / file
+
+
+def facexlib_weights(what: str, file: str, url: str, given, hint: str, download: bool = True) -> Path:
+    """A facexlib model's weights (BiSeNet, RetinaFace): `given` (a path that must exist), else facexlib's cached
+    file, else a download into that cache (unless not `download`); ModelLoadError naming `what` and the file,
+    ending with `hint` (how to supply it), otherwise."""
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise ModelLoadError(f"{what} weights not found at {path}. {hint}")
+        return path
+    path = facexlib_cache(file)
+    if path.is_file():
+        return path
+    if not download:
+        raise ModelLoadError(f"{what} weights {file} are not at {path}. {hint}")
+    from facexlib.utils import load_file_from_url
+
+    try:
+        return Path(load_file_from_url(url=url, model_dir="facexlib/weights", progress=True))
+    except Exception as e:  # URLError, HTTPError, socket timeouts...
+        raise ModelLoadError(
+            f"{what} weights {file} are not at {path} and could not be downloaded from {url} "
+            f"({type(e).__name__}: {e}). {hint}"
+        ) from e
+
+
 @dataclass
 class ModelConfig:  # params.yaml `model`
     source: str  # tiny | pretrained | random

@@ -566,8 +566,9 @@ class App:
             raise type(e)(str(e).replace("<array>", name)) from None
         report(0.98, desc="writing the PNG")
         result.provenance.update(source=name, mask=source)
-        if model not in (None, "", self.config.model) or str(self.config.model).startswith(("models:/", "runs:/")):
-            result.provenance["release"] = self.config.model if model in (None, "") else str(model)
+        choice = self.config.model if model in (None, "") else str(model)  # as model_dir took it
+        if choice.startswith(("models:/", "runs:/")):  # a registered release (the only other choices)
+            result.provenance["release"] = choice
         out = self.workdir / uuid.uuid4().hex / f"{Path(name).stem}-facepaint.png"
         out.parent.mkdir(parents=True)
         result.save(out)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from facepaint.models import Components, ModelConfig, load_components
+from facepaint.method.models import Components, ModelConfig, load_components
 from stages.common import load_params, section
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ an artifact of these components (k/v and adapter, `Conditions` from the params a
 temporary directory and loaded; each variant is `FaceEditor(Inpainter(components, adapter, ...,
 speed_options=variant), artifact)`.
 
-Variants: each optimisation is a field of `facepaint.speed.Speed` (the editor's `speed_options`):
+Variants: each optimisation is a field of `facepaint.method.speed.Speed` (the editor's `speed_options`):
 - `baseline`: dtype fp32, attention "classic" (diffusers' `AttnProcessor`: explicit softmax(QK^T)V),
   channels_last off (NCHW), compile off (eager UNet).
 - `optimized`: Speed's defaults plus torch.compile on CUDA: half precision on CUDA (Speed's fp16;
@@ -103,15 +103,15 @@ from bench.common import (
     versions,
     write_result,
 )
-from facepaint.adapter import FaceAdapter
-from facepaint.artifact import Artifact, Conditions, load_artifact, save_artifact
-from facepaint.edit import FaceEditor
-from facepaint.evaluate import EvalConfig
-from facepaint.generate import Inpainter
-from facepaint.masks import MaskConfig
-from facepaint.models import Components, ModelConfig, pick_device
-from facepaint.speed import Speed
-from facepaint.train import TrainConfig
+from facepaint.data.masks import MaskConfig
+from facepaint.editing.editor import FaceEditor
+from facepaint.evaluation.run import EvalConfig
+from facepaint.method.adapter import FaceAdapter
+from facepaint.method.artifact import Artifact, Conditions, load_artifact, save_artifact
+from facepaint.method.generate import Inpainter
+from facepaint.method.models import Components, ModelConfig, pick_device
+from facepaint.method.speed import Speed
+from facepaint.method.train import TrainConfig
 from stages.common import section
 
 TARGET_SECONDS = 0.6  # per 512 x 512 edit, 50 steps, classifier-free guidance, batch 1

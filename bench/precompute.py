@@ -56,10 +56,11 @@ from bench.common import (
     versions,
     write_result,
 )
-from facepaint import celebamask
-from facepaint.latents import LatentConfig, compute_latents
-from facepaint.masks import BISENET_CLASSES, BISENET_SIZE, BiSeNetParser, MaskConfig, compute_masks
-from facepaint.models import pick_device
+from facepaint.data import celebamask
+from facepaint.data.latents import LatentConfig, compute_latents
+from facepaint.data.masks import MaskConfig, compute_masks
+from facepaint.method.masks import BISENET_CLASSES, BISENET_SIZE, BiSeNetParser
+from facepaint.method.models import pick_device
 from stages.common import section
 
 TARGET_LATENTS, TARGET_MASKS, TARGET_PX = 100, 200, 512  # issue 6, H100, 512 px

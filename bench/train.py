@@ -15,13 +15,13 @@ is `section(params, "train", TrainConfig)`, the batch is `train.batch_size`, the
 variations are explicit overrides: `--batch` (train.batch_size), `--latent` (the latent side), and each
 variant's speed knobs (below).
 
-What one step is: the core's own step, as facepaint.train.train() runs it: draw_step (flip, caption,
-timestep and noise draws on the CPU), facepaint.train.Batches (the batch gathered from the latent cache,
-on the device or pinned on the host, captions tokenised once each), facepaint.train.step_loss (DDPM
+What one step is: the core's own step, as facepaint.method.train.train() runs it: draw_step (flip, caption,
+timestep and noise draws on the CPU), facepaint.method.train.Batches (the batch gathered from the latent cache,
+on the device or pinned on the host, captions tokenised once each), facepaint.method.train.step_loss (DDPM
 add_noise, the frozen CLIP text encoder forward: its cost IS included, as in training, and is also
 shown alone in the `text encoder only` row; FaceModel forward under autocast; masked_mse), backward,
-grad-norm clipping, AdamW (facepaint.train.build_optimizer: two parameter groups) and
-zero_grad(set_to_none=True); the model comes from facepaint.train.build_model with the variant's
+grad-norm clipping, AdamW (facepaint.method.train.build_optimizer: two parameter groups) and
+zero_grad(set_to_none=True); the model comes from facepaint.method.train.build_model with the variant's
 TrainConfig. The cache is synthetic (random latents, masked latents, binary latent masks, face
 ratios; 4 batches of images), the models have random weights: speed does not depend on the values.
 Differences from train(): no accelerate wrapper (single process: torch.autocast, loss.backward() and
@@ -83,11 +83,11 @@ from bench.common import (
     versions,
     write_result,
 )
-from facepaint.loss import masked_mse
-from facepaint.masks import MaskConfig
-from facepaint.models import Components, ModelConfig, pick_device
-from facepaint.speed import compiled
-from facepaint.train import (
+from facepaint.data.masks import MaskConfig
+from facepaint.method.loss import masked_mse
+from facepaint.method.models import Components, ModelConfig, pick_device
+from facepaint.method.speed import compiled
+from facepaint.method.train import (
     Batches,
     FaceModel,
     TrainConfig,

@@ -37,7 +37,7 @@ from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.tasks import exponential_backoff
 
-from facepaint import check_fields
+from facepaint.common.checks import check_fields
 from stages.common import EVALUATE, REGISTER, load_params, section
 
 LOCK = ".facepaint-retrain.lock"

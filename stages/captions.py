@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from facepaint import celebamask
-from facepaint.captions import CaptionConfig, build_captions
-from facepaint.io import read_parquet, write_parquet
+from facepaint.common.io import read_parquet, write_parquet
+from facepaint.data import celebamask
+from facepaint.data.captions import CaptionConfig, build_captions
 from stages.common import CAPTIONS, SPLIT, cli, data_root, load_params, section
 
 PARAMS = (

@@ -6,7 +6,8 @@ the stages' deps and outs (tests/test_dvc.py checks that they agree). A stage im
 from here, never from another stage (which would import that stage's core modules, torch included).
 
 Params. `params.yaml` is the one home of every setting: the configs in `facepaint/` have no default
-values, so a key missing from params.yaml is an error naming it, and an unknown key is an error too.
+values (or, for `sampling`, the product's defaults, which the pipeline does not use), so a key missing from
+params.yaml is an error naming it, and an unknown key is an error too.
 A profile (`profiles/<name>.yaml`) is a flat mapping of dotted keys that overrides params.yaml: the
 same overrides `dvc exp run $(python profiles/flags.py NAME)` applies.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from facepaint.report import StageReport
+from facepaint.common.report import StageReport
 
 PARAMS = Path("params.yaml")
 PROFILES = Path(__file__).resolve().parents[1] / "profiles"
@@ -98,12 +99,9 @@ def section(params: dict, name: str, cls, **overrides):
     unknown = sorted(map(str, set(raw) - fields))
     if unknown:
         raise SystemExit(f"params.yaml: unknown key(s) {unknown} in section '{name}'; known: {sorted(fields)}")
-    required = {
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
-    missing = sorted(required - set(raw))
+    # every field, also one with a default in code (SamplingOptions' are the product's): params.yaml is the
+    # pipeline's one home of its settings
+    missing = sorted(fields - set(raw))
     if missing:
         raise SystemExit(
             f"params.yaml: section '{name}' lacks {', '.join(f'{name}.{k}' for k in missing)}; "
@@ -156,7 +154,7 @@ def setup_logging() -> None:
 
 def cli(main):
     """Run a stage's main(); expected failures print one clear line instead of a traceback."""
-    from facepaint import FacepaintError
+    from facepaint.common.errors import FacepaintError
 
     setup_logging()
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facepaint.io import atomic_dir
+from facepaint.common.io import atomic_dir
 from stages.common import DEMO, DEMO_MODELS, cli, load_params, section
 from tools import demo_models
 from tools.demo import DemoConfig, generate

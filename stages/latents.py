@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facepaint.io import atomic_dir, read_parquet, read_parquet_metadata
-from facepaint.latents import LatentConfig, compute_latents, vae_downsampling, write_index
-from facepaint.models import ModelConfig, load_components
+from facepaint.common.io import atomic_dir, read_parquet, read_parquet_metadata
+from facepaint.data.latents import LatentConfig, compute_latents, vae_downsampling, write_index
+from facepaint.method.models import ModelConfig, load_components
 from stages.common import LATENTS, MASKS, SPLIT, cli, data_root, finish, keys, load_params, section
 
 # The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these): not its speed knobs.

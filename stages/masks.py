@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from facepaint.io import read_parquet, write_json, write_parquet
-from facepaint.masks import BiSeNetParser, MaskConfig, compute_masks, iou_summary, mask_metadata
+from facepaint.common.io import read_parquet, write_json, write_parquet
+from facepaint.data.masks import MaskConfig, compute_masks, iou_summary, mask_metadata
+from facepaint.method.masks import BiSeNetParser
 from stages.common import MASKS, MASKS_METRICS, SPLIT, cli, data_root, finish, keys, load_params, section
 
-# The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these): not its speed
-# knobs, and not masks.sigma (the table holds M; the soft mask is made where it is used).
-PARAMS = ("data.root", *keys("masks", MaskConfig, except_=(*MaskConfig.SPEED_KNOBS, "sigma")))
+# The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these): not its speed knobs.
+PARAMS = ("data.root", *keys("masks", MaskConfig, except_=MaskConfig.SPEED_KNOBS))
 
 
 def run(

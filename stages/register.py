@@ -24,9 +24,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from facepaint import FacepaintError, check_fields
-from facepaint.artifact import load_artifact
-from facepaint.io import write_json
+from facepaint.common.checks import check_fields
+from facepaint.common.errors import FacepaintError
+from facepaint.common.io import write_json
+from facepaint.method.artifact import load_artifact
 from stages.common import EVALUATE, MODEL, REGISTER, cli, load_params, section
 
 PARAMS = ("register",)  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)

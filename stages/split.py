@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from facepaint import celebamask
-from facepaint.io import write_parquet
-from facepaint.report import StageReport
-from facepaint.split import SplitConfig, split_ids
+from facepaint.common.io import write_parquet
+from facepaint.common.report import StageReport
+from facepaint.data import celebamask
+from facepaint.data.split import SplitConfig, split_ids
 from stages.common import SPLIT, cli, data_root, finish, load_params, section
 
 PARAMS = ("data.root", "split")  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)

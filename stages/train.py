@@ -1,7 +1,7 @@
 """train: fine-tune the UNet's cross-attention k/v and the face-aware text adapter (SPEC section 3).
 
-Inputs:  data/latents/ (cached latents), data/captions.parquet, params `model`, `train` and `masks.sigma`
-         (recorded in the artifact: inference blends with the soft mask the model is released with)
+Inputs:  data/latents/ (cached latents), data/captions.parquet, params `model` and `train` (not `sampling`:
+         how a model samples and blends is chosen at inference, so changing it does not retrain)
 Outputs: data/model/ (the artifact: kv.safetensors, adapter.safetensors, facepaint.json),
          data/train/log.csv (loss, learning rates, samples/s per logged step: a DVC plot),
          data/train/metrics.json (DVC metrics), data/checkpoints/ (kept by DVC between runs)
@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from facepaint.io import atomic_path, write_json
-from facepaint.masks import MaskConfig
-from facepaint.models import ModelConfig, load_components
-from facepaint.train import TrainConfig, TrainData, conditions, history_frame, train
+from facepaint.common.io import atomic_path, write_json
+from facepaint.data.training_set import load_training_set
+from facepaint.method.models import ModelConfig, load_components
+from facepaint.method.train import TrainConfig, conditions, history_frame, train
 from stages.common import (
     CAPTIONS,
     CHECKPOINTS,
@@ -40,7 +40,6 @@ from stages.common import (
 # The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these).
 PARAMS = (
     "model",
-    "masks.sigma",
     *keys("train", TrainConfig, except_=(*TrainConfig.SPEED_KNOBS, *TrainConfig.CHECKPOINTING)),
 )
 # MLflow run tracking writes only to the tracking store and never fails the stage: its code cannot change
@@ -51,7 +50,6 @@ BOOKKEEPING = ("tracking",)  # this stage uses tracking.runs only
 def run(
     model: ModelConfig,
     cfg: TrainConfig,
-    sigma: float,
     latents: Path = LATENTS,
     captions: Path = CAPTIONS,
     out: Path = MODEL,
@@ -61,13 +59,13 @@ def run(
     progress: bool = True,
     stop_after: int | None = None,
 ):
-    data = TrainData.load(latents, captions)
+    data = load_training_set(latents, captions)
     comps = load_components(model, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
     result = train(
         comps,
         data,
         cfg,
-        conditions(model, data, cfg, sigma),
+        conditions(model, data, cfg),
         out,
         checkpoints,
         progress=progress,
@@ -110,7 +108,6 @@ def main() -> None:
     run(
         section(params, "model", ModelConfig),
         section(params, "train", TrainConfig),
-        section(params, "masks", MaskConfig).sigma,
     )
 
 

@@ -1,5 +1,6 @@
 """Shared test fixtures: the real CelebAMask-HQ mini fixture (when ../shared is there), generated
-demo data, and the gates for slow and GPU tests."""
+demo data, tiny models, and the gates for slow, GPU and fixture tests. Shared helper functions are in
+tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import config, tiny_conditions
 
 REPO = Path(__file__).resolve().parents[1]
 # Unit tests do not log to MLflow (each training run would log a model); tests/test_tracking.py
@@ -16,16 +19,6 @@ os.environ.setdefault("FACEPAINT_TRACKING", "off")
 FIXTURE = Path(os.environ.get("FACEPAINT_FIXTURE", REPO.parent / "shared" / "fixtures" / "celebamask-hq-mini"))
 
 
-def config(name: str, cls, **overrides):
-    """Section `name` of the repository's params.yaml (the demo profile) as `cls`, with `overrides`: the
-    configs have no defaults, so tests take every setting from params.yaml and change only what they test."""
-    import yaml
-
-    from stages.common import section
-
-    return section(yaml.safe_load((REPO / "params.yaml").read_text()), name, cls, **overrides)
-
-
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 
@@ -33,31 +26,40 @@ def pytest_addoption(parser):
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    for item in items:  # a test that reads the fixture is a fixture test, marked or not (`-m fixture` finds it)
+        if "fixture_root" in getattr(item, "fixturenames", ()) and "fixture" not in item.keywords:
+            item.add_marker(pytest.mark.fixture)
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none is available here")
     skip_fixture = pytest.mark.skip(reason=f"real CelebAMask-HQ fixture absent at {FIXTURE} (set FACEPAINT_FIXTURE)")
-    has_fixture = (FIXTURE / "CelebAMask-HQ-attribute-anno.txt").is_file()
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
-        if "fixture" in item.keywords and not has_fixture:
+        if "fixture" in item.keywords and not has_fixture():
             item.add_marker(skip_fixture)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def c2pa_key_dir(tmp_path_factory) -> Path:
     """Every test (and every process it starts) signs its edited PNGs with a key made in a temporary directory
-    (facepaint.signing: $FACEPAINT_C2PA_DIR), never with the user's ~/.config/facepaint/c2pa one."""
+    (facepaint.editing.signing: $FACEPAINT_C2PA_DIR), never with the user's ~/.config/facepaint/c2pa one."""
     d = tmp_path_factory.mktemp("c2pa")
     os.environ["FACEPAINT_C2PA_DIR"] = str(d)
     return d
 
 
+def has_fixture() -> bool:
+    return (FIXTURE / "CelebAMask-HQ-attribute-anno.txt").is_file()
+
+
 @pytest.fixture(scope="session")
 def fixture_root() -> Path:
-    """The real 200-image CelebAMask-HQ fixture (tests using it must be marked `fixture`)."""
+    """The real 200-image CelebAMask-HQ fixture; a test (or fixture) that asks for it is skipped, with the
+    reason, where it is absent (every user's clone: its licence forbids copying it into the project)."""
+    if not has_fixture():
+        pytest.skip(f"real CelebAMask-HQ fixture absent at {FIXTURE} (set FACEPAINT_FIXTURE)")
     return FIXTURE
 
 
@@ -87,11 +89,11 @@ def demo_project(tmp_path_factory) -> Path:
     inputs of the train stage (data/latents, data/captions.parquet) and a params.yaml for it."""
     import yaml
 
-    from facepaint.captions import CaptionConfig
-    from facepaint.latents import LatentConfig
-    from facepaint.masks import MaskConfig
-    from facepaint.models import ModelConfig
-    from facepaint.split import SplitConfig
+    from facepaint.data.captions import CaptionConfig
+    from facepaint.data.latents import LatentConfig
+    from facepaint.data.masks import MaskConfig
+    from facepaint.data.split import SplitConfig
+    from facepaint.method.models import ModelConfig
     from stages import captions, demo, latents, masks, split
     from stages.common import section
     from tools.demo import DemoConfig
@@ -99,7 +101,7 @@ def demo_project(tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("project")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["demo"].update(n_images=24, size=64, mask_size=64)
-    params["masks"].update(resolution=64, sigma=1.0, min_size=32, workers=0)
+    params["masks"].update(resolution=64, min_size=32, workers=0)
     params["latents"].update(workers=0)
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     cwd = os.getcwd()
@@ -133,37 +135,15 @@ def random_bisenet_weights(tmp_path_factory) -> Path:
     return path
 
 
-def tiny_conditions(resolution: int = 64, **changes):
-    """The Conditions of a tiny-model artifact trained at `resolution` with the demo's params (sigma 1)."""
-    import dataclasses
-
-    from facepaint.artifact import Conditions
-    from facepaint.masks import MaskConfig
-    from facepaint.models import ModelConfig
-    from facepaint.train import TrainConfig
-
-    m = config("masks", MaskConfig)
-    c = Conditions(
-        model=config("model", ModelConfig),
-        resolution=resolution,
-        adapter_scale=config("train", TrainConfig).adapter_scale,
-        parts=m.parts,
-        mask_backend=m.backend,
-        sigma=m.sigma,
-        latent_factor=m.latent_factor,
-    )
-    return dataclasses.replace(c, **changes)
-
-
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory):
     """A 'trained' tiny artifact (64 px, soft-mask sigma 1): k/v moved away from the base model and
     an adapter with non-zero W2, so every part of it changes an edit. Returns facepaint's Artifact."""
     import torch
 
-    from facepaint.adapter import FaceAdapter
-    from facepaint.artifact import freeze_all_but_kv, save_artifact
-    from facepaint.models import tiny_components
+    from facepaint.method.adapter import FaceAdapter
+    from facepaint.method.artifact import freeze_all_but_kv, save_artifact
+    from facepaint.method.models import tiny_components
 
     comps = tiny_components(seed=0, parts=("unet", "text_encoder"))
     kv = freeze_all_but_kv(comps.unet)
@@ -190,7 +170,7 @@ def demo_models(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def baselines(demo_models):
     """evaluate.baselines of params.yaml with the demo models' paths under `demo_models`."""
-    from facepaint.evaluate import EvalConfig
+    from facepaint.evaluation.run import EvalConfig
 
     b = config("evaluate", EvalConfig).baselines
     for field, value in vars(b).items():
@@ -213,50 +193,3 @@ def offline(tmp_path):
         return out.stdout
 
     return run
-
-
-# ------------------------------------------------------------------ helpers of the editing tests
-
-
-def random_adapter(comps, std=0.5):
-    """A FaceAdapter at the text encoder's width with a non-zero W2 (so it changes an edit), seeded."""
-    import torch
-
-    from facepaint.adapter import FaceAdapter
-
-    torch.manual_seed(0)
-    adapter = FaceAdapter(comps.text_encoder.config.hidden_size)
-    torch.nn.init.normal_(adapter.w2.weight, std=std)
-    return adapter
-
-
-def box_mask(h, w, y0, y1, x0, x1):
-    import numpy as np
-
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return m
-
-
-def textured(h, w, seed=0):
-    """A photo-like uint8 image: smooth gradients plus noise (so VAE round trips visibly change it)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([128 + 80 * np.sin(xx / 17 + c) * np.cos(yy / 23) for c in range(3)], axis=-1)
-    return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
-
-
-# Batching changes the summation order inside the batched convolutions and matrix products on the CPU
-# (the noise is the same: each crop has its own generator), so a batched crop may differ from the same
-# crop generated alone by a rounding step: at most 2/255 per channel, on at most 1% of the values.
-BATCH_TOL, BATCH_FRACTION = 2, 0.01
-
-
-def assert_close_images(a, b, tol=BATCH_TOL, fraction=BATCH_FRACTION):
-    import numpy as np
-
-    assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
-    diff = np.abs(a.astype(int) - b.astype(int))
-    assert diff.max() <= tol and (diff > 0).mean() <= fraction, (diff.max(), (diff > 0).mean())

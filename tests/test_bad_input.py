@@ -43,23 +43,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from facepaint import MAX_SEED
-from facepaint import images as images_mod
-from facepaint.edit import (
-    MAX_GUIDANCE,
-    MAX_MIN_FACE,
-    MAX_PADDING,
-    MAX_STEPS,
-    EditError,
-    EditOptions,
-    FaceEditor,
-    check_face_options,
-    fit_mask,
-)
-from facepaint.edit import load_mask as load_face_mask
-from facepaint.images import MAX_PIXELS, ImageError, load_rgb
-from facepaint.masks import MAX_SIGMA, decode_png, encode_png
-from facepaint.masks import load_mask as load_part_mask
+from facepaint.common import images as images_mod
+from facepaint.common.checks import MAX_SEED
+from facepaint.common.images import MAX_PIXELS, ImageError, decode_png, encode_png, load_rgb
+from facepaint.common.images import load_mask as load_part_mask
+from facepaint.edit import EditOptions, check_face_options
+from facepaint.editing.editor import FaceEditor
+from facepaint.editing.helper import MAX_MIN_FACE, MAX_PADDING, EditError, fit_mask
+from facepaint.editing.helper import load_mask as load_face_mask
+from facepaint.method.blend import MAX_SIGMA
+from facepaint.method.options import MAX_GUIDANCE, MAX_STEPS
 
 # PIL warns about the corrupt files and oversized headers this file makes on purpose (and refuses them)
 pytestmark = [
@@ -518,13 +511,13 @@ def test_encode_decode_png_roundtrip(mask):
 
 
 def config_classes() -> dict:
-    from facepaint.captions import CaptionConfig
-    from facepaint.evaluate import EvalConfig
-    from facepaint.latents import LatentConfig
-    from facepaint.masks import MaskConfig
-    from facepaint.models import ModelConfig
-    from facepaint.split import SplitConfig
-    from facepaint.train import TrainConfig
+    from facepaint.data.captions import CaptionConfig
+    from facepaint.data.latents import LatentConfig
+    from facepaint.data.masks import MaskConfig
+    from facepaint.data.split import SplitConfig
+    from facepaint.evaluation.run import EvalConfig
+    from facepaint.method.models import ModelConfig
+    from facepaint.method.train import TrainConfig
     from flows.retrain import RetrainConfig
     from stages.ablation import AblationConfig
     from stages.register import RegisterConfig
@@ -740,7 +733,7 @@ def test_values_that_used_to_pass_silently(name, key, value, reason):
 def test_the_lr_scheduler_names_are_diffusers():
     from diffusers.optimization import SchedulerType
 
-    from facepaint.train import LR_SCHEDULERS
+    from facepaint.method.train import LR_SCHEDULERS
 
     assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}
 
@@ -809,7 +802,7 @@ def test_edit_options_messages(changes, reason):
 def stub_editor_parts(sigma: float = 1.0):
     """An inpainter and an artifact as far as FaceEditor.__init__ reads them (no model; a tiny base model, which
     ships no safety checker)."""
-    from facepaint.models import ModelConfig
+    from facepaint.method.models import ModelConfig
 
     conditions = SimpleNamespace(
         resolution=64, adapter_scale=0.3, sigma=sigma, model=ModelConfig("tiny", "", None, None, 0)
@@ -875,7 +868,7 @@ def photo(tmp_path_factory) -> Path:
 )
 def test_cli_refuses_bad_numbers_before_loading_the_model(photo, tmp_path, capsys, flag, value, names):
     """One `error:` line about the option (not the nonexistent model), exit status 1, in well under a second."""
-    from facepaint.cli import main
+    from facepaint.apps.cli import main
 
     base = [
         "edit",
@@ -900,7 +893,7 @@ def test_cli_refuses_bad_numbers_before_loading_the_model(photo, tmp_path, capsy
 
 
 def test_cli_text_for_a_number_is_argparse_usage(photo, tmp_path, capsys):
-    from facepaint.cli import main
+    from facepaint.apps.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["edit", str(photo), "--prompt", "x", "--out", str(tmp_path / "o.png"), "--steps", "many"])

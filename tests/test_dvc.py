@@ -34,7 +34,7 @@ def test_a_missing_dep_or_an_undeclared_import_is_caught(tmp_path):
     split = tmp_path / "stages" / "split.py"
     split.write_text(
         split.read_text().replace(
-            "def main() -> None:", "def main() -> None:\n    import facepaint.watermark  # noqa: F401"
+            "def main() -> None:", "def main() -> None:\n    import facepaint.editing.watermark  # noqa: F401"
         )
     )
     assert stage_deps.differences(tmp_path) == ["stage split: runs facepaint/watermark.py but does not depend on it"]

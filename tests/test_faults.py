@@ -8,10 +8,10 @@ and `--runslow` adds the kill of each of masks, captions, latents, train, evalua
 
 How the faults are made:
 - SIGKILL: from outside after a seeded random delay within the stage's measured runtime, or at a chosen point
-  by HOOK (below), which runs the stage with facepaint.io's rename into place of one output replaced by: cut
+  by HOOK (below), which runs the stage with facepaint.common.io's rename into place of one output replaced by: cut
   the temporary to half its size (as if killed while writing it), then SIGKILL. For a directory that point is
   between atomic_dir's two renames, the previous version set aside and the new one not yet in place.
-- ENOSPC: facepaint.io's temporary files are links to /dev/full, so the kernel fails the write (Python's,
+- ENOSPC: facepaint.common.io's temporary files are links to /dev/full, so the kernel fails the write (Python's,
   pyarrow's, PIL's and matplotlib's writers, torch.save through a Python file). safetensors writes its own
   temporary and renames it over the target, so its writer is replaced by one that writes half and raises
   safetensors' own error for a full disk ("... (os error 28)").
@@ -41,12 +41,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import config, tiny_conditions
-from facepaint import io as fio
-from facepaint.io import DiskFullError, atomic_path, write_json, write_parquet
-from facepaint.masks import MaskConfig
-from facepaint.models import ModelConfig
-from facepaint.train import TrainConfig
+from facepaint.common import io as fio
+from facepaint.common.io import DiskFullError, atomic_path, write_json, write_parquet
+from facepaint.data.masks import MaskConfig
+from facepaint.method.models import ModelConfig
+from facepaint.method.train import TrainConfig
+from tests.helpers import config, tiny_conditions
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -77,7 +77,7 @@ def halve(path):
         os.truncate(f, os.path.getsize(f) // 2)
 
 
-class KillingOs:  # facepaint.io's `os`: the rename that would put `target` in place kills the process instead
+class KillingOs:  # facepaint.common.io's `os`: the rename that would put `target` in place kills the process instead
     def __getattr__(self, name):
         return getattr(os, name)
 
@@ -126,7 +126,7 @@ def _env(**extra) -> dict:
 
 
 def _temporaries(root: Path) -> list[str]:
-    """What facepaint.io's atomic writers leave when killed: `.NAME.*.tmp` temporaries, `.NAME.*.old` aside."""
+    """What facepaint.common.io's atomic writers leave when killed: `.NAME.*.tmp` temporaries, `.NAME.*.old` aside."""
     found = [p for pattern in (".*.tmp", ".*.old") for p in root.rglob(pattern)]
     return sorted(str(p.relative_to(root)) for p in found)
 
@@ -157,7 +157,7 @@ def _one_thread():
 
 
 def _no_space(monkeypatch, links=()) -> None:
-    """facepaint.io's temporary files are links to /dev/full; so are the files `links` in its temporary dirs."""
+    """facepaint.common.io's temporary files are links to /dev/full; so are the files `links` in its temporary dirs."""
 
     def mkstemp(**kw):
         fd, name = tempfile.mkstemp(**kw)
@@ -194,8 +194,8 @@ def _safetensors_no_space(monkeypatch, module, name: str = "save_file") -> None:
 @pytest.fixture(scope="module")
 def tiny_training():
     """A tiny FaceModel with its optimizer and LR schedule (what a checkpoint holds)."""
-    from facepaint.models import tiny_components
-    from facepaint.train import build_model, build_optimizer
+    from facepaint.method.models import tiny_components
+    from facepaint.method.train import build_model, build_optimizer
 
     cfg = config("train", TrainConfig)
     comps = tiny_components(seed=0, parts=("unet", "text_encoder"))
@@ -215,7 +215,7 @@ def _write_png(path, v):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from facepaint.evaluate import save_fig
+    from facepaint.evaluation.plots import save_fig
 
     fig, ax = plt.subplots()
     ax.plot(range(v + 2))
@@ -223,13 +223,13 @@ def _write_png(path, v):
 
 
 def _write_checkpoint(t, path, v):
-    from facepaint.train import save_checkpoint
+    from facepaint.method.train import save_checkpoint
 
     save_checkpoint(path.parent, int(path.name.split("-")[1]), t.model, t.optimizer, t.schedule, "f", [{"v": v}], 2)
 
 
 def _write_artifact(t, path, v):
-    from facepaint.artifact import save_artifact
+    from facepaint.method.artifact import save_artifact
 
     save_artifact(path, t.comps.unet, t.model.adapter, tiny_conditions(64), extra={"v": v})
 
@@ -237,7 +237,7 @@ def _write_artifact(t, path, v):
 def _write_fid_stats(path, v):
     import numpy as np
 
-    from facepaint.metrics import FID
+    from facepaint.evaluation.metrics import FID
 
     FID.save_stats(path, np.full(4, float(v)), np.eye(4), 10 * v)
 
@@ -259,7 +259,7 @@ WRITERS = {
     "checkpoint: torch.save": ("step-00000004", _write_checkpoint, lambda mp: _no_space(mp, ["optimizer.pt"])),
     "checkpoint: safetensors": ("step-00000004", _write_checkpoint, _safetensors_in("facepaint.train")),
     "artifact: facepaint.json": ("model", _write_artifact, lambda mp: _no_space(mp, ["facepaint.json"])),
-    "artifact: safetensors": ("model", _write_artifact, _safetensors_in("facepaint.artifact")),
+    "artifact: safetensors": ("model", _write_artifact, _safetensors_in("facepaint.method.artifact")),
     "FID statistics: safetensors": (
         "ref.safetensors",
         lambda t, p, v: _write_fid_stats(p, v),
@@ -294,13 +294,13 @@ def test_a_full_disk_names_the_path_and_keeps_the_previous_output(case, tiny_tra
 def test_a_full_disk_in_the_latents_stage_keeps_the_previous_cache(demo_project, tmp_path, monkeypatch):
     """The latent shards (safetensors inside atomic_dir): the error names data/latents, the old cache stays."""
     import facepaint.latents
-    from facepaint.latents import LatentConfig
+    from facepaint.data.latents import LatentConfig
     from stages import latents as stage
 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(demo_project / "data/latents", tmp_path / "data/latents")
     before = _snapshot(tmp_path / "data/latents")
-    _safetensors_no_space(monkeypatch, facepaint.latents)
+    _safetensors_no_space(monkeypatch, facepaint.data.latents)
     with pytest.raises(DiskFullError, match="cannot write data/latents: the disk is full") as e:
         stage.run(
             demo_project / "data/demo",
@@ -418,10 +418,10 @@ ARTIFACT_DAMAGE = {
 def test_a_damaged_artifact_is_an_error_naming_the_file(kind, tiny_artifact, tmp_path, capsys):
     from PIL import Image
 
-    from conftest import box_mask, textured
-    from facepaint.artifact import ArtifactError, load_artifact
-    from facepaint.cli import main
-    from facepaint.edit import FaceEditor
+    from facepaint.apps.cli import main
+    from facepaint.editing.editor import FaceEditor
+    from facepaint.method.artifact import ArtifactError, load_artifact
+    from tests.helpers import box_mask, textured
 
     bad = Path(shutil.copytree(tiny_artifact.path, tmp_path / "model"))
     name, how = ARTIFACT_DAMAGE[kind]
@@ -508,7 +508,7 @@ def test_the_http_bounds_apply_unless_the_environment_sets_them(monkeypatch):
 
 def test_train_and_evaluate_tracking_finish_and_say_what_was_not_recorded(broken_store, tmp_path):
     """The train and evaluate stages' MLflow logging (stages/train.py and stages/evaluate.py `track`)."""
-    from facepaint.evaluate import EvalConfig
+    from facepaint.evaluation.run import EvalConfig
     from stages import evaluate as evaluate_stage
     from stages import train as train_stage
 
@@ -760,7 +760,7 @@ def _files(project: Path, out: str) -> list[str]:
 
 def _state(work: Path, ref: Path, stage: str) -> dict:
     """Each output of `stage` in `work`: absent, or complete (the uninterrupted run's content), or PARTIAL."""
-    from facepaint.train import read_checkpoint
+    from facepaint.method.train import read_checkpoint
 
     state = {}
     for out in _outputs(stage):

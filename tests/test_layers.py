@@ -109,7 +109,7 @@ print(json.dumps({{"modules": modules, "edit": edit, "registry": registry, "bloc
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["blocked"] and out["loaded"] == []
-    assert len(out["modules"]) >= 20 and "facepaint.generate" in out["modules"]
+    assert len(out["modules"]) >= 20 and "facepaint.method.generate" in out["modules"]
     assert out["edit"] == 0 and (tmp_path / "out.png").is_file()
     assert out["registry"] == 1 and not (tmp_path / "out2.png").exists()
     assert "is an MLflow model URI, but MLflow cannot be imported" in proc.stderr

@@ -17,20 +17,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facepaint.captions import CaptionConfig
-from facepaint.celebamask import ATTRIBUTE_FILE, image_path, part_mask_path, read_attributes
-from facepaint.evaluate import EvalConfig
-from facepaint.latents import LatentConfig
-from facepaint.masks import MaskConfig
-from facepaint.models import (
+from facepaint.data.captions import CaptionConfig
+from facepaint.data.celebamask import ATTRIBUTE_FILE, image_path, part_mask_path, read_attributes
+from facepaint.data.latents import LatentConfig
+from facepaint.data.masks import MaskConfig
+from facepaint.data.split import SplitConfig, split_ids
+from facepaint.evaluation.run import EvalConfig
+from facepaint.method.models import (
     ModelConfig,
     random_safety_checker,
     save_pipeline,
     save_safety_checker,
     sd15_random_components,
 )
-from facepaint.split import SplitConfig, split_ids
-from facepaint.train import TrainConfig
+from facepaint.method.train import TrainConfig
 from stages import captions, evaluate, latents, masks, register, split, train
 from stages.common import load_params, section
 from stages.register import RegisterConfig
@@ -162,7 +162,7 @@ def test_the_paper_profile_runs_on_the_full_size_architecture(
     reqs = (local / "requirements.txt").read_text().split()
     assert set(pip_requirements()) <= set(reqs) and any(r.startswith("torch==") for r in reqs)
 
-    from facepaint.cli import main
+    from facepaint.apps.cli import main
 
     photo = image_path(root, ids[-1])
     face = np.zeros(Image.open(photo).size[::-1], np.uint8)
@@ -186,7 +186,7 @@ def test_the_paper_profile_runs_on_the_full_size_architecture(
             ]
         )
     assert code == 0
-    from facepaint.edit import read_provenance
+    from facepaint.editing.provenance import read_provenance
 
     prov = read_provenance(tmp_path / "out.png")
     assert prov["artifact_version"] == result.artifact.version and prov["resolution"] == 512 and prov["sigma"] == 4.0
@@ -219,14 +219,17 @@ def test_the_paper_profile_runs_on_the_full_size_architecture(
 def test_the_sd15_baselines_run_on_their_full_size_architectures(fixture_root, tmp_path):
     """Blended Latent Diffusion (4-channel SD1.5) and BrushNet at 512 px: the full-size text-to-image SD1.5 and
     BrushNet with random weights, saved in their published layouts and loaded through `build_methods`."""
-    from conftest import tiny_conditions
-    from facepaint.adapter import FaceAdapter
-    from facepaint.artifact import freeze_all_but_kv, save_artifact
-    from facepaint.brushnet import save_tiny_brushnet
-    from facepaint.images import load_rgb, resize_rgb
-    from facepaint.masks import annotation_union, face_mask, soft_mask
-    from facepaint.methods import EditInput, build_methods
-    from facepaint.models import save_tiny_t2i, tiny_components
+    from facepaint.common.images import load_rgb, resize_rgb
+    from facepaint.data.masks import annotation_union
+    from facepaint.evaluation.methods.base import EditInput
+    from facepaint.evaluation.methods.brushnet import save_tiny_brushnet
+    from facepaint.evaluation.methods.registry import build_methods
+    from facepaint.method.adapter import FaceAdapter
+    from facepaint.method.artifact import freeze_all_but_kv, save_artifact
+    from facepaint.method.blend import soft_mask
+    from facepaint.method.masks import face_mask
+    from facepaint.method.models import save_tiny_t2i, tiny_components
+    from tests.helpers import tiny_conditions
 
     save_tiny_t2i(tmp_path / "sd15", seed=0, full_size=True)
     save_tiny_brushnet(tmp_path / "brushnet", seed=0, full_size=True)

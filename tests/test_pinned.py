@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from facepaint.adapter import FaceAdapter
-from facepaint.generate import Inpainter
-from facepaint.models import ModelConfig, load_components
-from facepaint.speed import Speed
-from facepaint.train import Batches, TrainConfig, TrainData, build_model, build_optimizer, draw_step, step_loss
+from facepaint.method.adapter import FaceAdapter
+from facepaint.method.generate import Inpainter
+from facepaint.method.models import ModelConfig, load_components
+from facepaint.method.speed import Speed
+from facepaint.method.train import Batches, TrainConfig, TrainData, build_model, build_optimizer, draw_step, step_loss
 
 TINY = ModelConfig(source="tiny", pretrained="unused", revision=None, variant=None, seed=0)
 # Every training setting spelled out (not params.yaml's, which may change for other reasons): fp32, no

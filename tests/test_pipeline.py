@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facepaint.io import read_parquet, read_parquet_metadata
-from facepaint.latents import iter_shards, read_index
-from facepaint.masks import decode_png
+from facepaint.common.images import decode_png
+from facepaint.common.io import read_parquet, read_parquet_metadata
+from facepaint.data.latents import iter_shards, read_index
 
 REPO = Path(__file__).resolve().parents[1]
 

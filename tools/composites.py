@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facepaint.faces import similarity
+from facepaint.editing.alignment import similarity
 
 
 @dataclass
@@ -160,7 +160,7 @@ def truth_mask(root: str | Path, truths: list[Truth], size: tuple[int, int], par
     (what a user would paint as the faces to edit)."""
     import cv2
 
-    from facepaint.masks import annotation_union
+    from facepaint.data.masks import annotation_union
 
     w, h = size
     out = np.zeros((h, w), bool)

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from facepaint import MAX_SEED, check_number
-from facepaint.celebamask import ATTRIBUTE_FILE, ATTRIBUTES, PART_NAMES, image_path, part_mask_path
+from facepaint.common.checks import MAX_SEED, check_number
+from facepaint.data.celebamask import ATTRIBUTE_FILE, ATTRIBUTES, PART_NAMES, image_path, part_mask_path
 
 LABELS = {part: i + 1 for i, part in enumerate(PART_NAMES)}  # label-map values; 0 = background
 JPEG_QUALITY = 95
@@ -332,7 +332,7 @@ def generate(root, cfg: DemoConfig, progress: bool = True) -> pd.DataFrame:
     """Write cfg.n_images portraits, their part masks and the attribute file under root.
 
     Returns the attribute table (index `id` int64, the 40 ATTRIBUTES as int8 columns), the same
-    table that facepaint.celebamask.read_attributes reads back from the file.
+    table that facepaint.data.celebamask.read_attributes reads back from the file.
     """
     from tqdm import tqdm
 

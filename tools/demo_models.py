@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facepaint.brushnet import save_tiny_brushnet
-from facepaint.diptych import save_tiny_flux, save_tiny_flux_controlnet
-from facepaint.models import save_tiny_t2i
+from facepaint.evaluation.methods.brushnet import save_tiny_brushnet
+from facepaint.evaluation.methods.diptych import save_tiny_flux, save_tiny_flux_controlnet
+from facepaint.method.models import save_tiny_t2i
 
 
 def write(out: Path, seed: int) -> list[str]:

@@ -1,11 +1,11 @@
-"""Measure how CelebA-HQ frames a face relative to OpenCV's cascade box (facepaint.faces.BOX_FRAME).
+"""Measure how CelebA-HQ frames a face relative to OpenCV's cascade box (facepaint.editing.alignment.BOX_FRAME).
 
     python -m tools.face_frame [--root ../shared/fixtures/celebamask-hq-mini]
 
 Runs the cascade detector on every portrait (each is one CelebA-HQ frame), keeps the largest face near the
 centre, and prints the median box side / frame side and the median offset of the frame's centre from the
 box centre (in frame sides), with their spread; and how far the fixture's annotated eye centres lie from
-the 5-point template's eyes. The printed dict is what facepaint.faces.BOX_FRAME holds.
+the 5-point template's eyes. The printed dict is what facepaint.editing.alignment.BOX_FRAME holds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facepaint.faces import TEMPLATE_512, CascadeDetector
+from facepaint.editing.alignment import TEMPLATE_512
+from facepaint.editing.detection import CascadeDetector
 from tools.composites import portrait_landmarks
 
 

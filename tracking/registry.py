@@ -36,14 +36,15 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
     """The artifact directory as an MLflow pyfunc model (models-from-code: no pickled objects), in the
-    active run. Its params are `facepaint.edit.EditOptions` and `FACE_DEFAULTS` (faces, min_face) with their
-    defaults."""
+    active run. Its params are the fields of `SamplingOptions` and `EditChoices` (facepaint.method.options,
+    facepaint.editing.editor) with their defaults."""
     from dataclasses import asdict
 
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from facepaint.edit import DEFAULTS, FACE_DEFAULTS
+    from facepaint.editing.editor import EditChoices
+    from facepaint.method.options import SamplingOptions
 
     mlflow = _mlflow()
     example = pd.DataFrame(
@@ -56,7 +57,7 @@ def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
     signature = infer_signature(
         example,
         pd.DataFrame({"image": [b"png bytes"], "provenance": ["{}"]}),
-        params={**asdict(DEFAULTS), **FACE_DEFAULTS},
+        params={**asdict(SamplingOptions()), **asdict(EditChoices())},
     )
     # the mask is optional in a request (without it the face parser makes it): a column that may be
     # left out of `dataframe_split`

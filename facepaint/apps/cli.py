@@ -1,0 +1,481 @@
+"""The `facepaint` command line.
+
+    facepaint edit PHOTO --prompt "a smiling woman with blond hair" --out OUT.png [--faces all|largest|0,2]
+    facepaint edit PHOTOS/ --prompt "..." --out EDITED/ [--mask MASKS/] [--batch-size 8]
+    facepaint detect PHOTO [--json FACES.json] [--preview FACES.png]
+    facepaint verify EDITED.png [--c2pa-dir DIR] [--json]
+    facepaint app [--model data/model] [--host 127.0.0.1] [--port 7860] [--share] [--concurrency 1]
+
+Faces are found by a detector (RetinaFace with its weights: boxes and 5 landmarks; else OpenCV's bundled
+cascade, offline: boxes only), numbered left to right (`facepaint detect` lists them), aligned to the
+model's framing, edited in one batch and pasted back into the full-size photo; every pixel outside the
+edited faces' soft masks is the input's. `--faces` picks which ones; faces narrower than `--min-face`
+pixels are skipped with a warning.
+
+PHOTO may be a folder: every .jpg/.jpeg/.png/.webp in it is edited into OUT/<stem>.png, with a progress
+bar; a photo that fails is reported and the rest go on (exit status 1 if any failed). `--mask` is a
+face mask image (white = face) or, for a folder, a folder of masks named like the photos; without it
+BiSeNet parses each aligned face (a mask with several faces is cut per face; a face it does not cover is
+left alone; with no face detected the masked region is edited as one face). Expected problems (a missing
+artifact or weights, an unreadable photo, no face) print one `error:` line, without a traceback. Run
+`facepaint edit -h` for every option.
+
+The base model's safety checker (when it ships one, as SD1.5 does) checks every edited face; a flagged photo
+is an `error:` line and no output file (an existing file there is left as it was). `--no-safety-checker`
+turns it off (`facepaint app --no-safety-checker` too: the operator's choice, not the page's).
+
+Every output is signed: a C2PA manifest (what was edited, by which model version, with which prompt) signed
+with a key made on first use in --c2pa-dir (default $FACEPAINT_C2PA_DIR, else ~/.config/facepaint/c2pa; see
+facepaint/editing/signing.py). `facepaint verify EDITED.png` checks it: the signature, the signer against that
+directory's CA, the data hash (any change to the file after signing fails) and the watermark when the edit
+made one; exit status 0 only when all hold. `--no-sign` writes unsigned PNGs.
+
+`--batch-size N` edits a folder's photos N per pipeline call (`FaceEditor.edit_batch`: faster on a GPU;
+each result equals the one-at-a-time edit up to float rounding, at most a few 1/255 steps).
+
+Speed options (`--attention`, `--channels-last`, `--compile`, `--dtype`) are `facepaint.method.speed.Speed`'s;
+the defaults are the fast settings, and each output's provenance records them under "runtime".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from facepaint.apps.releases import DEFAULT_MODEL, resolve
+from facepaint.common.images import ImageError
+from facepaint.editing import signing
+from facepaint.editing.detection import DETECTORS, FaceError, make_detector
+from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options
+from facepaint.editing.helper import PADDING, EditError
+from facepaint.editing.safety import UnsafeResultError
+from facepaint.editing.signing import SigningError
+from facepaint.method.artifact import ArtifactError
+from facepaint.method.models import ModelLoadError
+from facepaint.method.options import SCHEDULERS, SamplingOptions
+from facepaint.method.speed import ATTENTION, COMPILE_MODES, DTYPES, Speed
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+SPEED = Speed()  # the speed options' defaults
+SAMPLING, CHOICES = SamplingOptions(), EditChoices()  # the edit options' defaults
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facepaint", description="Text-driven face editing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_edit_command(sub)
+    add_detect_command(sub)
+    add_verify_command(sub)
+    add_app_command(sub)
+    return parser
+
+
+def add_edit_command(sub) -> None:
+    e = sub.add_parser(
+        "edit",
+        help="edit the face in a photo (or every photo in a folder) to match a prompt",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("photo", type=Path, help="a photo, or a folder of photos")
+    e.add_argument("--prompt", required=True, help="what the face should look like")
+    e.add_argument("--out", required=True, type=Path, help="output .png (a folder when PHOTO is a folder)")
+    e.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a trained artifact directory or models:/facepaint@champion (default: {DEFAULT_MODEL})",
+    )
+    e.add_argument("--mask", type=Path, help="face mask image, white = face (a folder of <stem>.png for a folder)")
+    e.add_argument(
+        "--faces",
+        default=None,
+        help="which faces: all (default), largest, or indices like 0,2 (left to right; see `facepaint detect`)",
+    )
+    add_detector_args(e)
+    # sampling and what to edit: read as typed and parsed by parse_edit_options, the one parser of user values
+    e.add_argument(
+        "--no-blend",
+        dest="blend",
+        action="store_const",
+        const="false",
+        help="paste the decoded crop as it is (the ablation of pixel-level blending)",
+    )
+    e.add_argument("--steps", help=f"denoising steps (default {SAMPLING.steps})")
+    e.add_argument("--guidance-scale", help=f"classifier-free guidance (default {SAMPLING.guidance_scale})")
+    e.add_argument("--seed", help=f"the noise's seed (default {CHOICES.seed})")
+    e.add_argument("--strength", help=f"how far to noise the face, 0..1 (default {SAMPLING.strength})")
+    e.add_argument("--negative-prompt", help="what the face should not look like (default: none)")
+    e.add_argument("--scheduler", choices=SCHEDULERS, help=f"the sampler (default {SAMPLING.scheduler})")
+    e.add_argument(
+        "--sigma",
+        help=f"soft-mask Gaussian std in pixels of a 512 px face crop (default {SAMPLING.sigma:g}): the width of "
+        "the blended seam",
+    )
+    e.add_argument(
+        "--watermark", action="store_const", const="true", help="add an invisible mark to the edited face only"
+    )
+    e.add_argument(
+        "--padding", type=float, default=PADDING, help=f"crop margin per side, x the face size (default {PADDING})"
+    )
+    e.add_argument("--bisenet-weights", type=Path, help="parsing_bisenet.pth (default: facexlib's cache/download)")
+    add_speed_args(e)
+    e.add_argument("--batch-size", type=int, default=1, help="photos of a folder edited per pipeline call (default 1)")
+    e.add_argument(
+        "--no-sign", dest="sign", action="store_false", help="write the PNG without its signed C2PA manifest"
+    )
+    add_c2pa_arg(e)
+    add_safety_arg(e)
+    e.set_defaults(func=edit_command)
+
+
+def add_speed_args(e: argparse.ArgumentParser) -> None:
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    e.add_argument("--dtype", choices=DTYPES, default=SPEED.dtype, help="on a GPU; the CPU uses fp32")
+    e.add_argument(
+        "--attention",
+        choices=ATTENTION,
+        default=SPEED.attention,
+        help="sdpa: torch's scaled_dot_product_attention (default); classic: explicit softmax(QK^T)V",
+    )
+    e.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="NHWC UNet and VAE weights (auto: on with CUDA, off on the CPU)",
+    )
+    e.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default="off",
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help="torch.compile the UNet; MODE one of " + ", ".join(COMPILE_MODES) + " (--compile alone: "
+        "default). The first batch compiles (tens of seconds); worth it for a folder on a GPU",
+    )
+
+
+def add_detect_command(sub) -> None:
+    d = sub.add_parser(
+        "detect",
+        help="list the faces found in a photo, in the index order --faces uses",
+        description="List the faces found in a photo (index, box, score, landmarks), left to right.",
+    )
+    d.add_argument("photo", type=Path)
+    d.add_argument("--json", type=Path, help="write {detector, faces: [{box, score, landmarks}]} here")
+    d.add_argument("--preview", type=Path, help="write the photo with the numbered boxes drawn on it (PNG)")
+    d.add_argument("--device", default="auto")
+    add_detector_args(d)
+    d.set_defaults(func=detect_command)
+
+
+def add_verify_command(sub) -> None:
+    v = sub.add_parser(
+        "verify",
+        help="check an edited PNG's signed C2PA manifest (signature, signer, data hash) and its watermark",
+        description="Check an edited image: its C2PA manifest, the signature and signer (trusted when it chains "
+        "to the CA of --c2pa-dir), the data hash (any change after signing fails), the claim (prompt, model "
+        "version, the edited faces) and, when the edit made one, the watermark in each face region. Exit "
+        "status 0 when everything holds, 1 otherwise.",
+    )
+    v.add_argument("image", type=Path, help="an image written by `facepaint edit` (or the app, or the pyfunc)")
+    add_c2pa_arg(v)
+    v.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    v.set_defaults(func=verify_command)
+
+
+def add_app_command(sub) -> None:
+    a = sub.add_parser(
+        "app",
+        help="the web app (Gradio): upload a photo, correct its mask, edit, download the PNG",
+        description="Serve the web app (facepaint/apps/web.py) on http://HOST:PORT until interrupted.",
+    )
+    a.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a trained artifact directory or models:/facepaint@champion (default: {DEFAULT_MODEL})",
+    )
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    a.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    a.add_argument("--concurrency", type=int, default=1, help="edits run at once (default 1; the rest queue)")
+    a.add_argument(
+        "--bisenet-weights", type=Path, help="parsing_bisenet.pth: enables the automatic face mask (else draw it)"
+    )
+    a.add_argument(
+        "--detector-weights", type=Path, help="RetinaFace's detection_Resnet50_Final.pth (else OpenCV's cascade)"
+    )
+    a.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_safety_arg(a)
+    a.set_defaults(func=app_command)
+
+
+def add_safety_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-safety-checker",
+        dest="safety_checker",
+        action="store_false",
+        help="do not run the base model's safety checker (on by default when the model ships one, as SD1.5 "
+        "does; a flagged result is not written)",
+    )
+
+
+def add_c2pa_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--c2pa-dir",
+        type=Path,
+        help="the C2PA signing key's directory: `edit` makes it on first use, `verify` trusts its ca.pem (default: "
+        "$FACEPAINT_C2PA_DIR, else $XDG_CONFIG_HOME/facepaint/c2pa or ~/.config/facepaint/c2pa)",
+    )
+
+
+def add_detector_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default="auto",
+        help="auto (default): RetinaFace when its weights are given or cached, else OpenCV's cascade; "
+        "retinaface: fail without its weights; opencv: the offline cascade (boxes, no landmarks)",
+    )
+    p.add_argument(
+        "--detector-weights", type=Path, help="RetinaFace's detection_Resnet50_Final.pth (offline machines)"
+    )
+    p.add_argument(
+        "--min-face",
+        default=CHOICES.min_face,
+        help=f"skip faces narrower than this many pixels (default {CHOICES.min_face:g})",
+    )
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = _show_warning
+        return args.func(args)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _error(message) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def _jobs(args) -> list[tuple[Path, Path | None, Path]]:
+    """(photo, mask or None, output) for every photo to edit; ValueError for an unusable command line."""
+    if args.photo.is_dir():
+        photos = sorted(p for p in args.photo.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+        if not photos:
+            raise ValueError(f"{args.photo} holds no {'/'.join(PHOTO_SUFFIXES)} photos")
+        stems = [p.stem for p in photos]
+        clash = sorted({s for s in stems if stems.count(s) > 1})
+        if clash:
+            raise ValueError(
+                f"photos in {args.photo} share the stem(s) {clash} and would write the same "
+                f"{args.out}/<stem>.png; rename them"
+            )
+        return [(p, _mask_for(p, args.mask), args.out / f"{p.stem}.png") for p in photos]
+    if not args.photo.exists():
+        raise ValueError(f"photo {args.photo} not found")
+    if args.out.suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out} must be a .png file (the provenance rides in PNG text chunks)")
+    if args.mask is not None and args.mask.is_dir():
+        raise ValueError(f"--mask {args.mask} is a folder; for a single photo give a mask file")
+    return [(args.photo, args.mask, args.out)]
+
+
+def _mask_for(photo: Path, mask: Path | None) -> Path | None:
+    """A folder's mask for `photo`: MASKS/<stem>.png (or any photo suffix); a file is used for every photo."""
+    if mask is None or not mask.is_dir():
+        return mask
+    found = [mask / f"{photo.stem}{s}" for s in PHOTO_SUFFIXES if (mask / f"{photo.stem}{s}").is_file()]
+    return found[0] if found else mask / f"{photo.stem}.png"  # a missing file fails that photo, with its name
+
+
+def edit_options(args) -> tuple[SamplingOptions, EditChoices]:
+    """The sampling options and choices given on the command line (the others at their defaults), parsed by
+    the one parser of user values (`parse_edit_options`)."""
+    given = {
+        "steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "strength": args.strength,
+        "negative_prompt": args.negative_prompt,
+        "scheduler": args.scheduler,
+        "sigma": args.sigma,
+        "seed": args.seed,
+        "blend": args.blend,
+        "watermark": args.watermark,
+        "faces": args.faces,
+        "min_face": args.min_face,
+    }
+    return parse_edit_options({k: v for k, v in given.items() if v is not None})
+
+
+def edit_command(args) -> int:
+    try:
+        options, choices = edit_options(args)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+        jobs = _jobs(args)
+        if args.sign:
+            signing.check(args.c2pa_dir)  # the library and the key (made on first use) before any model loads
+        speed = Speed(
+            dtype=args.dtype,
+            attention=args.attention,
+            channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
+            compile=args.compile,
+        )
+        editor = FaceEditor.from_artifact(
+            resolve(args.model),
+            device=args.device,
+            speed_options=speed,
+            safety_checker=args.safety_checker,
+            bisenet_weights=args.bisenet_weights,
+            padding=args.padding,
+            detector=args.detector,
+            detector_weights=args.detector_weights,
+        )
+        if args.mask is None:
+            editor.helper.face_parser()  # missing weights: one error up front, not one per photo
+        editor.helper.face_detector()
+    except (ValueError, ArtifactError, ModelLoadError, SigningError) as e:
+        return _error(e)
+    failed = 0
+    with tqdm(total=len(jobs), desc="edit", unit="photo", disable=len(jobs) < 2) as bar:
+        for start in range(0, len(jobs), args.batch_size):
+            batch = jobs[start : start + args.batch_size]
+            try:
+                failed += edit_batch(editor, batch, args, options, choices, bar, single=len(jobs) == 1)
+            except SigningError as e:  # never an unsigned file instead; the next photos would fail alike
+                return _error(e)
+    if len(jobs) > 1:
+        print(
+            f"edited {len(jobs) - failed} of {len(jobs)} photos into {args.out}"
+            + (f"; {failed} failed (listed above)" if failed else ""),
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def edit_batch(editor: FaceEditor, batch, args, options, choices, bar, single: bool) -> int:
+    """Edit one batch of (photo, mask, output) in one pipeline call and write the results; a photo that
+    cannot be edited is reported and the others go on. Returns how many failed."""
+    failed, ready = 0, []  # (prepared photo, output) of this batch
+    for photo, mask, out in batch:
+        try:
+            ready.append((editor.helper.prepare(photo, mask, faces=choices.faces, min_face=choices.min_face), out))
+        except (ImageError, EditError, FaceError) as e:
+            failed += 1
+            bar.update()
+            tqdm.write(f"error: {e}" if str(photo) in str(e) else f"error: {photo}: {e}", file=sys.stderr)
+    if not ready:
+        return failed
+    try:
+        results = editor.edit_batch([p for p, _ in ready], args.prompt, options=options, **asdict(choices))
+    except UnsafeResultError as e:  # the flagged photos are not written, the batch's others are
+        results = e.results
+        failed += len(e.flagged)
+        bar.update(len(e.flagged))
+        tqdm.write(f"error: {e}", file=sys.stderr)
+    for (prepared, out), result in zip(ready, results):
+        if result is None:
+            continue
+        result.save(out, sign=args.sign, c2pa_dir=args.c2pa_dir)
+        bar.update()
+        for note in result.notes:
+            tqdm.write(f"note: {prepared.name}: {note}", file=sys.stderr)
+        edited = ", ".join(str(f.index) for f in result.faces if f.index is not None)
+        if single:
+            found = f" (faces {edited} of {len(prepared.faces)} found by {prepared.detector})" if edited else ""
+            tqdm.write(f"edited {len(result.faces)} face(s) of {prepared.name}{found} into {out}", file=sys.stderr)
+    return failed
+
+
+def detect_command(args) -> int:
+    from facepaint.common.images import read_photo
+    from facepaint.common.io import atomic_path, write_json
+
+    try:
+        min_face = parse_edit_options({"min_face": args.min_face})[1].min_face
+        if not args.photo.is_file():
+            raise ValueError(f"photo {args.photo} not found")
+        if args.preview is not None and args.preview.suffix.lower() != ".png":
+            raise ValueError(f"--preview {args.preview} must be a .png file")
+        photo, name, _ = read_photo(args.photo)
+        detector, notes = make_detector(args.detector, args.detector_weights, args.device)
+    except (ValueError, ModelLoadError, ImageError) as e:
+        return _error(e)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    faces = detector.detect(photo, min_face)
+    h, w = photo.shape[:2]
+    print(f"{name}: {w}x{h}, {len(faces)} face(s) of at least {min_face:g} px found by {detector.name}")
+    for i, f in enumerate(faces):
+        box = ", ".join(f"{v:.0f}" for v in f.box)
+        extra = "5 landmarks" if f.landmarks is not None else f"roll {f.roll:+.0f} deg (no landmarks)"
+        print(f"  face {i}: box [{box}] ({f.width:.0f} px wide), score {f.score:.3g}, {extra}")
+    if args.json is not None:
+        write_json({"detector": detector.name, "faces": [f.to_json() for f in faces]}, args.json)
+    if args.preview is not None:
+        from PIL import Image, ImageDraw
+
+        im = Image.fromarray(photo)
+        draw = ImageDraw.Draw(im)
+        line = max(2, round(max(w, h) / 400))
+        for i, f in enumerate(faces):
+            draw.rectangle([round(v) for v in f.box], outline=(255, 40, 40), width=line)
+            draw.text(
+                (f.box[0] + line, f.box[1] + line), str(i), fill=(255, 255, 0), font_size=max(12, round(f.width / 5))
+            )
+            for x, y in f.landmarks or ():
+                draw.ellipse([x - line, y - line, x + line, y + line], fill=(40, 255, 40))
+        with atomic_path(args.preview) as tmp:
+            im.save(tmp, format="PNG")
+    if not faces:
+        return _error(f"no face found in {name} (detector {detector.name}, faces of at least {min_face:g} px)")
+    return 0
+
+
+def verify_command(args) -> int:
+    import json
+
+    report = signing.verify(args.image, key=args.c2pa_dir)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    if not report.ok:
+        return _error(f"{args.image}: " + "; ".join(report.problems))
+    return 0
+
+
+def app_command(args) -> int:
+    from facepaint.apps.web import launch
+
+    try:
+        launch(
+            args.model,
+            host=args.host,
+            port=args.port,
+            share=args.share,
+            concurrency=args.concurrency,
+            bisenet_weights=args.bisenet_weights,
+            detector_weights=args.detector_weights,
+            device=args.device,
+            safety_checker=args.safety_checker,
+        )
+    except (ValueError, ArtifactError, ModelLoadError) as e:
+        return _error(e)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,838 @@
+"""The web app: `facepaint app` (Gradio) around `FaceEditor`.
+
+    facepaint app --model data/model     # http://127.0.0.1:7860
+
+The page: upload a photo (or pick a demo portrait); the faces found are drawn on it with their indices
+(and the automatic BiSeNet mask, when its weights are there); correct or draw the mask with a brush (white
+= face) or upload a mask image; write a prompt, set the options and run. The result appears beside the
+input with a before/after slider, and the PNG that `EditResult.save` wrote (carrying its provenance) can be
+downloaded.
+
+Every action is an API endpoint (`gradio_client`): `/detect` (the faces of a photo), `/load_mask` (a
+mask image into the mask editor), `/random_seed` and `/edit` (see README.md, "The web app").
+
+How it is built:
+- The handlers' logic lives in `App`, plain Python without Gradio (tested directly); `build_app` only lays
+  out the page and wires the events, and imports Gradio itself, so importing this module costs nothing.
+- A `FaceEditor` is loaded once per model and options (`editor_for`, cached for the process) and runs one
+  edit at a time (a diffusers pipeline is not re-entrant); the queue runs `concurrency` events at once.
+- Uploads reach the handlers as the raw uploaded files (`raw_upload`): they are decoded by
+  `images.load_rgb` (truncated and non-image files, decompression bombs refused with a reason) after a
+  header check against the app's pixel limit. Every expected problem (a bad upload, no face, a mask of
+  the wrong aspect ratio, an out-of-range option) is a message in the page, never a traceback, and the
+  server goes on serving.
+- Numbers are checked (finite, whole where they must be, within limits) before any model runs.
+- The base model's safety checker runs on every edit when the model ships one; a flagged result is a message
+  in the page, with no image. Turning it off is the operator's choice at launch (`--no-safety-checker`), not a
+  checkbox of the page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from facepaint.apps.releases import DEFAULT_MODEL, releases, resolve
+from facepaint.common.errors import FacepaintError
+from facepaint.common.images import ImageError, load_rgb, resize_binary
+from facepaint.editing.detection import Face, FaceError
+from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options
+from facepaint.editing.helper import EditError, fit_mask
+from facepaint.editing.safety import UnsafeResultError
+from facepaint.method.masks import default_bisenet_path
+from facepaint.method.models import ModelLoadError
+from facepaint.method.options import SamplingOptions
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+PORT = 7860
+DEMO_PHOTOS = "data/demo/CelebA-HQ-img"  # the demo stage's portraits, offered as examples when present
+N_EXAMPLES = 6
+MAX_FILE_SIZE = "25mb"  # per upload (Gradio refuses larger files before they reach a handler)
+MAX_PIXELS = 24_000_000  # per photo or mask: a 6000x4000 camera picture (our choice; load_rgb refuses 64 MP)
+MAX_STEPS = 200  # this app's limit on denoising steps (a serving policy: one edit must not hold the queue)
+MAX_SEED = 2**32 - 1  # the random-seed button's range
+SAMPLING, CHOICES = SamplingOptions(), EditChoices()  # the edit options' defaults
+EDITOR_CANVAS = 1024  # px: the mask editor's square canvas (the photo is scaled into it; M is scaled back)
+PREVIEW_SIDE = 1536  # px: the longest side of the images shown in the page (the PNG download is full size)
+USER_ERRORS = (FacepaintError, ValueError)  # ImageError, EditError, FaceError, ModelLoadError, ArtifactError
+
+
+# ----------------------------------------------------------------------------------------- the editors
+
+_editors: dict[tuple, FaceEditor] = {}
+_run_locks: dict[tuple, threading.Lock] = {}
+_editors_lock = threading.Lock()
+
+
+def editor_for(
+    model: str, *, bisenet_weights=None, detector_weights=None, device: str = "auto", safety_checker: bool = True
+) -> FaceEditor:
+    """The FaceEditor of an artifact directory, loaded on first use and then shared by every request."""
+    key = (str(model), str(bisenet_weights), str(detector_weights), device, bool(safety_checker))
+    with _editors_lock:
+        if key not in _editors:
+            log.info("loading the editor for %s", model)
+            _editors[key] = FaceEditor.from_artifact(
+                model,
+                device=device,
+                bisenet_weights=bisenet_weights,
+                detector_weights=detector_weights,
+                safety_checker=safety_checker,
+            )
+            _run_locks[key] = threading.Lock()
+        return _editors[key]
+
+
+def _run_lock(editor: FaceEditor) -> threading.Lock:
+    with _editors_lock:
+        return next(_run_locks[k] for k, e in _editors.items() if e is editor)
+
+
+# ------------------------------------------------------------------------------------- inputs checked
+
+
+def edit_options(values: dict, max_steps: int = MAX_STEPS) -> tuple[SamplingOptions, EditChoices]:
+    """The page's values (form numbers, text, checkboxes) as the edit's options, parsed by the one parser of
+    user values (`parse_edit_options`); ValueError naming the option before any model runs."""
+    options, choices = parse_edit_options(values)
+    if options.steps > max_steps:
+        raise ValueError(f"steps must be from 1 to {max_steps} in this app, got {options.steps}")
+    return options, choices
+
+
+def read_upload(path, max_pixels: int, what: str = "photo") -> tuple[np.ndarray, str, list[str]]:
+    """(uint8 RGB array, file name, decoding notes) of an uploaded image: its header checked against the
+    app's pixel limit first, then decoded by `load_rgb`. ImageError with the file's name and the reason."""
+    path = Path(path)
+    name = path.name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Exception:  # not an image, or a bomb PIL refuses to open: load_rgb below says which
+        w = h = 0
+    if w * h > max_pixels:
+        raise ImageError(
+            f"{what} {name} is {w}x{h} ({w * h / 1e6:.1f} megapixels), over this app's limit of "
+            f"{max_pixels / 1e6:g} megapixels: scale it down first"
+        )
+    try:
+        loaded = load_rgb(path)
+    except ImageError as e:
+        raise ImageError(f"{what} {name}: {_plain(e, path)}") from None
+    return np.asarray(loaded.image), name, list(loaded.notes)
+
+
+def _plain(error, *paths) -> str:
+    """An error's message with the server's upload paths shown as the uploaded files' names."""
+    message = str(error)
+    for p in paths:
+        if p is not None:
+            message = message.replace(str(p), Path(p).name)
+    return message
+
+
+def canvas_box(size: tuple[int, int], canvas: int = EDITOR_CANVAS) -> tuple[int, int, int, int]:
+    """(x0, y0, w, h): where a photo of size = (width, height) lies in the mask editor's square canvas,
+    scaled to fit and centred."""
+    w, h = size
+    k = canvas / max(w, h)
+    cw, ch = max(1, round(w * k)), max(1, round(h * k))
+    return (canvas - cw) // 2, (canvas - ch) // 2, cw, ch
+
+
+def to_canvas(image: np.ndarray, canvas: int = EDITOR_CANVAS) -> np.ndarray:
+    """A photo (H x W x 3) or a mask layer (H x W x 4) scaled into the editor's canvas (`canvas_box`); the
+    margin is grey for a photo, transparent for a layer."""
+    h, w = image.shape[:2]
+    x0, y0, cw, ch = canvas_box((w, h), canvas)
+    fill = (128, 128, 128) if image.shape[2] == 3 else (0, 0, 0, 0)
+    out = np.empty((canvas, canvas, image.shape[2]), np.uint8)
+    out[:] = fill
+    resample = Image.Resampling.BILINEAR if image.shape[2] == 3 else Image.Resampling.NEAREST
+    out[y0 : y0 + ch, x0 : x0 + cw] = np.asarray(Image.fromarray(image).resize((cw, ch), resample))
+    return out
+
+
+@dataclass
+class MaskStart:
+    """A mask the app put into the mask editor (BiSeNet's, or an uploaded image): what the canvas was given
+    and the same mask at the photo's size, exactly, so that an uncorrected mask is used at full resolution
+    and a corrected one loses nothing where it was not touched."""
+
+    canvas: np.ndarray  # bool canvas x canvas
+    mask: np.ndarray  # bool H x W
+    source: str  # "bisenet" or "upload NAME"
+
+
+def to_canvas_mask(mask: np.ndarray, canvas: int = EDITOR_CANVAS) -> np.ndarray:
+    """A photo-sized M laid out on the editor's square canvas (`canvas_box`)."""
+    h, w = mask.shape
+    x0, y0, cw, ch = canvas_box((w, h), canvas)
+    out = np.zeros((canvas, canvas), bool)
+    out[y0 : y0 + ch, x0 : x0 + cw] = resize_binary(mask, (cw, ch))
+    return out
+
+
+def from_canvas_mask(painted: np.ndarray, size: tuple[int, int], canvas: int = EDITOR_CANVAS) -> np.ndarray:
+    """M at a photo's size = (width, height) from the editor's painted pixels: a canvas-sized array as
+    `canvas_box` laid the photo out; another size must have the photo's aspect ratio (a client's own layer)."""
+    if painted.shape == (canvas, canvas):
+        x0, y0, cw, ch = canvas_box(size, canvas)
+        return resize_binary(painted[y0 : y0 + ch, x0 : x0 + cw], size)
+    return fit_mask(painted, size, "the mask editor's layer")
+
+
+def mask_editor_value(
+    photo: np.ndarray, mask: np.ndarray | None = None, canvas: int = EDITOR_CANVAS
+) -> tuple[dict, np.ndarray | None]:
+    """(the mask editor's value for a photo and a mask to start from, that mask on the canvas). Both are
+    given at the canvas's size: Gradio's ImageEditor misplaces the layers it is given with a background
+    smaller than its canvas, and a painted layer comes back at the canvas's size."""
+    on_canvas = None if mask is None or not mask.any() else to_canvas_mask(mask, canvas)
+    layers = [] if on_canvas is None else [mask_layer(on_canvas)]
+    return {"background": to_canvas(photo, canvas), "layers": layers, "composite": None}, on_canvas
+
+
+def painted_layers(value) -> np.ndarray | None:
+    """The union of the mask editor's layers' painted pixels (white strokes: opaque enough and light), at the
+    first layer's size; None when nothing is painted."""
+    if not value:
+        return None
+    union = None
+    for layer in value.get("layers") or []:
+        a = np.asarray(layer)
+        if a.ndim != 3 or a.shape[2] != 4:
+            continue
+        painted = (a[..., 3] >= 32) & (a[..., :3].astype(np.float32).mean(-1) >= 128)
+        if union is None:
+            union = painted
+        elif painted.shape == union.shape:
+            union |= painted
+        else:  # layers of another size: resized onto the first's
+            union |= resize_binary(painted, union.shape[::-1])
+    return union if union is not None and union.any() else None
+
+
+def editor_mask(
+    value, size: tuple[int, int], start: MaskStart | None = None, canvas: int = EDITOR_CANVAS
+) -> tuple[np.ndarray | None, str] | None:
+    """(M at the photo's size = (width, height), where it came from) from the mask editor; M None means BiSeNet's
+    own (its automatic mask, uncorrected). `start`: the mask the app put into the editor; where the canvas
+    still shows it, its full-resolution pixels are kept, and only the strokes added or erased are scaled
+    back from the canvas. None when nothing is painted."""
+    painted = painted_layers(value)
+    if painted is None:
+        return None
+    if start is None or painted.shape != start.canvas.shape or start.mask.shape != size[::-1]:
+        return from_canvas_mask(painted, size, canvas), "drawn in the app"
+    if np.array_equal(painted, start.canvas):
+        return (None, start.source) if start.source == "bisenet" else (start.mask, start.source)
+    added = from_canvas_mask(painted & ~start.canvas, size, canvas)
+    erased = from_canvas_mask(start.canvas & ~painted, size, canvas)
+    return (start.mask & ~erased) | added, f"{start.source}, corrected in the app"
+
+
+def grey_mask(image: np.ndarray) -> np.ndarray:
+    """An uploaded mask image (RGB uint8) as floats in [0, 1]: white = face."""
+    return np.asarray(Image.fromarray(image).convert("L"), dtype=np.float32) / 255.0
+
+
+def mask_layer(mask: np.ndarray) -> np.ndarray:
+    """M as a layer of the mask editor: RGBA, white and half opaque on the face, transparent elsewhere."""
+    layer = np.zeros((*mask.shape, 4), np.uint8)
+    layer[mask] = (255, 255, 255, 160)
+    return layer
+
+
+def shrink(image: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
+    """An image for display: scaled down so its longer side is at most `side` (the downloads stay full size)."""
+    h, w = image.shape[:2]
+    if max(h, w) <= side:
+        return image
+    k = side / max(h, w)
+    return np.asarray(
+        Image.fromarray(image).resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.LANCZOS)
+    )
+
+
+def draw_faces(photo: np.ndarray, faces: list[Face], mask: np.ndarray | None = None) -> np.ndarray:
+    """The photo with each face's box and index (and the mask tinted green, when given)."""
+    out = photo
+    if mask is not None:
+        tinted = photo.astype(np.float32)
+        tinted[mask] = 0.55 * tinted[mask] + 0.45 * np.array([40, 220, 80], np.float32)
+        out = tinted.astype(np.uint8)
+    im = Image.fromarray(out)
+    draw = ImageDraw.Draw(im)
+    h, w = photo.shape[:2]
+    line = max(2, round(max(w, h) / 300))
+    for i, f in enumerate(faces):
+        box = [round(v) for v in f.box]
+        size = max(14, round(f.width / 4))
+        draw.rectangle(box, outline=(255, 40, 40), width=line)
+        draw.text((box[0] + 2 * line, box[1] + line), str(i), fill=(255, 230, 0), font_size=size, stroke_width=2)
+        for x, y in f.landmarks or ():
+            draw.ellipse([x - line, y - line, x + line, y + line], fill=(40, 255, 40))
+    return np.asarray(im)
+
+
+def automatic_mask(editor: FaceEditor, photo: np.ndarray, faces, min_face: float) -> np.ndarray:
+    """BiSeNet's M of the selected faces, in photo pixels (each aligned face's mask warped back)."""
+    helper = editor.helper
+    return helper.photo_mask(helper.prepare(photo, None, faces=faces, min_face=min_face))
+
+
+def demo_examples(folder, n: int = N_EXAMPLES) -> list[str]:
+    """The first `n` portraits of the demo dataset (by numeric id), when the folder exists."""
+    if not folder or not Path(folder).is_dir():
+        return []
+    photos = [p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.is_file()]
+    photos.sort(key=lambda p: (int(p.stem) if p.stem.isdigit() else math.inf, p.name))
+    return [str(p.resolve()) for p in photos[:n]]
+
+
+def bisenet_status(weights) -> tuple[Path | None, str]:
+    """(the BiSeNet weights to use or None, why the automatic mask is or is not available)."""
+    if weights:
+        path = Path(weights)
+        if path.is_file():
+            return path, f"Automatic face mask: BiSeNet with `{path}`, drawn in green; correct it with the brush."
+        return None, (
+            f"**Automatic face mask unavailable**: `--bisenet-weights {path}` does not exist. Start the app with "
+            f"`--bisenet-weights PATH` to `parsing_bisenet.pth`. Meanwhile paint the face white in the mask "
+            f"editor, or upload a mask image (white = face)."
+        )
+    cached = default_bisenet_path()
+    if cached.is_file():
+        return cached, f"Automatic face mask: BiSeNet with `{cached}`, drawn in green; correct it with the brush."
+    return None, (
+        f"**Automatic face mask unavailable**: no BiSeNet weights were given and none are in facexlib's cache "
+        f"(`{cached}`). To enable it, start the app with `facepaint app --bisenet-weights PATH` "
+        f"(`parsing_bisenet.pth`). Meanwhile paint the face white in the mask editor, or upload a mask image "
+        f"(white = face)."
+    )
+
+
+# ---------------------------------------------------------------------------------------- the handlers
+
+
+@dataclass
+class AppConfig:
+    model: str = DEFAULT_MODEL  # an artifact directory or `models:/facepaint@champion`
+    bisenet_weights: str | None = None
+    detector_weights: str | None = None
+    device: str = "auto"
+    max_pixels: int = MAX_PIXELS
+    max_file_size: str | int = MAX_FILE_SIZE
+    examples: str | None = DEMO_PHOTOS  # a folder of demo portraits (None: no examples)
+    workdir: str | None = None  # where edited PNGs are written (default: a new temporary folder)
+    releases: bool = True  # also offer the registered releases (models:/name@alias) of the MLflow store, if any
+    max_steps: int = MAX_STEPS  # denoising steps an edit may ask for
+    safety_checker: bool = True  # the base model's checker on every edit (off: --no-safety-checker, the operator's)
+
+
+class App:
+    """What the page does, without Gradio: each method takes the components' values and returns theirs,
+    raising a FacepaintError or ValueError with a message for the user."""
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        self.model = resolve(config.model)  # a models:/ URI fails here, once, with its reason
+        if not Path(self.model).is_dir():
+            raise ValueError(f"model {self.model} is not an artifact directory (run `dvc repro` or pass --model)")
+        # the models a page may choose: --model, then the registered releases (resolved when first chosen)
+        found, self.releases_note = releases() if config.releases else ([], "registered releases not offered")
+        self.choices = [config.model] + [r for r in found if r != config.model]
+        self._resolved = {config.model: self.model}
+        self._resolving = threading.Lock()
+        self.bisenet, self.mask_notice = bisenet_status(config.bisenet_weights)
+        self.workdir = Path(config.workdir or tempfile.mkdtemp(prefix="facepaint-app-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.examples = demo_examples(config.examples)
+
+    def model_dir(self, choice: str | None = None) -> str:
+        """The artifact directory of one of the app's `choices` (None: --model's); a registered release is
+        fetched from the store the first time it is chosen. ValueError for a model the app does not offer."""
+        choice = self.config.model if choice in (None, "") else str(choice)
+        if choice not in self.choices:
+            raise ValueError(f"model {choice!r} is not offered by this app: choose one of {self.choices}")
+        with self._resolving:
+            if choice not in self._resolved:
+                self._resolved[choice] = resolve(choice)
+            return self._resolved[choice]
+
+    def editor(self, choice: str | None = None) -> FaceEditor:
+        return editor_for(
+            self.model_dir(choice),
+            bisenet_weights=self.bisenet,
+            detector_weights=self.config.detector_weights,
+            device=self.config.device,
+            safety_checker=self.config.safety_checker,
+        )
+
+    def detect(self, photo_path, faces="all", min_face=CHOICES.min_face, model=None):
+        """(overlay image, mask editor value, faces as JSON, status, MaskStart or None): the faces of the photo,
+        numbered; the automatic mask (of `model`, one of `choices`) when BiSeNet is available. Raises for a
+        photo that cannot be used."""
+        if photo_path is None:
+            return None, None, [], "Upload a photo (or pick a demo portrait) to start.", None
+        choices = edit_options({"faces": (faces or "all").strip(), "min_face": min_face})[1]
+        faces, min_face = choices.faces, choices.min_face
+        self.model_dir(model)  # an unknown model fails before the photo is read
+        photo, name, notes = read_upload(photo_path, self.config.max_pixels)
+        editor = self.editor(model)
+        with _run_lock(editor):  # the detector and parser are the editor's: one request at a time uses them
+            found, detector = editor.helper.detect(photo, min_face)
+            auto, why = None, None
+            if self.bisenet is not None:
+                try:
+                    auto = automatic_mask(editor, photo, faces, min_face)
+                except USER_ERRORS as e:
+                    why = _plain(e, photo_path).replace("<array>", name)
+        h, w = photo.shape[:2]
+        lines = [
+            f"**{name}**: {w}x{h}, {len(found)} face(s) of at least {min_face:g} px found by {detector}"
+            + (" (numbered on the overlay, left to right)." if found else ".")
+        ]
+        if self.bisenet is not None:
+            lines.append(
+                f"No automatic mask: {why}"
+                if auto is None
+                else "The automatic mask is in green and in the mask editor: correct it with the brush."
+            )
+        else:
+            lines.append("Paint the face white in the mask editor, or upload a mask image.")
+        if not found:
+            lines.append("With no face detected, the masked region is edited as one face.")
+        lines += [f"Note: {n}" for n in notes]
+        overlay = shrink(draw_faces(photo, found, auto))
+        value, on_canvas = mask_editor_value(photo, auto)
+        start = None if on_canvas is None else MaskStart(on_canvas, auto, "bisenet")
+        return overlay, value, [f.to_json() for f in found], "\n\n".join(lines), start
+
+    def load_mask(self, photo_path, mask_path):
+        """(mask editor value, status, MaskStart): an uploaded mask image as the editor's layer, to be corrected."""
+        if mask_path is None:
+            raise ValueError("no mask image was uploaded")
+        if photo_path is None:
+            raise ValueError("upload the photo first, then its mask")
+        photo, _, _ = read_upload(photo_path, self.config.max_pixels)
+        image, name, _ = read_upload(mask_path, self.config.max_pixels, "mask")
+        h, w = photo.shape[:2]
+        m = fit_mask(grey_mask(image), (w, h), f"mask {name}")
+        if not m.any():
+            raise EditError(f"mask {name} is empty: the face must be white")
+        status = f"Mask **{name}** is in the mask editor: correct it with the brush (white = face) or the eraser."
+        value, on_canvas = mask_editor_value(photo, m)
+        return value, status, MaskStart(on_canvas, m, f"upload {name}")
+
+    def edit(self, request: EditRequest, progress=None):
+        """((before, after), the PNG's path, its provenance, status) of the page's `request`. The mask: what is
+        painted in the mask editor (`editor_mask`, `request.start` what the app put there), else the uploaded
+        mask image, else BiSeNet's (when available). `progress(fraction or (step, steps), desc=...)`: Gradio's."""
+        started, r = time.perf_counter(), request
+        options, choices = edit_options(r.options(), self.config.max_steps)
+        prompt = (r.prompt or "").strip()
+        if not prompt:
+            raise ValueError("write a prompt: what the face should look like")
+        self.model_dir(r.model)  # an unknown model fails before any photo is read
+        if r.photo is None:
+            raise ValueError("upload a photo first")
+        name = Path(r.photo).name
+        photo, _, _ = read_upload(r.photo, self.config.max_pixels)  # the limit, and a clear decoding error
+        mask, source = self.mask_of(r, photo.shape[1::-1])
+        report = progress or (lambda *a, **k: None)
+        report(0.02, desc="loading the model")
+        editor = self.editor(r.model)
+        total = max(1, int(options.steps * options.strength))
+        report(0.05, desc="finding the faces")
+        try:
+            with _run_lock(editor):
+                prepared = editor.helper.prepare(photo, mask, faces=choices.faces, min_face=choices.min_face)
+                (result,) = editor.edit_batch(
+                    [prepared],
+                    prompt,
+                    options=options,
+                    on_step=lambda i: report((i, total), desc="denoising", unit="steps"),
+                    **asdict(choices),
+                )
+        except (EditError, ImageError, FaceError, UnsafeResultError) as e:  # they name the photo "<array>"
+            raise type(e)(str(e).replace("<array>", name)) from None
+        report(0.98, desc="writing the PNG")
+        result.provenance.update(source=name, mask=source)
+        choice = self.config.model if r.model in (None, "") else str(r.model)  # as model_dir took it
+        if choice.startswith(("models:/", "runs:/")):  # a registered release (the only other choices)
+            result.provenance["release"] = choice
+        out = self.workdir / uuid.uuid4().hex / f"{Path(name).stem}-facepaint.png"
+        out.parent.mkdir(parents=True)
+        result.save(out)
+        edited = [f.index for f in result.faces]
+        what = (
+            "the masked region, as one face,"
+            if edited == [None]
+            else "face(s) " + ", ".join(str(i) for i in edited if i is not None)
+        )
+        status = f"Edited {what} of **{name}** in {time.perf_counter() - started:.1f} s (seed {choices.seed})."
+        status += "".join(f"\n\nNote: {n.replace('<array>', name)}" for n in result.notes)
+        return (shrink(result.original), shrink(result.image)), str(out), result.provenance, status
+
+    def mask_of(self, r: EditRequest, size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+        """(M at the photo's size or None for BiSeNet's, where it came from) for a request."""
+        from_editor = editor_mask(r.editor_value, size, r.start)
+        if from_editor is not None:
+            return from_editor
+        if r.mask_file is not None:
+            image, mask_name, _ = read_upload(r.mask_file, self.config.max_pixels, "mask")
+            mask = fit_mask(grey_mask(image), size, f"mask {mask_name}")
+            if not mask.any():
+                raise EditError(f"mask {mask_name} is empty: the face must be white")
+            return mask, f"upload {mask_name}"
+        if self.bisenet is not None:
+            return None, "bisenet"
+        raise EditError(
+            "no face mask: the automatic mask is unavailable (no BiSeNet weights; start the app with "
+            "--bisenet-weights PATH to enable it). Paint the face white in the mask editor, or upload a mask image."
+        )
+
+
+@dataclass
+class EditRequest:
+    """What the page sends to edit: one field per input component, in the order of the `/edit` API endpoint
+    (`build_app` lays the components out under these names)."""
+
+    photo: str | None  # the uploaded photo's path on the server
+    editor_value: dict | None  # the mask editor's value (background, layers)
+    mask_file: str | None  # an uploaded mask image's path
+    faces: str | None
+    min_face: float | None
+    prompt: str | None
+    negative_prompt: str | None
+    seed: float | None
+    steps: float | None
+    guidance_scale: float | None
+    strength: float | None
+    blend: bool
+    watermark: bool
+    start: MaskStart | None = None  # the mask the app put into the mask editor (a gr.State)
+    model: str | None = None  # one of the app's `choices` (None: --model's)
+
+    def options(self) -> dict:
+        """The edit's options as the page gave them (for `edit_options`)."""
+        given = {
+            "faces": (self.faces or "all").strip(),
+            "min_face": self.min_face,
+            "negative_prompt": (self.negative_prompt or "").strip(),
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "strength": self.strength,
+            "blend": bool(self.blend),
+            "watermark": bool(self.watermark),
+        }
+        for name in ("min_face", "seed", "steps", "guidance_scale", "strength"):
+            if given[name] is None:
+                raise ValueError(f"{name.replace('_', ' ')} is missing: give a number")
+        return given
+
+
+EDIT_INPUTS = [f.name for f in dataclasses.fields(EditRequest)]  # the /edit endpoint's parameters, in order
+
+
+# ------------------------------------------------------------------------------------------ the page
+
+
+def build_app(
+    model: str = DEFAULT_MODEL,
+    *,
+    bisenet_weights=None,
+    detector_weights=None,
+    device: str = "auto",
+    max_pixels: int = MAX_PIXELS,
+    max_file_size: str | int = MAX_FILE_SIZE,
+    examples: str | None = DEMO_PHOTOS,
+    workdir=None,
+    safety_checker: bool = True,
+):
+    """The Gradio Blocks of the app (not launched; `launch` queues and serves it). Raises ValueError for a
+    model that is not there. `safety_checker` False: the operator turned the base model's checker off."""
+    import gradio as gr
+
+    app = App(
+        AppConfig(
+            model=str(model),
+            bisenet_weights=None if bisenet_weights is None else str(bisenet_weights),
+            detector_weights=None if detector_weights is None else str(detector_weights),
+            device=device,
+            max_pixels=max_pixels,
+            max_file_size=max_file_size,
+            examples=examples,
+            workdir=None if workdir is None else str(workdir),
+            safety_checker=safety_checker,
+        )
+    )
+    with gr.Blocks(title="facepaint", analytics_enabled=False) as demo:
+        wire(app, layout(app))
+    demo.facepaint = app  # the handlers' object (tests, `launch`)
+    return demo
+
+
+def layout(app: App) -> dict:
+    """The page's components, by name: every field of `EditRequest`, the outputs and the buttons."""
+    import gradio as gr
+
+    ui = {}
+    gr.Markdown(
+        "# facepaint\nEdit the faces in a photo with a text prompt: only the face is regenerated, every pixel "
+        f"outside its soft mask stays as it was. Model: `{app.model}`. Photos up to "
+        f"{app.config.max_pixels / 1e6:g} megapixels and {app.config.max_file_size}."
+        + ("" if app.config.safety_checker else " The base model's safety checker is off (--no-safety-checker).")
+    )
+    gr.Markdown(app.mask_notice, elem_id="mask-notice")
+    ui["model"] = gr.Dropdown(
+        choices=app.choices,
+        value=app.config.model,
+        label="Model",
+        info=f"--model, or a registered release ({app.releases_note})",
+        interactive=len(app.choices) > 1,
+        elem_id="model",
+    )
+    with gr.Row():
+        with gr.Column():
+            ui["photo"] = raw_upload(
+                gr.Image(
+                    label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id="photo"
+                )
+            )
+            if app.examples:
+                gr.Examples([[p] for p in app.examples], inputs=[ui["photo"]], label="Demo portraits")
+            ui["overlay"] = gr.Image(label="Faces found", interactive=False, format="png", elem_id="overlay")
+            ui["faces_found"] = gr.JSON(label="Faces found", visible=False)
+            ui["start"] = gr.State(None)  # the MaskStart of the mask the app put into the mask editor
+            ui["status"] = gr.Markdown(
+                "Upload a photo (or pick a demo portrait) to start.", label="Status", elem_id="status"
+            )
+        with gr.Column():
+            ui["result"] = gr.ImageSlider(label="Before and after", format="png", interactive=False, elem_id="result")
+            ui["result_file"] = gr.File(label="Edited PNG", elem_id="result-file")
+            ui["provenance"] = gr.JSON(label="Provenance", elem_id="provenance")
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown(
+                "Face mask: paint the face white with the brush, remove with the eraser; or upload a mask image "
+                "(white = face, the photo's aspect ratio) below the editor to start from it."
+            )
+            white = ("#ffffff", 0.6)
+            ui["editor_value"] = readable_layers(
+                gr.ImageEditor(
+                    label="Face mask",
+                    type="numpy",
+                    image_mode="RGBA",
+                    format="png",
+                    sources=[],
+                    transforms=[],
+                    brush=gr.Brush(colors=[white], default_color=white, color_mode="fixed"),
+                    layers=False,
+                    canvas_size=(EDITOR_CANVAS, EDITOR_CANVAS),
+                    elem_id="mask-editor",
+                )
+            )
+            ui["mask_file"] = raw_upload(
+                gr.Image(
+                    label="Mask image",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload"],
+                    height=160,
+                    elem_id="mask-file",
+                )
+            )
+        with gr.Column():
+            options_panel(ui)
+    return ui
+
+
+def options_panel(ui: dict) -> None:
+    """The prompt and the edit's options, their defaults `SamplingOptions`' and `EditChoices`'."""
+    import gradio as gr
+
+    ui["prompt"] = gr.Textbox(
+        label="Prompt", placeholder="a photo of a smiling woman with blond hair", elem_id="prompt"
+    )
+    ui["negative_prompt"] = gr.Textbox(label="Negative prompt", value=SAMPLING.negative_prompt, elem_id="negative")
+    with gr.Row():
+        ui["faces"] = gr.Textbox(
+            label="Faces to edit", value=CHOICES.faces, info="all, largest, or indices like 0,2", elem_id="faces"
+        )
+        ui["min_face"] = gr.Number(label="Smallest face (px)", value=CHOICES.min_face, elem_id="min-face")
+    with gr.Row():
+        ui["seed"] = gr.Number(label="Seed", value=CHOICES.seed, precision=None, elem_id="seed")
+        ui["dice"] = gr.Button("Random seed", size="sm", elem_id="random-seed")
+    ui["steps"] = gr.Number(label="Steps", value=SAMPLING.steps, elem_id="steps", info=f"1 to {MAX_STEPS}")
+    ui["guidance_scale"] = gr.Number(label="Guidance scale", value=SAMPLING.guidance_scale, elem_id="guidance")
+    ui["strength"] = gr.Slider(0.01, 1.0, value=SAMPLING.strength, step=0.01, label="Strength", elem_id="strength")
+    with gr.Row():
+        ui["blend"] = gr.Checkbox(label="Pixel-level blending", value=CHOICES.blend, elem_id="blend")
+        ui["watermark"] = gr.Checkbox(label="Invisible watermark", value=CHOICES.watermark, elem_id="watermark")
+    ui["run"] = gr.Button("Edit", variant="primary", elem_id="run")
+
+
+def wire(app: App, ui: dict) -> None:
+    """The page's events, each an API endpoint (/detect, /load_mask, /random_seed, /edit) but the model
+    dropdown's, whose change detects again (another model may mask differently: its resolution)."""
+    import gradio as gr
+
+    def detect(photo_path, faces, min_face, model):
+        try:
+            return app.detect(photo_path, faces, min_face, model)
+        except Exception as e:  # the page shows the reason; the previous photo's outputs are cleared
+            text = message(e, photo_path)
+            gr.Warning(text, title="Cannot use this photo")
+            return None, None, [], f"**Cannot use this photo**: {text}", None
+
+    def load_mask(photo_path, mask_path):
+        try:
+            value, status, start = app.load_mask(photo_path, mask_path)
+        except Exception as e:
+            text = message(e, photo_path, mask_path)
+            gr.Warning(text, title="Cannot use this mask")
+            return gr.skip(), None, f"**Cannot use this mask**: {text}", gr.skip()
+        return value, None, status, start
+
+    def edit(progress=gr.Progress(), *values):  # progress first: Gradio finds it among the positional parameters
+        request = EditRequest(*values)
+        try:
+            return app.edit(request, progress=progress)
+        except Exception as e:
+            text = message(e, request.photo, request.mask_file)
+            raise gr.Error(text, title="Cannot edit", print_exception=False) from None
+
+    def random_seed():
+        return random.randint(0, MAX_SEED)
+
+    found = [ui[k] for k in ("overlay", "editor_value", "faces_found", "status", "start")]
+    detect_inputs = [ui[k] for k in ("photo", "faces", "min_face", "model")]
+    ui["photo"].change(detect, detect_inputs, found, api_name="detect")
+    ui["model"].change(detect, detect_inputs, found, api_name=False)
+    mask_outputs = [ui[k] for k in ("editor_value", "mask_file", "status", "start")]
+    ui["mask_file"].upload(load_mask, [ui["photo"], ui["mask_file"]], mask_outputs, api_name="load_mask")
+    ui["dice"].click(random_seed, None, ui["seed"], api_name="random_seed")
+    outputs = [ui[k] for k in ("result", "result_file", "provenance", "status")]
+    ui["run"].click(edit, [ui[name] for name in EDIT_INPUTS], outputs, api_name="edit")
+
+
+# Instances with their own preprocess, not subclasses: Gradio writes a .pyi stub beside the module that
+# defines a component subclass.
+def raw_upload(component):
+    """A gr.Image that hands the handler the uploaded file as it is (decoded by `load_rgb`, which says why
+    a file cannot be used), instead of opening it with PIL first."""
+    import gradio as gr
+
+    def preprocess(payload):
+        if payload is None:
+            return None
+        if payload.path is None:
+            raise gr.Error("the upload has no file", print_exception=False)
+        return str(payload.path)
+
+    component.preprocess = preprocess
+    return component
+
+
+def readable_layers(component):
+    """A gr.ImageEditor whose unreadable layers are a message, not a server error."""
+    import gradio as gr
+
+    inner = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return inner(payload)
+        except Exception as e:
+            raise gr.Error(f"the mask editor's image cannot be read: {e}", print_exception=False) from None
+
+    component.preprocess = preprocess
+    return component
+
+
+def message(e: Exception, *paths) -> str:
+    """What the page says about an error: its message for expected ones, its type too for others (whose
+    traceback goes to the server's log only)."""
+    import gradio as gr
+
+    if isinstance(e, USER_ERRORS):
+        return _plain(e, *paths)
+    if isinstance(e, gr.Error):
+        return e.message
+    log.error("unexpected error", exc_info=e)
+    return f"{type(e).__name__}: {_plain(e, *paths)} (the server's log has the details)"
+
+
+def launch(
+    model: str = DEFAULT_MODEL,
+    *,
+    host: str = HOST,
+    port: int = PORT,
+    share: bool = False,
+    concurrency: int = 1,
+    bisenet_weights=None,
+    detector_weights=None,
+    device: str = "auto",
+    max_pixels: int = MAX_PIXELS,
+    max_file_size: str | int = MAX_FILE_SIZE,
+    examples: str | None = DEMO_PHOTOS,
+    block: bool = True,
+    safety_checker: bool = True,
+):
+    """Build, queue and serve the app (blocking unless `block` is False: then returns the Blocks). The
+    editor starts loading at once, in the background, so the first request does not wait for all of it."""
+    if concurrency < 1:
+        raise ValueError(f"--concurrency must be at least 1, got {concurrency}")
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
+    demo = build_app(
+        model,
+        bisenet_weights=bisenet_weights,
+        detector_weights=detector_weights,
+        device=device,
+        max_pixels=max_pixels,
+        max_file_size=max_file_size,
+        examples=examples,
+        safety_checker=safety_checker,
+    )
+    app: App = demo.facepaint
+    threading.Thread(target=_preload, args=(app,), daemon=True).start()
+    demo.queue(default_concurrency_limit=concurrency, max_size=64)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=max_file_size,
+        allowed_paths=[str(Path(p).parent) for p in app.examples[:1]],
+        prevent_thread_lock=not block,
+        ssr_mode=False,
+        quiet=not block,
+    )
+    return demo
+
+
+def _preload(app: App) -> None:
+    try:
+        app.editor()
+    except (ModelLoadError, FacepaintError, OSError, ValueError) as e:  # shown again on the first request
+        log.warning("the editor could not be loaded: %s", e)

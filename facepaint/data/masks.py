@@ -1,0 +1,268 @@
+"""The masks stage's work: M for every dataset image, its latent mask and beta, in one table.
+
+Two back-ends give M as the union of the configured face parts:
+- `annotations`: the CelebAMask-HQ part PNGs (ground truth; only for the dataset itself).
+- `bisenet`: facexlib's 19-class BiSeNet face parser (facepaint.method.masks.BiSeNetParser, any photo),
+  batched, on GPU when there is one.
+M is stored binarized at 0.5 at the training resolution, with M_latent and beta (facepaint.method.masks). The
+soft mask is not stored: it is the blend's (facepaint.method.blend, sigma a sampling option).
+
+Parser vs annotations. Whenever the parser runs on an image that also has CelebAMask-HQ part
+annotations (the `bisenet` backend on the dataset; the `annotations` backend with
+`masks.bisenet_weights` set), the table's `iou_annotations` column holds the IoU of the parser's
+union mask against the annotation union at the training resolution (NaN where one of them is missing):
+how far the masks of the paper's setting are from the ground truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from facepaint.common.checks import check_fields, check_number
+from facepaint.common.images import ImageError, encode_png, load_mask, load_rgb, resize_binary, worker_context
+from facepaint.common.report import StageReport
+from facepaint.data import celebamask
+from facepaint.data.celebamask import check_parts
+from facepaint.method.masks import BISENET_SIZE, BiSeNetParser, face_mask, parts_union_from_labels
+
+BACKENDS = ("annotations", "bisenet")
+
+
+@dataclass
+class MaskConfig:  # params.yaml `masks`
+    backend: str  # annotations | bisenet
+    parts: tuple  # CelebAMask-HQ part names whose union is M
+    resolution: int  # side of M and of the training images
+    latent_factor: int  # the VAE's downsampling factor (8 for SD)
+    bisenet_weights: str | None  # path to parsing_bisenet.pth; None: facexlib's cache/download
+    batch_size: int
+    device: str
+    half: bool  # BiSeNet in fp16 on GPU
+    channels_last: bool  # BiSeNet's convolutions in NHWC on GPU (facepaint.method.speed)
+    workers: int  # image-decoding processes
+    min_size: int  # smaller images are unusable
+    max_unusable_fraction: float
+
+    # Settings that change speed, not the masks table (see the stage's per-key DVC params).
+    SPEED_KNOBS: ClassVar[tuple[str, ...]] = ("batch_size", "workers", "channels_last")
+
+    def __post_init__(self):
+        check_fields(self, "masks")
+        try:
+            self.parts = check_parts(self.parts)
+        except ValueError as e:
+            raise ValueError(f"masks.parts: {e}") from None
+        if self.backend not in BACKENDS:
+            raise ValueError(f"masks.backend must be one of {BACKENDS}, got {self.backend!r}")
+        for name in ("latent_factor", "resolution", "batch_size", "min_size"):
+            check_number(f"masks.{name}", getattr(self, name), 1, whole=True)
+        check_number("masks.workers", self.workers, 0, whole=True)
+        if self.resolution % self.latent_factor:
+            raise ValueError(
+                f"masks.resolution ({self.resolution}) must be a multiple of masks.latent_factor "
+                f"({self.latent_factor})"
+            )
+        check_number("masks.max_unusable_fraction", self.max_unusable_fraction, 0, 1)
+
+
+# ----------------------------------------------------------------------------------- annotations
+
+
+def annotation_union(root, image_id: int, parts) -> tuple[np.ndarray, list[str]]:
+    """Union of the part PNGs present for this id. Raises ImageError when none exists or one is corrupt.
+
+    A part may legitimately be absent (no mouth file when the mouth is closed), so only the
+    absence of every configured part makes the image unusable; a missing skin mask is a warning.
+    """
+    union = None
+    found, notes = [], []
+    for part in parts:
+        path = celebamask.part_mask_path(root, image_id, part)
+        if not path.is_file():
+            continue
+        m = load_mask(path)
+        if union is None:
+            union = m.copy()
+        else:
+            if m.shape != union.shape:
+                if m.shape[0] != m.shape[1] or union.shape[0] != union.shape[1]:
+                    raise ImageError(
+                        f"part mask {path.name} is {m.shape[1]}x{m.shape[0]}, "
+                        f"others are {union.shape[1]}x{union.shape[0]}"
+                    )
+                m = resize_binary(m, union.shape[0])
+            union |= m
+        found.append(part)
+    if union is None:
+        folder = celebamask.part_mask_path(root, image_id, parts[0]).parent
+        raise ImageError(f"missing part masks: none of {', '.join(parts)} in {folder}")
+    if "skin" in parts and "skin" not in found:
+        notes.append("no skin part mask")
+    return union, notes
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------- the stage
+
+
+class _Inputs(torch.utils.data.Dataset):
+    """Decodes and validates one image (and its part masks) per item, in DataLoader workers."""
+
+    def __init__(self, root, ids, cfg: MaskConfig, parse: bool):
+        self.root, self.ids, self.cfg, self.parse = root, list(ids), cfg, parse
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        image_id = int(self.ids[i])
+        cfg = self.cfg
+        item = {"id": image_id, "error": None, "notes": []}
+        try:
+            size = BISENET_SIZE if self.parse else cfg.resolution
+            loaded = load_rgb(
+                celebamask.image_path(self.root, image_id), min_size=cfg.min_size, require_square=True, draft_size=size
+            )
+            item["notes"] += loaded.notes
+            item["size"] = loaded.original_size
+            if self.parse:
+                im = loaded.image.resize((BISENET_SIZE, BISENET_SIZE), Image.Resampling.BILINEAR)
+                item["pixels"] = np.asarray(im, dtype=np.uint8)
+            if cfg.backend == "annotations":
+                item["annotation"], notes = annotation_union(self.root, image_id, cfg.parts)
+                item["notes"] += notes
+            elif self.parse:  # the ground truth beside the parser's mask, where the dataset has it
+                try:
+                    item["annotation"], _ = annotation_union(self.root, image_id, cfg.parts)
+                except ImageError:
+                    pass
+        except ImageError as e:
+            item["error"] = str(e)
+        return item
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks of one shape (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def _as_list(batch):
+    return batch
+
+
+def compute_masks(
+    root, ids, cfg: MaskConfig, progress: bool = True, parser: BiSeNetParser | None = None
+) -> tuple[pd.DataFrame, StageReport]:
+    """Masks for `ids` under a CelebAMask-HQ `root`, and the report of what could not be used.
+
+    Returns a DataFrame with one row per usable id: id, beta, mask (1-bit PNG of M), latent (1-bit PNG of
+    M_latent), width and height of the original image, and iou_annotations (see the module docstring).
+    `parser`: the BiSeNet to use (built from `cfg` for the bisenet backend when None); given with the
+    annotations backend, it is run only for iou_annotations.
+    """
+    report = StageReport("masks", total=len(ids))
+    if cfg.backend == "bisenet" and parser is None:
+        parser = BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half, cfg.channels_last)
+    loader = torch.utils.data.DataLoader(
+        _Inputs(root, ids, cfg, parse=parser is not None),
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        collate_fn=_as_list,
+        num_workers=cfg.workers,
+        persistent_workers=False,
+        multiprocessing_context=worker_context(cfg.workers, (__name__,)),
+    )
+    rows = []
+    bar = tqdm(total=len(ids), desc=f"masks ({cfg.backend})", unit="img", disable=not progress)
+    for batch in loader:
+        good = []
+        for item in batch:
+            for note in item["notes"]:
+                report.add_warning(item["id"], note)
+            if item["error"]:
+                report.add_unusable(item["id"], item["error"])
+            else:
+                good.append(item)
+        if good and parser is not None:
+            labels = parser.labels(np.stack([it["pixels"] for it in good]))
+            for it, lab in zip(good, labels):
+                it["parsed"] = parts_union_from_labels(lab, cfg.parts)
+        for it in good:
+            union = it["parsed"] if cfg.backend == "bisenet" else it["annotation"]
+            fm = face_mask(union, cfg.resolution, cfg.latent_factor)
+            if not fm.mask.any():
+                report.add_unusable(it["id"], "no face pixels: the face mask is empty (beta = 0)")
+                continue
+            both = "parsed" in it and it.get("annotation") is not None
+            rows.append(
+                {
+                    "id": it["id"],
+                    "beta": fm.beta,
+                    "mask": encode_png(fm.mask),
+                    "latent": encode_png(fm.latent),
+                    "width": it["size"][0],
+                    "height": it["size"][1],
+                    "iou_annotations": iou(
+                        resize_binary(it["parsed"], cfg.resolution), resize_binary(it["annotation"], cfg.resolution)
+                    )
+                    if both
+                    else math.nan,
+                }
+            )
+        bar.update(len(batch))
+    bar.close()
+    columns = ["id", "beta", "mask", "latent", "width", "height", "iou_annotations"]
+    df = pd.DataFrame(rows, columns=columns)
+    df = df.astype(
+        {"id": "int64", "beta": "float64", "width": "int32", "height": "int32", "iou_annotations": "float64"}
+    )
+    return df.sort_values("id", ignore_index=True), report
+
+
+def iou_summary(df: pd.DataFrame, parser_ran: bool, why_not: str = "") -> dict | str:
+    """The parser-vs-annotations IoU over the table's images (a DVC metric), or why it is unavailable."""
+    if not parser_ran:
+        return f"unavailable: {why_not}"
+    v = df["iou_annotations"].dropna()
+    if not len(v):
+        return "unavailable: no image has both a parser mask and CelebAMask-HQ part annotations"
+    return {
+        "images": int(len(v)),
+        "without_annotations": int(len(df) - len(v)),
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=0)),
+        "median": float(v.median()),
+        "p05": float(v.quantile(0.05)),
+        "min": float(v.min()),
+    }
+
+
+def mask_metadata(cfg: MaskConfig, parser: BiSeNetParser | None = None) -> dict:
+    """The settings that made a masks table (stored in its Parquet metadata, carried into the latent
+    cache's index and from there into the trained artifact): every field of `cfg` but the speed knobs
+    (which the table does not depend on), and the parser's weights."""
+    meta = {k: v for k, v in asdict(cfg).items() if k not in cfg.SPEED_KNOBS}
+    meta["parts"] = list(cfg.parts)
+    if cfg.backend == "bisenet" and parser is not None:  # M is the parser's (else it only gave iou_annotations)
+        meta["bisenet_weights"] = str(parser.weights)
+        meta["bisenet_sha256"] = file_sha256(parser.weights)
+    meta["encoding"] = {"mask": "1-bit PNG", "latent": "1-bit PNG"}
+    return meta

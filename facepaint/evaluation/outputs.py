@@ -1,0 +1,112 @@
+"""What the evaluate and ablation stages write, from an `Evaluation` (facepaint.evaluation.run): the DVC metrics
+(metrics.json), the per-image table, the markdown tables beside the published figures and the figures.
+Every file is written atomically (facepaint.common.io)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from facepaint.common.io import atomic_path, write_json, write_parquet
+from facepaint.evaluation import plots, tables
+from facepaint.evaluation.run import DEFINITIONS, REGIONS, EvalConfig, Evaluation
+
+
+def evaluation_metrics(ev: Evaluation, cfg: EvalConfig, artifact_version: str) -> dict:
+    """The evaluate stage's metrics.json: per method its summary (FID beside it, or "unavailable"), what was
+    unavailable or failed and why. A metric whose weights are missing is "unavailable", never a number."""
+    r = ev.result
+    fid = {}
+    if "fid" in cfg.metrics:
+        fid = {name: {"fid": r.fid[name]} if name in r.fid else {"fid": "unavailable"} for name in r.summary}
+    metrics = {
+        "definitions": DEFINITIONS,
+        "pairs": len(ev.pairs),
+        "device": ev.device,
+        "resolution": ev.resolution,
+        "artifact": artifact_version,
+        "methods": {name: {**tables.jsonable(s), **fid.get(name, {})} for name, s in r.summary.items()},
+        "unavailable_methods": ev.unavailable_methods,
+        "unavailable_metrics": ev.unavailable_metrics,
+        "failed_methods": r.failed,
+        "notes": ev.notes,
+    }
+    for name in ("lpips", "pickscore"):
+        if name in ev.unavailable_metrics:
+            cols = [f"lpips_{region}" for region in REGIONS] if name == "lpips" else [name]
+            for s in metrics["methods"].values():
+                s.update(dict.fromkeys(cols, "unavailable"))
+    return metrics
+
+
+def write_evaluation(ev: Evaluation, cfg: EvalConfig, sampling, artifact_version: str, out: Path) -> dict:
+    """The evaluate stage's outputs under `out`: metrics.json (returned), per_image.parquet, table.md (Tables
+    1 and 2 beside the published ones), profile.csv and plots/*.png."""
+    r, plots_dir = ev.result, out / "plots"
+    meta = {"evaluate": asdict(cfg), "sampling": asdict(sampling), "artifact": artifact_version}
+    write_parquet(r.table, out / "per_image.parquet", metadata=meta)
+    profile = plots.boundary_profile(ev.samples, r.outputs, cfg.profile_radius)
+    wide = profile.pivot(index="distance", columns="method", values="mean_abs_change").reset_index()
+    with atomic_path(out / "profile.csv") as tmp:
+        wide.to_csv(tmp, index=False)
+    if len(r.table):
+        plots.plot_distributions(r.table, plots_dir / "background_distributions.png")
+        blend_pair = {k: r.outputs[k][0] for k in ("ours", "ours_no_blend") if k in r.outputs}
+        plots.plot_profile(profile, ev.samples[0], blend_pair, plots_dir / "boundary_profile.png")
+        k = min(cfg.grid_photos, len(ev.samples))
+        outputs = {m: o[:k] for m, o in r.outputs.items()}
+        plots.sample_grid(ev.samples[:k], list(ev.pairs["prompt"][:k]), outputs, plots_dir / "samples.png")
+    table = tables.markdown_table(
+        r.summary,
+        r.fid,
+        ev.unavailable_methods,
+        ev.unavailable_metrics,
+        r.failed,
+        ev.device,
+        len(ev.pairs),
+        cfg.background_dilation,
+    )
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(table)
+    metrics = evaluation_metrics(ev, cfg, artifact_version)
+    write_json(metrics, out / "metrics.json")
+    return metrics
+
+
+def write_ablation(ev: Evaluation, ablation: dict, versions: dict, out: Path) -> dict:
+    """The ablation stage's outputs under `out` (`ablation`: its params, variants and grid_photos; `versions`:
+    each variant's artifact version): metrics.json (returned), table.md, per_image.parquet,
+    plots/samples.png (the input and every variant per prompt) and plots/metrics.png."""
+    r, variants = ev.result, ablation["variants"]
+    write_parquet(r.table, out / "per_image.parquet", metadata={"ablation": ablation})
+    k = min(ablation["grid_photos"], len(ev.samples))
+    plots.sample_grid(
+        ev.samples[:k],
+        list(ev.pairs["prompt"][:k]),
+        {v: o[:k] for v, o in r.outputs.items()},
+        out / "plots" / "samples.png",
+        labels={v: f"{v} loss" for v in variants},
+    )
+    plots.plot_metrics(r.summary, out / "plots" / "metrics.png")
+    metrics = {
+        "variants": variants,
+        "pairs": len(ev.pairs),
+        "artifacts": versions,
+        "methods": {v: tables.jsonable(s) for v, s in r.summary.items()},
+        "unavailable_metrics": ev.unavailable_metrics,
+        "notes": ev.notes,
+    }
+    write_json(metrics, out / "metrics.json")
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(tables.ablation_table(r.summary, ev.unavailable_metrics, len(ev.pairs)))
+    return metrics
+
+
+def write_ablation_off(note: str, out: Path) -> None:
+    """The ablation stage's outputs when it is off (`ablation.variants: []`): a note in each."""
+    write_json({"variants": [], "note": note}, out / "metrics.json")
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(f"# Loss ablation\n\n{note}\n")
+    write_parquet(pd.DataFrame(), out / "per_image.parquet")

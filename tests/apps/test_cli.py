@@ -1,0 +1,303 @@
+"""`facepaint edit` on a tiny artifact: one photo, a folder with a corrupt photo, expected errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facepaint.apps.cli import main
+from facepaint.editing.provenance import read_provenance
+
+FAST = ["--steps", "2", "--sigma", "1"]
+
+
+def write_photo(path, h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+def write_mask(path, h, w):
+    m = np.zeros((h, w), np.uint8)
+    m[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
+    Image.fromarray(m).save(path)
+
+
+def test_single_photo(tiny_artifact, tmp_path, capsys):
+    write_photo(tmp_path / "me.jpg", 90, 70)
+    write_mask(tmp_path / "mask.png", 45, 35)  # half size, same aspect
+    out = tmp_path / "out" / "me.png"
+    code = main(
+        [
+            "edit",
+            str(tmp_path / "me.jpg"),
+            "--prompt",
+            "a smiling face",
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_artifact.path),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--seed",
+            "3",
+            "--watermark",
+            "--guidance-scale",
+            "4",
+            "--scheduler",
+            "dpm",
+            *FAST,
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(out).size == (70, 90)
+    prov = read_provenance(out)
+    assert prov["prompt"] == "a smiling face" and prov["seed"] == 3 and prov["watermark"] is True
+    assert prov["guidance_scale"] == 4.0 and prov["mask"] == str(tmp_path / "mask.png") and prov["scheduler"] == "dpm"
+
+
+def test_folder_with_a_corrupt_photo_goes_on_and_fails_at_the_end(tiny_artifact, tmp_path, capsys):
+    photos, masks, out = tmp_path / "photos", tmp_path / "masks", tmp_path / "edited"
+    photos.mkdir(), masks.mkdir()
+    for i, (h, w) in enumerate([(64, 64), (97, 150), (120, 80)]):
+        write_photo(photos / f"p{i}.png", h, w, seed=i)
+        write_mask(masks / f"p{i}.png", h, w)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    write_mask(masks / "broken.png", 64, 64)
+    (photos / "notes.txt").write_text("not a photo")
+    code = main(
+        [
+            "edit",
+            str(photos),
+            "--prompt",
+            "a face",
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_artifact.path),
+            "--mask",
+            str(masks),
+            "--no-blend",
+            *FAST,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+    assert Image.open(out / "p1.png").size == (150, 97) and read_provenance(out / "p1.png")["blend"] is False
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.jpg" in errors[0] and "Traceback" not in err
+    assert "edited 3 of 4 photos" in err
+
+
+def test_expected_errors_are_one_line(tiny_artifact, tmp_path, capsys):
+    write_photo(tmp_path / "me.png", 64, 64)
+    base = ["edit", str(tmp_path / "me.png"), "--prompt", "a face", "--out", str(tmp_path / "o.png"), *FAST]
+    assert main([*base, "--model", str(tmp_path / "no-model")]) == 1
+    assert "error: model artifact" in capsys.readouterr().err
+    assert main([*base, "--model", str(tiny_artifact.path), "--bisenet-weights", str(tmp_path / "nope.pth")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: BiSeNet weights not found") and "--mask" in err and len(err.splitlines()) == 1
+    write_mask(tmp_path / "empty.png", 64, 0 + 1)  # a 64 x 1 mask: wrong aspect
+    assert main([*base, "--model", str(tiny_artifact.path), "--mask", str(tmp_path / "empty.png")]) == 1
+    assert "aspect ratio" in capsys.readouterr().err
+    Image.new("L", (64, 64)).save(tmp_path / "black.png")
+    assert main([*base, "--model", str(tiny_artifact.path), "--mask", str(tmp_path / "black.png")]) == 1
+    assert "no face found in " + str(tmp_path / "me.png") in capsys.readouterr().err
+    assert main([*base[: -len(FAST) - 2], "--out", str(tmp_path / "o.jpg"), "--model", str(tiny_artifact.path)]) == 1
+    assert "must be a .png" in capsys.readouterr().err
+    assert main([*base, "--model", str(tiny_artifact.path), "--strength", "0"]) == 1
+    assert "strength" in capsys.readouterr().err
+
+
+def test_long_prompt_warning_reaches_stderr(tiny_artifact, tmp_path, capsys):
+    write_photo(tmp_path / "me.png", 64, 64)
+    write_mask(tmp_path / "mask.png", 64, 64)
+    prompt = "a face " * 40 + "with green eyes"
+    assert (
+        main(
+            [
+                "edit",
+                str(tmp_path / "me.png"),
+                "--prompt",
+                prompt,
+                "--out",
+                str(tmp_path / "o.png"),
+                "--model",
+                str(tiny_artifact.path),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "warning: prompt" in err and "green eyes" in err
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facepaint.apps.cli",
+            "edit",
+            str(tmp_path / "x.jpg"),
+            "--prompt",
+            "a",
+            "--out",
+            str(tmp_path / "o.png"),
+            "--model",
+            str(tmp_path / "none"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_speed_flags_reach_the_editor_and_keep_the_image(tiny_artifact, tmp_path, capsys, monkeypatch):
+    write_photo(tmp_path / "me.png", 80, 64)
+    write_mask(tmp_path / "mask.png", 80, 64)
+    base = [
+        "edit",
+        str(tmp_path / "me.png"),
+        "--prompt",
+        "a face",
+        "--model",
+        str(tiny_artifact.path),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        *FAST,
+    ]
+    assert main([*base, "--out", str(tmp_path / "sdpa.png")]) == 0, capsys.readouterr().err
+    assert (
+        main([*base, "--out", str(tmp_path / "classic.png"), "--attention", "classic", "--channels-last", "on"]) == 0
+    ), capsys.readouterr().err
+    sdpa, classic = read_provenance(tmp_path / "sdpa.png"), read_provenance(tmp_path / "classic.png")
+    assert sdpa["runtime"] == {
+        "device": "cpu",
+        "dtype": "fp32",
+        "attention": "sdpa",
+        "channels_last": False,
+        "compile": "off",
+        "batch": 1,
+    }
+    assert classic["runtime"]["attention"] == "classic" and classic["runtime"]["channels_last"] is True
+    # the same edit up to float rounding: at most 2/255 per channel, on at most 1% of the values
+    diff = np.abs(
+        np.asarray(Image.open(tmp_path / "sdpa.png"), int) - np.asarray(Image.open(tmp_path / "classic.png"), int)
+    )
+    assert diff.max() <= 2 and (diff > 0).mean() <= 0.01
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(kw) or module)  # no real compile
+    assert main([*base, "--out", str(tmp_path / "c.png"), "--compile"]) == 0, capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "m.png"), "--compile", "max-autotune"]) == 0
+    assert compiled == [{"mode": None, "dynamic": False}, {"mode": "max-autotune", "dynamic": False}]
+    assert read_provenance(tmp_path / "m.png")["runtime"]["compile"] == "max-autotune"
+
+
+def test_invalid_speed_flags_exit_with_a_clear_error(tiny_artifact, tmp_path, capsys):
+    write_photo(tmp_path / "me.png", 64, 64)
+    base = [
+        "edit",
+        str(tmp_path / "me.png"),
+        "--prompt",
+        "a face",
+        "--out",
+        str(tmp_path / "o.png"),
+        "--model",
+        str(tiny_artifact.path),
+        *FAST,
+    ]
+    for flag, value, allowed in (
+        ("--attention", "flash", ("sdpa", "classic")),
+        ("--channels-last", "yes", ("auto", "on", "off")),
+        ("--compile", "fast", ("default", "reduce-overhead", "max-autotune")),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main([*base, flag, value])
+        err = capsys.readouterr().err.splitlines()[-1]  # argparse: usage, then the error line
+        assert e.value.code == 2 and f"{flag}: invalid choice: '{value}'" in err and all(a in err for a in allowed)
+    assert main([*base, "--batch-size", "0"]) == 1
+    assert "error: --batch-size must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_folder_in_batches_matches_one_at_a_time(tiny_artifact, tmp_path, capsys):
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir(), masks.mkdir()
+    for i, (h, w) in enumerate([(64, 64), (97, 150), (120, 80)]):
+        write_photo(photos / f"p{i}.png", h, w, seed=i)
+        write_mask(masks / f"p{i}.png", h, w)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    base = ["edit", str(photos), "--prompt", "a face", "--model", str(tiny_artifact.path), "--mask", str(masks), *FAST]
+    assert main([*base, "--out", str(tmp_path / "one")]) == 1
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "two"), "--batch-size", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "edited 3 of 4 photos" in err and sum(line.startswith("error:") for line in err.splitlines()) == 1
+    for i in range(3):
+        one, two = tmp_path / "one" / f"p{i}.png", tmp_path / "two" / f"p{i}.png"
+        diff = np.abs(np.asarray(Image.open(one), int) - np.asarray(Image.open(two), int))
+        assert diff.max() <= 2 and (diff > 0).mean() <= 0.01  # batching: float rounding only
+        # broken.jpg sorts first, so the first batch holds broken.jpg and p0 -> p0 alone; then p1 + p2
+        assert read_provenance(two)["runtime"]["batch"] == (1 if i == 0 else 2)
+
+
+@pytest.mark.fixture
+def test_detect_lists_the_faces_and_edit_picks_them(tiny_artifact, fixture_root, tmp_path, capsys):
+    """`facepaint detect` on a composite of three fixture faces: the listing, its JSON (photo pixels, the
+    index order of --faces) and a preview; then `facepaint edit --faces` with those indices, and the errors
+    for an index that does not exist, missing detector weights and a photo without a face."""
+    import json
+
+    from tools.composites import composite, truth_mask
+
+    ids = [int(x) for x in (fixture_root / "ids.txt").read_text().split()][20:23]
+    photo, truths = composite(fixture_root, ids, canvas=(1203, 801), seed=5, scale=(0.8, 1.0))
+    Image.fromarray(photo).save(tmp_path / "group.png")
+    Image.fromarray(truth_mask(fixture_root, truths, (1203, 801), ("skin", "nose")).astype(np.uint8) * 255).save(
+        tmp_path / "mask.png"
+    )
+    args = ["detect", str(tmp_path / "group.png"), "--json", str(tmp_path / "faces.json")]
+    assert main([*args, "--preview", str(tmp_path / "preview.png")]) == 0
+    out = capsys.readouterr().out
+    assert "3 face(s)" in out and "face 2: box [" in out
+    listed = json.loads((tmp_path / "faces.json").read_text())
+    assert listed["detector"] == "opencv-haar" and len(listed["faces"]) == 3
+    centres = [(f["box"][0] + f["box"][2]) / 2 for f in listed["faces"]]
+    assert centres == sorted(centres) and all(f["landmarks"] is None for f in listed["faces"])
+    for f, t in zip(listed["faces"], sorted(truths, key=lambda t: t.centre[0])):
+        assert abs((f["box"][0] + f["box"][2]) / 2 - t.centre[0]) < 0.5 * t.width
+    assert Image.open(tmp_path / "preview.png").size == (1203, 801)
+
+    base = ["edit", str(tmp_path / "group.png"), "--prompt", "a face", "--model", str(tiny_artifact.path), *FAST]
+    base += ["--mask", str(tmp_path / "mask.png")]
+    assert main([*base, "--out", str(tmp_path / "two.png"), "--faces", "0,2"]) == 0
+    assert "edited 2 face(s)" in capsys.readouterr().err
+    prov = read_provenance(tmp_path / "two.png")
+    assert [f["index"] for f in prov["faces"]] == [0, 2] and prov["detector"] == "opencv-haar"
+    assert main([*base, "--out", str(tmp_path / "bad.png"), "--faces", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "face index [4] does not exist" in err and "facepaint detect" in err
+    assert not (tmp_path / "bad.png").exists()
+    assert main([*base, "--out", str(tmp_path / "bad.png"), "--faces", "two"]) == 1
+    assert "faces must be 'all', 'largest' or indices" in capsys.readouterr().err
+    missing = ["--detector", "retinaface", "--detector-weights", str(tmp_path / "none.pth")]
+    assert main([*base, "--out", str(tmp_path / "bad.png"), *missing]) == 1
+    err = capsys.readouterr().err
+    assert "RetinaFace weights not found" in err and "--detector opencv" in err and len(err.splitlines()) == 1
+    Image.new("RGB", (300, 200), (128, 128, 128)).save(tmp_path / "wall.png")
+    assert main(["detect", str(tmp_path / "wall.png")]) == 1
+    assert "no face found in " + str(tmp_path / "wall.png") in capsys.readouterr().err
+    no_mask = ["edit", str(tmp_path / "wall.png"), "--prompt", "a face", "--model", str(tiny_artifact.path), *FAST]
+    Image.new("L", (300, 200)).save(tmp_path / "wall-mask.png")
+    assert main([*no_mask, "--out", str(tmp_path / "wall-out.png"), "--mask", str(tmp_path / "wall-mask.png")]) == 1
+    assert "no face found in " + str(tmp_path / "wall.png") in capsys.readouterr().err
+    assert not (tmp_path / "wall-out.png").exists()

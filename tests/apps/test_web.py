@@ -1,0 +1,376 @@
+"""The web app (facepaint/app.py): its checks without a server, then the served app driven by a real browser
+(Playwright on Debian's chromium: a fixture portrait and its mask uploaded, a brush stroke drawn, bad uploads
+answered in the page) and through its API (gradio_client)."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import FIXTURE, textured
+
+CHROMIUM = Path(os.environ.get("FACEPAINT_CHROMIUM", "/usr/bin/chromium"))
+FACE_PARTS = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "l_lip", "mouth")
+PROMPT = "a photo of a smiling man with a beard"
+
+
+# ------------------------------------------------------------------------------------ without a server
+
+
+def test_numbers_are_checked_before_any_model_call():
+    from facepaint.app import check_numbers
+    from facepaint.apps.web import MAX_STEPS
+
+    assert check_numbers(3, 2.0, 7.5, 1, 64) == (3, 2, 7.5, 1.0, 64.0)
+    bad = {
+        "steps must be a finite number": (0, math.nan, 7.5, 1, 64),
+        "steps must be a whole number": (0, 2.5, 7.5, 1, 64),
+        f"steps must be from 1 to {MAX_STEPS}": (0, 10**6, 7.5, 1, 64),
+        "seed must be from 0": (-1, 2, 7.5, 1, 64),
+        "guidance scale must be a finite number": (0, 2, math.inf, 1, 64),
+        "guidance scale must be from 0": (0, 2, -3, 1, 64),
+        "strength must be from 0 to 1": (0, 2, 7.5, 1.5, 64),
+        "strength must be in (0, 1]": (0, 2, 7.5, 0, 64),
+        "steps x strength must be at least 1": (0, 2, 7.5, 0.2, 64),
+        "smallest face must be from 0": (0, 2, 7.5, 1, -5),
+        "seed is missing": (None, 2, 7.5, 1, 64),
+        "steps must be a number": (0, "many", 7.5, 1, 64),
+    }
+    for message, args in bad.items():
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            check_numbers(*args)
+
+
+def test_the_mask_editor_canvas_maps_back_to_the_photo():
+    """The photo is scaled into the editor's square canvas and a painted layer scaled back: exactly for a photo
+    up to the canvas's size, at the canvas's resolution above it; a mask the app put there (MaskStart) is used
+    at full resolution where it was not corrected; a layer of the photo's own size is taken as it is."""
+    from facepaint.apps.web import EDITOR_CANVAS, MaskStart, editor_mask, mask_editor_value, mask_layer
+    from facepaint.editing.helper import EditError
+
+    for h, w in ((512, 512), (300, 500), (700, 333), (1000, 37), (2000, 3000)):
+        m = np.zeros((h, w), bool)
+        m[h // 4 : h // 2, w // 3 : 2 * w // 3] = True
+        value, on_canvas = mask_editor_value(np.zeros((h, w, 3), np.uint8), m)
+        assert value["background"].shape == (EDITOR_CANVAS, EDITOR_CANVAS, 3)
+        drawn, source = editor_mask(value, (w, h))
+        assert source == "drawn in the app"
+        if max(h, w) <= EDITOR_CANVAS:
+            assert np.array_equal(drawn, m), (h, w)
+        else:
+            assert (drawn != m).mean() < 0.002 and (drawn & m).sum() / (drawn | m).sum() > 0.99
+        start = MaskStart(on_canvas, m, "upload m.png")
+        assert editor_mask(value, (w, h), start) == (start.mask, "upload m.png")  # as given, full resolution
+        auto = MaskStart(on_canvas, m, "bisenet")
+        assert editor_mask(value, (w, h), auto) == (None, "bisenet")  # BiSeNet's own, per face
+        # a correction: the top half of the mask erased on the canvas, the rest kept exactly
+        corrected = on_canvas.copy()
+        ys = np.nonzero(corrected.any(axis=1))[0]
+        corrected[: (ys[0] + ys[-1]) // 2] = False
+        fixed, source = editor_mask({"layers": [mask_layer(corrected)]}, (w, h), start)
+        assert source == "upload m.png, corrected in the app"
+        assert fixed.sum() < 0.6 * m.sum() and not (fixed & ~m).any()
+        assert np.array_equal(fixed[h // 2 - h // 16 :], m[h // 2 - h // 16 :])
+    assert editor_mask(mask_editor_value(np.zeros((40, 60, 3), np.uint8))[0], (60, 40)) is None  # nothing painted
+    own = np.zeros((40, 60, 4), np.uint8)
+    own[10:20, 5:25] = 255
+    assert editor_mask({"layers": [own]}, (120, 80))[0].sum() == 20 * 40
+    with pytest.raises(EditError, match="aspect ratio"):
+        editor_mask({"layers": [own]}, (80, 80))
+
+
+def test_uploads_that_cannot_be_used_say_why(tmp_path):
+    from facepaint.apps.web import read_upload
+    from facepaint.common.images import ImageError
+
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ImageError, match=r"photo notes\.png: corrupt or unreadable image"):
+        read_upload(text, 10**6)
+    Image.fromarray(textured(64, 64)).save(tmp_path / "cut.png")
+    data = (tmp_path / "cut.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match=r"cut\.png: corrupt or unreadable image"):
+        read_upload(tmp_path / "cut.png", 10**6)
+    Image.new("L", (3000, 2000)).save(tmp_path / "big.png")
+    with pytest.raises(ImageError, match=r"3000x2000 \(6\.0 megapixels\), over this app's limit of 1 megapixels"):
+        read_upload(tmp_path / "big.png", 10**6)
+    photo, name, _ = read_upload(tmp_path / "big.png", 10**7)
+    assert photo.shape == (2000, 3000, 3) and name == "big.png"
+
+
+@pytest.mark.fixture
+def test_the_automatic_mask_goes_to_the_editor_and_is_used_as_bisenet(tiny_artifact, random_bisenet_weights, tmp_path):
+    """With BiSeNet weights (random ones here) `/detect` puts the parser's mask into the mask editor; edited
+    uncorrected, the edit runs BiSeNet per face itself (provenance mask "bisenet")."""
+    from facepaint.apps.web import App, AppConfig
+
+    app = App(AppConfig(str(tiny_artifact.path), bisenet_weights=str(random_bisenet_weights), examples=None))
+    assert app.mask_notice.startswith("Automatic face mask: BiSeNet")
+    photo = sorted((FIXTURE / "CelebA-HQ-img").glob("*.jpg"))[0]
+    overlay, value, faces, status, start = app.detect(photo)
+    assert "The automatic mask is in green" in status and len(faces) == 1
+    assert start.source == "bisenet" and start.mask.any() and len(value["layers"]) == 1
+    assert overlay.shape[:2] == start.mask.shape
+    _, png, provenance, status = app.edit(photo, value, None, "all", 64, PROMPT, "", 0, 2, 7.5, 1, True, False, start)
+    assert provenance["mask"] == "bisenet" and Path(png).is_file() and "Edited face(s) 0" in status
+
+
+# --------------------------------------------------------------------------------------- the server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_artifact, tmp_path_factory):
+    """The app on a free local port, served from a thread of this process, with the tiny trained artifact."""
+    from facepaint.apps.web import launch
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
+    mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    port = free_port()
+    demo = launch(str(tiny_artifact.path), port=port, examples=None, block=False)
+    yield f"http://127.0.0.1:{port}/", demo
+    demo.close()
+    mp.undo()
+
+
+def artifacts_dir(tmp_path) -> Path:
+    """Where a test leaves what a person may want to look at: $FACEPAINT_TEST_ARTIFACTS, else tmp_path."""
+    out = Path(os.environ.get("FACEPAINT_TEST_ARTIFACTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian chromium under Playwright (Playwright's own browser download cannot run here)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.is_file():
+        pytest.skip(
+            f"no chromium at {CHROMIUM}: apt-get install -y chromium (.ci/run does), or set FACEPAINT_CHROMIUM"
+        )
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def face_mask(fixture_root: Path, image_id: int) -> np.ndarray:
+    """The annotated face (skin, brows, eyes, nose, lips) of a fixture portrait."""
+    folder = fixture_root / "CelebAMask-HQ-mask-anno" / str(image_id // 2000)
+    parts = [folder / f"{image_id:05d}_{part}.png" for part in FACE_PARTS]
+    return np.any([np.asarray(Image.open(p).convert("L")) >= 128 for p in parts if p.is_file()], axis=0)
+
+
+def wait_status(page, text: str, timeout_s: float = 120) -> str:
+    page.wait_for_function(
+        "t => document.querySelector('#status').innerText.includes(t)", arg=text, timeout=timeout_s * 1000
+    )
+    return page.locator("#status").inner_text()
+
+
+def editor_stroke(page, points):
+    """Draw one brush stroke through photo pixels `points` in the mask editor (a square photo: it fills the
+    editor's square canvas, shown centred at the editor's zoom)."""
+    import re
+
+    from facepaint.apps.web import EDITOR_CANVAS
+
+    editor = page.locator("#mask-editor")
+    zoom = float(re.search(r"(\d+)%", editor.inner_text()).group(1)) / 100
+    box = editor.locator("canvas").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    k = EDITOR_CANVAS / 512 * zoom
+
+    def screen(x, y):
+        return cx + (x - 256) * k, cy + (y - 256) * k
+
+    page.mouse.move(*screen(*points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*screen(*p), steps=4)
+    page.mouse.up()
+
+
+def download(page, path: Path) -> Path:
+    with page.expect_download() as d:
+        page.locator("#result-file a").first.click()
+    d.value.save_as(path)
+    return path
+
+
+@pytest.mark.fixture
+def test_the_page_edits_a_photo_in_a_browser(server, browser, fixture_root, tiny_artifact, tmp_path):
+    """Bad uploads are answered in the page and the next good one works; a portrait, its mask uploaded, a
+    prompt, 2 steps: the downloaded PNG has the upload's size, every pixel outside the soft mask is the
+    upload's (bit-identical: the same edit recomputed here), and its provenance names the prompt. Then a
+    brush stroke above the face widens the mask: the second edit changes the pixels under the stroke."""
+    from facepaint.apps.web import editor_for
+    from facepaint.editing.provenance import read_provenance
+
+    url, _ = server
+    image_id = int((fixture_root / "ids.txt").read_text().split()[0])
+    photo_path = fixture_root / "CelebA-HQ-img" / f"{image_id}.jpg"
+    photo = np.asarray(Image.open(photo_path).convert("RGB"))
+    h, w = photo.shape[:2]
+    m = face_mask(fixture_root, image_id)
+    Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    Image.fromarray(m[: h // 2].astype(np.uint8) * 255).save(tmp_path / "half-mask.png")
+    (tmp_path / "notes.png").write_text("this is a text file, not a PNG\n")
+    Image.fromarray(photo).save(tmp_path / "cut.png")
+    data = (tmp_path / "cut.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 3])
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.set_default_timeout(120_000)
+    page.goto(url)
+    notice = page.locator("#mask-notice").inner_text()
+    assert "Automatic face mask unavailable" in notice and "--bisenet-weights" in notice
+
+    # 1. bad uploads: a clear message in the page, no traceback; the server goes on serving
+    upload = page.locator("#photo input[type=file]")
+    upload.set_input_files(tmp_path / "notes.png")
+    status = wait_status(page, "Cannot use this photo")
+    assert "notes.png: corrupt or unreadable image" in status and "Traceback" not in status
+    upload.set_input_files(tmp_path / "cut.png")
+    status = wait_status(page, "cut.png: corrupt or unreadable image")
+    assert "truncated" in status, status
+
+    # 2. the portrait: its face found and numbered; a mask of the wrong aspect ratio refused, the right one loaded
+    upload.set_input_files(photo_path)
+    status = wait_status(page, "1 face(s)")
+    assert f"{photo_path.name}: {w}x{h}" in status
+    page.locator("#mask-file input[type=file]").set_input_files(tmp_path / "half-mask.png")
+    status = wait_status(page, "Cannot use this mask")
+    assert f"is {w}x{h // 2} but the photo is {w}x{h}" in status
+    page.locator("#mask-file input[type=file]").set_input_files(tmp_path / "mask.png")
+    wait_status(page, "Mask **mask.png** is in the mask editor".replace("**", ""))
+
+    # 3. prompt, 2 steps, run
+    page.locator("#prompt textarea").fill(PROMPT)
+    page.locator("#steps input").fill("2")
+    page.locator("#seed input").fill("7")
+    started = time.perf_counter()
+    page.locator("#run").click()
+    wait_status(page, "Edited face(s) 0")
+    click_to_result = time.perf_counter() - started
+    out = download(page, tmp_path / "edited.png")
+    shot = artifacts_dir(tmp_path) / "app-screenshot.png"
+    page.screenshot(path=shot, full_page=True)
+    print(f"\nclick to result: {click_to_result:.2f} s (tiny 64 px model, 2 steps, {w}x{h} photo); screenshot: {shot}")
+
+    edited = np.asarray(Image.open(out))
+    assert edited.shape == photo.shape and edited.dtype == np.uint8
+    prov = read_provenance(out)
+    assert prov["prompt"] == PROMPT and prov["steps"] == 2 and prov["seed"] == 7
+    assert prov["source"] == photo_path.name and prov["mask"] == "upload mask.png"
+    expected = editor_for(str(tiny_artifact.path)).edit(photo_path, PROMPT, mask=m, steps=2, seed=7)
+    outside = expected.soft == 0
+    assert outside.mean() > 0.3 and (expected.soft > 0).any()
+    assert np.array_equal(edited[outside], photo[outside])  # bit-identical outside the soft mask
+    assert np.array_equal(edited, expected.image)  # the page ran exactly this edit
+    x0, y0, x1, y1 = prov["region"]
+    ring = np.ones((h, w), bool)
+    ring[y0:y1, x0:x1] = False
+    assert np.array_equal(edited[ring], photo[ring])
+
+    # 4. a brush stroke above the face (hair): now part of the mask
+    stroke_y = max(8, min(np.nonzero(m)[0]) - 40)
+    assert expected.soft[stroke_y - 6 : stroke_y + 7, 200:312].max() == 0  # not edited the first time
+    editor_stroke(page, [(200, stroke_y), (256, stroke_y), (312, stroke_y)])
+    page.locator("#seed input").fill("8")
+    page.locator("#run").click()
+    wait_status(page, "(seed 8)")
+    second = np.asarray(Image.open(download(page, tmp_path / "edited-2.png")))
+    band = (slice(stroke_y - 3, stroke_y + 4), slice(215, 297))
+    assert (second[band] != photo[band]).any(axis=-1).mean() > 0.5, "the stroke did not reach the mask"
+    page.screenshot(path=artifacts_dir(tmp_path) / "app-screenshot-stroke.png", full_page=True)
+    prov2 = read_provenance(tmp_path / "edited-2.png")
+    assert prov2["mask"] == "upload mask.png, corrected in the app" and prov2["region"][1] < y0
+
+
+def test_the_api_edits_through_gradio_client(server, tiny_artifact, tmp_path):
+    """`/edit` through gradio_client: a photo with no detectable face and a mask (the masked region is edited
+    as one face); bad numbers and a bad photo are errors with their reason; `/detect` answers a bad file."""
+    from gradio_client import Client, handle_file
+
+    from facepaint.apps.web import editor_for
+    from facepaint.editing.provenance import read_provenance
+
+    url, _ = server
+    photo = textured(96, 128, seed=3)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    m = np.zeros((96, 128), np.uint8)
+    m[30:70, 40:90] = 255
+    Image.fromarray(m).save(tmp_path / "mask.png")
+    client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+
+    def edit(photo_file, steps=2, **changes):
+        args = dict(
+            photo_path=handle_file(photo_file),
+            editor_value=None,
+            mask_path=handle_file(tmp_path / "mask.png"),
+            faces="all",
+            min_face=64,
+            prompt="an old face",
+            negative_prompt="",
+            seed=5,
+            steps=steps,
+            guidance_scale=7.5,
+            strength=1.0,
+            blend=True,
+            watermark=False,
+        )
+        args.update(changes)
+        return client.predict(*args.values(), api_name="/edit")
+
+    _, png, provenance, status = edit(tmp_path / "photo.png")
+    assert "the masked region, as one face," in status
+    result = np.asarray(Image.open(png))
+    assert result.shape == photo.shape
+    assert read_provenance(png)["prompt"] == "an old face" == provenance["prompt"]
+    assert read_provenance(png)["mask"] == "upload mask.png"
+    expected = editor_for(str(tiny_artifact.path)).edit(photo, "an old face", mask=m > 0, steps=2, seed=5)
+    assert np.array_equal(result[expected.soft == 0], photo[expected.soft == 0]) and (expected.soft == 0).any()
+    x0, y0, x1, y1 = provenance["region"]
+    ring = np.ones(m.shape, bool)
+    ring[y0:y1, x0:x1] = False
+    assert ring.any() and np.array_equal(result[ring], photo[ring])
+    assert not np.array_equal(result[30:70, 40:90], photo[30:70, 40:90])
+
+    for changes, reason in (
+        ({"steps": "nan"}, "steps must be a finite number"),  # JSON has no NaN: as a raw client sends it
+        ({"steps": -2}, "steps must be from 1"),
+        ({"guidance_scale": 1e9}, "guidance scale must be from 0 to 50"),
+        ({"prompt": "  "}, "write a prompt"),
+        ({"faces": "0,x"}, "0,x"),
+        ({"model": str(tmp_path)}, "not in the list of choices"),  # the API cannot load any path on the server
+    ):
+        with pytest.raises(Exception, match=reason) as err:
+            edit(tmp_path / "photo.png", **changes)
+        assert "Traceback" not in str(err.value)
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(Exception, match=r"photo notes\.png: corrupt or unreadable image"):
+        edit(tmp_path / "notes.png")
+    *_, faces, status = client.predict(handle_file(tmp_path / "notes.png"), "all", 64, api_name="/detect")
+    assert faces == [] and "Cannot use this photo" in status
+    # still serving
+    assert "the masked region" in edit(tmp_path / "photo.png")[3]
+    assert 0 <= client.predict(api_name="/random_seed") < 2**32

@@ -1,0 +1,474 @@
+"""facepaint.editing.editor on the tiny model at 64 px: the background guarantee (real fixture photos and odd
+synthetic ones), the adapter, determinism, provenance, the BiSeNet path and bad input."""
+
+import copy
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facepaint.common.images import ImageError, load_rgb
+from facepaint.data.masks import annotation_union
+from facepaint.edit import DEFAULTS, EditOptions
+from facepaint.editing import watermark as wm
+from facepaint.editing.detection import FaceError
+from facepaint.editing.editor import FaceEditor
+from facepaint.editing.helper import EditError
+from facepaint.editing.provenance import read_provenance
+from facepaint.method import generate as generate_mod
+from facepaint.method.artifact import ArtifactError, load_artifact, save_artifact
+from facepaint.method.blend import pixel_blend
+from facepaint.method.generate import Inpainter
+from facepaint.method.masks import BISENET_CLASSES, face_crop
+from facepaint.method.models import ModelLoadError, tiny_components
+from facepaint.method.speed import Speed
+from tests.helpers import assert_close_images, box_mask, random_adapter, textured, tiny_conditions
+
+RES = 64
+FAST = dict(steps=2, seed=0)
+
+
+def make_editor(comps, adapter, where, speed=Speed(dtype="fp32"), **options) -> FaceEditor:
+    """A FaceEditor on in-memory components: an artifact of them (the demo's conditions at 64 px: sigma 1)
+    and an Inpainter on them."""
+    art = load_artifact(save_artifact(where / "model", comps.unet, adapter, tiny_conditions(RES)).path)
+    inpainter = Inpainter(comps, adapter, art.conditions.adapter_scale, RES, device="cpu", speed_options=speed)
+    return FaceEditor(inpainter, art, **options)
+
+
+@pytest.fixture(scope="module")
+def comps():
+    return tiny_components(seed=0)
+
+
+@pytest.fixture(scope="module")
+def editor(comps, tmp_path_factory):
+    return make_editor(comps, random_adapter(comps), tmp_path_factory.mktemp("editor"))
+
+
+def assert_background_kept(result, original):
+    """Every pixel where M_soft == 0 is the input's; M_soft is 0 outside the region; the face changed."""
+    assert result.image.shape == original.shape and result.image.dtype == np.uint8
+    outside = result.soft == 0
+    assert np.array_equal(result.image[outside], original[outside])
+    x0, y0, x1, y1 = result.region
+    in_region = np.zeros(outside.shape, bool)
+    in_region[y0:y1, x0:x1] = True
+    assert (result.soft[~in_region] == 0).all() and result.soft.max() <= 1
+    assert (result.image[result.mask] != original[result.mask]).any()
+
+
+# ------------------------------------------------------------------------------------ pure pieces
+
+
+def test_pixel_blend_formula_and_exact_copy_where_soft_is_zero():
+    rng = np.random.default_rng(0)
+    orig = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    res = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    soft = rng.random((8, 8)).astype(np.float32)
+    soft[:, :3] = 0
+    soft[0, 7] = 1
+    out = pixel_blend(orig, res, soft)
+    expected = np.rint(res * soft[..., None] + orig * (1 - soft[..., None]))
+    assert np.abs(out.astype(float) - expected).max() <= 1  # float32 vs float64 rounding
+    assert np.array_equal(out[:, :3], orig[:, :3]) and np.array_equal(out[0, 7], res[0, 7])
+
+
+def test_face_crop_is_a_padded_square_inside_the_image():
+    m = box_mask(200, 300, 50, 90, 100, 180)  # 80 wide, 40 high
+    x0, y0, side = face_crop(m, 0.25)
+    assert side == 120 and (x0, y0) == (80, 10)  # 80 * 1.5, centred on the box
+    x0, y0, side = face_crop(box_mask(200, 300, 0, 30, 270, 300), 0.5)  # in a corner: shifted inside
+    assert (x0, y0, side) == (300 - 60, 0, 60)
+    x0, y0, side = face_crop(box_mask(100, 300, 10, 90, 50, 250), 0.25)  # wider than the photo is high
+    assert side == 100 and y0 == 0 and 0 <= x0 <= 200
+
+
+# ------------------------------------------------------------------------------ background guarantee
+
+
+def _exif_rotated_jpeg(path):
+    """A JPEG stored 150 wide x 97 high whose EXIF says: rotate 90 degrees clockwise to display."""
+    stored = Image.fromarray(textured(97, 150, seed=3))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(path, quality=95, exif=exif)
+    return np.rot90(np.asarray(Image.open(path).convert("RGB")), k=-1)  # what a viewer shows
+
+
+def _rgba_png(path):
+    px = textured(120, 90, seed=4)
+    alpha = np.full((120, 90), 255, np.uint8)
+    alpha[:20] = 0  # a transparent band at the top: composited on white
+    Image.fromarray(np.dstack([px, alpha]), "RGBA").save(path)
+    return np.where(alpha[..., None] == 255, px, 255).astype(np.uint8)
+
+
+def _grey_png(path):
+    px = textured(150, 97, seed=5)[..., 0]
+    Image.fromarray(px, "L").save(path)
+    return np.repeat(px[..., None], 3, axis=2)
+
+
+def _rgb_png(path):
+    px = textured(457, 301, seed=6)
+    Image.fromarray(px).save(path)
+    return px
+
+
+@pytest.mark.parametrize("make", [_rgb_png, _grey_png, _rgba_png, _exif_rotated_jpeg])
+def test_background_is_bit_identical_on_odd_photos(editor, tmp_path, make):
+    path = tmp_path / ("photo.jpg" if make is _exif_rotated_jpeg else "photo.png")
+    expected = make(path)  # the photo as it should be seen, decoded independently of load_rgb
+    h, w = expected.shape[:2]
+    mask = box_mask(h, w, h // 3, h // 3 + h // 4, w // 4, w // 2)
+    result = editor.edit(path, "a smiling face", mask=mask, **FAST)
+    assert np.array_equal(result.original, expected)
+    assert_background_kept(result, expected)
+    assert result.provenance["region"] == list(result.region)
+
+
+def test_array_input_and_no_blend_ablation(editor):
+    photo = textured(97, 150, seed=1)
+    mask = box_mask(97, 150, 30, 60, 60, 95)
+    blended = editor.edit(photo, "a face", mask=mask, **FAST)
+    assert_background_kept(blended, photo)
+    raw = editor.edit(photo, "a face", mask=mask, blend=False, **FAST)
+    x0, y0, x1, y1 = raw.region
+    outside_region = np.ones((97, 150), bool)
+    outside_region[y0:y1, x0:x1] = False
+    assert np.array_equal(raw.image[outside_region], photo[outside_region])  # only the crop is pasted
+    changed = (raw.image != photo).any(axis=2)
+    assert (changed & (raw.soft == 0) & ~outside_region).any()  # the VAE touched background in the crop
+    assert np.array_equal(raw.generated, blended.generated)
+
+
+def test_watermark_stays_inside_the_face(editor):
+    photo = textured(160, 130, seed=2)
+    mask = box_mask(160, 130, 40, 110, 30, 100)
+    plain = editor.edit(photo, "a face", mask=mask, **FAST)
+    marked = editor.edit(photo, "a face", mask=mask, watermark=True, **FAST)
+    assert_background_kept(marked, photo)
+    diff = (marked.image != plain.image).any(axis=2)
+    assert diff.any() and not (diff & ~mask).any()
+    assert wm.detect(marked.image, mask) > wm.THRESHOLD
+    assert wm.detect(plain.image, mask) < wm.THRESHOLD
+    assert wm.detect(marked.image, mask, key="someone else") < wm.THRESHOLD
+    assert marked.provenance["watermark"] is True and plain.provenance["watermark"] is False
+
+
+@pytest.mark.fixture
+def test_background_is_bit_identical_on_real_photos(editor, fixture_root):
+    ids = [int(x) for x in (fixture_root / "ids.txt").read_text().split()[:3]]
+    for image_id in ids:
+        path = fixture_root / "CelebA-HQ-img" / f"{image_id}.jpg"
+        original = np.asarray(load_rgb(path).image)
+        mask, _ = annotation_union(fixture_root, image_id, editor.conditions.parts)
+        result = editor.edit(path, "a smiling woman with blond hair", mask=mask, watermark=image_id == ids[0], **FAST)
+        assert_background_kept(result, original)
+        assert result.mask.shape == original.shape[:2] and np.array_equal(result.mask, mask)
+    raw = editor.edit(path, "a smiling woman", mask=mask, blend=False, **FAST)
+    x0, y0, x1, y1 = raw.region
+    inside_crop = np.zeros(mask.shape, bool)
+    inside_crop[y0:y1, x0:x1] = True
+    assert ((raw.image != original).any(axis=2) & (raw.soft == 0) & inside_crop).any()
+
+
+def test_a_face_wider_than_the_photo_is_high_is_edited_inside_one_square(editor):
+    photo = textured(40, 200, seed=12)
+    mask = box_mask(40, 200, 5, 35, 10, 190)
+    result = editor.edit(photo, "a face", mask=mask, **FAST)
+    cols = np.nonzero((result.soft > 0).any(axis=0))[0]
+    assert cols.max() - cols.min() < 40  # only one 40 px square of the face went through the model
+    assert any("only the 40 px square" in n for n in result.notes) and not result.mask[:, : cols.min()].any()
+    assert_background_kept(result, photo)
+
+
+# ---------------------------------------------------------------------------- the model is used right
+
+
+def test_adapter_is_applied_and_seed_makes_it_deterministic(editor, comps, monkeypatch, tmp_path):
+    photo = textured(96, 96, seed=7)
+    mask = box_mask(96, 96, 20, 70, 25, 75)
+    a = editor.edit(photo, "a face with blond hair", mask=mask, **FAST)
+    again = editor.edit(photo, "a face with blond hair", mask=mask, **FAST)
+    assert np.array_equal(a.image, again.image)
+    other_seed = editor.edit(photo, "a face with blond hair", mask=mask, steps=2, seed=1)
+    assert not np.array_equal(a.generated, other_seed.generated)
+
+    zeroed = copy.deepcopy(editor.inpainter.adapter)
+    torch.nn.init.zeros_(zeroed.w2.weight)
+    no_adapter = make_editor(comps, zeroed, tmp_path)
+    b = no_adapter.edit(photo, "a face with blond hair", mask=mask, **FAST)
+    assert not np.array_equal(a.generated, b.generated)
+
+    calls = []
+    real = generate_mod.condition
+    monkeypatch.setattr(
+        generate_mod, "condition", lambda e, beta, ad, s: calls.append((beta, ad, s)) or real(e, beta, ad, s)
+    )
+    c = editor.edit(photo, "a face with blond hair", mask=mask, **FAST)
+    # Both the prompt and the (empty) negative prompt go through the adapter, with the crop's beta and the
+    # artifact's adapter_scale.
+    scale = editor.conditions.adapter_scale
+    assert len(calls) == 2 and all(call == (c.provenance["beta"], editor.inpainter.adapter, scale) for call in calls)
+    assert 0 < c.provenance["beta"] < 1 and np.array_equal(c.image, a.image)
+
+
+def test_from_artifact_matches_the_components_and_records_provenance(editor, comps, tmp_path):
+    artifact = save_artifact(tmp_path / "model", comps.unet, editor.inpainter.adapter, tiny_conditions(RES))
+    loaded = FaceEditor.from_artifact(tmp_path / "model", device="cpu", speed_options=Speed(dtype="fp16"))
+    assert loaded.sigma == artifact.conditions.sigma == 1.0  # the soft mask the model was trained with
+    photo = textured(80, 120, seed=8)
+    mask = box_mask(80, 120, 20, 60, 40, 80)
+    result = loaded.edit(photo, "a face", mask=mask, negative_prompt="blurry", guidance_scale=5.0, **FAST)
+    assert np.array_equal(
+        result.image,
+        editor.edit(photo, "a face", mask=mask, negative_prompt="blurry", guidance_scale=5.0, **FAST).image,
+    )
+    out = result.save(tmp_path / "out" / "edited.png")
+    prov = read_provenance(out)
+    assert prov == result.provenance
+    assert prov["artifact_version"] == artifact.version and prov["model"] == "tiny-random(seed=0)"
+    assert prov["prompt"] == "a face" and prov["negative_prompt"] == "blurry" and prov["seed"] == 0
+    assert prov["guidance_scale"] == 5.0 and prov["steps"] == 2 and prov["blend"] is True
+    assert prov["region"] == list(result.region) and prov["artifact_path"] == str(tmp_path / "model")
+    assert prov["sigma"] == 1.0 and prov["adapter_scale"] == 0.3 and prov["resolution"] == RES
+    assert prov["parts"] == list(artifact.conditions.parts) and prov["padding"] == 0.25
+    assert np.array_equal(np.asarray(Image.open(out)), result.image)
+    Image.fromarray(photo).save(tmp_path / "plain.png")
+    with pytest.raises(ValueError, match="no facepaint provenance"):
+        read_provenance(tmp_path / "plain.png")
+
+
+def test_missing_or_invalid_artifact(tmp_path):
+    with pytest.raises(ArtifactError, match="not a directory"):
+        FaceEditor.from_artifact(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="lacks"):
+        FaceEditor.from_artifact(tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------------------------- BiSeNet
+
+
+@pytest.mark.fixture
+def test_bisenet_finds_the_face_when_no_mask_is_given(editor, random_bisenet_weights, fixture_root):
+    """No mask: the detector finds the face of a real portrait, the parser labels its aligned crop."""
+    ed = FaceEditor(editor.inpainter, editor.artifact, bisenet_weights=random_bisenet_weights)
+    photo = np.asarray(load_rgb(fixture_root / "CelebA-HQ-img" / "10167.jpg").image)
+    # Random weights label pixels arbitrarily: the flow must give a full-size mask or the clear error.
+    assert ed.parse_face(photo).shape == photo.shape[:2]
+    try:
+        ed.edit(photo, "a face", **FAST)
+    except EditError as e:
+        assert "no face to edit in <array>" in str(e) and "parser found no face parts" in str(e)
+
+    def skin_in_a_box(batch):  # what a trained parser returns: skin in the middle, hair elsewhere
+        labels = np.full(batch.shape[:3], BISENET_CLASSES.index("hair"), np.uint8)
+        labels[:, 128:384, 160:352] = BISENET_CLASSES.index("skin")
+        return labels
+
+    ed.face_parser().labels = skin_in_a_box
+    result = ed.edit(photo, "a face", **FAST)
+    assert result.provenance["mask"] == "bisenet" and result.provenance["detector"] == "opencv-haar"
+    assert [f["aligned_by"] for f in result.provenance["faces"]] == ["box"]
+    # the parser's box in the aligned crop, warped back: a box around the photo's face centre
+    ys, xs = np.nonzero(result.mask)
+    (bx0, by0, bx1, by1) = result.faces[0].box
+    assert abs((xs.min() + xs.max()) / 2 - (bx0 + bx1) / 2) < 0.1 * (bx1 - bx0)
+    assert_background_kept(result, photo)
+
+
+def test_missing_bisenet_weights_without_a_mask_say_how_to_pass_one(editor, tmp_path):
+    ed = FaceEditor(editor.inpainter, editor.artifact, bisenet_weights=tmp_path / "nope.pth")
+    with pytest.raises(ModelLoadError) as e:
+        ed.edit(textured(64, 64), "a face", **FAST)
+    assert "nope.pth" in str(e.value) and "--mask" in str(e.value) and "--bisenet-weights" in str(e.value)
+    ed.edit(textured(64, 64), "a face", mask=box_mask(64, 64, 10, 50, 10, 50), **FAST)  # a mask needs no parser
+
+
+# --------------------------------------------------------------------------------------- bad input
+
+
+def test_unreadable_and_oversized_photos_are_refused_with_the_file_name(editor, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
+    with pytest.raises(ImageError, match="broken.jpg.*corrupt or unreadable"):
+        editor.edit(bad, "a face", mask=np.ones((4, 4), bool), **FAST)
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (9000, 8000)).save(bomb)  # 72 megapixels in a few kilobytes
+    with pytest.raises(ImageError, match="decompression bomb"):
+        editor.edit(bomb, "a face", mask=np.ones((8, 9), bool), **FAST)
+    with pytest.raises(ImageError, match="not found"):
+        editor.edit(tmp_path / "missing.png", "a face", mask=np.ones((4, 4), bool), **FAST)
+
+
+def test_empty_or_misfit_masks(editor, tmp_path):
+    photo = textured(80, 120)
+    with pytest.raises(EditError, match="no face found in <array>: the mask"):
+        editor.edit(photo, "a face", mask=np.zeros((80, 120), bool), **FAST)
+    with pytest.raises(EditError, match="aspect ratio"):
+        editor.edit(photo, "a face", mask=np.ones((80, 80), bool), **FAST)
+    # A mask file at another size but the same aspect is resized to the photo and binarized at 0.5.
+    small = np.zeros((40, 60), np.uint8)
+    small[10:30, 20:40] = 255
+    Image.fromarray(small).save(tmp_path / "mask.png")
+    result = editor.edit(photo, "a face", mask=tmp_path / "mask.png", **FAST)
+    assert result.mask.shape == (80, 120) and result.mask[20:60, 40:80].all() and result.mask.sum() == 40 * 40
+    with pytest.raises(ValueError, match="strength"):
+        editor.edit(photo, "a face", mask=result.mask, strength=0)
+
+
+def test_edit_options_have_one_home_and_are_validated(editor):
+    """EditOptions' defaults are what `edit` uses (the CLI and the pyfunc model take them from there too)."""
+    photo, mask = textured(64, 64, seed=14), box_mask(64, 64, 12, 52, 16, 48)
+    result = editor.edit(photo, "a face", mask=mask, steps=2)
+    prov = result.provenance
+    assert (prov["guidance_scale"], prov["strength"], prov["seed"], prov["blend"]) == (
+        DEFAULTS.guidance_scale,
+        DEFAULTS.strength,
+        DEFAULTS.seed,
+        DEFAULTS.blend,
+    )
+    with pytest.raises(ValueError, match="guidance_scale must be a finite"):
+        EditOptions(guidance_scale=float("nan"))
+    with pytest.raises(ValueError, match="steps x strength"):
+        EditOptions(steps=0)
+    with pytest.raises(TypeError, match="sigma"):
+        editor.edit(photo, "a face", mask=mask, sigma=3.0)  # not an edit option: a typo is an error
+
+
+def test_sigma_override_and_mismatched_inpainter(editor, comps, tmp_path):
+    photo, mask = textured(96, 96, seed=15), box_mask(96, 96, 20, 70, 25, 75)
+    wide = FaceEditor(editor.inpainter, editor.artifact, sigma=4.0).edit(photo, "a face", mask=mask, **FAST)
+    narrow = editor.edit(photo, "a face", mask=mask, **FAST)
+    assert (wide.soft > 0).sum() > (narrow.soft > 0).sum() and wide.provenance["sigma"] == 4.0
+    other = Inpainter(comps, editor.inpainter.adapter, 0.3, 2 * RES, device="cpu", speed_options=Speed(dtype="fp32"))
+    with pytest.raises(ValueError, match="trained at 64 px"):
+        FaceEditor(other, editor.artifact)
+
+
+def test_long_prompt_warns_and_names_what_was_cut(editor):
+    prompt = "a portrait of " + "a very " * 40 + "smiling woman wearing red earrings"
+    with pytest.warns(UserWarning, match="77 tokens.*red earrings"):
+        result = editor.edit(textured(64, 64), prompt, mask=box_mask(64, 64, 10, 50, 10, 50), **FAST)
+    assert result.provenance["prompt"] == prompt and result.provenance["prompt_cut"].endswith("red earrings")
+
+
+def test_bytes_input_and_png_roundtrip(editor, tmp_path):
+    buf = io.BytesIO()
+    photo = textured(70, 70, seed=11)
+    Image.fromarray(photo).save(buf, format="PNG")
+    result = editor.edit(buf.getvalue(), "a face", mask=box_mask(70, 70, 20, 50, 20, 50), **FAST)
+    assert_background_kept(result, photo)
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+def test_edit_batch_equals_edit_per_photo(editor):
+    photos = [textured(97, 150, seed=1), textured(64, 64, seed=2), textured(120, 80, seed=3)]
+    masks = [box_mask(97, 150, 30, 60, 60, 95), box_mask(64, 64, 10, 50, 10, 50), box_mask(120, 80, 30, 90, 20, 60)]
+    prompts = ["a smiling face", "a face with blond hair", "a smiling face"]
+    batch = editor.edit_batch(photos, prompts, masks=masks, steps=2, seeds=[0, 1, 2], watermark=True)
+    assert len(batch) == 3
+    for i, result in enumerate(batch):
+        alone = editor.edit(photos[i], prompts[i], mask=masks[i], steps=2, seed=i, watermark=True)
+        assert_close_images(result.generated, alone.generated)
+        assert result.region == alone.region and np.array_equal(result.mask, alone.mask)
+        assert np.array_equal(result.soft, alone.soft)
+        assert_background_kept(result, photos[i])
+        assert result.provenance["runtime"]["batch"] == 3 and alone.provenance["runtime"]["batch"] == 1
+        assert {**result.provenance, "runtime": None} == {**alone.provenance, "runtime": None}
+    # one prompt and one seed for all; a batch of one is exactly `edit`
+    same = editor.edit_batch(photos[:2], "a face", masks=masks[:2], steps=2, seeds=5)
+    assert [r.provenance["seed"] for r in same] == [5, 5]
+    one = editor.edit_batch([photos[1]], ["a face"], masks=[masks[1]], steps=2, seeds=[5])[0]
+    assert np.array_equal(one.image, editor.edit(photos[1], "a face", mask=masks[1], steps=2, seed=5).image)
+    prepared = editor.prepare(photos[1], masks[1])
+    assert np.array_equal(editor.edit_batch([prepared], "a face", steps=2, seeds=5)[0].image, one.image)
+
+
+def test_edit_batch_names_the_photo_that_cannot_be_edited(editor, tmp_path):
+    photos = [textured(64, 64, seed=1), textured(80, 120, seed=2)]
+    good = box_mask(64, 64, 10, 50, 10, 50)
+    with pytest.raises(EditError, match=r"^image 1 of 2: no face found in <array>: the mask"):
+        editor.edit_batch(photos, "a face", masks=[good, np.zeros((80, 120), bool)], steps=2)
+    with pytest.raises(EditError, match=r"^image 1 of 2: .*aspect ratio"):
+        editor.edit_batch(photos, "a face", masks=[good, np.ones((80, 80), bool)], steps=2)
+    with pytest.raises(ImageError, match=r"^image 0 of 2: .*missing.png.*not found"):
+        editor.edit_batch([tmp_path / "missing.png", photos[1]], "a face", masks=[good, None], steps=2)
+    with pytest.raises(ValueError, match="masks: expected one for all images or one per image"):
+        editor.edit_batch(photos, "a face", masks=[good], steps=2)
+    with pytest.raises(ValueError, match="seeds: expected"):
+        editor.edit_batch(photos, "a face", masks=[good, None], steps=2, seeds=[1, 2, 3])
+
+
+# ------------------------------------------------------------------------------------ several faces
+
+
+@pytest.fixture(scope="module")
+def group(fixture_root):
+    """Three fixture faces, scaled and rolled, on an odd-sized textured canvas, and their annotated masks."""
+    from tools.composites import composite, truth_mask
+
+    ids = [int(x) for x in (fixture_root / "ids.txt").read_text().split()][20:23]
+    photo, truths = composite(fixture_root, ids, canvas=(1203, 801), seed=5, scale=(0.8, 1.0))
+    return photo, truths, truth_mask(fixture_root, truths, (1203, 801), tiny_conditions(RES).parts)
+
+
+@pytest.mark.fixture
+def test_every_face_of_a_group_is_edited_with_its_own_prompt_and_the_rest_kept(editor, group):
+    photo, truths, mask = group
+    found, detector = editor.detect(photo)
+    assert len(found) == 3 and detector == "opencv-haar"
+    prompts = ["a smiling face", "a face with blond hair", "an old face"]
+    result = editor.edit(photo, prompts, mask=mask, **FAST)
+    assert [f.index for f in result.faces] == [0, 1, 2]
+    assert [f["prompt"] for f in result.provenance["faces"]] == prompts
+    assert_background_kept(result, photo)
+    assert np.array_equal(result.mask, mask)  # the user's mask, cut per face and put together again
+    for f in result.faces:  # each face changed, inside its own region
+        x0, y0, x1, y1 = f.region
+        assert (result.image[y0:y1, x0:x1][f.mask] != photo[y0:y1, x0:x1][f.mask]).any()
+        assert f.generated.shape == (RES, RES, 3) and f.matrix.shape == (2, 3)
+    # one batch for the three faces: the same as each face edited alone with its prompt
+    alone = editor.edit(photo, prompts[1], mask=mask, faces="1", **FAST)
+    assert_close_images(alone.faces[0].generated, result.faces[1].generated)
+
+
+@pytest.mark.fixture
+def test_faces_not_selected_or_not_covered_by_the_mask_are_left_alone(editor, group):
+    photo, truths, mask = group
+    found, _ = editor.detect(photo)
+    some = editor.edit(photo, "a face", mask=mask, faces="0,2", **FAST)
+    assert [f.index for f in some.faces] == [0, 2]
+    x0, y0, x1, y1 = (round(v) for v in found[1].box)
+    assert np.array_equal(some.image[y0:y1, x0:x1], photo[y0:y1, x0:x1])  # face 1 untouched
+    # a mask that covers face 1 only: faces 0 and 2 are left alone, with a note each
+    only = mask.copy()
+    only[:, : round(found[0].box[2]) + 20] = False
+    only[:, round(found[2].box[0]) - 20 :] = False
+    one = editor.edit(photo, "a face", mask=only, **FAST)
+    assert [f.index for f in one.faces] == [1]
+    assert sum("is not covered by the mask: left alone" in n for n in one.notes) == 2
+    assert_background_kept(one, photo)
+    largest = editor.edit(photo, "a face", mask=mask, faces="largest", **FAST)
+    assert len(largest.faces) == 1
+    with pytest.raises(FaceError, match=r"face index \[3\] does not exist: <array> has faces 0-2"):
+        editor.edit(photo, "a face", mask=mask, faces="1,3", **FAST)
+    with pytest.raises(ValueError, match="one per selected face"):
+        editor.edit(photo, ["a", "b"], mask=mask, **FAST)
+    with pytest.warns(UserWarning, match="under --min-face") as caught:  # every face too small:
+        small = editor.edit(photo, "a face", mask=mask, min_face=10_000, **FAST)
+    assert small.faces[0].index is None  # the masked region is edited as one face
+    assert sum("under --min-face" in str(w.message) for w in caught) == 3
+
+
+def test_no_face_and_no_mask_is_a_clear_error(editor, random_bisenet_weights):
+    ed = FaceEditor(editor.inpainter, editor.artifact, bisenet_weights=random_bisenet_weights)
+    with pytest.raises(EditError, match=r"no face found in <array> \(detector opencv-haar.*--mask"):
+        ed.edit(np.full((200, 300, 3), 128, np.uint8), "a face", **FAST)

@@ -1,0 +1,208 @@
+"""facepaint.evaluation.methods.registry on the tiny model at 64 px with a perturbed artifact: every method's contract,
+blending vs none, the fine-tuning's effect, Blended Latent Diffusion's latent replacement step by
+step, what build_methods reports unavailable, and measure()."""
+
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+import torch
+
+from facepaint import methods
+from facepaint.evaluation.methods.base import EditInput, measure
+from facepaint.evaluation.methods.registry import build_methods
+from facepaint.evaluation.run import EvalConfig
+from facepaint.method.artifact import kv_parameters
+from facepaint.method.blend import pixel_blend, soft_mask
+from facepaint.method.masks import latent_mask
+from facepaint.method.models import tiny_components
+from tests.helpers import config
+
+RES = 64
+EVAL = config("evaluate", EvalConfig, steps=2)
+CFG = EVAL.inference()  # the demo's evaluation settings at 2 steps
+INPAINTING = ["ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion_9ch", "blended_latent_diffusion"]
+
+
+@pytest.fixture(scope="module")
+def BUILD(baselines):
+    return dict(device="cpu", dtype=EVAL.dtype, baselines=baselines, brushnet=EVAL.brushnet, diptych=EVAL.diptych)
+
+
+@pytest.fixture(scope="module")
+def built(tiny_artifact, BUILD):
+    found, unavailable = build_methods(INPAINTING, tiny_artifact.path, CFG, **BUILD)
+    assert list(found) == INPAINTING and unavailable == {}
+    return found
+
+
+def edit_input(seed=0) -> EditInput:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:RES, 0:RES]
+    base = np.stack([128 + 80 * np.sin(xx / 9 + c) * np.cos(yy / 11) for c in range(3)], axis=-1)
+    image = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    mask = np.zeros((RES, RES), bool)
+    mask[16:48, 20:44] = True
+    return EditInput(image, mask, soft_mask(mask, 1.0), float(mask.mean()), "a smiling face", seed)
+
+
+@pytest.fixture(scope="module")
+def outputs(built):
+    """{name: (seed 0, seed 0 again, seed 1)} for every inpainting method."""
+    return {n: tuple(m.edit(edit_input(s)) for s in (0, 0, 1)) for n, m in built.items()}
+
+
+def test_every_method_is_deterministic_in_its_seed(built, outputs):
+    for name, (a, again, other) in outputs.items():
+        assert a.dtype == np.uint8 and a.shape == (RES, RES, 3), name
+        assert np.array_equal(a, again), name
+        assert not np.array_equal(a, other), name
+        assert built[name].label == methods.LABELS[name]
+
+
+def test_blending_keeps_the_background_and_without_it_the_vae_changes_it(outputs):
+    x = edit_input()
+    ours, raw = outputs["ours"][0], outputs["ours_no_blend"][0]
+    outside = x.soft == 0
+    assert np.array_equal(ours[outside], x.image[outside])
+    assert (raw[outside] != x.image[outside]).any()
+    assert np.array_equal(ours, pixel_blend(x.image, raw, x.soft))  # the same generation, then the blend
+
+
+def test_fine_tuning_and_latent_replacement_change_the_result(outputs):
+    assert not np.array_equal(outputs["sd15_inpaint"][0], outputs["ours_no_blend"][0])
+    assert not np.array_equal(outputs["blended_latent_diffusion_9ch"][0], outputs["sd15_inpaint"][0])
+
+
+def test_published_blended_latent_diffusion_runs_on_the_4_channel_model(built, monkeypatch):
+    """BLD as published: the text-to-image UNet (4 channels), and after the last step the latents outside the
+    latent mask are the photo's latents (diffusers' inpainting pipeline does the replacement for 4 channels)."""
+    pipe = built["blended_latent_diffusion"].inpainter.pipe
+    assert pipe.unet.config.in_channels == 4 and built["sd15_inpaint"].inpainter.pipe.unet.config.in_channels == 9
+    seen = {}
+    encode, decode = pipe._encode_vae_image, pipe.vae.decode
+
+    def encoded(*a, **k):  # the pipeline encodes the photo first, then the masked photo (unused by 4 channels)
+        out = encode(*a, **k)
+        seen.setdefault("photo", out)
+        return out
+
+    def decoded(z, *a, **k):
+        seen["final"] = z * pipe.vae.config.scaling_factor
+        return decode(z, *a, **k)
+
+    monkeypatch.setattr(pipe, "_encode_vae_image", encoded)
+    monkeypatch.setattr(pipe.vae, "decode", decoded)
+    x = edit_input(seed=3)
+    built["blended_latent_diffusion"].edit(x)
+    h = RES // 8
+    inside = torch.nn.functional.interpolate(torch.from_numpy(x.mask).float()[None, None], size=(h, h)) > 0.5
+    keep = (~inside).expand_as(seen["final"])
+    assert 0 < keep.float().mean() < 1
+    assert torch.allclose(seen["final"][keep], seen["photo"][keep], atol=1e-5)
+    assert not torch.allclose(seen["final"][~keep], seen["photo"][~keep], atol=1e-2)  # the face is generated
+
+
+def test_blended_latent_diffusion_9ch_replaces_the_background_latents_at_every_step(built, monkeypatch):
+    seen = []
+    real = methods.LatentBlend.__call__
+
+    def recording(self, pipe, i, t, kwargs):
+        out = real(self, pipe, i, t, kwargs)
+        seen.append((i, out["latents"].clone(), pipe.scheduler.timesteps.clone()))
+        return out
+
+    monkeypatch.setattr(methods.LatentBlend, "__call__", recording)
+    x = edit_input(seed=3)
+    built["blended_latent_diffusion_9ch"].edit(x)
+    pipe = built["blended_latent_diffusion_9ch"].inpainter.pipe
+    with torch.no_grad():  # recomputed here: the photo's posterior mean and the sampler's starting noise
+        pixels = torch.from_numpy(x.image).permute(2, 0, 1)[None].float() / 127.5 - 1
+        init = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+    noise = torch.randn(init.shape, generator=torch.Generator("cpu").manual_seed(3))
+    keep = torch.from_numpy(~latent_mask(x.mask, 8)).expand_as(init[0])[None]
+    assert 0 < keep.float().mean() < 1
+    assert [i for i, _, _ in seen] == list(range(CFG.steps))
+    for i, latents, timesteps in seen:
+        target = init if i == CFG.steps - 1 else pipe.scheduler.add_noise(init, noise, timesteps[i + 1 : i + 2])
+        assert torch.allclose(latents[keep], target[keep], atol=1e-5), i
+        assert not torch.allclose(latents[~keep], target[~keep], atol=1e-3), i  # the face is generated
+
+
+def test_ours_loads_the_artifact_into_its_own_unet_only(built, tiny_artifact):
+    base = kv_parameters(tiny_components(seed=0, parts=("unet",)).unet)
+    for name in ("sd15_inpaint", "blended_latent_diffusion_9ch"):
+        for k, p in kv_parameters(built[name].inpainter.pipe.unet).items():
+            assert torch.equal(p, base[k]), (name, k)
+    ours = kv_parameters(built["ours"].inpainter.pipe.unet)
+    assert all(torch.equal(p, tiny_artifact.kv[k]) for k, p in ours.items())
+    assert built["ours"].inpainter is built["ours_no_blend"].inpainter  # one fine-tuned model for both
+    assert built["sd15_inpaint"].inpainter.adapter is None and built["ours"].inpainter.adapter is not None
+
+
+def test_measure_reports_cpu_time(built, outputs):
+    out, stats = measure(built["sd15_inpaint"], edit_input(), "cpu")
+    assert np.array_equal(out, outputs["sd15_inpaint"][0])
+    assert stats["clock"] == "cpu" and stats["seconds"] > 0 and stats["wall_seconds"] > 0
+    assert stats["peak_mem_mib"] is None
+    pipe = built["sd15_inpaint"].inpainter.pipe
+    size = sum(p.numel() * 4 for m in (pipe.vae, pipe.unet, pipe.text_encoder) for p in m.parameters())
+    assert stats["weights_mib"] == pytest.approx(size / 2**20, rel=1e-3)  # + small buffers (position ids)
+
+
+def test_a_missing_text_to_image_base_makes_bld_unavailable_naming_the_files(tiny_artifact, BUILD, tmp_path):
+    missing = replace(BUILD["baselines"], sd15_t2i=str(tmp_path / "nowhere"))
+    found, unavailable = build_methods(
+        ["sd15_inpaint", "blended_latent_diffusion"], tiny_artifact.path, CFG, **{**BUILD, "baselines": missing}
+    )
+    assert list(found) == ["sd15_inpaint"]  # the others are still built
+    why = unavailable["blended_latent_diffusion"]
+    assert "nowhere" in why and "unet/" in why and "huggingface-cli download" in why
+
+
+def test_wrong_input_size_is_refused(built):
+    x = edit_input()
+    x.image = x.image[:32, :32]
+    with pytest.raises(ValueError, match=r"\(64, 64, 3\)"):
+        built["ours"].edit(x)
+
+
+def test_unknown_methods_and_settings(tiny_artifact, BUILD):
+    with pytest.raises(ValueError, match="unknown method.*'sdxl'.*known.*blended_latent_diffusion"):
+        build_methods(["ours", "sdxl"], tiny_artifact.path, CFG, **BUILD)
+    with pytest.raises(ValueError, match="scheduler"):
+        build_methods(["ours"], tiny_artifact.path, replace(CFG, scheduler="euler"), **BUILD)
+    with pytest.raises(ValueError, match=r"evaluate.brushnet: unknown key\(s\) \['scale'\]"):
+        build_methods(["brushnet"], tiny_artifact.path, CFG, **{**BUILD, "brushnet": {"scale": 1.0}})
+
+
+def test_the_publications_baselines_load_from_the_demo_models(tiny_artifact, BUILD):
+    """BrushNet and Diptych Prompting are built through their real loading code from the tiny models the demo
+    stage writes, and edit a photo; without those files each is unavailable, naming what to supply."""
+    names = ["brushnet", "diptych_prompting"]
+    found, unavailable = build_methods(names, tiny_artifact.path, CFG, **BUILD)
+    assert list(found) == names and unavailable == {}
+    x = edit_input()
+    for name, m in found.items():
+        out = m.edit(x)
+        assert out.dtype == np.uint8 and out.shape == (RES, RES, 3) and m.label == methods.LABELS[name]
+        assert (out[x.mask] != x.image[x.mask]).any(), name
+    nowhere = replace(BUILD["baselines"], brushnet="/nowhere/brushnet", flux="/nowhere/flux")
+    found, unavailable = build_methods(names, tiny_artifact.path, CFG, **{**BUILD, "baselines": nowhere})
+    assert found == {} and set(unavailable) == set(names)
+    assert "/nowhere/brushnet" in unavailable["brushnet"] and "config.json" in unavailable["brushnet"]
+    assert "/nowhere/flux" in unavailable["diptych_prompting"] and "transformer" in unavailable["diptych_prompting"]
+
+
+def test_paint_by_example_offline_is_unavailable_and_says_how_to_supply_it(tiny_artifact, offline, baselines):
+    out = offline(
+        "from facepaint.evaluation.methods.registry import *\n"
+        f"found, unavailable = build_methods(['paint_by_example', 'sd15_inpaint'], {str(tiny_artifact.path)!r}, "
+        f"InferenceConfig(**{asdict(CFG)!r}), device='cpu', dtype='fp32', "
+        f"baselines={asdict(baselines)!r}, brushnet={asdict(EVAL.brushnet)!r}, diptych={asdict(EVAL.diptych)!r})\n"
+        "print(sorted(found)); print(unavailable['paint_by_example'])\n"
+    )
+    listed, reason = out.splitlines()[-2:]
+    assert listed == "['sd15_inpaint']"  # the other methods are still built
+    assert "Fantasy-Studio/Paint-by-Example" in reason and "huggingface-cli download" in reason
+    assert "paint_by_example" in reason

@@ -76,10 +76,11 @@ class FacepaintModel(mlflow.pyfunc.PythonModel):
         MlflowException(INVALID_PARAMETER_VALUE), which the scoring server answers with HTTP 400 and the message
         (naming the row), never a 500 with a traceback."""
         import json
+        from dataclasses import asdict
 
         from facepaint.common.errors import FacepaintError
 
-        rows, options = read_request(model_input, params)
+        rows, (options, choices) = read_request(model_input, params)
         images, provenance = [], []
         for i, (image, prompt, m) in enumerate(rows):
             try:

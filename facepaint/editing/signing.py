@@ -1,6 +1,6 @@
 """Signed C2PA provenance (Content Credentials) on every edited PNG, and `facepaint verify`.
 
-    png = sign_png(png_with_provenance, provenance)     # what facepaint.editing.provenance.png_bytes does for every output
+    png = sign_png(png_with_provenance, provenance)     # what provenance.png_bytes does for every output
     report = verify("edited.png")                       # what `facepaint verify edited.png` prints
     report.ok, report.problems, report.lines()
 

@@ -230,7 +230,7 @@ class BrushNetModel(ModelMixin, ConfigMixin):
             unsupported.update(down_block_types=down_block_types, mid_block_type=mid_block_type)
         if unsupported:
             raise ValueError(
-                f"BrushNetModel implements the SD1.5 BrushNet architecture (facepaint.evaluation.methods.brushnet.SD15_BRUSHNET); "
+                f"BrushNetModel implements the SD1.5 BrushNet architecture (brushnet.SD15_BRUSHNET); "
                 f"this config asks for {unsupported}, which the SD1.5 checkpoints do not use"
             )
         c0, temb = block_out_channels[0], block_out_channels[0] * 4
@@ -401,7 +401,7 @@ def _check_sd15_unet(unet) -> None:
         extras.update(time_cond_proj_dim=c.get("time_cond_proj_dim"), center_input_sample=c.get("center_input_sample"))
     if extras or c.in_channels != 4:
         raise ValueError(
-            f"facepaint.evaluation.methods.brushnet.unet_forward runs SD1.5's 4-channel text-to-image UNet; this UNet has "
+            f"brushnet.unet_forward runs SD1.5's 4-channel text-to-image UNet; this UNet has "
             f"in_channels={c.in_channels} and {extras or 'no extra embeddings'}"
         )
 
@@ -745,7 +745,7 @@ def save_tiny_brushnet(
 
 
 @dataclass(frozen=True)
-class BrushNetSettings:  # params.yaml `evaluate.brushnet`: BrushNet's own options (facepaint.evaluation.methods.brushnet)
+class BrushNetSettings:  # params.yaml `evaluate.brushnet`: BrushNet's own options (see the module docstring)
     conditioning_scale: float  # multiplies every BrushNet feature (1.0 in all its scripts)
     blur_blend: bool  # its "blended" option (blurred-mask paste-back); off for the headline row
 

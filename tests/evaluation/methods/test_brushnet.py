@@ -1,4 +1,5 @@
-"""facepaint.evaluation.methods.brushnet: the SD1.5 BrushNet architecture against TencentARC's checkpoint layout, the injection
+"""facepaint.evaluation.methods.brushnet: the SD1.5 BrushNet architecture against TencentARC's checkpoint layout,
+the injection
 points in the frozen UNet, the real loading path on tiny models saved in the real layouts, what is
 unavailable without weights, and BrushNet's own blurred blending.
 

@@ -24,19 +24,14 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    import torch
-
     for item in items:  # a test that reads the fixture is a fixture test, marked or not (`-m fixture` finds it)
         if "fixture_root" in getattr(item, "fixturenames", ()) and "fixture" not in item.keywords:
             item.add_marker(pytest.mark.fixture)
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
-    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none is available here")
     skip_fixture = pytest.mark.skip(reason=f"real CelebAMask-HQ fixture absent at {FIXTURE} (set FACEPAINT_FIXTURE)")
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
-        if "gpu" in item.keywords and not torch.cuda.is_available():
-            item.add_marker(skip_gpu)
         if "fixture" in item.keywords and not has_fixture():
             item.add_marker(skip_fixture)
 

@@ -18,11 +18,11 @@ Settings. Everything comes from params.yaml with the overrides of `--profile` (d
 none on the CPU, i.e. params.yaml's own demo values; `--profile none` forces those): the model
 architecture (`model`; `pretrained` is built as `random`, the same architecture with random weights:
 nothing is downloaded, and speed and memory do not depend on the weights' values), the resolution
-(`masks.resolution`), the soft mask's sigma (`masks.sigma`), the face parts and mask back-end, the
-adapter scale (`train.adapter_scale`) and how an edit samples (`evaluate`: scheduler, guidance scale,
-strength, negative prompt). The benchmark's own variations are explicit overrides: the step counts
-(`evaluate.steps` and half of it, or `--steps`), `--resolution`, the throughput batch (`--batch`, 8),
-and each variant's `Speed` (below).
+(`masks.resolution`), the face parts and mask back-end, the adapter scale (`train.adapter_scale`) and
+how an edit samples and blends (`sampling`, a `SamplingOptions`: scheduler, guidance scale, strength,
+negative prompt, the soft mask's sigma in pixels of a 512 px crop). The benchmark's own variations are
+explicit overrides: the step counts (`sampling.steps` and half of it, or `--steps`), `--resolution`, the
+throughput batch (`--batch`, 8), and each variant's `Speed` (below).
 
 The editor is the public API on random components: the components are built once and shared by the
 variants (an `Inpainter` sets their dtype, attention and memory layout itself), the adapter is a
@@ -60,7 +60,7 @@ wide, rolled by up to 20 degrees; needs ../shared/fixtures/celebamask-hq-mini or
 faces' annotated masks as the user's mask, edited through `FaceEditor.edit` (`optimized` variant) at each
 step count: seconds per photo and per face, and the face pipeline's overhead timed on its own: detection
 (RetinaFace with --detector-weights, else OpenCV's cascade), alignment, mask cutting and crops
-(`FaceEditor.prepare`) plus paste-back (`edit.paste_back`), as a share of a 25-step edit. When 25 is not
+(`editor.helper.prepare`) plus paste-back (`editor.helper.paste`), as a share of a 25-step edit. When 25 is not
 among the step counts, the 25-step edit is extrapolated from the two smallest (fixed cost + 25 x the cost
 of a step), and the json says so.
 
@@ -105,11 +105,12 @@ from bench.common import (
 )
 from facepaint.data.masks import MaskConfig
 from facepaint.editing.editor import FaceEditor
-from facepaint.evaluation.run import EvalConfig
 from facepaint.method.adapter import FaceAdapter
 from facepaint.method.artifact import Artifact, Conditions, load_artifact, save_artifact
+from facepaint.method.blend import sigma_pixels
 from facepaint.method.generate import Inpainter
 from facepaint.method.models import Components, ModelConfig, pick_device
+from facepaint.method.options import SamplingOptions
 from facepaint.method.speed import Speed
 from facepaint.method.train import TrainConfig
 from stages.common import section
@@ -177,14 +178,16 @@ def bench_artifact(path: Path, comps: Components, adapter: FaceAdapter, conditio
 
 
 def build_editor(
-    comps: Components, adapter: FaceAdapter, artifact: Artifact, speed: Speed, device: torch.device, scheduler: str
+    comps: Components, adapter: FaceAdapter, artifact: Artifact, speed: Speed, device: torch.device, **helper
 ) -> FaceEditor:
-    """FaceEditor on the shared components with the speed options `speed`, at the artifact's conditions."""
+    """FaceEditor on the shared components with the speed options `speed`, at the artifact's conditions;
+    `helper`: FaceHelper's keyword arguments (detector_weights, ...). The scheduler is a sampling option of
+    each edit."""
+    from facepaint.editing.helper import FaceHelper
+
     c = artifact.conditions
-    inpainter = Inpainter(
-        comps, adapter, c.adapter_scale, c.resolution, device=device, scheduler=scheduler, speed_options=speed
-    )
-    return FaceEditor(inpainter, artifact)
+    inpainter = Inpainter(comps, adapter, c.adapter_scale, c.resolution, device=device, speed_options=speed)
+    return FaceEditor(inpainter, artifact, helper=FaceHelper(c.resolution, c.parts, device=str(device), **helper))
 
 
 # ------------------------------------------------------------------------------------- measurement
@@ -252,14 +255,16 @@ def measure(fn, device: torch.device, repeats: int) -> tuple[float, float | None
     return statistics.median(times), peak, times
 
 
-def edit_one(editor: FaceEditor, photo, mask, steps: int, options: dict):
+def edit_one(editor: FaceEditor, photo, mask, steps: int, options: SamplingOptions):
     """One edit through the public API: crop, prompt encoding + adapter, CFG sampling, decode, blend."""
-    return editor.edit(photo, PROMPT, mask=mask, steps=steps, seed=0, **options).image
+    return editor.edit(photo, PROMPT, mask=mask, options=options, steps=steps, seed=0).image
 
 
-def edit_batch(editor: FaceEditor, photos, masks, steps: int, options: dict):
+def edit_batch(editor: FaceEditor, photos, masks, steps: int, options: SamplingOptions):
     """`len(photos)` edits through the public batch API: one pipeline call for all of them."""
-    results = editor.edit_batch(photos, PROMPT, masks=masks, steps=steps, seeds=list(range(len(photos))), **options)
+    results = editor.edit_batch(
+        photos, PROMPT, masks=masks, options=options, steps=steps, seeds=list(range(len(photos)))
+    )
     return [r.image for r in results]
 
 
@@ -269,9 +274,10 @@ def edit_batch(editor: FaceEditor, photos, masks, steps: int, options: dict):
 GROUP_SIZE, GROUP_FACES, GROUP_STEPS = (4000, 3000), 4, 25
 
 
-def bench_group(editor: FaceEditor, fixture: Path, steps_list: list[int], repeats: int, device, options) -> dict:
+def bench_group(
+    editor: FaceEditor, fixture: Path, steps_list: list[int], repeats: int, device, options: SamplingOptions
+) -> dict:
     """The 4000x3000, 4-face case: seconds per photo and per face, and the face pipeline's overhead."""
-    from facepaint.edit import paste_back
     from tools.composites import composite, truth_mask
 
     ids = [int(x) for x in (fixture / "ids.txt").read_text().split()][:GROUP_FACES]
@@ -279,19 +285,18 @@ def bench_group(editor: FaceEditor, fixture: Path, steps_list: list[int], repeat
     mask = truth_mask(fixture, truths, GROUP_SIZE, editor.conditions.parts)
     widths = [round(t.width) for t in truths]
     t0 = time.perf_counter()
-    found, detector = editor.detect(photo)
+    found, detector = editor.helper.detect(photo)
     detect_s = time.perf_counter() - t0
-    prep_s, _, _ = measure(lambda: editor.prepare(photo, mask), torch.device("cpu"), repeats)
-    prepared = editor.prepare(photo, mask)
+    prep_s, _, _ = measure(lambda: editor.helper.prepare(photo, mask), torch.device("cpu"), repeats)
+    prepared = editor.helper.prepare(photo, mask)
     n = len(prepared.jobs)
     fake = [job.image for job in prepared.jobs]  # paste-back's cost does not depend on the pixels
-    paste_s, _, _ = measure(
-        lambda: paste_back(photo, prepared.jobs, fake, editor.sigma, True), torch.device("cpu"), repeats
-    )
+    sigma_px = sigma_pixels(options.sigma, editor.conditions.resolution)
+    paste_s, _, _ = measure(lambda: editor.helper.paste(prepared, fake, sigma_px, True), torch.device("cpu"), repeats)
     overhead = prep_s + paste_s
     per_steps = {}
     for steps in steps_list:
-        fn = partial(lambda st: editor.edit(photo, PROMPT, mask=mask, steps=st, seed=0, **options), steps)
+        fn = partial(lambda st: editor.edit(photo, PROMPT, mask=mask, options=options, steps=st, seed=0), steps)
         if device.type == "cuda":
             fn()  # warm-up (the CPU has nothing to warm up: a full-size CPU call takes minutes)
         sec, peak, _ = measure(fn, device, repeats)
@@ -375,7 +380,7 @@ def main() -> None:
         type=int,
         nargs="+",
         default=None,
-        help="denoising step counts; default evaluate.steps and half of it (50 25 paper, 10 5 demo)",
+        help="denoising step counts; default sampling.steps and half of it (50 25 paper, 10 5 demo)",
     )
     ap.add_argument(
         "--batch", type=int, default=None, help="the throughput batch (default 8; 2 for the full-size model on a CPU)"
@@ -409,7 +414,7 @@ def main() -> None:
     params, profile = bench_params(args.profile, device)
     model = model_config(params)
     masks_cfg = section(params, "masks", MaskConfig)
-    ev = section(params, "evaluate", EvalConfig)
+    sampling = section(params, "sampling", SamplingOptions)
     adapter_scale = section(params, "train", TrainConfig).adapter_scale
     full = full_size(model)
     if full and not gpu and args.steps is None and not args.group:
@@ -422,11 +427,13 @@ def main() -> None:
             "full SD1.5 architecture on a CPU: each UNet forward takes seconds; this run takes minutes", stacklevel=1
         )
     res = args.resolution or masks_cfg.resolution
-    steps_list = args.steps or sorted({ev.steps, max(1, ev.steps // 2)}, reverse=True)
+    steps_list = args.steps or sorted({sampling.steps, max(1, sampling.steps // 2)}, reverse=True)
     batch = args.batch or (2 if full and not gpu else 8)
     repeats = args.repeats or (5 if gpu else 3)
-    # how every edit samples (the evaluation's settings); the step count is the benchmark's variation
-    options = {"guidance_scale": ev.guidance_scale, "strength": ev.strength, "negative_prompt": ev.negative_prompt}
+    # how every edit samples and blends (the evaluation's settings); the step count is the benchmark's variation
+    options = sampling
+    # the json's record of them: scheduler, guidance_scale, strength, negative_prompt, sigma (steps: `steps`)
+    sampled = {k: v for k, v in dataclasses.asdict(sampling).items() if k != "steps"}
     compile_unet = gpu if args.compile_unet is None else args.compile_unet
     all_variants = variants(gpu, args.dtype, compile_unet, args.ablate)
     chosen = args.variants or list(all_variants)
@@ -456,7 +463,6 @@ def main() -> None:
         adapter_scale=adapter_scale,
         parts=masks_cfg.parts,
         mask_backend=masks_cfg.backend,
-        sigma=masks_cfg.sigma,
         latent_factor=masks_cfg.latent_factor,
     )
     rows, notes, runtimes = [], [], {}
@@ -465,8 +471,9 @@ def main() -> None:
     if args.group:
         if not (args.fixture / "ids.txt").is_file():
             ap.error(f"--group needs the CelebAMask-HQ fixture at {args.fixture} (--fixture PATH)")
-        editor = build_editor(comps, adapter, artifact, all_variants["optimized"], device, ev.scheduler)
-        editor.detector_weights = args.detector_weights
+        editor = build_editor(
+            comps, adapter, artifact, all_variants["optimized"], device, detector_weights=args.detector_weights
+        )
         steps_group = args.steps or [GROUP_STEPS]
         group = bench_group(editor, args.fixture, steps_group, args.repeats or (5 if gpu else 1), device, options)
         tmp.cleanup()
@@ -479,8 +486,7 @@ def main() -> None:
                 "config": "full" if full else "scaled-down",
                 "model": dataclasses.asdict(model),
                 "resolution": res,
-                "scheduler": ev.scheduler,
-                **options,
+                **sampled,
                 "runtime": dict(editor.inpainter.runtime),
                 "threads": torch.get_num_threads(),
             },
@@ -490,7 +496,7 @@ def main() -> None:
         return
     for name in chosen:
         speed = all_variants[name]
-        editor = build_editor(comps, adapter, artifact, speed, device, ev.scheduler)
+        editor = build_editor(comps, adapter, artifact, speed, device)
         runtimes[name] = dict(editor.inpainter.runtime)
         for steps in steps_list:
             for b in (1, batch):
@@ -541,7 +547,8 @@ def main() -> None:
     mem_label = "peak GiB" if gpu else "RSS GiB"
     print(
         f"\nedit speed on {dev_name}; profile {profile or 'none (params.yaml)'}; {config}; {res} px, "
-        f"{ev.scheduler.upper()}, guidance {ev.guidance_scale:g}, median of {repeats}"
+        f"{sampling.scheduler.upper()}, guidance {sampling.guidance_scale:g}, sigma {sampling.sigma:g} px at 512, "
+        f"median of {repeats}"
     )
     header = (
         f"{'variant':<24} {'steps':>5} {'batch':>5} {'s/edit':>9} {'images/s':>9} {mem_label:>9} "
@@ -590,8 +597,7 @@ def main() -> None:
             "steps": steps_list,
             "batch": batch,
             "repeats": repeats,
-            "scheduler": ev.scheduler,
-            **options,
+            **sampled,
             "conditions": conditions.as_dict(),
             "prompt": PROMPT,
             "seed": args.seed,

@@ -210,7 +210,7 @@ def count_flops(model: ModelConfig, latent: int, cfg: TrainConfig) -> dict[str, 
 
 
 def synthetic_cache(n: int, latent: int, masks: MaskConfig, seed: int) -> TrainData:
-    """A TrainData with random cached latents, the layout TrainData.load gives (its masks' settings
+    """A TrainData with random cached latents, the layout load_training_set gives (its masks' settings
     those of the params' `masks` section, at the benchmark's resolution)."""
     g = torch.Generator().manual_seed(seed)
     lat = torch.randn(n, 2, 4, latent, latent, generator=g).half()

@@ -1,17 +1,19 @@
 """Bad input is refused with the project's own error and a message, never another exception, and never
 passes silently. Property-based (hypothesis, derandomized so a run is reproducible), per interface:
 
-(a) image decoding (`images.load_rgb`): arbitrary bytes, truncated and corrupted PNG/JPEG/WEBP/GIF/TIFF/BMP
+(a) image decoding (`common.images.load_rgb`): arbitrary bytes, truncated and corrupted PNG/JPEG/WEBP/GIF/TIFF/BMP
     files, every PIL colour mode, extreme sizes, animated images, EXIF orientations, oversized headers:
     a uint8 RGB image of the right size or ImageError; a decompression bomb is refused before decoding
     (the process's peak memory does not grow).
-(b) masks (`edit.fit_mask`, `edit.load_mask`, `masks.load_mask`, `masks.decode_png`): arbitrary arrays,
+(b) masks (`editing.helper.fit_mask` and `load_mask`, `common.images.load_mask` and `decode_png`): arbitrary arrays,
     shapes, dtypes, NaN, arbitrary bytes: a bool mask or ImageError / EditError / ValueError.
 (c) params.yaml (`stages.common.section` for every section): wrong types, NaN, inf, negatives, huge
     numbers, missing, unknown and nested keys: a config that satisfies the rules below, or SystemExit
     naming the key.
-(d) the numeric options of every interface, checked before any model loads: `EditOptions`,
-    `FaceEditor`'s padding/sigma/min_face, `facepaint edit` and the pyfunc model's params.
+(d) the options of every interface, checked before any model loads or any face is looked for: the Python
+    API's `SamplingOptions` and `EditChoices` (`FaceEditor.edit`'s keywords), `FaceHelper`'s padding and
+    detector, and `parse_edit_options`, the one parser of user values that `facepaint edit` and the pyfunc
+    model's params go through.
 
 Each property counts its examples; `test_zz_example_counts` prints them (run with -s to see them).
 """
@@ -47,12 +49,11 @@ from facepaint.common import images as images_mod
 from facepaint.common.checks import MAX_SEED
 from facepaint.common.images import MAX_PIXELS, ImageError, decode_png, encode_png, load_rgb
 from facepaint.common.images import load_mask as load_part_mask
-from facepaint.edit import EditOptions, check_face_options
-from facepaint.editing.editor import FaceEditor
-from facepaint.editing.helper import MAX_MIN_FACE, MAX_PADDING, EditError, fit_mask
+from facepaint.editing.detection import DETECTORS, parse_selection
+from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options, split_options
+from facepaint.editing.helper import MAX_MIN_FACE, MAX_PADDING, EditError, FaceHelper, fit_mask
 from facepaint.editing.helper import load_mask as load_face_mask
-from facepaint.method.blend import MAX_SIGMA
-from facepaint.method.options import MAX_GUIDANCE, MAX_STEPS
+from facepaint.method.options import MAX_GUIDANCE, MAX_SIGMA, MAX_STEPS, SCHEDULERS, SamplingOptions
 
 # PIL warns about the corrupt files and oversized headers this file makes on purpose (and refuses them)
 pytestmark = [
@@ -312,7 +313,7 @@ def bombs() -> dict[str, bytes]:
 CHILD = """
 import json, re, sys
 from pathlib import Path
-from facepaint.images import ImageError, load_rgb
+from facepaint.common.images import ImageError, load_rgb
 
 files = [open(p, "rb").read() for p in sys.argv[1:]]
 # the process's peak resident memory so far, KiB (not getrusage's ru_maxrss: Linux keeps it across exec,
@@ -455,7 +456,7 @@ def mask_files(draw):
 @given(mask_files())
 @fuzz(500)
 def test_face_mask_files(case):
-    count("b: edit.load_mask files")
+    count("b: editing.helper.load_mask files")
     data, (w, h) = case
     path = SCRATCH / "mask.img"
     path.write_bytes(data)
@@ -465,7 +466,7 @@ def test_face_mask_files(case):
 @given(mask_files())
 @fuzz(500)
 def test_part_mask_files(case):
-    count("b: masks.load_mask files")
+    count("b: common.images.load_mask files")
     data, _ = case
     path = SCRATCH / "part.img"
     path.write_bytes(data)
@@ -515,11 +516,11 @@ def config_classes() -> dict:
     from facepaint.data.latents import LatentConfig
     from facepaint.data.masks import MaskConfig
     from facepaint.data.split import SplitConfig
+    from facepaint.evaluation.ablation import AblationConfig
     from facepaint.evaluation.run import EvalConfig
     from facepaint.method.models import ModelConfig
     from facepaint.method.train import TrainConfig
     from flows.retrain import RetrainConfig
-    from stages.ablation import AblationConfig
     from stages.register import RegisterConfig
     from tools.demo import DemoConfig
 
@@ -531,6 +532,7 @@ def config_classes() -> dict:
         "model": ModelConfig,
         "latents": LatentConfig,
         "train": TrainConfig,
+        "sampling": SamplingOptions,
         "evaluate": EvalConfig,
         "ablation": AblationConfig,
         "register": RegisterConfig,
@@ -552,7 +554,6 @@ RULES = {
     "split.test_parts": POSITIVE,
     "split.max_malformed_fraction": UNIT,
     "masks.resolution": POSITIVE,
-    "masks.sigma": (0, MAX_SIGMA),
     "masks.latent_factor": POSITIVE,
     "masks.batch_size": POSITIVE,
     "masks.workers": NON_NEGATIVE,
@@ -573,10 +574,11 @@ RULES = {
     "train.adam_beta2": (0, 0.999999),
     "train.flip_p": UNIT,
     "train.caption_dropout": UNIT,
+    "sampling.steps": (1, MAX_STEPS),
+    "sampling.guidance_scale": (0, MAX_GUIDANCE),
+    "sampling.strength": (1e-300, 1),
+    "sampling.sigma": (0, MAX_SIGMA),
     "evaluate.n_pairs": POSITIVE,
-    "evaluate.steps": (1, MAX_STEPS),
-    "evaluate.guidance_scale": (0, MAX_GUIDANCE),
-    "evaluate.strength": (1e-300, 1),
     **{f"evaluate.{k}": NON_NEGATIVE for k in ("background_dilation", "warmup")},
     **{f"evaluate.{k}": POSITIVE for k in ("fid_reference_size", "fid_batch_size", "grid_photos", "profile_radius")},
     "evaluate.brushnet.conditioning_scale": NON_NEGATIVE,
@@ -627,8 +629,8 @@ def assert_valid(name: str, cfg) -> None:
         if key in RULES:
             lo, hi = RULES[key]
             assert lo <= value and (hi is None or value <= hi), (key, value)
-    if name == "evaluate":
-        assert cfg.steps * cfg.strength >= 1
+    if name == "sampling":
+        assert cfg.steps * cfg.strength >= 1 and cfg.scheduler in SCHEDULERS
     for key, value in cfg.gate.items() if name == "register" else ():
         assert isinstance(value, str) if key == "method" else not math.isnan(value), (key, value)
 
@@ -704,13 +706,14 @@ def test_params_sections_refuse_bad_values_naming_the_key(case):
         ("train", "adam_beta2", 1.0, r"train.adam_beta2 must be in \[0, 1\)"),
         ("train", "lr_scheduler", "cosine_annealing", "train.lr_scheduler must be one of"),
         ("train", "seed", -1, "train.seed must be a whole number from 0"),
-        ("masks", "sigma", -3.0, "masks.sigma must be a number from 0"),
-        ("masks", "sigma", math.nan, "masks.sigma must be a finite number"),
+        ("sampling", "sigma", -3.0, "section 'sampling': sigma must be a number from 0"),
+        ("sampling", "sigma", math.nan, "sampling.sigma must be a finite number"),
         ("masks", "latent_factor", 0, "masks.latent_factor must be a whole number >= 1"),
         ("masks", "max_unusable_fraction", 2.0, "masks.max_unusable_fraction must be a number from 0 to 1"),
-        ("evaluate", "steps", 0, "evaluate.steps x strength must be at least 1"),
-        ("evaluate", "steps", 10**6, "evaluate.steps must be a whole number from 1 to 1000"),
-        ("evaluate", "guidance_scale", math.inf, "evaluate.guidance_scale must be a finite number"),
+        ("sampling", "steps", 0, "section 'sampling': steps x strength must be at least 1"),
+        ("sampling", "steps", 10**6, "section 'sampling': steps must be a whole number from 1 to 1000"),
+        ("sampling", "guidance_scale", math.inf, "sampling.guidance_scale must be a finite number"),
+        ("sampling", "scheduler", "euler", "section 'sampling': scheduler must be one of"),
         ("evaluate", "dtype", "fp8", "evaluate.dtype must be one of"),
         ("latents", "precision", "fp64", "latents.precision must be one of"),
         ("latents", "shard_size", 0, "latents.shard_size must be a whole number >= 1"),
@@ -745,97 +748,193 @@ def option_values():
     return st.one_of(VALUES, st.integers(-5, 2000), st.floats(-5, 200), st.sampled_from([0.5, 1, 2**63, 2**64]))
 
 
-OPTION_NAMES = {
-    "steps": ("steps",),
-    "guidance_scale": ("guidance_scale",),
-    "strength": ("strength",),
-    "seed": ("seed",),
-    "negative_prompt": ("negative_prompt",),
-    "blend": ("blend",),
-    "watermark": ("watermark",),
-}
+def user_values():
+    """What a user types or sends: the values themselves (JSON, a form's floats) or their text."""
+    return st.one_of(option_values(), option_values().map(str), st.sampled_from(["30.0", " 7 ", "False", "0,2"]))
 
 
-def assert_options_valid(o: EditOptions) -> None:
-    assert isinstance(o.steps, int) and 1 <= o.steps <= MAX_STEPS
-    assert isinstance(o.strength, (int, float)) and 0 < o.strength <= 1 and o.steps * o.strength >= 1
-    assert math.isfinite(o.guidance_scale) and 0 <= o.guidance_scale <= MAX_GUIDANCE
-    assert isinstance(o.seed, int) and 0 <= o.seed <= MAX_SEED
-    assert isinstance(o.negative_prompt, str) and isinstance(o.blend, bool) and isinstance(o.watermark, bool)
+SAMPLING_NAMES = tuple(f.name for f in dataclasses.fields(SamplingOptions))
+CHOICE_NAMES = tuple(f.name for f in dataclasses.fields(EditChoices))
 
 
-@given(st.sampled_from(sorted(OPTION_NAMES)), option_values())
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def assert_options_valid(o: SamplingOptions, c: EditChoices | None = None) -> None:
+    """Options an edit can run with: whole steps of which at least one runs, finite numbers in their ranges,
+    a known scheduler, switches that are bools, a valid face selection."""
+    assert isinstance(o.steps, int) and not isinstance(o.steps, bool) and 1 <= o.steps <= MAX_STEPS
+    assert is_number(o.strength) and 0 < o.strength <= 1 and o.steps * o.strength >= 1
+    assert is_number(o.guidance_scale) and 0 <= o.guidance_scale <= MAX_GUIDANCE
+    assert is_number(o.sigma) and 0 <= o.sigma <= MAX_SIGMA
+    assert o.scheduler in SCHEDULERS and isinstance(o.negative_prompt, str)
+    if c is None:
+        return
+    assert isinstance(c.seed, int) and not isinstance(c.seed, bool) and 0 <= c.seed <= MAX_SEED
+    assert isinstance(c.blend, (bool, np.bool_)) and isinstance(c.watermark, (bool, np.bool_))
+    assert is_number(c.min_face) and 0 <= c.min_face <= MAX_MIN_FACE
+    assert parse_selection(c.faces) in ("all", "largest") or all(i >= 0 for i in parse_selection(c.faces))
+
+
+@given(st.sampled_from(SAMPLING_NAMES), option_values())
 @fuzz(1000)
-def test_edit_options(name, value):
-    count("d: EditOptions")
+def test_sampling_options(name, value):
+    """The Python API's SamplingOptions: a value of another type is a TypeError, one out of range a ValueError,
+    each naming the option; an accepted one can be sampled with."""
+    count("d: SamplingOptions")
     try:
-        o = EditOptions(**{name: value})
-    except ValueError as e:
+        o = SamplingOptions(**{name: value})
+    except (TypeError, ValueError) as e:
         assert name in str(e), (name, value, str(e))
         return
     assert_options_valid(o)
 
 
-@pytest.mark.parametrize(
-    "changes, reason",
-    [
-        ({"steps": math.nan}, "steps must be a whole number"),
-        ({"steps": 2.5}, "steps must be a whole number"),
-        ({"steps": 1001}, "steps must be a whole number from 1 to 1000"),
-        ({"steps": -3}, r"steps x strength must be at least 1"),
-        ({"guidance_scale": math.inf}, "guidance_scale must be a finite number"),
-        ({"guidance_scale": -1.0}, "guidance_scale must be a number from 0 to 100"),
-        ({"guidance_scale": 101.0}, "guidance_scale must be a number from 0 to 100"),
-        ({"strength": math.nan}, r"strength must be in \(0, 1\]"),
-        ({"strength": -1.0}, r"strength must be in \(0, 1\]"),
-        ({"seed": -5}, "seed must be a whole number from 0 to 9223372036854775807"),
-        ({"seed": 2**63}, "seed must be a whole number from 0"),
-        ({"seed": 1.5}, "seed must be a whole number"),
-        ({"blend": "false"}, "blend must be True or False"),
-    ],
-)
-def test_edit_options_messages(changes, reason):
-    with pytest.raises(ValueError, match=reason):
-        EditOptions(**changes)
-
-
-def stub_editor_parts(sigma: float = 1.0):
-    """An inpainter and an artifact as far as FaceEditor.__init__ reads them (no model; a tiny base model, which
-    ships no safety checker)."""
-    from facepaint.method.models import ModelConfig
-
-    conditions = SimpleNamespace(
-        resolution=64, adapter_scale=0.3, sigma=sigma, model=ModelConfig("tiny", "", None, None, 0)
-    )
-    vae = SimpleNamespace(dtype=None)
-    return SimpleNamespace(
-        resolution=64, adapter_scale=0.3, device="cpu", pipe=SimpleNamespace(vae=vae)
-    ), SimpleNamespace(conditions=conditions)
-
-
-@given(st.sampled_from(["padding", "sigma", "min_face"]), option_values())
-@fuzz(600)
-def test_face_editor_options(name, value):
-    count("d: FaceEditor padding/sigma/min_face")
-    inpainter, artifact = stub_editor_parts()
+@given(st.sampled_from(CHOICE_NAMES), option_values())
+@fuzz(1000)
+def test_edit_choices(name, value):
+    count("d: EditChoices")
     try:
-        editor = FaceEditor(inpainter, artifact, **{name: value})
+        c = EditChoices(**{name: value})
     except ValueError as e:
         assert name in str(e), (name, value, str(e))
         return
-    assert 0 <= editor.padding <= MAX_PADDING and 0 <= editor.sigma <= MAX_SIGMA
-    assert 0 <= editor.min_face <= MAX_MIN_FACE
+    assert_options_valid(SamplingOptions(), c)
 
 
-def test_face_options_are_checked_before_the_artifact_loads(tmp_path):
-    for name, value in (("padding", math.nan), ("sigma", -3.0), ("min_face", math.inf), ("padding", 1e9)):
+@given(st.dictionaries(st.sampled_from(SAMPLING_NAMES + CHOICE_NAMES), user_values(), min_size=1, max_size=3))
+@fuzz(1500)
+def test_parse_edit_options(raw):
+    """The one parser of user values (the CLI, the web app, the pyfunc): a ValueError naming one of the given
+    options, or options an edit can run with, holding what was given."""
+    count("d: parse_edit_options")
+    try:
+        o, c = parse_edit_options(raw)
+    except ValueError as e:
+        assert any(name in str(e) for name in raw), (raw, str(e))
+        return
+    assert_options_valid(o, c)
+    for name, value in raw.items():
+        got = getattr(o if name in SAMPLING_NAMES else c, name)
+        if isinstance(got, bool) or name in ("negative_prompt", "faces", "scheduler"):
+            continue
+        assert got == float(value), (name, value, got)  # a number is the number given (its text read as one)
+
+
+@pytest.mark.parametrize(
+    "cls, changes, reason",
+    [
+        (SamplingOptions, {"steps": math.nan}, "steps must be a whole number"),
+        (SamplingOptions, {"steps": 2.5}, "steps must be a whole number"),
+        (SamplingOptions, {"steps": 1001}, "steps must be a whole number from 1 to 1000"),
+        (SamplingOptions, {"steps": -3}, r"steps x strength must be at least 1"),
+        (SamplingOptions, {"steps": 4, "strength": 0.2}, r"steps x strength must be at least 1"),
+        (SamplingOptions, {"guidance_scale": math.inf}, "guidance_scale must be a finite number"),
+        (SamplingOptions, {"guidance_scale": -1.0}, "guidance_scale must be a number from 0 to 100"),
+        (SamplingOptions, {"guidance_scale": 101.0}, "guidance_scale must be a number from 0 to 100"),
+        (SamplingOptions, {"strength": math.nan}, "strength must be a finite number"),
+        (SamplingOptions, {"strength": -1.0}, r"strength must be in \(0, 1\]"),
+        (SamplingOptions, {"sigma": -3.0}, "sigma must be a number from 0 to 100"),
+        (SamplingOptions, {"sigma": math.inf}, "sigma must be a finite number"),
+        (SamplingOptions, {"scheduler": "euler"}, "scheduler must be one of"),
+        (SamplingOptions, {"negative_prompt": None}, "negative_prompt must be a string"),
+        (EditChoices, {"seed": -5}, "seed must be a whole number from 0 to 9223372036854775807"),
+        (EditChoices, {"seed": 2**63}, "seed must be a whole number from 0"),
+        (EditChoices, {"seed": 1.5}, "seed must be a whole number"),
+        (EditChoices, {"blend": "false"}, "blend must be True or False"),
+        (EditChoices, {"watermark": 1}, "watermark must be True or False"),
+        (EditChoices, {"min_face": math.nan}, "min_face must be a finite number"),
+        (EditChoices, {"min_face": "64"}, "min_face must be a number"),  # text is the parser's to read
+        (EditChoices, {"faces": "0,x"}, "faces must be 'all', 'largest' or indices"),
+        (EditChoices, {"faces": [1, 1]}, "faces must be distinct indices >= 0"),
+    ],
+)
+def test_option_messages(cls, changes, reason):
+    with pytest.raises((TypeError, ValueError), match=reason):
+        cls(**changes)
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ({"steps": "2.5"}, "steps must be a whole number, got '2.5'"),
+        ({"steps": 2.5}, "steps must be a whole number, got 2.5"),
+        ({"steps": "nan"}, "steps must be a whole number"),
+        ({"steps": "many"}, "steps must be a whole number, got 'many'"),
+        ({"steps": "5000"}, "steps must be a whole number from 1 to 1000"),
+        ({"guidance_scale": "inf"}, "guidance_scale must be a finite number"),
+        ({"sigma": "-1"}, "sigma must be a number from 0 to 100"),
+        ({"scheduler": "euler"}, "scheduler must be one of"),
+        ({"seed": "-5"}, "seed must be a whole number from 0"),
+        ({"blend": "maybe"}, "blend must be true or false, got 'maybe'"),
+        ({"watermark": 2}, "watermark must be true or false"),
+        ({"min_face": "nan"}, "min_face must be a finite number"),
+        ({"faces": 3}, "faces must be a string or a list"),
+        ({"faces": "0,x"}, "faces must be 'all', 'largest' or indices"),
+        ({"padding": 0.5}, r"unknown option\(s\) \['padding'\]"),
+    ],
+)
+def test_parse_edit_options_messages(raw, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_edit_options(raw)
+
+
+def test_parse_edit_options_reads_text_and_form_values():
+    o, c = parse_edit_options(
+        {"steps": "30", "guidance_scale": 5, "sigma": "8", "seed": 7.0, "blend": "false", "watermark": "on"}
+    )
+    assert (o.steps, o.guidance_scale, o.sigma, c.seed, c.blend, c.watermark) == (30, 5.0, 8.0, 7, False, True)
+    assert type(o.steps) is int and type(o.guidance_scale) is float and type(c.seed) is int
+    o, c = parse_edit_options({"steps": 30.0, "min_face": "64", "faces": " 0,2 "})  # a web form's numbers
+    assert (o.steps, c.min_face, parse_selection(c.faces)) == (30, 64.0, [0, 2])
+    assert parse_edit_options({}) == (SamplingOptions(), EditChoices())
+
+
+@given(st.sampled_from(["padding", "detector"]), option_values())
+@fuzz(400)
+def test_face_helper_options(name, value):
+    count("d: FaceHelper padding/detector")
+    try:
+        helper = FaceHelper(64, ("skin",), **{name: value})
+    except ValueError as e:
+        assert name in str(e), (name, value, str(e))
+        return
+    assert is_number(helper.padding) and 0 <= helper.padding <= MAX_PADDING
+    assert helper.detector_kind in DETECTORS
+
+
+def stub_editor() -> FaceEditor:
+    """A FaceEditor over an inpainter and an artifact as far as FaceEditor.__init__ reads them (no model; a tiny
+    base model, which ships no safety checker), whose helper fails the test if it is asked to find a face."""
+    from facepaint.method.models import ModelConfig
+
+    conditions = SimpleNamespace(
+        resolution=64, adapter_scale=0.3, parts=("skin",), model=ModelConfig("tiny", "", None, None, 0)
+    )
+    inpainter = SimpleNamespace(
+        resolution=64, adapter_scale=0.3, device="cpu", pipe=SimpleNamespace(vae=SimpleNamespace(dtype=None))
+    )
+
+    class NoHelper:
+        def prepare(self, *a, **k):
+            raise AssertionError("the helper ran before the options were checked")
+
+    return FaceEditor(inpainter, SimpleNamespace(conditions=conditions), helper=NoHelper())
+
+
+def test_options_are_checked_before_the_artifact_loads_or_a_face_is_found(tmp_path):
+    for name, value in (("padding", math.nan), ("padding", 1e9), ("padding", "0.5"), ("detector", "dlib")):
         with pytest.raises(ValueError, match=name):
             FaceEditor.from_artifact(tmp_path / "no-model", **{name: value})
-    inpainter, artifact = stub_editor_parts(sigma=math.nan)  # an artifact's own sigma is checked too
-    with pytest.raises(ValueError, match="sigma must be a finite number"):
-        FaceEditor(inpainter, artifact)
-    with pytest.raises(ValueError, match="min_face"):
-        check_face_options(min_face="64")
+    editor, photo = stub_editor(), np.zeros((8, 8, 3), np.uint8)
+    for name, value in (("sigma", -3.0), ("min_face", math.inf), ("steps", 0), ("faces", "x"), ("seed", -1)):
+        with pytest.raises(ValueError, match=name):
+            editor.edit(photo, "a face", **{name: value})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['padding'\]"):
+        editor.edit(photo, "a face", padding=0.5)  # the helper's, not an edit's
+    with pytest.raises(ValueError, match="sigma"):
+        split_options({"sigma": math.nan}, SamplingOptions(steps=10))
 
 
 @pytest.fixture(scope="module")
@@ -845,61 +944,69 @@ def photo(tmp_path_factory) -> Path:
     return path
 
 
+def cli_edit(photo, tmp_path, *options):
+    """`facepaint edit` of `photo` with a model that does not exist, and `options`."""
+    from facepaint.apps.cli import main
+
+    out = tmp_path / "o.png"
+    return main(
+        ["edit", str(photo), "--prompt", "a face", "--out", str(out), "--model", str(tmp_path / "nope"), *options]
+    )
+
+
 @pytest.mark.parametrize(
     "flag, value, names",
     [
-        ("--steps", "nan", "steps"),
-        ("--steps", "2.5", "steps"),
-        ("--steps", "5000", "steps"),
-        ("--guidance-scale", "inf", "guidance_scale"),
-        ("--guidance-scale", "-2", "guidance_scale"),
-        ("--strength", "-1", "strength"),
-        ("--strength", "nan", "strength"),
-        ("--seed", "-5", "seed"),
-        ("--seed", "nan", "seed"),
-        ("--padding", "nan", "padding"),
-        ("--padding", "-1", "padding"),
-        ("--sigma", "-3", "sigma"),
-        ("--sigma", "inf", "sigma"),
-        ("--min-face", "inf", "--min-face"),
-        ("--min-face", "nan", "--min-face"),
-        ("--batch-size", "2.5", "--batch-size"),
+        ("--steps", "nan", "steps must be a whole number"),
+        ("--steps", "2.5", "steps must be a whole number"),
+        ("--steps", "many", "steps must be a whole number"),
+        ("--steps", "5000", "steps must be a whole number from 1 to 1000"),
+        ("--guidance-scale", "inf", "guidance_scale must be a finite number"),
+        ("--guidance-scale", "-2", "guidance_scale must be a number from 0"),
+        ("--strength", "-1", "strength must be in"),
+        ("--strength", "nan", "strength must be a finite number"),
+        ("--seed", "-5", "seed must be a whole number from 0"),
+        ("--seed", "nan", "seed must be a whole number"),
+        ("--sigma", "-3", "sigma must be a number from 0"),
+        ("--sigma", "inf", "sigma must be a finite number"),
+        ("--min-face", "inf", "min_face must be a finite number"),
+        ("--min-face", "nan", "min_face must be a finite number"),
+        ("--faces", "0,x", "faces must be 'all', 'largest' or indices"),
+        ("--padding", "nan", "padding must be a finite number"),
+        ("--padding", "-1", "padding must be a number from 0"),
+        ("--batch-size", "0", "--batch-size must be at least 1"),
     ],
 )
-def test_cli_refuses_bad_numbers_before_loading_the_model(photo, tmp_path, capsys, flag, value, names):
-    """One `error:` line about the option (not the nonexistent model), exit status 1, in well under a second."""
-    from facepaint.apps.cli import main
-
-    base = [
-        "edit",
-        str(photo),
-        "--prompt",
-        "a face",
-        "--out",
-        str(tmp_path / "o.png"),
-        "--model",
-        str(tmp_path / "nope"),
-    ]
+def test_cli_refuses_bad_options_before_loading_the_model(photo, tmp_path, capsys, flag, value, names):
+    """One `error:` line naming the option (without its dashes when parse_edit_options read it), not the
+    nonexistent model, exit status 1, in well under a second."""
     start = time.perf_counter()
-    assert main([*base, f"{flag}={value}"]) == 1
+    assert cli_edit(photo, tmp_path, f"{flag}={value}") == 1
     elapsed = time.perf_counter() - start
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and names in err[0], err
+    assert len(err) == 1 and err[0].startswith(f"error: {names}"), err
     assert "nope" not in err[0] and "artifact" not in err[0], err
     assert elapsed < 0.5, elapsed
     # the same command with the option's default goes on, to the model
-    assert main(base) == 1
+    assert cli_edit(photo, tmp_path) == 1
     assert "nope" in capsys.readouterr().err
 
 
-def test_cli_text_for_a_number_is_argparse_usage(photo, tmp_path, capsys):
+def test_cli_usage_errors_and_detect(photo, tmp_path, capsys):
+    """Options with a fixed type or choices are argparse's (usage, exit status 2); `detect --min-face` goes
+    through parse_edit_options like `edit`'s."""
     from facepaint.apps.cli import main
 
-    with pytest.raises(SystemExit) as e:
-        main(["edit", str(photo), "--prompt", "x", "--out", str(tmp_path / "o.png"), "--steps", "many"])
-    assert e.value.code == 2 and "--steps: invalid number value: 'many'" in capsys.readouterr().err
+    for options, message in (
+        (["--batch-size", "2.5"], "--batch-size: invalid int value: '2.5'"),
+        (["--scheduler", "euler"], "--scheduler: invalid choice: 'euler'"),
+        (["--padding", "wide"], "--padding: invalid float value: 'wide'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            cli_edit(photo, tmp_path, *options)
+        assert e.value.code == 2 and message in capsys.readouterr().err
     assert main(["detect", str(photo), "--min-face", "nan"]) == 1
-    assert capsys.readouterr().err.startswith("error: --min-face must be")
+    assert capsys.readouterr().err.startswith("error: min_face must be a finite number")
 
 
 class StubEditor:
@@ -908,8 +1015,8 @@ class StubEditor:
     def __init__(self):
         self.calls = []
 
-    def edit(self, image, prompt, mask=None, **options):
-        self.calls.append(options)
+    def edit(self, image, prompt, *, mask=None, options=None, **choices):
+        self.calls.append((options, choices))
         return SimpleNamespace(
             image=np.zeros((4, 4, 3), np.uint8), provenance={"options": repr(options)}, png=lambda: b"png bytes"
         )
@@ -930,20 +1037,7 @@ def pyfunc():
     return predict
 
 
-PYFUNC_PARAMS = (
-    "steps",
-    "guidance_scale",
-    "strength",
-    "seed",
-    "negative_prompt",
-    "blend",
-    "watermark",
-    "min_face",
-    "faces",
-)
-
-
-@given(st.sampled_from(PYFUNC_PARAMS), option_values())
+@given(st.sampled_from(SAMPLING_NAMES + CHOICE_NAMES), user_values())
 @fuzz(600)
 def test_pyfunc_params(pyfunc, key, value):
     """A bad param is refused (MlflowException naming it) before any row is edited; an accepted one reaches
@@ -956,22 +1050,26 @@ def test_pyfunc_params(pyfunc, key, value):
     except MlflowException as e:
         assert key in e.message, (key, value, e.message)
         return
-    (options,) = calls
-    assert_options_valid(EditOptions(**{k: v for k, v in options.items() if k in OPTION_NAMES}))
-    assert 0 <= options["min_face"] <= MAX_MIN_FACE
+    ((options, choices),) = calls
+    assert isinstance(options, SamplingOptions) and set(choices) == set(CHOICE_NAMES)
+    assert_options_valid(options, EditChoices(**choices))
 
 
 def test_pyfunc_params_cast_and_refuse(pyfunc):
     from mlflow.exceptions import MlflowException
 
-    (options,) = pyfunc({"steps": "3", "seed": 7.0, "blend": "false", "guidance_scale": "5"})
-    assert (options["steps"], options["seed"], options["blend"], options["guidance_scale"]) == (3, 7, False, 5.0)
+    params = {"steps": "3", "seed": 7.0, "blend": "false", "guidance_scale": "5", "sigma": "8", "scheduler": "dpm"}
+    ((options, choices),) = pyfunc({**params, "some_other_param": 1})  # MLflow's own params are not the editor's
+    assert (options.steps, options.guidance_scale, options.sigma, options.scheduler) == (3, 5.0, 8.0, "dpm")
+    assert (choices["seed"], choices["blend"], choices["faces"]) == (7, False, "all")
     for params, reason in (
         ({"steps": "nan"}, "steps must be a whole number"),
         ({"steps": 2.5}, "steps must be a whole number"),
         ({"guidance_scale": float("inf")}, "guidance_scale must be a finite number"),
         ({"strength": -1}, "strength must be in"),
         ({"seed": -5}, "seed must be a whole number from 0"),
+        ({"sigma": "-1"}, "sigma must be a number from 0"),
+        ({"scheduler": "euler"}, "scheduler must be one of"),
         ({"min_face": float("nan")}, "min_face must be a finite number"),
         ({"faces": "0,x"}, "faces must be"),
         ({"blend": "maybe"}, "blend must be true or false"),

@@ -28,8 +28,9 @@ def test_a_missing_dep_or_an_undeclared_import_is_caught(tmp_path):
     for d in ("facepaint", "stages", "tracking", "tools", "flows"):
         shutil.copytree(REPO / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
     text = (REPO / "dvc.yaml").read_text()
-    (tmp_path / "dvc.yaml").write_text(text.replace("      - facepaint/latents.py\n", "", 1))
-    assert any("runs facepaint/latents.py but does not depend on it" in d for d in stage_deps.differences(tmp_path))
+    (tmp_path / "dvc.yaml").write_text(text.replace("      - facepaint/data/latents.py\n", "", 1))
+    found = stage_deps.differences(tmp_path)
+    assert any("runs facepaint/data/latents.py but does not depend on it" in d for d in found), found
     (tmp_path / "dvc.yaml").write_text(text)
     split = tmp_path / "stages" / "split.py"
     split.write_text(
@@ -37,15 +38,24 @@ def test_a_missing_dep_or_an_undeclared_import_is_caught(tmp_path):
             "def main() -> None:", "def main() -> None:\n    import facepaint.editing.watermark  # noqa: F401"
         )
     )
-    assert stage_deps.differences(tmp_path) == ["stage split: runs facepaint/watermark.py but does not depend on it"]
+    assert stage_deps.differences(tmp_path) == [
+        "stage split: runs facepaint/editing/__init__.py but does not depend on it",
+        "stage split: runs facepaint/editing/watermark.py but does not depend on it",
+    ]
     rewritten = stage_deps.rewrite(text, stage_deps.expected(tmp_path))
-    assert "      - facepaint/watermark.py\n" in rewritten.split("  masks:")[0].split("  split:")[1]
+    assert "      - facepaint/editing/watermark.py\n" in rewritten.split("  masks:")[0].split("  split:")[1]
 
 
 def test_lazy_imports_count_and_the_walk_follows_them():
-    """A module imported inside a function is a dep too (the evaluate stage imports its methods lazily)."""
+    """A module imported inside a function is a dep too (the evaluation imports its metrics lazily)."""
     deps = stage_deps.code_deps("evaluate")
-    assert {"facepaint/methods.py", "facepaint/metrics.py", "facepaint/generate.py", "facepaint/edit.py"} <= set(deps)
+    assert {
+        "facepaint/evaluation/methods/registry.py",
+        "facepaint/evaluation/metrics.py",
+        "facepaint/method/generate.py",
+        "facepaint/method/blend.py",
+    } <= set(deps)
+    assert not [d for d in deps if d.startswith("facepaint/editing/")]  # the evaluation never runs the product
     assert "tracking/runs.py" not in deps  # declared bookkeeping: MLflow logging cannot change the outputs
     assert "tracking/pyfunc_model.py" in stage_deps.code_deps("register")  # used by path, not imported
 
@@ -85,9 +95,11 @@ def test_speed_knobs_and_sigma_are_not_params_of_the_stages_they_cannot_change()
         "keep_checkpoints",
     ):
         assert f"train.{knob}" not in train
-    assert {"train.lr_kv", "train.alpha", "train.adapter_scale", "masks.sigma", "model"} <= set(train)
+    assert {"train.lr_kv", "train.alpha", "train.adapter_scale", "model"} <= set(train)
+    assert not [p for p in train if p.startswith(("sampling", "masks", "evaluate"))]  # inference settings
+    assert "sampling" in stages["evaluate"]["params"] and "sampling" in stages["ablation"]["params"]
     masks = stages["masks"]["params"]
-    assert "masks.sigma" not in masks and "masks.workers" not in masks and "masks.resolution" in masks
+    assert "masks.workers" not in masks and "masks.resolution" in masks
     assert "latents.batch_size" not in stages["latents"]["params"]
 
 
@@ -120,7 +132,8 @@ def test_stage_paths_are_the_ones_dvc_yaml_declares():
 
 @pytest.fixture
 def project(tmp_path):
-    """A copy of the committed project with its dvc.lock (no data: `dvc status` compares code and params)."""
+    """A copy of the committed project whose dvc.lock records the current code and params (as a `dvc repro`
+    of this working tree would; no data: `dvc status` compares code and params)."""
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     dst = tmp_path / "project"
     for f in files:
@@ -129,8 +142,41 @@ def project(tmp_path):
             shutil.copy2(REPO / f, dst / f)
     if not (dst / "dvc.lock").is_file():
         pytest.skip("no committed dvc.lock")
+    refresh_lock(dst)
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
     return dst
+
+
+def refresh_lock(project: Path) -> None:
+    """Record in `project`'s dvc.lock the hashes of the code deps and the values of the params that dvc.yaml
+    declares now (the data deps' and outs' entries are kept), so that a test's `dvc status` shows only what
+    the test changes, whatever was edited since the last `dvc repro` that wrote the committed lock."""
+    import hashlib
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    params = yaml.safe_load((project / "params.yaml").read_text())
+
+    def value(key):
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items():
+        entry = lock["stages"].setdefault(name, {"cmd": stage["cmd"]})
+        old = {d["path"]: d for d in entry.get("deps", [])}
+        deps = []
+        for dep in stage.get("deps", []):
+            if dep.endswith(".py"):
+                data = (project / dep).read_bytes()
+                deps.append({"path": dep, "hash": "md5", "md5": hashlib.md5(data).hexdigest(), "size": len(data)})
+            else:
+                path = dep.replace("${data.root}", str(value("data.root")))
+                if path in old:
+                    deps.append(old[path])
+        entry["deps"] = deps
+        entry["params"] = {"params.yaml": {key: value(key) for key in stage.get("params", [])}}
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
 
 
 def status(project: Path) -> dict:
@@ -167,22 +213,43 @@ def test_a_speed_knob_does_not_rerun_train_but_a_learning_rate_does(project):
 
 
 def test_changing_the_latent_code_reruns_latents_and_train_but_not_masks(project):
-    path = project / "facepaint" / "latents.py"
+    before = status(project)
+    path = project / "facepaint" / "data" / "latents.py"
     path.write_text(path.read_text() + "\n# a change\n")
     st = status(project)
     for stage in ("latents", "train"):
-        assert changed(st[stage]).get("facepaint/latents.py") == "modified", stage
-    assert "facepaint/latents.py" not in json.dumps(st.get("masks", [])) and "facepaint/latents.py" not in json.dumps(
-        st.get("split", [])
-    )
+        assert changed(st[stage]).get("facepaint/data/latents.py") == "modified", stage
+    for stage in ("masks", "split"):
+        assert "facepaint/data/latents.py" not in json.dumps(st.get(stage, [])), stage
+        assert st.get(stage) == before.get(stage), stage
 
 
-def test_sigma_reruns_train_not_the_masks(project):
-    """(evaluate then follows: its dep data/model changes.)"""
-    set_param(project, "masks", "sigma", 2.0)
+def stale_after(project: Path, rel: str) -> set[str]:
+    """The stages whose `dvc status` entry changes when the file `rel` of `project` is edited."""
+    before = status(project)
+    path = project / rel
+    path.write_text(path.read_text() + "\n# an edit\n")
+    after = status(project)
+    path.write_text(path.read_text().removesuffix("\n# an edit\n"))
+    return {stage for stage in set(before) | set(after) if before.get(stage) != after.get(stage)}
+
+
+def test_editing_the_signing_code_reruns_only_what_runs_the_editor(project):
+    """The evaluation does not depend on the product: C2PA signing (the editor's) reruns `register` (whose
+    logged pyfunc model runs the editor), never `demo`, `evaluate` or `ablation`; the blend, which the
+    evaluation's methods run, reruns those (and `register`), not the demo data nor training."""
+    assert stale_after(project, "facepaint/editing/signing.py") == {"register"}
+    assert stale_after(project, "facepaint/method/blend.py") == {"evaluate", "ablation", "register"}
+
+
+def test_sigma_reruns_evaluate_not_train_nor_the_masks(project):
+    """(`register` follows `evaluate`: it reads its metrics.)"""
+    set_param(project, "sampling", "sigma", 2.0)
     set_param(project, "masks", "workers", 7)
     st = status(project)
-    assert changed_params(st, "train") == {"masks.sigma": "modified"}
-    assert changed_params(st, "masks") == {} and changed_params(st, "latents") == {}
+    assert changed_params(st, "evaluate") == {"sampling": "modified"}  # the stages read the whole section
+    assert changed_params(st, "ablation") == {"sampling": "modified"}
+    for stage in ("train", "masks", "latents"):
+        assert changed_params(st, stage) == {}, stage
     set_param(project, "masks", "resolution", 256)
     assert changed_params(status(project), "masks") == {"masks.resolution": "modified"}

@@ -43,7 +43,6 @@ import yaml
 
 from facepaint.common import io as fio
 from facepaint.common.io import DiskFullError, atomic_path, write_json, write_parquet
-from facepaint.data.masks import MaskConfig
 from facepaint.method.models import ModelConfig
 from facepaint.method.train import TrainConfig
 from tests.helpers import config, tiny_conditions
@@ -52,7 +51,6 @@ REPO = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 KILLED = ("masks", "captions", "latents", "train", "evaluate", "register")
 MODEL = config("model", ModelConfig)
-SIGMA = config("masks", MaskConfig).sigma
 SEED = 15  # the kill delays' seed (issue 15)
 
 # Run a stage (argv[1], e.g. stages.masks) with one fault (env FAULT, at FAULT_AT). See the module docstring.
@@ -61,7 +59,7 @@ import os, runpy, signal, sys, tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-import facepaint.io as fio
+import facepaint.common.io as fio
 
 fault, target = os.environ["FAULT"], os.environ["FAULT_AT"]
 
@@ -257,7 +255,7 @@ WRITERS = {
     "csv (train log, profile)": ("log.csv", lambda t, p, v: _write_csv(p, v), _no_space),
     "png (evaluate's figures)": ("plot.png", lambda t, p, v: _write_png(p, v), _no_space),
     "checkpoint: torch.save": ("step-00000004", _write_checkpoint, lambda mp: _no_space(mp, ["optimizer.pt"])),
-    "checkpoint: safetensors": ("step-00000004", _write_checkpoint, _safetensors_in("facepaint.train")),
+    "checkpoint: safetensors": ("step-00000004", _write_checkpoint, _safetensors_in("facepaint.method.train")),
     "artifact: facepaint.json": ("model", _write_artifact, lambda mp: _no_space(mp, ["facepaint.json"])),
     "artifact: safetensors": ("model", _write_artifact, _safetensors_in("facepaint.method.artifact")),
     "FID statistics: safetensors": (
@@ -293,7 +291,7 @@ def test_a_full_disk_names_the_path_and_keeps_the_previous_output(case, tiny_tra
 
 def test_a_full_disk_in_the_latents_stage_keeps_the_previous_cache(demo_project, tmp_path, monkeypatch):
     """The latent shards (safetensors inside atomic_dir): the error names data/latents, the old cache stays."""
-    import facepaint.latents
+    import facepaint.data.latents
     from facepaint.data.latents import LatentConfig
     from stages import latents as stage
 
@@ -344,7 +342,6 @@ def _train(project: Path, work: Path, stop_after: int | None = None):
         return stage.run(
             MODEL,
             config("train", TrainConfig, **TRAIN8),
-            SIGMA,
             latents=project / "data/latents",
             captions=project / "data/captions.parquet",
             out=work / "model",
@@ -509,6 +506,7 @@ def test_the_http_bounds_apply_unless_the_environment_sets_them(monkeypatch):
 def test_train_and_evaluate_tracking_finish_and_say_what_was_not_recorded(broken_store, tmp_path):
     """The train and evaluate stages' MLflow logging (stages/train.py and stages/evaluate.py `track`)."""
     from facepaint.evaluation.run import EvalConfig
+    from facepaint.method.options import SamplingOptions
     from stages import evaluate as evaluate_stage
     from stages import train as train_stage
 
@@ -524,7 +522,9 @@ def test_train_and_evaluate_tracking_finish_and_say_what_was_not_recorded(broken
     start = time.perf_counter()
     with pytest.warns(UserWarning) as caught:
         train_stage.track(result, MODEL, config("train", TrainConfig), log, metrics)
-        evaluate_stage.track(evaluated, config("evaluate", EvalConfig), tmp_path, "0123456789ab")
+        evaluate_stage.track(
+            evaluated, config("evaluate", EvalConfig), config("sampling", SamplingOptions), tmp_path, "0123456789ab"
+        )
     took = time.perf_counter() - start
     said = [str(w.message) for w in caught if "MLflow tracking" in str(w.message)]
     missed = [m for m in said if "not recorded" in m]
@@ -689,7 +689,7 @@ def test_sigkill_between_the_renames_of_a_directory_swap_keeps_the_previous_one(
     with fio.atomic_dir(out) as tmp:
         (tmp / "shard-00000.safetensors").write_bytes(b"old" * 100)
     code = f"""
-from facepaint import io
+from facepaint.common import io
 with io.atomic_dir({str(out)!r}) as tmp:
     (tmp / "shard-00000.safetensors").write_bytes(b"new" * 100)
 """
@@ -807,10 +807,11 @@ def reference(tmp_path_factory):
     (ref / "dvc.lock").unlink(missing_ok=True)
     params = yaml.safe_load((ref / "params.yaml").read_text())
     params["demo"].update(n_images=24, size=64, mask_size=64)
-    params["masks"].update(resolution=64, sigma=1.0, min_size=32, workers=0)
+    params["masks"].update(resolution=64, min_size=32, workers=0)
     params["latents"].update(workers=0)
     params["train"].update(batch_size=4, max_steps=8, checkpoint_every=2)
-    params["evaluate"].update(n_pairs=2, steps=2, warmup=0, background_dilation=1, profile_radius=4, metrics=["psnr"])
+    params["sampling"].update(steps=2, sigma=8.0)  # 8 px of a 512 px crop: 1 px at the model's 64 px
+    params["evaluate"].update(n_pairs=2, warmup=0, background_dilation=1, profile_radius=4, metrics=["psnr"])
     params["evaluate"]["methods"] = ["ours", "ours_no_blend", "sd15_inpaint"]
     (ref / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=ref, check=True)

@@ -1,6 +1,14 @@
-"""The layering the layout shows: `facepaint/` is the method and works with MLflow, Prefect and DVC made
-unimportable; the orchestration (`stages/`, `flows/`, `tracking/`) and the tools (`tools/`, `bench/`)
-sit on top of it, never under it; stages do not import each other."""
+"""The layering the tree shows, enforced.
+
+- Inside `facepaint/`, subpackages import one way only: common -> method -> data -> evaluation, and
+  method -> editing -> apps (`LAYERS` lists what each may import); the package itself imports nothing.
+- No import cycle anywhere among the project's modules (facepaint, stages, flows, tracking, tools, bench),
+  counting imports inside functions too: the same walk that generates dvc.yaml's code deps
+  (tools/stage_deps.py), so a cycle there would make every module of it a dep of every stage that reaches one.
+- `facepaint/` works with MLflow, Prefect and DVC made unimportable; the orchestration (`stages/`,
+  `flows/`, `tracking/`) and the tools (`tools/`, `bench/`) sit on top of it; stages do not import each other.
+- The README's module map and the package docstring name every module (tools/module_map.py writes the map).
+"""
 
 import ast
 import json
@@ -8,31 +16,151 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+PROJECT = ("facepaint", "stages", "flows", "tracking", "tools", "bench")
+COPIED = (*PROJECT, "profiles")
 ORCHESTRATION = ("mlflow", "prefect", "dvc", "tracking", "stages", "flows", "tools", "bench")
-# The one place the method reaches up, lazily: `facepaint edit --model models:/...` resolves a registry URI
+# What each subpackage of facepaint/ may import (itself included).
+LAYERS = {
+    "common": {"common"},
+    "method": {"common", "method"},
+    "data": {"common", "method", "data"},
+    "evaluation": {"common", "method", "data", "evaluation"},
+    "editing": {"common", "method", "editing"},
+    "apps": {"common", "method", "editing", "apps"},
+}
+# The one place the package reaches up, lazily: an app serving a registered release (`models:/...`) resolves it
 # through tracking (tested below: without MLflow it is a clear error, and every other path still works).
-ALLOWED = {("facepaint/cli.py", "tracking.registry")}
+ALLOWED = {("facepaint/apps/releases.py", "tracking.registry")}
+
+
+def project_files(repo: Path = REPO) -> list[Path]:
+    return sorted(p for top in PROJECT for p in (repo / top).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def module_name(path: Path, repo: Path = REPO) -> str:
+    parts = path.relative_to(repo).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def imports(path: Path) -> set[str]:
+    """Every module an import statement anywhere in `path` names (inside functions too); for `from a import
+    b`, both a and a.b (b may be a module)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
-def test_the_method_imports_no_orchestration_or_tool():
+def layer_violations(repo: Path = REPO) -> list[str]:
+    """Each import inside facepaint/ that goes against LAYERS or reaches the orchestration, one line each."""
     found = []
-    for path in sorted((REPO / "facepaint").glob("*.py")):
-        rel = str(path.relative_to(REPO))
-        for name in imports(path):
-            if name.split(".")[0] in ORCHESTRATION and (rel, name) not in ALLOWED:
-                found.append(f"{rel} imports {name}")
-    assert found == []
+    for path in sorted((repo / "facepaint").rglob("*.py")):
+        rel = str(path.relative_to(repo))
+        parts = path.relative_to(repo / "facepaint").parts
+        mine = parts[0] if len(parts) > 1 else None  # None: facepaint/__init__.py
+        for name in sorted(imports(path)):
+            top, *rest = name.split(".")
+            allowed = any(rel == f and (name == m or name.startswith(m + ".")) for f, m in ALLOWED)
+            if top in ORCHESTRATION and not allowed:
+                found.append(f"{rel} imports {name} (the orchestration)")
+            elif top == "facepaint" and rest and rest[0] in LAYERS:
+                if mine is None or rest[0] not in LAYERS[mine]:
+                    found.append(f"{rel} imports {name}: {mine or 'the package'} may not import {rest[0]}")
+    return found
+
+
+def import_graph(repo: Path = REPO) -> dict[str, set[str]]:
+    """{module: the project modules it imports} (a package's __init__ is its module)."""
+    files = project_files(repo)
+    known = {module_name(p, repo) for p in files}
+    return {
+        module_name(p, repo): {n for n in imports(p) if n in known and n != module_name(p, repo)} for p in files
+    }
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    sys.setrecursionlimit(10_000)
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_subpackages_import_one_way_only():
+    assert layer_violations() == []
+
+
+def test_no_import_cycle_among_project_modules():
+    assert cycles(import_graph()) == []
+
+
+def test_the_package_itself_imports_nothing():
+    """facepaint/__init__.py is a dep of every stage: it holds the version and the map, no code to import."""
+    assert imports(REPO / "facepaint" / "__init__.py") == set()
+
+
+def test_every_subpackage_is_a_layer():
+    subpackages = {p.parent.name for p in (REPO / "facepaint").glob("*/__init__.py")}
+    assert subpackages == set(LAYERS)
+
+
+def _copy_package(tmp_path: Path) -> Path:
+    import shutil
+
+    for top in COPIED:
+        if (REPO / top).is_dir():
+            shutil.copytree(REPO / top, tmp_path / top, ignore=shutil.ignore_patterns("__pycache__", "results"))
+    return tmp_path
+
+
+def test_the_checks_catch_an_upward_import_and_a_cycle(tmp_path):
+    """The guards can fail: in a copy of the project, the evaluation importing the editor (the seam that made a
+    change to C2PA signing rerun the evaluation) and a module of `common` importing one of `method` are
+    reported; so is a cycle made by a lazy import inside a function."""
+    repo = _copy_package(tmp_path)
+    run = repo / "facepaint" / "evaluation" / "run.py"
+    run.write_text(run.read_text() + "\n\ndef _x():\n    from facepaint.editing.editor import FaceEditor  # noqa\n")
+    io = repo / "facepaint" / "common" / "io.py"
+    io.write_text(io.read_text() + "\n\ndef _y():\n    import facepaint.method.models  # noqa\n")
+    found = layer_violations(repo)
+    assert any("evaluation/run.py imports facepaint.editing.editor" in f for f in found), found
+    assert any("common/io.py imports facepaint.method.models" in f for f in found), found
+    assert ["facepaint.common.io", "facepaint.method.models"] not in cycles(import_graph(repo))  # upward, no cycle
+    models = repo / "facepaint" / "method" / "models.py"
+    models.write_text(models.read_text() + "\n\ndef _z():\n    from facepaint.common import io  # noqa\n")
+    assert ["facepaint.common.io", "facepaint.method.models"] in cycles(import_graph(repo))
 
 
 def test_stages_do_not_import_each_other():
@@ -40,7 +168,7 @@ def test_stages_do_not_import_each_other():
     found = []
     for path in sorted((REPO / "stages").glob("*.py")):
         for name in imports(path):
-            if name.startswith("stages.") and name != "stages.common":
+            if name.startswith("stages.") and name.split(".")[1] != "common":
                 found.append(f"{path.name} imports {name}")
     assert found == []
 
@@ -78,7 +206,7 @@ def run_blocked(code: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_method_works_with_mlflow_prefect_and_dvc_unimportable(tiny_artifact, tmp_path):
+def test_the_package_works_with_mlflow_prefect_and_dvc_unimportable(tiny_artifact, tmp_path):
     """Every module of facepaint/ imports, and `facepaint edit` edits a photo, with the orchestration's
     libraries made unimportable; a registry URI then says what is missing."""
     import numpy as np
@@ -92,10 +220,10 @@ def test_the_method_works_with_mlflow_prefect_and_dvc_unimportable(tiny_artifact
     code = f"""
 import importlib, json, pkgutil, sys
 import facepaint
-modules = sorted(m.name for m in pkgutil.iter_modules(facepaint.__path__, "facepaint."))
+modules = sorted(m.name for m in pkgutil.walk_packages(facepaint.__path__, "facepaint."))
 for name in modules:
     importlib.import_module(name)
-from facepaint.cli import main
+from facepaint.apps.cli import main
 edit = main(["edit", "photo.png", "--prompt", "a smiling man", "--out", "out.png", "--mask", "mask.png",
              "--model", {str(tiny_artifact.path)!r}, "--steps", "2"])
 registry = main(["edit", "photo.png", "--prompt", "a man", "--out", "out2.png", "--mask", "mask.png",
@@ -109,7 +237,8 @@ print(json.dumps({{"modules": modules, "edit": edit, "registry": registry, "bloc
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["blocked"] and out["loaded"] == []
-    assert len(out["modules"]) >= 20 and "facepaint.method.generate" in out["modules"]
+    on_disk = {module_name(p) for p in (REPO / "facepaint").rglob("*.py")} - {"facepaint"}
+    assert set(out["modules"]) == on_disk and "facepaint.method.generate" in out["modules"]
     assert out["edit"] == 0 and (tmp_path / "out.png").is_file()
     assert out["registry"] == 1 and not (tmp_path / "out2.png").exists()
     assert "is an MLflow model URI, but MLflow cannot be imported" in proc.stderr
@@ -127,32 +256,34 @@ def test_the_blocker_really_blocks(tmp_path):
 # ----------------------------------------------------------------------------------- the module map
 
 
-def readme_layout() -> str:
-    text = (REPO / "README.md").read_text()
-    return text[text.index("### Layout") : text.index("### Settings")]
+def test_the_readme_module_map_is_the_generated_one():
+    """README.md's module map is what `python -m tools.module_map` writes from the modules' docstrings: every
+    module of facepaint/, stages/, flows/, tracking/, tools/, bench/ and profiles/, each with its docstring's
+    first sentence, and no other."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.module_map", "--check"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_the_readme_module_map_names_every_module_and_no_other():
-    """Each directory's bullet in the README's Layout names exactly the modules that directory holds."""
-    import re
+def test_the_module_map_check_fails_on_a_missing_module(tmp_path):
+    from tools import module_map
 
-    layout = readme_layout()
-    for folder in ("facepaint", "stages", "flows", "tracking", "tools", "bench", "profiles"):
-        m = re.search(rf"^- `{folder}/`(.*?)(?=^- `|\Z)", layout, flags=re.S | re.M)
-        assert m, f"the README's Layout has no bullet for {folder}/"
-        named = set(re.findall(r"`(\w+\.(?:py|yaml))`", m.group(1)))
-        on_disk = {
-            p.name for p in (REPO / folder).iterdir() if p.suffix in (".py", ".yaml") and p.name != "__init__.py"
-        }
-        assert named == on_disk, (folder, sorted(on_disk - named), sorted(named - on_disk))
+    repo = _copy_package(tmp_path)
+    (repo / "README.md").write_text((REPO / "README.md").read_text())
+    assert module_map.differences(repo) == []
+    (repo / "facepaint" / "method" / "extra.py").write_text('"""A module nobody listed."""\n')
+    assert any("`extra.py` A module nobody listed" in d for d in module_map.differences(repo))
 
 
-def test_the_package_docstring_lists_every_module():
-    import re
+@pytest.mark.parametrize("line", [line for line in (REPO / "facepaint" / "__init__.py").read_text().splitlines()])
+def test_the_package_docstring_names_only_subpackages_that_exist(line):
+    if line.startswith("- ") and "/" in line.split()[1]:
+        assert (REPO / "facepaint" / line.split()[1]).is_dir(), line
 
+
+def test_the_package_docstring_names_every_subpackage():
     import facepaint
 
-    lines = "\n".join(re.findall(r"^- (.*)$", facepaint.__doc__, flags=re.M))
-    listed = set(re.findall(r"(\w+)\.py", lines))
-    on_disk = {p.stem for p in (REPO / "facepaint").glob("*.py") if p.name != "__init__.py"}
-    assert listed == on_disk, (sorted(on_disk - listed), sorted(listed - on_disk))
+    named = {line.split()[1].rstrip("/") for line in facepaint.__doc__.splitlines() if line.startswith("- ")}
+    assert named == set(LAYERS)

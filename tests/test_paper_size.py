@@ -23,6 +23,7 @@ from facepaint.data.latents import LatentConfig
 from facepaint.data.masks import MaskConfig
 from facepaint.data.split import SplitConfig, split_ids
 from facepaint.evaluation.run import EvalConfig
+from facepaint.method.blend import sigma_pixels
 from facepaint.method.models import (
     ModelConfig,
     random_safety_checker,
@@ -30,6 +31,7 @@ from facepaint.method.models import (
     save_safety_checker,
     sd15_random_components,
 )
+from facepaint.method.options import SamplingOptions
 from facepaint.method.train import TrainConfig
 from stages import captions, evaluate, latents, masks, register, split, train
 from stages.common import load_params, section
@@ -87,7 +89,10 @@ def test_the_paper_profile_runs_on_the_full_size_architecture(
     mask_cfg = section(
         params, "masks", MaskConfig, batch_size=2, workers=0, bisenet_weights=str(random_bisenet_weights)
     )
-    assert (mask_cfg.resolution, mask_cfg.sigma, mask_cfg.backend) == (512, 4.0, "bisenet")
+    assert (mask_cfg.resolution, mask_cfg.backend) == (512, "bisenet")
+    # how the evaluation samples and blends: the paper profile's 50 steps cut to 2; sigma 4 px of a 512 px crop
+    sampling = section(params, "sampling", SamplingOptions, steps=2)
+    assert sampling.sigma == 4.0 and sigma_pixels(sampling.sigma, mask_cfg.resolution) == 4.0
     monkeypatch.chdir(tmp_path)
     # tracked, as a pipeline run is: train opens the run, evaluate logs into it, register logs the model
     monkeypatch.setenv("FACEPAINT_TRACKING", "on")
@@ -118,12 +123,12 @@ def test_the_paper_profile_runs_on_the_full_size_architecture(
         result = train.run(
             model,
             section(params, "train", TrainConfig, batch_size=2, max_steps=2, log_every=1, checkpoint_every=0),
-            mask_cfg.sigma,
             progress=False,
         )
     assert result.metrics["steps"] == 2 and len(tracking_s) == 1
     c = result.artifact.conditions
-    assert (c.model, c.resolution, c.sigma, c.adapter_scale) == (model, 512, 4.0, 0.3)
+    assert (c.model, c.resolution, c.adapter_scale) == (model, 512, 0.3)
+    assert "sigma" not in c.as_dict()  # a sampling option, not a condition of training
     assert sum(v.numel() for v in result.artifact.kv.values()) == 19_169_280  # SD1.5's k/v
 
     cfg = section(
@@ -131,7 +136,6 @@ def test_the_paper_profile_runs_on_the_full_size_architecture(
         "evaluate",
         EvalConfig,
         n_pairs=2,
-        steps=2,
         warmup=0,
         methods=["ours"],
         metrics=["psnr"],
@@ -140,7 +144,7 @@ def test_the_paper_profile_runs_on_the_full_size_architecture(
         dtype="fp32",
     )
     with timed("evaluate"):
-        metrics = evaluate.run(root, cfg, progress=False)
+        metrics = evaluate.run(root, cfg, sampling, progress=False)
     ours = metrics["methods"]["ours"]
     assert metrics["resolution"] == 512 and ours["changed_outside_soft"] == 0 and ours["psnr_outside_soft"] == "inf"
     assert ours["pairs"] == 2, ours
@@ -239,13 +243,14 @@ def test_the_sd15_baselines_run_on_their_full_size_architectures(fixture_root, t
         tmp_path / "model", comps.unet, FaceAdapter(comps.text_encoder.config.hidden_size), tiny_conditions(512)
     )
     params = load_params(REPO / "params.yaml", profile="paper")
-    cfg = section(params, "evaluate", EvalConfig, steps=2, dtype="fp32")
+    cfg = section(params, "evaluate", EvalConfig, dtype="fp32")
+    options = section(params, "sampling", SamplingOptions, steps=2)
     baselines = replace(cfg.baselines, sd15_t2i=str(tmp_path / "sd15"), brushnet=str(tmp_path / "brushnet"))
     names = ["blended_latent_diffusion", "brushnet"]
     methods, unavailable = build_methods(
         names,
         artifact.path,
-        cfg.inference(),
+        options,
         device="cpu",
         dtype="fp32",
         baselines=baselines,
@@ -260,7 +265,8 @@ def test_the_sd15_baselines_run_on_their_full_size_architectures(fixture_root, t
     image = resize_rgb(load_rgb(image_path(fixture_root, i)).image, 512)
     parts = section(params, "masks", MaskConfig).parts
     fm = face_mask(annotation_union(fixture_root, i, parts)[0], 512, 8)
-    x = EditInput(image, fm.mask, soft_mask(fm.mask, 4.0), fm.beta, "a smiling woman with blond hair", 0)
+    soft = soft_mask(fm.mask, sigma_pixels(options.sigma, 512))
+    x = EditInput(image, fm.mask, soft, fm.beta, "a smiling woman with blond hair", 0)
     for name, m in methods.items():
         out = m.edit(x)
         assert out.shape == (512, 512, 3) and out.dtype == np.uint8, name

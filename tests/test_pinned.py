@@ -20,6 +20,7 @@ import torch
 from facepaint.method.adapter import FaceAdapter
 from facepaint.method.generate import Inpainter
 from facepaint.method.models import ModelConfig, load_components
+from facepaint.method.options import SamplingOptions
 from facepaint.method.speed import Speed
 from facepaint.method.train import Batches, TrainConfig, TrainData, build_model, build_optimizer, draw_step, step_loss
 
@@ -129,10 +130,7 @@ def test_an_edit_gives_the_pinned_slice():
         [mask],
         [float(mask.mean())],
         "a photo of a smiling woman with blond hair",
-        "",
-        steps=3,
-        guidance_scale=7.5,
-        strength=1.0,
+        SamplingOptions(steps=3, guidance_scale=7.5, scheduler="ddim", strength=1.0, negative_prompt=""),
         seeds=0,
     )
     out = images[0]

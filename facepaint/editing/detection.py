@@ -244,10 +244,10 @@ def parse_selection(spec) -> str | list[int]:
     """`--faces`: "all", "largest", or face indices ("0,2", [0, 2])."""
     if isinstance(spec, str) and spec.strip().lower() in ("all", "largest"):
         return spec.strip().lower()
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
     try:
+        items = spec.split(",") if isinstance(spec, str) else list(spec)  # TypeError: None, a number
         idx = [int(str(i).strip()) for i in items]
-    except ValueError:
+    except (TypeError, ValueError):
         raise ValueError(f"faces must be 'all', 'largest' or indices like '0,2', got {spec!r}") from None
     if not idx or min(idx) < 0 or len(set(idx)) != len(idx):
         raise ValueError(f"faces must be distinct indices >= 0, got {spec!r}")

@@ -16,9 +16,6 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 SIGMA_REFERENCE = 512  # px: the face-crop side that SamplingOptions.sigma is measured at
-# G_sigma's kernel spans 6 sigma, so beyond this the soft mask is a blur of the whole 512 px crop (and
-# gaussian_filter's cost grows with sigma)
-MAX_SIGMA = 100.0
 
 
 def sigma_pixels(sigma: float, resolution: int) -> float:

@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from facepaint.common.checks import check_fields, check_number, parse_fields
-from facepaint.method.blend import MAX_SIGMA
 
 SCHEDULERS = ("ddim", "dpm")
 MAX_STEPS = 1000  # SD1.5's noise schedule has 1000 timesteps: more denoising steps than that only repeat them
 MAX_GUIDANCE = 100.0  # SD1.5 is used at 1-20; far above that the guided noise prediction only saturates
+# px of a 512 px crop: G_sigma's kernel spans 6 sigma, so beyond this the soft mask is a blur of the whole crop
+# (and gaussian_filter's cost grows with sigma)
+MAX_SIGMA = 100.0
 
 
 @dataclass(frozen=True)

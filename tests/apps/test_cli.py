@@ -11,7 +11,8 @@ from PIL import Image
 from facepaint.apps.cli import main
 from facepaint.editing.provenance import read_provenance
 
-FAST = ["--steps", "2", "--sigma", "1"]
+# sigma is in pixels of a 512 px face crop: 8 is the tiny 64 px model's 1 px seam (the default 4 would be 0.5 px)
+FAST = ["--steps", "2", "--sigma", "8"]
 
 
 def write_photo(path, h, w, seed=0):
@@ -56,6 +57,35 @@ def test_single_photo(tiny_artifact, tmp_path, capsys):
     prov = read_provenance(out)
     assert prov["prompt"] == "a smiling face" and prov["seed"] == 3 and prov["watermark"] is True
     assert prov["guidance_scale"] == 4.0 and prov["mask"] == str(tmp_path / "mask.png") and prov["scheduler"] == "dpm"
+    assert prov["sigma"] == 8.0 and prov["steps"] == 2 and prov["strength"] == 1.0  # SamplingOptions, whole
+
+
+def test_sigma_and_scheduler_reach_the_edit_and_its_provenance(tiny_artifact, tmp_path, capsys):
+    """--sigma and --scheduler are per-edit options (SamplingOptions): each output's provenance records the ones
+    it ran with (the defaults when not given), and a wider sigma widens the blended seam: more pixels around the
+    mask change, while the hard mask's inside changes either way."""
+    from facepaint.method.options import SamplingOptions
+
+    write_photo(tmp_path / "me.png", 64, 64, seed=4)
+    write_mask(tmp_path / "mask.png", 64, 64)
+    base = ["edit", str(tmp_path / "me.png"), "--prompt", "a face", "--model", str(tiny_artifact.path)]
+    base += ["--mask", str(tmp_path / "mask.png"), "--steps", "2", "--seed", "1"]
+    runs = {"hard": ["--sigma", "0", "--scheduler", "dpm"], "wide": ["--sigma", "16", "--scheduler", "dpm"]}
+    runs["defaults"] = []
+    for name, flags in runs.items():
+        assert main([*base, "--out", str(tmp_path / f"{name}.png"), *flags]) == 0, capsys.readouterr().err
+    prov = {name: read_provenance(tmp_path / f"{name}.png") for name in runs}
+    assert (prov["hard"]["sigma"], prov["hard"]["scheduler"]) == (0.0, "dpm")
+    assert (prov["wide"]["sigma"], prov["wide"]["scheduler"]) == (16.0, "dpm")
+    defaults = SamplingOptions()
+    assert (prov["defaults"]["sigma"], prov["defaults"]["scheduler"]) == (defaults.sigma, defaults.scheduler)
+    assert (defaults.sigma, defaults.scheduler) == (4.0, "ddim")
+    photo = np.asarray(Image.open(tmp_path / "me.png"), int)
+    changed = {n: (np.asarray(Image.open(tmp_path / f"{n}.png"), int) != photo).any(-1) for n in ("hard", "wide")}
+    inner = np.zeros((64, 64), bool)
+    inner[20:44, 20:44] = True  # well inside the mask (16:48)
+    assert changed["hard"][inner].mean() > 0.9 and changed["wide"][inner].mean() > 0.9
+    assert changed["wide"].sum() > changed["hard"].sum() + 64, {n: int(c.sum()) for n, c in changed.items()}
 
 
 def test_folder_with_a_corrupt_photo_goes_on_and_fails_at_the_end(tiny_artifact, tmp_path, capsys):
@@ -108,8 +138,20 @@ def test_expected_errors_are_one_line(tiny_artifact, tmp_path, capsys):
     assert "no face found in " + str(tmp_path / "me.png") in capsys.readouterr().err
     assert main([*base[: -len(FAST) - 2], "--out", str(tmp_path / "o.jpg"), "--model", str(tiny_artifact.path)]) == 1
     assert "must be a .png" in capsys.readouterr().err
-    assert main([*base, "--model", str(tiny_artifact.path), "--strength", "0"]) == 1
-    assert "strength" in capsys.readouterr().err
+    # the sampling options and choices are parsed by parse_edit_options: one line naming the option (no dashes)
+    for flag, value, reason in (
+        ("--strength", "0", "strength must be in (0, 1]"),
+        ("--steps", "2.5", "steps must be a whole number"),
+        ("--guidance-scale", "lots", "guidance_scale must be a number"),
+        ("--sigma", "-1", "sigma must be a number from 0"),
+        ("--seed", "-1", "seed must be a whole number from 0"),
+        ("--min-face", "-5", "min_face must be a number from 0"),
+        ("--faces", "two", "faces must be 'all', 'largest' or indices"),
+    ):
+        assert main([*base, "--model", str(tiny_artifact.path), flag, value]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {reason}") and len(err.splitlines()) == 1, (flag, err)
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_long_prompt_warning_reaches_stderr(tiny_artifact, tmp_path, capsys):

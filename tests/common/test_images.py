@@ -4,7 +4,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facepaint.common.images import MAX_PIXELS, ImageError, load_mask, load_rgb, resize_rgb
+from facepaint.common.images import (
+    MAX_PIXELS,
+    ImageError,
+    decode_png,
+    encode_png,
+    load_mask,
+    load_rgb,
+    read_photo,
+    resize_binary,
+    resize_rgb,
+    worker_context,
+)
 
 
 def jpeg_bytes(size=(64, 64), mode="RGB", color=(200, 100, 50), **save):
@@ -117,3 +128,58 @@ def test_load_mask_binarizes(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(ImageError, match="corrupt part mask bad.png"):
         load_mask(tmp_path / "bad.png")
+
+
+def test_read_photo_takes_a_path_bytes_an_image_or_an_array(tmp_path):
+    path = noise_jpeg(tmp_path / "a.jpg")
+    expected = np.asarray(Image.open(path).convert("RGB"))
+    for given, name in ((path, str(path)), (str(path), str(path)), (path.read_bytes(), "<bytes>")):
+        arr, got_name, notes = read_photo(given)
+        assert np.array_equal(arr, expected) and got_name == name and notes == []
+    arr, name, _ = read_photo(Image.open(path).convert("L"))
+    assert arr.shape == (96, 96, 3) and name == "<image>"
+    arr, name, _ = read_photo(expected)
+    assert arr is expected and name == "<array>"
+    Image.new("L", (8, 8), 10).save(tmp_path / "grey.png")
+    assert read_photo(tmp_path / "grey.png")[2] == ["converted from L"]
+    with pytest.raises(ImageError, match=r"^<bytes>: corrupt or unreadable"):
+        read_photo(b"not an image")
+    with pytest.raises(ImageError, match=f"^{tmp_path / 'missing.png'}: file not found"):
+        read_photo(tmp_path / "missing.png")
+    for bad in (expected.astype(np.float32), expected[..., :2], expected[..., 0]):
+        with pytest.raises(ValueError, match="uint8 \\(H, W, 3\\) RGB"):
+            read_photo(bad)
+
+
+def test_worker_context_is_a_forkserver_only_with_workers():
+    assert worker_context(0) is None
+    ctx = worker_context(2, ("facepaint.data.masks",))
+    assert ctx.get_start_method() == "forkserver"
+
+
+# ------------------------------------------------------------------------------- binary masks
+
+
+def test_resize_binary():
+    m = np.zeros((512, 512), dtype=bool)
+    m[128:384, 128:384] = True
+    small = resize_binary(m, 128)
+    assert small.dtype == bool and small.shape == (128, 128) and small[32:96, 32:96].all() and small.sum() == 64 * 64
+    wide = resize_binary(m[:, :256], (64, 128))  # (width, height): a non-square mask
+    assert wide.shape == (128, 64) and wide[32:96, 32:].all() and not wide[:, :32].any()
+    soft = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)  # a float mask is binarized at 0.5
+    assert np.array_equal(resize_binary(soft, 4), soft >= 0.5)
+    assert resize_binary(m, 512) is not m and np.array_equal(resize_binary(m, 512), m)
+
+
+def test_png_encoding_roundtrip():
+    rng = np.random.default_rng(1)
+    b = rng.random((40, 40)) > 0.5
+    back = decode_png(encode_png(b))
+    assert back.dtype == bool and np.array_equal(back, b)
+    f = rng.random((40, 40)).astype(np.float32)
+    back = decode_png(encode_png(f))
+    assert back.dtype == np.float32 and np.abs(back - f).max() <= 0.5 / 255 + 1e-6
+    assert len(encode_png(np.zeros((512, 512), bool))) < 600  # 1-bit PNG: compact
+    with pytest.raises(ImageError, match="corrupt mask PNG"):
+        decode_png(jpeg_bytes())  # only PNG: a JPEG in a table cell is corrupt

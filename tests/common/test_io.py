@@ -60,7 +60,7 @@ def test_sigkill_mid_write_leaves_no_parquet(tmp_path):
     code = f"""
 import os, signal
 import pandas as pd, pyarrow.parquet as pq
-from facepaint import io
+from facepaint.common import io
 real = pq.write_table
 def dying(table, where, **kw):
     with open(where, "wb") as f:

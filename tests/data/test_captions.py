@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import config
 from facepaint.data import captions
 from facepaint.data.captions import CaptionConfig, build_captions, caption_candidates, eval_prompt
 from facepaint.data.celebamask import ATTRIBUTE_FILE, ATTRIBUTES, read_attributes
+from tests.helpers import config
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = config("captions", CaptionConfig)
@@ -421,7 +421,7 @@ def test_seed_and_id_change_the_candidates():
 
 _SUBPROCESS = """
 import json, sys
-from facepaint.captions import caption_candidates, eval_prompt
+from facepaint.data.captions import caption_candidates, eval_prompt
 rows = json.loads(sys.stdin.read())
 print(json.dumps([[caption_candidates(r, i, n=10, seed=s), eval_prompt(r)] for i, r, s in rows]))
 """
@@ -543,7 +543,6 @@ def fixture_captions(fixture_root):
     return table, df.set_index("id")
 
 
-@pytest.mark.fixture
 def test_fixture_glasses(fixture_captions):
     # Rule: glasses are salient, so a wearer's eval prompt names them and so do at least half the
     # candidates (by construction ~8 of 10; half leaves room for de-duplication). Non-wearers never.
@@ -560,7 +559,6 @@ def test_fixture_glasses(fixture_captions):
             assert hits == 0 and not glasses.search(prompt), (i, cands, prompt)
 
 
-@pytest.mark.fixture
 def test_fixture_truthfulness(fixture_captions):
     table, df = fixture_captions
     man = re.compile(r"\b(man|men|guy|gentleman)\b")
@@ -587,7 +585,6 @@ def test_fixture_truthfulness(fixture_captions):
         assert len(df.at[i, "candidates"]) == 10
 
 
-@pytest.mark.fixture
 def test_fixture_fits_clip(fixture_captions, clip_tokenizer):
     _, df = fixture_captions
     caps = [c for cs in df["candidates"] for c in cs] + df["eval_prompt"].tolist()

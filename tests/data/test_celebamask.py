@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facepaint.common.report import DatasetError
 from facepaint.data import celebamask
 from facepaint.data.celebamask import ATTRIBUTES, read_attributes, scan
-from facepaint.common.report import DatasetError
 
 
 def write_attr_file(path: Path, rows, count=None, names=ATTRIBUTES):
@@ -122,7 +122,6 @@ def test_scan_without_image_folder_is_fatal(tmp_path):
         scan(tmp_path, read_attributes(tmp_path / celebamask.ATTRIBUTE_FILE))
 
 
-@pytest.mark.fixture
 def test_real_fixture_is_a_partial_download(fixture_root):
     attrs = read_attributes(fixture_root / celebamask.ATTRIBUTE_FILE)
     assert len(attrs.ids) == 30000 and not attrs.problems and not attrs.warnings

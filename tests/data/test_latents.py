@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import config
+from facepaint.common.images import decode_png
 from facepaint.data import latents as lat
 from facepaint.data.latents import LatentConfig, compute_latents, encode_batch, iter_shards, read_index, write_index
 from facepaint.data.masks import MaskConfig, compute_masks
-from facepaint.common.images import decode_png
 from facepaint.method.models import tiny_components
+from tests.helpers import config
 
 
 @pytest.fixture(scope="module")

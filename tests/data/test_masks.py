@@ -1,7 +1,9 @@
+"""The masks stage's work (facepaint.data.masks): M, M_latent and beta for every dataset image, from the part
+annotations or the face parser, the stage's report, its metadata and the parser-vs-annotations IoU."""
+
+import dataclasses
 import io
 import json
-import urllib.error
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -9,102 +11,67 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import config
-from facepaint.data import celebamask
-from facepaint import masks
+from facepaint.common.images import decode_png
 from facepaint.common.report import DatasetError
-from facepaint.method.masks import BISENET_CLASSES, BiSeNetParser, face_mask, latent_mask, parts_union_from_labels
-from facepaint.data.masks import MaskConfig, compute_masks, mask_metadata
-from facepaint.common.images import decode_png, encode_png, resize_binary
-from facepaint.method.blend import soft_mask
-from facepaint.method.models import ModelLoadError
+from facepaint.data import celebamask
+from facepaint.data.masks import (
+    BACKENDS,
+    MaskConfig,
+    annotation_union,
+    compute_masks,
+    file_sha256,
+    iou,
+    iou_summary,
+    mask_metadata,
+)
+from facepaint.method.masks import BISENET_CLASSES, BiSeNetParser, face_mask
 from stages import masks as masks_stage
+from tests.helpers import config
 
 PARTS = config("masks", MaskConfig).parts  # the face parts of params.yaml
 
 
-# ----------------------------------------------------------------------------------- mask algebra
-
-
-def test_latent_mask_hand_example():
-    m = np.zeros((16, 16), dtype=bool)
-    m[0:8, 0:8] = True  # a full cell
-    m[8:12, 8:16] = True  # half of the bottom-right cell: 32 of 64 pixels -> exactly 0.5 -> in
-    m[0:3, 8:16] = True  # 24 of 64 -> out
-    assert latent_mask(m, 8).tolist() == [[True, False], [False, True]]
-
-
-def test_latent_mask_commutes_with_flip():
-    rng = np.random.default_rng(0)
-    m = rng.random((64, 64)) > 0.6
-    assert np.array_equal(latent_mask(m[:, ::-1], 8), latent_mask(m, 8)[:, ::-1])
-    with pytest.raises(ValueError, match="multiple"):
-        latent_mask(np.zeros((60, 60), bool), 8)
-
-
-def test_soft_mask_properties():
-    m = np.zeros((64, 64), dtype=bool)
-    m[16:48, 16:48] = True
-    s = soft_mask(m, sigma=2.0)
-    assert s.dtype == np.float32 and s.min() >= 0 and s.max() <= 1
-    assert s[32, 32] == pytest.approx(1.0, abs=1e-6)  # deep inside
-    assert s[0, 0] == 0.0 and s[16 - 7, 32] == 0.0  # farther than 3 sigma (6 px): exactly zero
-    assert s[16 - 5, 32] > 0  # within reach of the blur
-    assert s[16, 32] == pytest.approx(0.5, abs=0.12)  # the edge is about half
-    assert np.allclose(s, s[:, ::-1]) and np.allclose(s, s.T)
-    assert np.array_equal(soft_mask(m, 0), m.astype(np.float32))
-
-
-def test_resize_binary_and_face_mask():
-    m = np.zeros((512, 512), dtype=bool)
-    m[128:384, 128:384] = True
-    small = resize_binary(m, 128)
-    assert small.shape == (128, 128) and small[32:96, 32:96].all() and small.sum() == 64 * 64
-    fm = face_mask(m, resolution=128, latent_factor=8)
-    assert fm.beta == pytest.approx(0.25) and fm.latent.shape == (16, 16) and fm.latent.sum() == 64
-    assert fm.mask.shape == (128, 128)
-    wide = resize_binary(m[:, :256], (64, 128))  # (width, height): a non-square mask
-    assert wide.shape == (128, 64) and wide[32:96, 32:].all()
-
-
-def test_png_encoding_roundtrip():
-    rng = np.random.default_rng(1)
-    b = rng.random((40, 40)) > 0.5
-    assert np.array_equal(decode_png(encode_png(b)), b)
-    f = rng.random((40, 40)).astype(np.float32)
-    assert np.abs(decode_png(encode_png(f)) - f).max() <= 0.5 / 255 + 1e-6
-    assert len(encode_png(np.zeros((512, 512), bool))) < 600  # 1-bit PNG: compact
-
-
-def test_bisenet_classes_are_mapped_by_name_not_index():
-    labels = np.arange(len(BISENET_CLASSES), dtype=np.uint8).reshape(1, -1)
-    union = parts_union_from_labels(labels, ("skin", "nose", "u_lip"))
-    picked = [BISENET_CLASSES[i] for i in np.flatnonzero(union[0])]
-    assert picked == ["skin", "nose", "u_lip"]
-    # The CelebAMask-HQ part order differs: index-based mapping would pick other classes.
-    assert celebamask.PART_NAMES.index("nose") != BISENET_CLASSES.index("nose")
-    assert set(celebamask.PART_NAMES) == set(BISENET_CLASSES) - {"background"}
+# ------------------------------------------------------------------------------------------ config
 
 
 def test_config_validation():
-    base = asdict(cfg())
+    base = dataclasses.asdict(cfg())
     with pytest.raises(ValueError, match="unknown face part"):
         MaskConfig(**{**base, "parts": ["skin", "face"]})
     with pytest.raises(ValueError, match="backend"):
         MaskConfig(**{**base, "backend": "sam"})
+    assert set(BACKENDS) == {"annotations", "bisenet"}
     with pytest.raises(ValueError, match="multiple of masks.latent_factor"):
         MaskConfig(**{**base, "resolution": 100})
     with pytest.raises(TypeError):
         MaskConfig()  # no hidden defaults: every setting comes from params.yaml
 
 
-def test_metadata_holds_what_made_the_table_and_nothing_else():
-    """sigma and the speed knobs cannot change the masks table, so its metadata (which reaches the latent
-    cache's digest and the artifact) does not carry them."""
+def test_sigma_is_no_mask_setting():
+    """The soft mask's sigma is a sampling option (facepaint.method.options), not a setting of the masks table:
+    params.yaml's masks section refuses it."""
+    assert "sigma" not in {f.name for f in dataclasses.fields(MaskConfig)}
+    with pytest.raises(TypeError, match="sigma"):
+        MaskConfig(**{**dataclasses.asdict(cfg()), "sigma": 4.0})
+    with pytest.raises(SystemExit, match=r"unknown key\(s\) \['sigma'\] in section 'masks'"):
+        cfg(sigma=4.0)
+
+
+def test_metadata_holds_what_made_the_table_and_nothing_else(random_bisenet_weights):
+    """The speed knobs cannot change the masks table, so its metadata (which reaches the latent cache's digest
+    and the artifact) does not carry them; a parser's masks carry its weights' path and digest."""
     meta = mask_metadata(cfg())
     assert "sigma" not in meta and not set(MaskConfig.SPEED_KNOBS) & set(meta)
     assert meta["parts"] == list(PARTS) and meta["resolution"] == 64 and meta["backend"] == "annotations"
-    assert mask_metadata(cfg(sigma=7.0, workers=3, batch_size=1)) == meta
+    assert mask_metadata(cfg(workers=3, batch_size=1, channels_last=False)) == meta
+    assert mask_metadata(cfg(resolution=128)) != meta
+    c = cfg(backend="bisenet", bisenet_weights=str(random_bisenet_weights))
+    parser = BiSeNetParser(c.bisenet_weights, "cpu")
+    parsed = mask_metadata(c, parser)
+    assert parsed["bisenet_weights"] == str(random_bisenet_weights)
+    assert parsed["bisenet_sha256"] == file_sha256(random_bisenet_weights) and len(parsed["bisenet_sha256"]) == 64
+    # with the annotations backend the parser only gave iou_annotations: M is not its, the metadata says nothing
+    assert "bisenet_sha256" not in mask_metadata(cfg(bisenet_weights=str(random_bisenet_weights)), parser)
 
 
 # ------------------------------------------------------------------------------- annotations stage
@@ -143,10 +110,34 @@ def test_worker_processes_give_the_same_masks(demo_root):
     assert a.equals(b)
 
 
-def _jpeg_bytes(im, **kw):
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=95, **kw)
-    return buf.getvalue()
+def write_part(root, image_id, part, mask):
+    path = celebamask.part_mask_path(root, image_id, part)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+
+
+def test_annotation_union_of_the_parts_present(tmp_path):
+    """The union of the parts present (a missing part is no error, a missing skin a note); a part mask at
+    another square size is resized to the first's; none present, or a non-square mismatch, is an ImageError."""
+    from facepaint.common.images import ImageError
+
+    skin, nose, big_eye = np.zeros((8, 8), bool), np.zeros((8, 8), bool), np.zeros((16, 16), bool)
+    skin[2:6, 2:6], nose[0, 0], big_eye[12:16, 12:16] = True, True, True
+    write_part(tmp_path, 1, "skin", skin)
+    write_part(tmp_path, 1, "nose", nose)
+    write_part(tmp_path, 1, "l_eye", big_eye)  # 16 x 16: resized to 8 x 8 (its bottom-right 2 x 2)
+    union, notes = annotation_union(tmp_path, 1, ("skin", "nose", "l_eye", "mouth"))
+    expected = skin | nose
+    expected[6:8, 6:8] = True
+    assert union.dtype == bool and np.array_equal(union, expected) and notes == []
+    write_part(tmp_path, 2, "nose", nose)
+    union, notes = annotation_union(tmp_path, 2, ("skin", "nose"))
+    assert np.array_equal(union, nose) and notes == ["no skin part mask"]
+    with pytest.raises(ImageError, match="missing part masks: none of skin, mouth"):
+        annotation_union(tmp_path, 3, ("skin", "mouth"))
+    write_part(tmp_path, 2, "l_eye", np.zeros((8, 4), bool))
+    with pytest.raises(ImageError, match="00002_l_eye.png is 4x8, others are 8x8"):
+        annotation_union(tmp_path, 2, ("nose", "l_eye"))
 
 
 def break_dataset(root):
@@ -228,8 +219,6 @@ def test_stage_fails_over_threshold_and_writes_report_but_no_parquet(demo_copy, 
 def test_bisenet_backend_end_to_end_with_random_weights(demo_root, random_bisenet_weights):
     c = cfg(backend="bisenet", bisenet_weights=str(random_bisenet_weights), max_unusable_fraction=1.0)
     parser = BiSeNetParser(c.bisenet_weights, "cpu")
-    labels = parser.labels(np.zeros((2, 512, 512, 3), np.uint8))
-    assert labels.shape == (2, 512, 512) and labels.dtype == np.uint8 and labels.max() < 19
     a, ra = compute_masks(demo_root, range(5), c, progress=False, parser=parser)
     b, _ = compute_masks(demo_root, range(5), cfg(**{**vars(c), "batch_size": 2}), progress=False, parser=parser)
     # Random weights label pixels arbitrarily; whatever they give, batching must not change it.
@@ -283,9 +272,11 @@ def test_parser_masks_are_compared_with_the_annotations(demo_root, random_bisene
     both, _ = compute_masks(demo_root, range(4), cfg(bisenet_weights=str(random_bisenet_weights)), False, parser)
     assert both.drop(columns="iou_annotations").equals(truth.drop(columns="iou_annotations"))
     assert np.allclose(both["iou_annotations"], truth["beta"], atol=1e-6)
-    summary = masks.iou_summary(both, True)
-    assert summary["images"] == 4 and summary["mean"] == pytest.approx(truth["beta"].mean())
-    assert masks.iou_summary(truth, False, "no weights") == "unavailable: no weights"
+    summary = iou_summary(both, True)
+    assert summary["images"] == 4 and summary["without_annotations"] == 0
+    assert summary["mean"] == pytest.approx(truth["beta"].mean())
+    assert iou_summary(truth, False, "no weights") == "unavailable: no weights"
+    assert iou_summary(truth, True).startswith("unavailable: no image has both")
 
 
 def test_iou():
@@ -293,12 +284,10 @@ def test_iou():
     b = a.copy()
     a[:2] = True
     b[1:3] = True
-    assert masks.iou(a, b) == pytest.approx(4 / 12) and masks.iou(a, a) == 1.0 and masks.iou(~a & a, ~a & a) == 1.0
+    assert iou(a, b) == pytest.approx(4 / 12) and iou(a, a) == 1.0 and iou(~a & a, ~a & a) == 1.0
 
 
 def test_masks_stage_reports_the_iou_or_why_not(demo_project, random_bisenet_weights, monkeypatch):
-    from stages import masks as masks_stage
-
     monkeypatch.chdir(demo_project)
     root = demo_project / "data/demo"
     masks_stage.run(root, cfg(), out=Path("m.parquet"), metrics=Path("m.json"), progress=False)
@@ -311,39 +300,12 @@ def test_masks_stage_reports_the_iou_or_why_not(demo_project, random_bisenet_wei
     assert df["iou_annotations"].between(0, 1).all()
 
 
-def test_missing_bisenet_weights_name_the_file_and_url(tmp_path, monkeypatch):
-    with pytest.raises(ModelLoadError) as e:
-        BiSeNetParser(tmp_path / "nope.pth")
-    assert "nope.pth" in str(e.value) and masks.BISENET_URL in str(e.value)
-
-    import facexlib.utils
-
-    def offline(*a, **k):
-        raise urllib.error.URLError("no internet")
-
-    monkeypatch.setattr(masks, "default_bisenet_path", lambda: tmp_path / "cache" / masks.BISENET_FILE)
-    monkeypatch.setattr(facexlib.utils, "load_file_from_url", offline)
-    with pytest.raises(ModelLoadError) as e:
-        BiSeNetParser(None)
-    msg = str(e.value)
-    assert masks.BISENET_URL in msg and "masks.bisenet_weights" in msg and str(tmp_path / "cache") in msg
-
-
-def test_wrong_weights_file_is_refused(tmp_path):
-    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(ModelLoadError, match="19-class BiSeNet"):
-        BiSeNetParser(tmp_path / "other.pth")
-
-
 # ------------------------------------------------------------------------------------ real fixture
 
 
-@pytest.mark.fixture
 def test_annotations_on_real_fixture(fixture_root):
     ids = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())
-    df, report = compute_masks(
-        fixture_root, ids, cfg(resolution=512, sigma=4.0, workers=2, batch_size=16), progress=False
-    )
+    df, report = compute_masks(fixture_root, ids, cfg(resolution=512, workers=2, batch_size=16), progress=False)
     assert len(df) == 200 and report.unusable == [] and df["id"].tolist() == ids
     assert df["beta"].between(0.05, 0.8).all(), df["beta"].describe()
     m = decode_png(df.iloc[0]["mask"])

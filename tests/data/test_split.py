@@ -6,11 +6,11 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.helpers import config
-from facepaint.data.celebamask import ATTRIBUTE_FILE
 from facepaint.common.report import DatasetError
+from facepaint.data.celebamask import ATTRIBUTE_FILE
 from facepaint.data.split import SplitConfig, n_train, split_ids
 from stages import split as split_stage
+from tests.helpers import config
 
 # The seed-42 split of ids 0..29999, pinned: if this changes, every published experiment's split
 # changed with it.
@@ -86,7 +86,6 @@ def test_stage_reports_malformed_rows_and_fails_over_the_threshold(demo_copy, tm
     assert not (tmp_path / "split2.parquet").exists()
 
 
-@pytest.mark.fixture
 def test_stage_on_real_fixture_reports_missing_and_goes_on(fixture_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     df = split_stage.run(fixture_root, config("split", SplitConfig), out=tmp_path / "split.parquet")

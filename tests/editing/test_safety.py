@@ -176,21 +176,23 @@ def test_the_pyfunc_model_refuses_a_flagged_result_with_a_400(artifacts):
 
 
 def test_the_app_says_why_in_the_page_and_writes_no_png(artifacts, tmp_path):
-    from facepaint.apps.web import USER_ERRORS, App, AppConfig
+    from facepaint.apps.web import USER_ERRORS, App, AppConfig, EditRequest
 
     app = App(AppConfig(str(artifacts["flag"]), examples=None, workdir=str(tmp_path / "work"), releases=False))
     Image.fromarray(PHOTO).save(tmp_path / "me.png")
     Image.fromarray(MASK.astype(np.uint8) * 255).save(tmp_path / "mask.png")
-    args = (tmp_path / "me.png", None, tmp_path / "mask.png", "all", 64, "a face", "", 0, 2, 7.5, 1, True, False)
+    request = EditRequest(
+        tmp_path / "me.png", None, tmp_path / "mask.png", "all", 64, "a face", "", 0, 2, 7.5, 1, True, False
+    )
     with pytest.raises(USER_ERRORS, match=r"edited result of me\.png \(the masked region\)"):  # a message, no trace
-        app.edit(*args)
+        app.edit(request)
     assert not list((tmp_path / "work").rglob("*.png"))
     off = App(
         AppConfig(
             str(artifacts["flag"]), examples=None, workdir=str(tmp_path / "w2"), releases=False, safety_checker=False
         )
     )
-    assert off.edit(*args)[2]["safety_checker"] == OFF
+    assert off.edit(request)[2]["safety_checker"] == OFF
 
 
 def test_turned_off_the_edit_is_the_same_and_says_off(artifacts):

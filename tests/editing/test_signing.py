@@ -1,4 +1,4 @@
-"""Signed C2PA provenance (facepaint/signing.py): an edit verifies; any change to the file after signing, a
+"""Signed C2PA provenance (facepaint.editing.signing): an edit verifies; any change to the file after signing, a
 missing manifest, another signer or a file that is no image fails `facepaint verify` with a clear message;
 the key is made once (atomically, 0600) and reused; the pyfunc model returns the same signed bytes."""
 
@@ -237,7 +237,7 @@ def test_the_default_key_dir_follows_the_environment(monkeypatch, tmp_path):
 
 def test_processes_making_the_key_at_once_make_one(tmp_path):
     d = tmp_path / "key"
-    code = "import sys; from facepaint import signing; print(signing.credentials(sys.argv[1]).serial)"
+    code = "import sys; from facepaint.editing import signing; print(signing.credentials(sys.argv[1]).serial)"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(d)], stdout=subprocess.PIPE, text=True, cwd=REPO)
         for _ in range(4)
@@ -272,12 +272,13 @@ def test_the_pyfunc_model_returns_signed_bytes(tiny_artifact, tmp_path, c2pa_key
 
 
 def test_the_apps_download_is_signed(signed, tiny_artifact, tmp_path):
-    from facepaint.apps.web import App, AppConfig
+    from facepaint.apps.web import App, AppConfig, EditRequest
 
     out, _ = signed
     app = App(AppConfig(str(tiny_artifact.path), examples=None, workdir=str(tmp_path), releases=False))
     photo, mask = out.parent / "photo.png", out.parent / "mask.png"
     args = dict(faces="all", min_face=64, negative_prompt="", seed=0, steps=1, guidance_scale=7.5, strength=1)
-    _, png, provenance, _ = app.edit(photo, None, mask, prompt="an old face", blend=True, watermark=False, **args)
+    request = EditRequest(photo, None, mask, prompt="an old face", blend=True, watermark=False, **args)
+    _, png, provenance, _ = app.edit(request)
     report = signing.verify(png)  # the app's key: $FACEPAINT_C2PA_DIR
     assert report.ok and report.claim == provenance and report.claim["source"] == "photo.png"

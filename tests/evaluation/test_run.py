@@ -1,20 +1,31 @@
-"""The evaluate stage: pairs, aggregation, figures, the real-photo blending check, and end to end."""
+"""facepaint.evaluation.run and the evaluate stage over it: pairs, samples, per-image metrics, aggregation, the
+shared path of evaluate_methods and evaluate_variants, the real-photo blending check, and the stage end to end.
+(The tables and figures: test_tables.py, test_plots.py; what the stages write: test_outputs.py.)"""
 
 import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from facepaint import evaluate as ev
+from facepaint.common.io import read_parquet, read_parquet_metadata
+from facepaint.evaluation import run as ev
+from facepaint.method.blend import sigma_pixels, soft_mask
+from facepaint.method.options import SamplingOptions
 from tests.helpers import config
 
 
 def ecfg(**changes) -> ev.EvalConfig:
     """The demo's evaluate params with `changes`."""
     return config("evaluate", ev.EvalConfig, **changes)
+
+
+def sampling(**changes) -> SamplingOptions:
+    """The demo's sampling params (how the evaluation's edits sample and blend) with `changes`."""
+    return config("sampling", SamplingOptions, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +63,6 @@ def sample(h=32, face=(8, 24)):
     image = rng.integers(0, 256, (h, h, 3), dtype=np.uint8)
     mask = np.zeros((h, h), bool)
     mask[face[0] : face[1], face[0] : face[1]] = True
-    from facepaint.method.blend import soft_mask
-
     return ev.Sample(0, image, mask, soft_mask(mask, 1.0), float(mask.mean()))
 
 
@@ -123,45 +132,11 @@ def test_fid_reference_leaves_out_the_evaluated_pairs():
     assert ev.fid_reference_ids(test_ids, pairs["id"], 4, 42) == ref[:4]
 
 
-def test_boundary_profile_shows_where_the_change_stops():
-    s = sample()
-    inside = s.image.copy()
-    inside[s.mask] = 255 - inside[s.mask]
-    prof = ev.boundary_profile([s], {"m": [inside]}, radius=4)
-    by = prof.set_index("distance")["mean_abs_change"]
-    assert (by.loc[1:] == 0).all() and (by.loc[:0] > 0).all()
-
-
-def test_markdown_table_marks_unavailable_and_lists_published_numbers():
-    summary = {
-        m: {
-            "psnr_bg": psnr,
-            "psnr_bg_std": 0.5,
-            "psnr_bg_inf": 2,
-            "psnr_full": 31.2,
-            "psnr_full_std": 1.0,
-            "psnr_full_inf": 0,
-            "changed_outside_soft": 0,
-            "seconds_per_edit": 1.5,
-            "clock": "cpu",
-            "peak_mem_mib": None,
-        }
-        for m, psnr in (("ours", 36.25), ("ours_no_blend", math.inf))
-    }
-    md = ev.markdown_table(
-        summary, {}, {"brushnet": "no weights"}, {"fid": "Inception weights missing"}, {}, "CPU", 8, 2
-    )
-    assert "| ours | n/a | 36.250 ± 0.500 (+2 exact) | n/a |" in md
-    assert "| ours (no blending) | n/a | inf (all 2 exact) |" in md
-    assert "BrushNet: not available: no weights" in md and "FID: unavailable: Inception weights missing" in md
-    assert "| BrushNet | n/a |" in md
-    assert "63.981" in md and "35.04 ± 0.63" in md and "34.59 ± 0.58" in md  # Tables 2 and 1 as published
-    assert "outside M dilated 2 px" in md and "31.200 ± 1.000" in md
-
-
 def test_config_validation():
     with pytest.raises(SystemExit, match="unknown"):
         ecfg(methods=["ours", "dalle"])
+    with pytest.raises(SystemExit, match=r"unknown key\(s\) \['steps'\] in section 'evaluate'"):
+        ecfg(steps=2)  # how the edits sample is params.yaml `sampling`'s
 
 
 # ------------------------------------------------------------------------------------- real photos
@@ -173,8 +148,9 @@ def test_blending_on_real_photos_keeps_every_zero_alpha_pixel(fixture_root, tiny
     unblended ones do not."""
     from facepaint.data.masks import annotation_union
     from facepaint.evaluation.methods.registry import build_methods
-    from facepaint.method.blend import soft_mask
     from facepaint.method.masks import face_mask
+
+    options = sampling(steps=2, sigma=8.0)  # 1 px at 64 px
 
     ids = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())[:3]
     samples = []
@@ -184,9 +160,9 @@ def test_blending_on_real_photos_keeps_every_zero_alpha_pixel(fixture_root, tiny
         image = resize_rgb(load_rgb(fixture_root / "CelebA-HQ-img" / f"{i}.jpg").image, 64)
         union, _ = annotation_union(fixture_root, i, tiny_artifact.conditions.parts)
         fm = face_mask(union, 64, 8)
-        samples.append(ev.Sample(i, image, fm.mask, soft_mask(fm.mask, tiny_artifact.conditions.sigma), fm.beta))
+        samples.append(ev.Sample(i, image, fm.mask, soft_mask(fm.mask, sigma_pixels(options.sigma, 64)), fm.beta))
     pairs = pd.DataFrame({"id": ids, "prompt": ["a smiling woman with blond hair"] * 3, "seed": [1, 2, 3]})
-    methods, _ = build_methods(["ours", "ours_no_blend"], tiny_artifact.path, ecfg(steps=2).inference(), **BUILD)
+    methods, _ = build_methods(["ours", "ours_no_blend"], tiny_artifact.path, options, **BUILD)
     res = ev.run(samples, pairs, methods, ecfg(warmup=0, background_dilation=2), torch.device("cpu"), progress=False)
     t = res.table.set_index("method")
     assert res.failed == {}
@@ -201,7 +177,7 @@ def test_a_failing_method_is_reported_and_the_others_finish(tiny_artifact, BUILD
     from facepaint.evaluation.methods.registry import build_methods
 
     s = sample(h=64, face=(16, 48))
-    methods, _ = build_methods(["ours", "sd15_inpaint"], tiny_artifact.path, ecfg(steps=2).inference(), **BUILD)
+    methods, _ = build_methods(["ours", "sd15_inpaint"], tiny_artifact.path, sampling(steps=2), **BUILD)
 
     from facepaint.evaluation.methods.base import Method
 
@@ -217,17 +193,78 @@ def test_a_failing_method_is_reported_and_the_others_finish(tiny_artifact, BUILD
     assert "out of memory" in res.failed["broken"] and set(res.summary) == {"ours", "sd15_inpaint"}
 
 
+# ------------------------------------------------------------------------- the stages' shared path
+
+
+@pytest.fixture(scope="module")
+def shared(demo_project, tiny_artifact):
+    """The demo's 3 pairs evaluated by evaluate_methods (ours and ours_no_blend) at the demo's sigma (4 px of a
+    512 px crop: 0.5 px at the tiny model's 64 px) and at sigma 16 (2 px), and by evaluate_variants (the same
+    artifact as the one variant) at the demo's sigma."""
+    root, data = demo_project / "data/demo", demo_project / "data"
+    tables = read_parquet(data / "masks.parquet"), read_parquet(data / "captions.parquet")
+    cfg = ecfg(n_pairs=3, warmup=0, methods=["ours", "ours_no_blend"], metrics=["psnr"])
+    narrow, wide = sampling(steps=2), sampling(steps=2, sigma=16.0)
+    return dict(
+        narrow=ev.evaluate_methods(root, *tables, tiny_artifact.path, cfg, narrow, progress=False),
+        wide=ev.evaluate_methods(root, *tables, tiny_artifact.path, cfg, wide, progress=False),
+        variants=ev.evaluate_variants(root, *tables, {"masked": tiny_artifact.path}, cfg, narrow, progress=False),
+        sigma=narrow.sigma,
+    )
+
+
+def test_methods_and_variants_are_evaluated_on_the_same_pairs_and_samples(shared):
+    """The ablation compares its variants on exactly the evaluate stage's pairs: the same photos, prompts and
+    seeds, the same M and M_soft (of `sampling.sigma`, in pixels of a 512 px crop), hence the same edits."""
+    methods, variants = shared["narrow"], shared["variants"]
+    assert len(methods.pairs) == 3 and methods.pairs.equals(variants.pairs)
+    assert methods.resolution == variants.resolution == 64
+    assert len(methods.samples) == len(variants.samples) == 3
+    for a, b in zip(methods.samples, variants.samples):
+        assert a.id == b.id and a.beta == b.beta
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) and np.array_equal(a.soft, b.soft)
+        assert np.array_equal(a.soft, soft_mask(a.mask, shared["sigma"] * 64 / 512)) and (a.soft[~a.mask] > 0).any()
+    cols = ["id", "prompt", "seed"]
+    ours = methods.result.table.query("method == 'ours'")[cols].reset_index(drop=True)
+    assert ours.equals(variants.result.table.query("method == 'masked'")[cols].reset_index(drop=True))
+    assert list(ours["prompt"]) == list(methods.pairs["prompt"]) and list(ours["seed"]) == list(methods.pairs["seed"])
+    for a, b in zip(methods.result.outputs["ours"], variants.result.outputs["masked"]):
+        assert np.array_equal(a, b)  # one artifact, one seed, one sampling: one edit
+
+
+def test_sigma_changes_the_blended_background_only(shared):
+    """`sampling.sigma` is the blend's: a wider M_soft changes ours' background metrics; ours_no_blend (the
+    same generation, not blended) and its background outside M do not change."""
+    narrow, wide = shared["narrow"], shared["wide"]
+    assert narrow.pairs.equals(wide.pairs)
+    for a, b in zip(narrow.samples, wide.samples):
+        assert np.array_equal(a.mask, b.mask) and (b.soft > 0).sum() > (a.soft > 0).sum()
+    for a, b in zip(narrow.result.outputs["ours_no_blend"], wide.result.outputs["ours_no_blend"]):
+        assert np.array_equal(a, b)
+    by = {name: e.result.table.set_index(["method", "id"]) for name, e in (("narrow", narrow), ("wide", wide))}
+    for col in ("psnr_bg", "psnr_dilated", "psnr_full"):
+        assert by["narrow"].loc["ours_no_blend", col].equals(by["wide"].loc["ours_no_blend", col]), col
+        assert narrow.result.summary["ours_no_blend"][col] == wide.result.summary["ours_no_blend"][col], col
+    assert (by["narrow"].loc["ours", "psnr_bg"] != by["wide"].loc["ours", "psnr_bg"]).all()
+    assert narrow.result.summary["ours"]["psnr_bg"] != wide.result.summary["ours"]["psnr_bg"]
+    for e in (narrow, wide):  # blended either way: nothing changes where M_soft == 0
+        assert (
+            e.result.summary["ours"]["changed_outside_soft"]
+            == 0
+            < e.result.summary["ours_no_blend"]["changed_outside_soft"]
+        )
+
+
 def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, tmp_path):
     """All outputs are written; metrics without weights say unavailable with a reason, never a number."""
 
     from stages import evaluate as stage
 
     monkeypatch.chdir(demo_project)
-    cfg = ecfg(
-        n_pairs=3, steps=2, warmup=0, background_dilation=1, grid_photos=2, profile_radius=4, fid_reference_size=4
-    )
+    cfg = ecfg(n_pairs=3, warmup=0, background_dilation=1, grid_photos=2, profile_radius=4, fid_reference_size=4)
+    options = sampling(steps=2)
     out = tmp_path / "evaluate"
-    stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=out, progress=False)
+    stage.run(demo_project / "data/demo", cfg, options, model=tiny_artifact.path, out=out, progress=False)
     for f in (
         "metrics.json",
         "per_image.parquet",
@@ -256,6 +293,8 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
     assert "Blended Latent Diffusion" in table and "not available" in table
     per_image = pd.read_parquet(out / "per_image.parquet")
     assert len(per_image) == 3 * len(saved["methods"])
+    meta = read_parquet_metadata(out / "per_image.parquet")  # the settings that made it
+    assert meta["sampling"] == asdict(options) and meta["evaluate"]["n_pairs"] == 3
 
 
 def test_stage_fid_path_with_an_injected_extractor(demo_project, tiny_artifact, monkeypatch, tmp_path):
@@ -277,14 +316,16 @@ def test_stage_fid_path_with_an_injected_extractor(demo_project, tiny_artifact, 
     monkeypatch.setattr(stage, "FID_STATS", tmp_path / "fid_stats")
     cfg = ecfg(
         n_pairs=3,
-        steps=2,
         warmup=0,
         background_dilation=1,
         fid_reference_size=6,
         methods=["ours", "sd15_inpaint"],
         metrics=["fid", "psnr"],
     )
-    first = stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=tmp_path / "a", progress=False)
+    options = sampling(steps=2)
+    first = stage.run(
+        demo_project / "data/demo", cfg, options, model=tiny_artifact.path, out=tmp_path / "a", progress=False
+    )
     fids = {k: v["fid"] for k, v in first["methods"].items()}
     assert all(isinstance(v, float) and v >= 0 for v in fids.values()), fids
     assert len(list((tmp_path / "fid_stats").iterdir())) == 1 and "fid" not in first["unavailable_metrics"]
@@ -295,6 +336,8 @@ def test_stage_fid_path_with_an_injected_extractor(demo_project, tiny_artifact, 
     assert n_ref == min(6, len(split) - 3) and n_ref >= 2
     n_first = calls["n"]  # the reference images + 3 outputs x 2 methods
     assert n_first == n_ref + 3 * 2
-    second = stage.run(demo_project / "data/demo", cfg, model=tiny_artifact.path, out=tmp_path / "b", progress=False)
+    second = stage.run(
+        demo_project / "data/demo", cfg, options, model=tiny_artifact.path, out=tmp_path / "b", progress=False
+    )
     assert calls["n"] - n_first == 3 * 2  # the reference statistics came from the cache
     assert {k: v["fid"] for k, v in second["methods"].items()} == fids

@@ -30,7 +30,7 @@ def test_roundtrip_and_apply_restores_the_trained_weights(trained, tmp_path):
     assert loaded.version == art.version and len(loaded.version) == 12
     assert loaded.conditions == tiny_conditions(64)  # everything inference needs comes back, typed
     c = loaded.conditions
-    assert (c.model.source, c.resolution, c.adapter_scale, c.sigma, c.latent_factor) == ("tiny", 64, 0.3, 1.0, 8)
+    assert (c.model.source, c.resolution, c.adapter_scale, c.latent_factor) == ("tiny", 64, 0.3, 8)
     assert c.parts[0] == "skin" and c.mask_backend == "annotations" and loaded.info["steps"] == 5
     base = tiny_components(seed=0, parts=("unet", "text_encoder"))
     ad = apply_artifact(base, loaded)
@@ -84,13 +84,27 @@ def test_artifact_from_another_base_model_does_not_apply(trained):
 
 
 def test_incomplete_conditions_are_refused_not_filled_in(trained):
-    """No fallback constants: an artifact that lacks a condition (e.g. sigma) is an error naming it."""
+    """No fallback constants: an artifact that lacks a condition (e.g. the latent factor) is an error naming it."""
     art, _, _ = trained
     info = json.loads((art.path / "facepaint.json").read_text())
-    del info["conditions"]["sigma"]
+    del info["conditions"]["latent_factor"]
     (art.path / "facepaint.json").write_text(json.dumps(info))
-    with pytest.raises(ArtifactError, match="conditions lacks sigma.*retrain"):
+    with pytest.raises(ArtifactError, match="conditions lacks latent_factor.*retrain"):
         load_artifact(art.path)
+
+
+def test_an_older_artifact_that_records_sigma_loads_and_ignores_it(trained):
+    """The previous format recorded the soft mask's sigma (pixels at the model's resolution) among the
+    conditions; sigma is a sampling option now (SamplingOptions.sigma), so such an artifact still loads, with
+    the same conditions and version, and its recorded sigma is not read."""
+    art, _, _ = trained
+    info = json.loads((art.path / "facepaint.json").read_text())
+    assert "sigma" not in info["conditions"]  # this version no longer records it
+    info["conditions"]["sigma"] = 1.0  # as the previous version wrote it
+    (art.path / "facepaint.json").write_text(json.dumps(info, indent=2))
+    loaded = load_artifact(art.path)
+    assert loaded.conditions == tiny_conditions(64) and loaded.version == art.version
+    assert not hasattr(loaded.conditions, "sigma") and "sigma" not in loaded.conditions.as_dict()
 
 
 def test_format_1_artifacts_say_to_retrain(trained):
@@ -104,7 +118,8 @@ def test_format_1_artifacts_say_to_retrain(trained):
 def test_version_digest_depends_on_the_weights_only(trained, tmp_path):
     """The version names the weights: the same weights with other conditions keep it."""
     art, comps, adapter = trained
-    other = save_artifact(tmp_path / "other", comps.unet, adapter, tiny_conditions(64, sigma=3.0))
+    other = save_artifact(tmp_path / "other", comps.unet, adapter, tiny_conditions(64, adapter_scale=0.5))
+    assert other.conditions != art.conditions
     assert other.version == art.version
     with torch.no_grad():
         adapter.w2.weight.add_(1e-3)

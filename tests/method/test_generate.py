@@ -10,8 +10,9 @@ import torch
 from facepaint.method import generate as generate_mod
 from facepaint.method.generate import Inpainter
 from facepaint.method.models import tiny_components
+from facepaint.method.options import SamplingOptions
 from facepaint.method.speed import Speed
-from tests.helpers import assert_close_images, box_mask, random_adapter, textured
+from tests.helpers import BATCH_TOL, assert_close_images, box_mask, random_adapter, textured
 
 RES = 64
 FP32 = Speed(dtype="fp32")
@@ -24,17 +25,14 @@ def inpainter():
 
 
 def one(ip, image, mask, prompt, seed, steps=2, **kw):
-    """generate for one crop."""
+    """generate for one crop (`kw`: more SamplingOptions fields)."""
     return ip.generate(
         [image],
         [mask],
         [float(mask.mean())],
         prompt,
-        steps=steps,
-        guidance_scale=kw.get("g", 7.5),
-        strength=1.0,
+        SamplingOptions(steps=steps, **{"guidance_scale": 7.5, "strength": 1.0, **kw}),
         seeds=seed,
-        negative_prompts=kw.get("negative", ""),
     )[0][0]
 
 
@@ -121,21 +119,68 @@ def test_a_batch_equals_each_crop_alone(inpainter):
     masks = [box_mask(RES, RES, 10, 50, 15, 45), box_mask(RES, RES, 5, 40, 20, 60)]
     betas = [float(m.mean()) for m in masks]
     prompts = ["a smiling face", "a face with blond hair"]
-    opts = dict(steps=3, guidance_scale=5.0, strength=1.0)
-    images, cuts = inpainter.generate(crops, masks, betas, prompts, "blurry", seeds=[4, 9], **opts)
+    opts = SamplingOptions(steps=3, guidance_scale=5.0, strength=1.0, negative_prompt="blurry")
+    images, cuts = inpainter.generate(crops, masks, betas, prompts, opts, seeds=[4, 9])
     assert len(images) == 2 and cuts == ["", ""]
     alone = [
-        inpainter.generate([c], [m], [b], p, "blurry", seeds=s, **opts)[0][0]
+        inpainter.generate([c], [m], [b], p, opts, seeds=s)[0][0]
         for c, m, b, p, s in zip(crops, masks, betas, prompts, (4, 9))
     ]
     for batched, single in zip(images, alone):
         assert_close_images(batched, single)
-    other_seed = inpainter.generate(crops[:1], masks[:1], betas[:1], prompts[0], "blurry", seeds=9, **opts)[0][0]
+    other_seed = inpainter.generate(crops[:1], masks[:1], betas[:1], prompts[0], opts, seeds=9)[0][0]
     assert not np.array_equal(alone[0], other_seed)  # the seed matters, so the check can fail
     with pytest.raises(ValueError, match="one per image"):
-        inpainter.generate(crops, masks, betas, ["one", "two", "three"], **opts)
+        inpainter.generate(crops, masks, betas, ["one", "two", "three"], opts)
     with pytest.raises(ValueError, match="crop 1: expected a uint8"):
-        inpainter.generate([crops[0], crops[1][:32]], masks, betas, "a face", **opts)
+        inpainter.generate([crops[0], crops[1][:32]], masks, betas, "a face", opts)
+
+
+def test_the_scheduler_is_chosen_per_call(inpainter):
+    """One Inpainter samples with the scheduler each call's options name (no scheduler of its own): DDIM and
+    DPM-Solver++ give different images for the same seed, the same scheduler twice the same image, also after
+    the other one ran."""
+    photo, mask = textured(RES, RES, seed=3), box_mask(RES, RES, 12, 52, 16, 48)
+    ddim = one(inpainter, photo, mask, "a face", 5, steps=3, scheduler="ddim")
+    assert type(inpainter.pipe.scheduler).__name__ == "DDIMScheduler"
+    dpm = one(inpainter, photo, mask, "a face", 5, steps=3, scheduler="dpm")
+    assert type(inpainter.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert np.abs(ddim.astype(int) - dpm.astype(int)).max() > 2 * BATCH_TOL  # not a rounding difference
+    assert np.array_equal(one(inpainter, photo, mask, "a face", 5, steps=3, scheduler="dpm"), dpm)
+    assert np.array_equal(one(inpainter, photo, mask, "a face", 5, steps=3, scheduler="ddim"), ddim)
+    with pytest.raises(ValueError, match="scheduler must be one of"):
+        inpainter.use_scheduler("euler")
+
+
+def test_on_step_is_called_once_per_denoising_step(inpainter):
+    """`on_step(i)` after each denoising step, i = 1, 2, ...: `steps` calls, or the `strength` share of them."""
+    photo, mask = textured(RES, RES, seed=4), box_mask(RES, RES, 12, 52, 16, 48)
+    for options, expected in (
+        (SamplingOptions(steps=3), [1, 2, 3]),
+        (SamplingOptions(steps=4, strength=0.5), [1, 2]),
+        (SamplingOptions(steps=2, scheduler="dpm"), [1, 2]),
+    ):
+        calls = []
+        unet_calls = []
+        hook = inpainter.pipe.unet.register_forward_pre_hook(lambda module, args: unet_calls.append(1))
+        try:
+            inpainter.generate([photo], [mask], [float(mask.mean())], "a face", options, on_step=calls.append)
+        finally:
+            hook.remove()
+        assert calls == expected, (options, calls)
+        assert len(unet_calls) == len(expected)  # one UNet call (a CFG pair) per step: the steps that ran
+
+
+def test_the_negative_prompt_defaults_to_the_options(inpainter):
+    """negative_prompts None: the options' negative prompt; given, it replaces it (per crop)."""
+    photo, mask = textured(RES, RES, seed=5), box_mask(RES, RES, 12, 52, 16, 48)
+    args = ([photo], [mask], [float(mask.mean())], "a face")
+    blurry = SamplingOptions(steps=2, negative_prompt="blurry")
+    from_options = inpainter.generate(*args, blurry, seeds=1)[0][0]
+    given = inpainter.generate(*args, SamplingOptions(steps=2), seeds=1, negative_prompts=["blurry"])[0][0]
+    assert np.array_equal(from_options, given)
+    plain = inpainter.generate(*args, blurry, seeds=1, negative_prompts="")[0][0]
+    assert not np.array_equal(plain, from_options)  # the negative prompt matters, so the check can fail
 
 
 def test_encode_prompts_batches_and_deduplicates(inpainter):
@@ -178,7 +223,7 @@ def mask_channels(ip, image, mask) -> list[np.ndarray]:
     seen = []
     hook = ip.pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, 4].cpu().numpy()))
     try:
-        ip.generate([image], [mask], [float(mask.mean())], "a face", steps=2, guidance_scale=7.5, strength=1.0)
+        ip.generate([image], [mask], [float(mask.mean())], "a face", SamplingOptions(steps=2, guidance_scale=7.5))
     finally:
         hook.remove()
     return seen
@@ -199,7 +244,7 @@ def test_inference_sees_the_latent_mask_training_was_given(demo_project, inpaint
     differs = 0
     for _, row in table.head(8).iterrows():
         trained = decode_png(row["latent"])  # what training concatenates to the noisy latent
-        sample = load_sample(demo_project / "data/demo", row, res, sigma=1.0)  # evaluation/inference's input
+        sample = load_sample(demo_project / "data/demo", row, res, sigma=8.0)  # evaluation/inference's input
         assert res == inpainter.resolution
         channels = mask_channels(inpainter, sample.image, sample.mask)
         assert len(channels) == 2 and all(c.shape == (2, *trained.shape) for c in channels)  # 2 steps, CFG pairs

@@ -15,17 +15,17 @@ import yaml
 from safetensors.torch import load_file
 
 from facepaint.data.masks import MaskConfig
+from facepaint.data.training_set import load_training_set
 from facepaint.method.adapter import FaceAdapter
-from facepaint.method.artifact import freeze_all_but_kv
+from facepaint.method.artifact import Conditions, freeze_all_but_kv
 from facepaint.method.models import SD15_TEXT, SD15_UNET, ModelConfig
-from facepaint.method.train import TrainConfig, TrainData, conditions, draw_step, trainable_counts
+from facepaint.method.train import TrainConfig, conditions, draw_step, trainable_counts
 from tests.helpers import config
 
 REPO = Path(__file__).resolve().parents[2]
 # Small but not trivial: 16 images per epoch at batch 4 -> several epochs in 24 steps.
 TRAIN = dict(batch_size=4, max_steps=24, checkpoint_every=4, log_every=2, keep_checkpoints=2)
 MODEL = config("model", ModelConfig)  # the demo's tiny random model
-SIGMA = config("masks", MaskConfig).sigma
 
 
 def tcfg(**changes) -> TrainConfig:
@@ -50,7 +50,7 @@ def test_sd15_trainable_parameters_without_download():
 
 
 def test_draws_depend_only_on_seed_and_step(demo_project):
-    data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
+    data = load_training_set(demo_project / "data/latents", demo_project / "data/captions.parquet")
     cfg = tcfg()
     a, b = draw_step(data, cfg, 7, 4, 1000), draw_step(data, cfg, 7, 4, 1000)
     assert torch.equal(a.noise, b.noise) and a.caption == b.caption and torch.equal(a.index, b.index)
@@ -106,12 +106,14 @@ def test_training_changes_only_kv_and_adapter_and_is_repeatable(uninterrupted, d
     info = json.loads((uninterrupted / "data/model/facepaint.json").read_text())
     c = info["conditions"]  # what the editor must reproduce: from params.yaml and the data's lineage
     assert info["steps"] == 24 and c["model"]["source"] == "tiny" and c["adapter_scale"] == 0.3
-    assert c["sigma"] == SIGMA and c["resolution"] == 64 and c["latent_factor"] == 8
+    assert c["resolution"] == 64 and c["latent_factor"] == 8
+    assert "sigma" not in c  # a sampling option (params.yaml `sampling`), not a condition of training
     assert c["parts"] == list(config("masks", MaskConfig).parts) and c["mask_backend"] == "annotations"
     from facepaint.editing.editor import FaceEditor
 
     editor = FaceEditor.from_artifact(uninterrupted / "data/model", device="cpu")
-    assert editor.sigma == SIGMA and editor.conditions.resolution == 64 and editor.artifact.version == info["version"]
+    assert editor.conditions == Conditions.from_dict(c) and editor.conditions.resolution == 64
+    assert editor.artifact.version == info["version"]
     w = _weights(uninterrupted)
     base = dict(tiny_components(seed=0, parts=("unet",)).unet.named_parameters())
     kv = {k: v for k, v in w.items() if not k.startswith("adapter.")}
@@ -130,7 +132,7 @@ def test_training_changes_only_kv_and_adapter_and_is_repeatable(uninterrupted, d
     torch.set_num_threads(1)  # as the subprocess (OMP_NUM_THREADS=1): CPU reductions depend on it
     try:
         params = yaml.safe_load(Path("params.yaml").read_text())
-        stage.run(MODEL, config("train", TrainConfig, **params["train"]), params["masks"]["sigma"], progress=False)
+        stage.run(MODEL, config("train", TrainConfig, **params["train"]), progress=False)
     finally:
         torch.set_num_threads(threads)
         os.chdir(REPO)
@@ -174,9 +176,9 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(demo_project, tmp_path)
     _write_params(demo_project, tmp_path)
     os.chdir(tmp_path)
     try:
-        stage.run(MODEL, tcfg(max_steps=8), SIGMA, progress=False, stop_after=4)
+        stage.run(MODEL, tcfg(max_steps=8), progress=False, stop_after=4)
         assert (tmp_path / "data/checkpoints/step-00000004").is_dir()
-        stage.run(MODEL, tcfg(max_steps=8, lr_kv=1e-3), SIGMA, progress=False, stop_after=2)
+        stage.run(MODEL, tcfg(max_steps=8, lr_kv=1e-3), progress=False, stop_after=2)
         assert sorted(p.name for p in (tmp_path / "data/checkpoints").glob("step-*")) == ["step-00000002"]
     finally:
         os.chdir(REPO)
@@ -230,7 +232,7 @@ def test_gradient_checkpointing_gives_the_same_training(demo_project, tmp_path):
     from facepaint.method.models import load_components
     from facepaint.method.train import train
 
-    data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
+    data = load_training_set(demo_project / "data/latents", demo_project / "data/captions.parquet")
     out = {}
     for gc in (False, True):
         comps = load_components(MODEL, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
@@ -239,7 +241,7 @@ def test_gradient_checkpointing_gives_the_same_training(demo_project, tmp_path):
             comps,
             data,
             cfg,
-            conditions(MODEL, data, cfg, SIGMA),
+            conditions(MODEL, data, cfg),
             tmp_path / f"m{gc}",
             tmp_path / f"c{gc}",
             progress=False,
@@ -256,7 +258,7 @@ def _one_step_loss(demo_project, amp=None, **knobs):
     from facepaint.method.models import load_components
     from facepaint.method.train import Batches, build_model, step_loss
 
-    data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
+    data = load_training_set(demo_project / "data/latents", demo_project / "data/captions.parquet")
     cfg = tcfg(**knobs)
     comps = load_components(MODEL, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
     from diffusers import DDPMScheduler
@@ -322,7 +324,7 @@ def test_batches_flip_the_mask_with_the_latents_and_tokenise_once(demo_project):
     from facepaint.method.models import load_components
     from facepaint.method.train import Batches
 
-    data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
+    data = load_training_set(demo_project / "data/latents", demo_project / "data/captions.parquet")
     tok = load_components(MODEL, parts=("tokenizer",)).tokenizer
     batches = Batches(data, tok, "cpu")
     cfg = tcfg(flip_p=0.5)
@@ -367,7 +369,7 @@ def test_compiled_training_matches_eager(demo_project, tmp_path):
     from facepaint.method.train import train
 
     torch._dynamo.reset()
-    data = TrainData.load(demo_project / "data/latents", demo_project / "data/captions.parquet")
+    data = load_training_set(demo_project / "data/latents", demo_project / "data/captions.parquet")
     out = {}
     for mode in ("off", "default"):
         comps = load_components(MODEL, parts=("unet", "text_encoder", "tokenizer", "scheduler"))
@@ -376,7 +378,7 @@ def test_compiled_training_matches_eager(demo_project, tmp_path):
             comps,
             data,
             cfg,
-            conditions(MODEL, data, cfg, SIGMA),
+            conditions(MODEL, data, cfg),
             tmp_path / mode,
             tmp_path / f"c{mode}",
             progress=False,

@@ -24,11 +24,11 @@ from diffusers import UNet2DConditionModel
 from facepaint.evaluation.methods import brushnet as bn
 from facepaint.evaluation.methods.base import EditInput, MethodUnavailable
 from facepaint.method.models import SD15_UNET, TINY_UNET_T2I, ModelLoadError, save_tiny_t2i
-from facepaint.methods import InferenceConfig
+from facepaint.method.options import SamplingOptions
+from tests.helpers import config
 
 RES = 64
-# the evaluation's sampling (params.yaml evaluate) at 2 steps
-CFG = InferenceConfig(steps=2, guidance_scale=7.5, scheduler="ddim", strength=1.0, negative_prompt="")
+CFG = config("sampling", SamplingOptions, steps=2)  # the evaluation's sampling (params.yaml sampling) at 2 steps
 
 # sha256 of the sorted "key:shape" lines of the SD1.5 BrushNet state dict (322 tensors)
 SD15_KEYS_SHA256 = "1a0129a909bc3e75d13ea82356223f34123d4e22ff98fc8cd519ffcfa7d47587"
@@ -132,7 +132,7 @@ def test_edit_regenerates_the_face_deterministically(method):
 
 def test_strength_below_one_starts_from_the_noised_photo(method):
     half = copy.copy(method)
-    half.cfg = replace(CFG, strength=0.5)
+    half.options = replace(CFG, strength=0.5)
     out = half.edit(edit_input())
     assert out.shape == (RES, RES, 3) and not np.array_equal(out, method.edit(edit_input()))
 
@@ -267,8 +267,9 @@ def test_hub_ids_in_an_offline_process_are_unavailable_within_seconds(offline):
     out = offline(
         "import time\n"
         "from facepaint.evaluation.methods.brushnet import load_brushnet\n"
-        "from facepaint.evaluation.methods.registry import InferenceConfig, MethodUnavailable\n"
-        "cfg = InferenceConfig(2, 7.5, 'ddim', 1.0, '')\n"
+        "from facepaint.evaluation.methods.base import MethodUnavailable\n"
+        "from facepaint.method.options import SamplingOptions\n"
+        "cfg = SamplingOptions(steps=2)\n"
         "start = time.perf_counter()\n"
         "try:\n"
         "    load_brushnet('stable-diffusion-v1-5/stable-diffusion-v1-5', 'some-user/BrushNet', cfg, 512, 'cpu',\n"

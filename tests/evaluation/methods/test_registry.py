@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from facepaint import methods
-from facepaint.evaluation.methods.base import EditInput, measure
+from facepaint.evaluation.methods.base import LABELS, EditInput, measure
+from facepaint.evaluation.methods.blended_latent import LatentBlend
 from facepaint.evaluation.methods.registry import build_methods
 from facepaint.evaluation.run import EvalConfig
 from facepaint.method.artifact import kv_parameters
 from facepaint.method.blend import pixel_blend, soft_mask
 from facepaint.method.masks import latent_mask
 from facepaint.method.models import tiny_components
+from facepaint.method.options import SamplingOptions
 from tests.helpers import config
 
 RES = 64
-EVAL = config("evaluate", EvalConfig, steps=2)
-CFG = EVAL.inference()  # the demo's evaluation settings at 2 steps
+EVAL = config("evaluate", EvalConfig)
+CFG = config("sampling", SamplingOptions, steps=2)  # the demo's evaluation sampling at 2 steps
 INPAINTING = ["ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion_9ch", "blended_latent_diffusion"]
 
 
@@ -30,10 +31,18 @@ def BUILD(baselines):
 
 
 @pytest.fixture(scope="module")
-def built(tiny_artifact, BUILD):
-    found, unavailable = build_methods(INPAINTING, tiny_artifact.path, CFG, **BUILD)
+def building(tiny_artifact, BUILD):
+    return build_methods(INPAINTING, tiny_artifact.path, CFG, **BUILD)
+
+
+@pytest.fixture(scope="module")
+def built(building):
+    return building[0]
+
+
+def test_every_inpainting_method_is_built_in_the_order_asked(building):
+    found, unavailable = building
     assert list(found) == INPAINTING and unavailable == {}
-    return found
 
 
 def edit_input(seed=0) -> EditInput:
@@ -57,7 +66,7 @@ def test_every_method_is_deterministic_in_its_seed(built, outputs):
         assert a.dtype == np.uint8 and a.shape == (RES, RES, 3), name
         assert np.array_equal(a, again), name
         assert not np.array_equal(a, other), name
-        assert built[name].label == methods.LABELS[name]
+        assert built[name].label == LABELS[name]
 
 
 def test_blending_keeps_the_background_and_without_it_the_vae_changes_it(outputs):
@@ -105,14 +114,14 @@ def test_published_blended_latent_diffusion_runs_on_the_4_channel_model(built, m
 
 def test_blended_latent_diffusion_9ch_replaces_the_background_latents_at_every_step(built, monkeypatch):
     seen = []
-    real = methods.LatentBlend.__call__
+    real = LatentBlend.__call__
 
     def recording(self, pipe, i, t, kwargs):
         out = real(self, pipe, i, t, kwargs)
         seen.append((i, out["latents"].clone(), pipe.scheduler.timesteps.clone()))
         return out
 
-    monkeypatch.setattr(methods.LatentBlend, "__call__", recording)
+    monkeypatch.setattr(LatentBlend, "__call__", recording)
     x = edit_input(seed=3)
     built["blended_latent_diffusion_9ch"].edit(x)
     pipe = built["blended_latent_diffusion_9ch"].inpainter.pipe
@@ -127,6 +136,36 @@ def test_blended_latent_diffusion_9ch_replaces_the_background_latents_at_every_s
         target = init if i == CFG.steps - 1 else pipe.scheduler.add_noise(init, noise, timesteps[i + 1 : i + 2])
         assert torch.allclose(latents[keep], target[keep], atol=1e-5), i
         assert not torch.allclose(latents[~keep], target[~keep], atol=1e-3), i  # the face is generated
+
+
+def test_every_method_samples_as_its_sampling_options_say(tiny_artifact, BUILD, monkeypatch):
+    """build_methods hands its SamplingOptions to every SD1.5 method: 6 steps at strength 0.5 run 3 denoising
+    steps, with the scheduler asked for, and guidance 1 runs the UNet without the unconditional half."""
+    import facepaint.evaluation.methods.brushnet as bn
+
+    options = replace(CFG, steps=6, strength=0.5, scheduler="dpm", guidance_scale=1.0)
+    names = [*INPAINTING, "brushnet"]
+    found, unavailable = build_methods(names, tiny_artifact.path, options, **BUILD)
+    assert list(found) == names and unavailable == {}
+    made = []
+    real = bn.make_scheduler
+    monkeypatch.setattr(bn, "make_scheduler", lambda name, config: made.append(name) or real(name, config))
+    for name, m in found.items():
+        assert m.options is options, name
+        batches = []  # the batch of every denoising network call of one edit
+        net = m.brushnet if name == "brushnet" else m.inpainter.pipe.unet
+        hook = net.register_forward_pre_hook(
+            lambda module, args, kwargs: batches.append((args[0] if args else kwargs["sample"]).shape[0]),
+            with_kwargs=True,
+        )
+        try:
+            m.edit(edit_input())
+        finally:
+            hook.remove()
+        assert batches == [1, 1, 1], (name, batches)
+        if name != "brushnet":
+            assert type(m.inpainter.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler", name
+    assert made == ["dpm"]  # BrushNet makes its scheduler per edit
 
 
 def test_ours_loads_the_artifact_into_its_own_unet_only(built, tiny_artifact):
@@ -170,8 +209,10 @@ def test_wrong_input_size_is_refused(built):
 def test_unknown_methods_and_settings(tiny_artifact, BUILD):
     with pytest.raises(ValueError, match="unknown method.*'sdxl'.*known.*blended_latent_diffusion"):
         build_methods(["ours", "sdxl"], tiny_artifact.path, CFG, **BUILD)
-    with pytest.raises(ValueError, match="scheduler"):
-        build_methods(["ours"], tiny_artifact.path, replace(CFG, scheduler="euler"), **BUILD)
+    with pytest.raises(ValueError, match="scheduler must be one of"):  # the sampling options refuse it themselves
+        replace(CFG, scheduler="euler")
+    with pytest.raises(TypeError, match="options must be a SamplingOptions, got dict"):
+        build_methods(["ours"], tiny_artifact.path, asdict(CFG), **BUILD)
     with pytest.raises(ValueError, match=r"evaluate.brushnet: unknown key\(s\) \['scale'\]"):
         build_methods(["brushnet"], tiny_artifact.path, CFG, **{**BUILD, "brushnet": {"scale": 1.0}})
 
@@ -185,7 +226,7 @@ def test_the_publications_baselines_load_from_the_demo_models(tiny_artifact, BUI
     x = edit_input()
     for name, m in found.items():
         out = m.edit(x)
-        assert out.dtype == np.uint8 and out.shape == (RES, RES, 3) and m.label == methods.LABELS[name]
+        assert out.dtype == np.uint8 and out.shape == (RES, RES, 3) and m.label == LABELS[name]
         assert (out[x.mask] != x.image[x.mask]).any(), name
     nowhere = replace(BUILD["baselines"], brushnet="/nowhere/brushnet", flux="/nowhere/flux")
     found, unavailable = build_methods(names, tiny_artifact.path, CFG, **{**BUILD, "baselines": nowhere})
@@ -196,9 +237,10 @@ def test_the_publications_baselines_load_from_the_demo_models(tiny_artifact, BUI
 
 def test_paint_by_example_offline_is_unavailable_and_says_how_to_supply_it(tiny_artifact, offline, baselines):
     out = offline(
-        "from facepaint.evaluation.methods.registry import *\n"
+        "from facepaint.evaluation.methods.registry import build_methods\n"
+        "from facepaint.method.options import SamplingOptions\n"
         f"found, unavailable = build_methods(['paint_by_example', 'sd15_inpaint'], {str(tiny_artifact.path)!r}, "
-        f"InferenceConfig(**{asdict(CFG)!r}), device='cpu', dtype='fp32', "
+        f"SamplingOptions(**{asdict(CFG)!r}), device='cpu', dtype='fp32', "
         f"baselines={asdict(baselines)!r}, brushnet={asdict(EVAL.brushnet)!r}, diptych={asdict(EVAL.diptych)!r})\n"
         "print(sorted(found)); print(unavailable['paint_by_example'])\n"
     )

@@ -22,13 +22,13 @@ def load_yaml(name):
 
 def test_one_name_per_concept():
     """Each dvc.yaml stage runs stages/<name>.py, depends on it, and its params are its own section (plus
-    the shared data/model sections, and keys of other sections that it reads, declared one key at a time:
-    masks.sigma for train, which records it in the artifact; the train and evaluate settings that the loss
-    ablation trains and evaluates its variants with)."""
+    the shared data, model and sampling sections, and keys of other sections that it reads, declared one key
+    at a time: the train and evaluate settings that the loss ablation trains and evaluates its variants
+    with)."""
     stages = load_yaml("dvc.yaml")["stages"]
     params = load_yaml("params.yaml")
-    shared = {"data", "model"}
-    borrowed = {"train": {"masks"}, "ablation": {"masks", "train", "evaluate"}}
+    shared = {"data", "model", "sampling"}
+    borrowed = {"ablation": {"train", "evaluate"}}
     for name, stage in stages.items():
         assert stage["cmd"] == f"python -m stages.{name}"
         assert (REPO / "stages" / f"{name}.py").is_file()
@@ -63,6 +63,7 @@ def test_demo_pipeline_in_process(tmp_path, monkeypatch):
     assert decode_png(m.iloc[0]["mask"]).shape == (res, res)
     meta = read_parquet_metadata("data/masks.parquet")["masks"]
     assert meta["resolution"] == res and meta["parts"] == params["masks"]["parts"] and "sigma" not in meta
+    assert "sigma" not in read_index("data/latents")["masks"]  # nothing of the blend reaches training
     c = read_parquet("data/captions.parquet")
     assert len(c) == 24 and c.candidates.map(len).min() >= 5
     assert c[c.split == "test"].eval_prompt.notna().all() and c[c.split == "train"].eval_prompt.isna().all()
@@ -121,12 +122,25 @@ def test_a_missing_param_is_a_clear_error(tmp_path, monkeypatch):
     """No hidden defaults: a key missing from params.yaml is named, not filled in."""
     monkeypatch.chdir(tmp_path)
     params = load_yaml("params.yaml")
-    del params["masks"]["sigma"], params["masks"]["latent_factor"]
+    del params["masks"]["min_size"], params["masks"]["latent_factor"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     from stages import masks
 
-    with pytest.raises(SystemExit, match="section 'masks' lacks masks.latent_factor, masks.sigma"):
+    with pytest.raises(SystemExit, match="section 'masks' lacks masks.latent_factor, masks.min_size"):
         masks.main()
+
+
+def test_a_missing_sampling_param_is_an_error_not_the_products_default(tmp_path, monkeypatch):
+    """SamplingOptions has defaults (the product's); the pipeline still takes every value from params.yaml."""
+    monkeypatch.chdir(tmp_path)
+    params = load_yaml("params.yaml")
+    del params["sampling"]["sigma"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    from facepaint.method.options import SamplingOptions
+    from stages.common import load_params, section
+
+    with pytest.raises(SystemExit, match="section 'sampling' lacks sampling.sigma"):
+        section(load_params(), "sampling", SamplingOptions)
 
 
 def test_a_profile_overrides_params_and_refuses_unknown_keys(tmp_path):

@@ -97,7 +97,6 @@ _MAX_APPROX_TOKENS = 60  # of CLIP's 75; BPE splits a few words, so leave a marg
 _ATTEMPTS_PER_CANDIDATE = 6
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-_HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 
 
 # --- stable randomness (only Random.random(); see module docstring) -------------------------------
@@ -194,13 +193,24 @@ def _hair_textures(attrs: Mapping[str, int]) -> list[str]:
 
 
 def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list[_Feature], bool]:
-    """Everything that may be said about this image. Returns (gender, nouns, pos, features, blurry)."""
+    """Everything that may be said about this image, in a fixed order (the realisation's draws depend on it).
+    Returns (gender, nouns, pos, features, blurry)."""
     gender, nouns, pos = _subject(attrs)
-    man = gender == "man"
-    woman = gender == "woman"
+    man, woman = gender == "man", gender == "woman"
+    features = [
+        *_expression(attrs),
+        *_hair(attrs, woman),
+        *_wear(attrs),
+        *_facial_hair(attrs, man, woman),
+        *_details(attrs, pos),
+    ]
+    return gender, nouns, pos, features, _on(attrs, "Blurry")
+
+
+def _expression(attrs: Mapping[str, int]) -> list[_Feature]:
+    """Age and smile."""
     F: list[_Feature] = []
     add = F.append
-
     if _on(attrs, "Young"):
         add(_Feature("Young", _SALIENT, {"adj": ("young", "young", "youthful")}, rank=1))
     if _on(attrs, "Smiling"):
@@ -212,7 +222,13 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
                 rank=0,
             )
         )
+    return F
 
+
+def _hair(attrs: Mapping[str, int], woman: bool) -> list[_Feature]:
+    """Baldness, or the hair's colour, texture, bangs and hairline."""
+    F: list[_Feature] = []
+    add = F.append
     bald = _on(attrs, "Bald")
     if bald:
         add(_Feature("Bald", _SALIENT, {"adj": ("bald",), "with": ("a bald head",)}, rank=2))
@@ -246,7 +262,13 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
             add(_Feature("Bangs", _MINOR, {"with": ("bangs",)}))
         if _on(attrs, "Receding_Hairline"):
             add(_Feature("Receding_Hairline", _MINOR, {"with": ("a receding hairline",)}))
+    return F
 
+
+def _wear(attrs: Mapping[str, int]) -> list[_Feature]:
+    """Glasses, hat, earrings, lipstick and makeup."""
+    F: list[_Feature] = []
+    add = F.append
     if _on(attrs, "Eyeglasses"):
         add(
             _Feature(
@@ -273,7 +295,13 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
                 {"with": ("heavy makeup", "bold makeup"), "wear": ("heavy makeup", "a lot of makeup", "bold makeup")},
             )
         )
+    return F
 
+
+def _facial_hair(attrs: Mapping[str, int], man: bool, woman: bool) -> list[_Feature]:
+    """Beard, mustache, goatee, stubble and sideburns, or clean-shaven (never for a woman)."""
+    F: list[_Feature] = []
+    add = F.append
     if not woman:
         beard = not _on(attrs, "No_Beard") and "No_Beard" in attrs
         if beard:
@@ -294,7 +322,13 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
             and not any(_on(attrs, a) for a in ("Mustache", "Goatee", "5_o_Clock_Shadow", "Sideburns"))
         ):
             add(_Feature("clean_shaven", _MINOR, {"adj": ("clean-shaven",)}, rank=3))
+    return F
 
+
+def _details(attrs: Mapping[str, int], pos: str) -> list[_Feature]:
+    """The minor features: lips and mouth, nose, eyebrows, eyes, cheeks, skin, face shape, necklace, tie."""
+    F: list[_Feature] = []
+    add = F.append
     big_lips = _on(attrs, "Big_Lips")
     if big_lips:
         add(_Feature("Big_Lips", _MINOR, {"with": ("full lips", "big lips")}))
@@ -351,7 +385,7 @@ def _features(attrs: Mapping[str, int]) -> tuple[str, tuple[str, ...], str, list
         add(_Feature("Wearing_Necklace", _MINOR, {"with": ("a necklace",), "wear": ("a necklace",)}))
     if _on(attrs, "Wearing_Necktie"):
         add(_Feature("Wearing_Necktie", _MINOR, {"with": ("a tie", "a necktie"), "wear": ("a tie", "a necktie")}))
-    return gender, nouns, pos, F, _on(attrs, "Blurry")
+    return F
 
 
 def _product_first(options: list[tuple[str, ...]]) -> list[tuple[str, ...]]:

@@ -1,17 +1,17 @@
-"""Retrain on a schedule: the DVC pipeline stage by stage as Prefect tasks, then the registry outcome.
+"""The retrain flow: the DVC pipeline stage by stage as Prefect tasks, then the registry outcome.
 
     python -m flows.retrain                 # one run now (no server needed: Prefect runs it in-process)
-    python -m flows.retrain serve           # serve both flows on the cron schedules of params `retrain`
-                                            # (start a server first: `prefect server start`, and set
-                                            # PREFECT_API_URL=http://127.0.0.1:4200/api)
+
+On a schedule, `python -m flows.serve` serves it with the watch flow (flows/watch.py) on the cron schedules
+of params `retrain` (`RetrainConfig`, read by `schedule`).
 
 Retries. A stage that fails for a transient reason (the network, a storage or lock timeout, a busy
 GPU; see TRANSIENT) is retried with exponential back-off; a real failure (bad data, a bug, a
 training error) is not: retrying it would only repeat it. DVC makes a retry cheap: finished stages
 are skipped and a killed train stage resumes from its checkpoint.
 
-Never twice at once. The served deployment has a concurrency limit of 1 (a second scheduled run is
-cancelled, not queued behind the first), and every run holds a lock file in the project, so a run
+Never twice at once. The served deployment (flows/serve.py) has a concurrency limit of 1 (a second scheduled
+run is cancelled, not queued behind the first), and every run holds a lock file in the project, so a run
 started by hand cannot overlap a scheduled one either. The lock is an flock, which the OS releases when
 its holder dies however it dies (SIGKILL, a crash), and the file names its holder (pid, host, start
 time): a second run is refused with that name, and a run that finds a holder named although nobody
@@ -186,23 +186,7 @@ def schedule(project: Path = Path(".")) -> RetrainConfig:
     return section(load_params(project / "params.yaml"), "retrain", RetrainConfig)
 
 
-def serve(project: Path = Path(".")) -> None:
-    from prefect import serve as prefect_serve
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-
-    from flows.watch import watch
-
-    cfg = schedule(project)
-    once = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-    prefect_serve(
-        retrain.to_deployment(
-            "scheduled", cron=cfg.cron, concurrency_limit=once, parameters={"project": str(project.resolve())}
-        ),
-        watch.to_deployment(
-            "new-data", cron=cfg.watch_cron, concurrency_limit=once, parameters={"project": str(project.resolve())}
-        ),
-    )
-
-
 if __name__ == "__main__":
-    serve() if sys.argv[1:] == ["serve"] else print(json.dumps(retrain(), indent=2, default=str))
+    if sys.argv[1:]:  # `serve` moved to its own module: never a retrain run for an argument meant for it
+        sys.exit(f"usage: python -m flows.retrain (no arguments; got {sys.argv[1:]}); to serve: python -m flows.serve")
+    print(json.dumps(retrain(), indent=2, default=str))

@@ -3,7 +3,7 @@ dependencies (the dataset under data.root included) with those recorded in dvc.l
 version of the dataset or new files under data.root show up as changed stages.
 
     python -m flows.watch                   # check once; retrains when something changed
-Served on `retrain.watch_cron` by `python -m flows.retrain serve`.
+Served on `retrain.watch_cron` by `python -m flows.serve` (flows/serve.py).
 """
 
 from __future__ import annotations

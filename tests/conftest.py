@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import config, tiny_conditions
 
 REPO = Path(__file__).resolve().parents[1]
-# Unit tests do not log to MLflow (each training run would log a model); tests/test_tracking.py
+# Unit tests do not log to MLflow (each training run would log a model); tests/tracking/
 # turns it on for itself against a temporary store.
 os.environ.setdefault("FACEPAINT_TRACKING", "off")
 # The licensed fixture lives beside the project and is never copied into it.
@@ -132,7 +132,7 @@ def random_bisenet_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory):
-    """A 'trained' tiny artifact (64 px, soft-mask sigma 1): k/v moved away from the base model and
+    """A 'trained' tiny artifact (64 px): k/v moved away from the base model and
     an adapter with non-zero W2, so every part of it changes an edit. Returns facepaint's Artifact."""
     import torch
 

@@ -707,12 +707,12 @@ def test_params_sections_refuse_bad_values_naming_the_key(case):
         ("train", "lr_scheduler", "cosine_annealing", "train.lr_scheduler must be one of"),
         ("train", "seed", -1, "train.seed must be a whole number from 0"),
         ("sampling", "sigma", -3.0, "section 'sampling': sigma must be a number from 0"),
-        ("sampling", "sigma", math.nan, "sampling.sigma must be a finite number"),
+        ("sampling", "sigma", math.nan, "section 'sampling': sigma must be a finite number"),
         ("masks", "latent_factor", 0, "masks.latent_factor must be a whole number >= 1"),
         ("masks", "max_unusable_fraction", 2.0, "masks.max_unusable_fraction must be a number from 0 to 1"),
-        ("sampling", "steps", 0, "section 'sampling': steps x strength must be at least 1"),
+        ("sampling", "steps", 0, "section 'sampling': steps must be a whole number from 1 to 1000"),
         ("sampling", "steps", 10**6, "section 'sampling': steps must be a whole number from 1 to 1000"),
-        ("sampling", "guidance_scale", math.inf, "sampling.guidance_scale must be a finite number"),
+        ("sampling", "guidance_scale", math.inf, "section 'sampling': guidance_scale must be a finite number"),
         ("sampling", "scheduler", "euler", "section 'sampling': scheduler must be one of"),
         ("evaluate", "dtype", "fp8", "evaluate.dtype must be one of"),
         ("latents", "precision", "fp64", "latents.precision must be one of"),
@@ -750,7 +750,9 @@ def option_values():
 
 def user_values():
     """What a user types or sends: the values themselves (JSON, a form's floats) or their text."""
-    return st.one_of(option_values(), option_values().map(str), st.sampled_from(["30.0", " 7 ", "False", "0,2"]))
+    return st.one_of(
+        option_values(), option_values().map(str), st.sampled_from(["30.0", " 7 ", "False", "0,2", "dpm", "largest"])
+    )
 
 
 SAMPLING_NAMES = tuple(f.name for f in dataclasses.fields(SamplingOptions))
@@ -828,7 +830,7 @@ def test_parse_edit_options(raw):
         (SamplingOptions, {"steps": math.nan}, "steps must be a whole number"),
         (SamplingOptions, {"steps": 2.5}, "steps must be a whole number"),
         (SamplingOptions, {"steps": 1001}, "steps must be a whole number from 1 to 1000"),
-        (SamplingOptions, {"steps": -3}, r"steps x strength must be at least 1"),
+        (SamplingOptions, {"steps": -3}, r"steps must be a whole number from 1 to 1000, got -3"),
         (SamplingOptions, {"steps": 4, "strength": 0.2}, r"steps x strength must be at least 1"),
         (SamplingOptions, {"guidance_scale": math.inf}, "guidance_scale must be a finite number"),
         (SamplingOptions, {"guidance_scale": -1.0}, "guidance_scale must be a number from 0 to 100"),
@@ -848,6 +850,8 @@ def test_parse_edit_options(raw):
         (EditChoices, {"min_face": "64"}, "min_face must be a number"),  # text is the parser's to read
         (EditChoices, {"faces": "0,x"}, "faces must be 'all', 'largest' or indices"),
         (EditChoices, {"faces": [1, 1]}, "faces must be distinct indices >= 0"),
+        (EditChoices, {"faces": None}, "faces must be 'all', 'largest' or indices"),  # not a TypeError of list()
+        (EditChoices, {"faces": 3}, "faces must be 'all', 'largest' or indices"),
     ],
 )
 def test_option_messages(cls, changes, reason):
@@ -978,13 +982,13 @@ def cli_edit(photo, tmp_path, *options):
     ],
 )
 def test_cli_refuses_bad_options_before_loading_the_model(photo, tmp_path, capsys, flag, value, names):
-    """One `error:` line naming the option (without its dashes when parse_edit_options read it), not the
-    nonexistent model, exit status 1, in well under a second."""
+    """One `error:` line naming the option (without its dashes when parse_edit_options read it: "steps must
+    be ..."), not the nonexistent model, exit status 1, in well under a second."""
     start = time.perf_counter()
     assert cli_edit(photo, tmp_path, f"{flag}={value}") == 1
     elapsed = time.perf_counter() - start
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {names}"), err
+    assert len(err) == 1 and err[0].startswith("error: ") and names in err[0], err
     assert "nope" not in err[0] and "artifact" not in err[0], err
     assert elapsed < 0.5, elapsed
     # the same command with the option's default goes on, to the model

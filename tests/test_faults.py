@@ -4,7 +4,7 @@ corrupt checkpoint or artifact, a tracking server that is down or hangs, a regis
 Every test prints what it injected and what happened: `pytest -s tests/test_faults.py` gives the figures,
 and `--runslow` adds the kill of each of masks, captions, latents, train, evaluate and register followed by
 `dvc repro`, and the real train, evaluate and register stages against a dead and a hanging tracking server.
-(The retrain flow's lock, a holder killed mid-run and two triggers at once: tests/test_flows.py.)
+(The retrain flow's lock, a holder killed mid-run and two triggers at once: tests/flows/test_retrain.py.)
 
 How the faults are made:
 - SIGKILL: from outside after a seeded random delay within the stage's measured runtime, or at a chosen point

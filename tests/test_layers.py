@@ -80,9 +80,7 @@ def import_graph(repo: Path = REPO) -> dict[str, set[str]]:
     """{module: the project modules it imports} (a package's __init__ is its module)."""
     files = project_files(repo)
     known = {module_name(p, repo) for p in files}
-    return {
-        module_name(p, repo): {n for n in imports(p) if n in known and n != module_name(p, repo)} for p in files
-    }
+    return {module_name(p, repo): {n for n in imports(p) if n in known and n != module_name(p, repo)} for p in files}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

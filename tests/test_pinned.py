@@ -7,7 +7,9 @@ The numbers were recorded from the code before the 2026-12 redesign (commit bf6d
 it unchanged. If a change is meant to alter them, say why in its commit and update them here. Changed
 once since: the edit slice, when the UNet's mask channel became the training's pooled M_latent instead of
 diffusers' nearest-neighbour downsampling (3 of this mask's 64 latent cells differ; the slice moved by up
-to 13 grey levels, the mean from 134.1131 to 134.1267); the training losses are unchanged.
+to 13 grey levels, the mean from 134.1131 to 134.1267); the training losses are unchanged. The redesign into
+subpackages (commit 4a31a15: SamplingOptions, the scheduler chosen per call, sigma out of the training's
+conditions) reproduces both unchanged.
 Tolerances: CPU float results differ slightly between CPU types and torch builds, so the losses are
 compared to 1e-4 relative, the uint8 pixels to 2 steps and their mean to 0.05 (a change of schedule,
 target or conditioning moves them more: see each test's docstring for what was tried).

@@ -27,7 +27,7 @@ def refuse(message: str):
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def read_request(model_input: pd.DataFrame, params: dict | None = None) -> tuple[list[tuple], dict]:
+def read_request(model_input: pd.DataFrame, params: dict | None = None) -> tuple[list[tuple], tuple]:
     """A request checked and decoded without the model: ([(image bytes, prompt, mask array or None)] per row,
     (SamplingOptions, EditChoices) for `FaceEditor.edit`), or `refuse` naming the column, param or row. The
     params are read by facepaint's one parser of user values (`parse_edit_options`: "false" is False, 2.5

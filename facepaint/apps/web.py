@@ -452,10 +452,10 @@ class App:
         if not prompt:
             raise ValueError("write a prompt: what the face should look like")
         self.model_dir(r.model)  # an unknown model fails before any photo is read
-        if r.photo is None:
+        if r.photo_path is None:
             raise ValueError("upload a photo first")
-        name = Path(r.photo).name
-        photo, _, _ = read_upload(r.photo, self.config.max_pixels)  # the limit, and a clear decoding error
+        name = Path(r.photo_path).name
+        photo, _, _ = read_upload(r.photo_path, self.config.max_pixels)  # the limit, and a clear decoding error
         mask, source = self.mask_of(r, photo.shape[1::-1])
         report = progress or (lambda *a, **k: None)
         report(0.02, desc="loading the model")
@@ -497,8 +497,8 @@ class App:
         from_editor = editor_mask(r.editor_value, size, r.start)
         if from_editor is not None:
             return from_editor
-        if r.mask_file is not None:
-            image, mask_name, _ = read_upload(r.mask_file, self.config.max_pixels, "mask")
+        if r.mask_path is not None:
+            image, mask_name, _ = read_upload(r.mask_path, self.config.max_pixels, "mask")
             mask = fit_mask(grey_mask(image), size, f"mask {mask_name}")
             if not mask.any():
                 raise EditError(f"mask {mask_name} is empty: the face must be white")
@@ -516,9 +516,9 @@ class EditRequest:
     """What the page sends to edit: one field per input component, in the order of the `/edit` API endpoint
     (`build_app` lays the components out under these names)."""
 
-    photo: str | None  # the uploaded photo's path on the server
+    photo_path: str | None  # the uploaded photo's path on the server
     editor_value: dict | None  # the mask editor's value (background, layers)
-    mask_file: str | None  # an uploaded mask image's path
+    mask_path: str | None  # an uploaded mask image's path
     faces: str | None
     min_face: float | None
     prompt: str | None
@@ -547,7 +547,7 @@ class EditRequest:
         }
         for name in ("min_face", "seed", "steps", "guidance_scale", "strength"):
             if given[name] is None:
-                raise ValueError(f"{name.replace('_', ' ')} is missing: give a number")
+                raise ValueError(f"{name} is missing: give a number")
         return given
 
 
@@ -614,13 +614,13 @@ def layout(app: App) -> dict:
     )
     with gr.Row():
         with gr.Column():
-            ui["photo"] = raw_upload(
+            ui["photo_path"] = raw_upload(
                 gr.Image(
                     label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id="photo"
                 )
             )
             if app.examples:
-                gr.Examples([[p] for p in app.examples], inputs=[ui["photo"]], label="Demo portraits")
+                gr.Examples([[p] for p in app.examples], inputs=[ui["photo_path"]], label="Demo portraits")
             ui["overlay"] = gr.Image(label="Faces found", interactive=False, format="png", elem_id="overlay")
             ui["faces_found"] = gr.JSON(label="Faces found", visible=False)
             ui["start"] = gr.State(None)  # the MaskStart of the mask the app put into the mask editor
@@ -652,7 +652,7 @@ def layout(app: App) -> dict:
                     elem_id="mask-editor",
                 )
             )
-            ui["mask_file"] = raw_upload(
+            ui["mask_path"] = raw_upload(
                 gr.Image(
                     label="Mask image",
                     type="filepath",
@@ -695,6 +695,8 @@ def options_panel(ui: dict) -> None:
 def wire(app: App, ui: dict) -> None:
     """The page's events, each an API endpoint (/detect, /load_mask, /random_seed, /edit) but the model
     dropdown's, whose change detects again (another model may mask differently: its resolution)."""
+    import inspect
+
     import gradio as gr
 
     def detect(photo_path, faces, min_face, model):
@@ -714,23 +716,30 @@ def wire(app: App, ui: dict) -> None:
             return gr.skip(), None, f"**Cannot use this mask**: {text}", gr.skip()
         return value, None, status, start
 
-    def edit(progress=gr.Progress(), *values):  # progress first: Gradio finds it among the positional parameters
-        request = EditRequest(*values)
+    def edit(*values):  # EDIT_INPUTS' values, then Gradio's progress tracker (the signature below)
+        *fields, progress = values
+        request = EditRequest(*fields)
         try:
             return app.edit(request, progress=progress)
         except Exception as e:
-            text = message(e, request.photo, request.mask_file)
+            text = message(e, request.photo_path, request.mask_path)
             raise gr.Error(text, title="Cannot edit", print_exception=False) from None
+
+    # Gradio names the API's parameters after the handler's and passes its tracker to a `gr.Progress()` default:
+    # (*values) alone would make them param_0..param_14, (progress=gr.Progress(), *values) too
+    named = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in EDIT_INPUTS]
+    tracker = inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())
+    edit.__signature__ = inspect.Signature([*named, tracker])
 
     def random_seed():
         return random.randint(0, MAX_SEED)
 
     found = [ui[k] for k in ("overlay", "editor_value", "faces_found", "status", "start")]
-    detect_inputs = [ui[k] for k in ("photo", "faces", "min_face", "model")]
-    ui["photo"].change(detect, detect_inputs, found, api_name="detect")
+    detect_inputs = [ui[k] for k in ("photo_path", "faces", "min_face", "model")]
+    ui["photo_path"].change(detect, detect_inputs, found, api_name="detect")
     ui["model"].change(detect, detect_inputs, found, api_name=False)
-    mask_outputs = [ui[k] for k in ("editor_value", "mask_file", "status", "start")]
-    ui["mask_file"].upload(load_mask, [ui["photo"], ui["mask_file"]], mask_outputs, api_name="load_mask")
+    mask_outputs = [ui[k] for k in ("editor_value", "mask_path", "status", "start")]
+    ui["mask_path"].upload(load_mask, [ui["photo_path"], ui["mask_path"]], mask_outputs, api_name="load_mask")
     ui["dice"].click(random_seed, None, ui["seed"], api_name="random_seed")
     outputs = [ui[k] for k in ("result", "result_file", "provenance", "status")]
     ui["run"].click(edit, [ui[name] for name in EDIT_INPUTS], outputs, api_name="edit")

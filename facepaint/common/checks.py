@@ -39,13 +39,14 @@ def check_fields(config, section: str, skip: tuple[str, ...] = ()) -> None:
     tuple, dict, `X | None`): TypeError naming `section.field` for a value of another type (True is not a
     number, 8.0 not a whole number, the text "5e-5" not a number), ValueError for a NaN or infinite float.
     Run first in a config's __post_init__, so that its own checks compare numbers with numbers. `skip`:
-    fields the config checks itself."""
+    fields the config checks itself. `section` "": the field alone is named (options a user gives by name)."""
     kinds = _field_kinds(type(config))
     for f in dataclasses.fields(config):
         allowed = kinds.get(f.name)
         if f.name in skip or not allowed:
             continue
         value = getattr(config, f.name)
+        name = f"{section}.{f.name}" if section else f.name
         if not any(_is_kind(value, k) for k in allowed):
             hint = ""
             if isinstance(value, str):
@@ -55,9 +56,9 @@ def check_fields(config, section: str, skip: tuple[str, ...] = ()) -> None:
                 except ValueError:
                     pass
             wanted = " or ".join(_KIND_NAMES[k] for k in allowed)
-            raise TypeError(f"{section}.{f.name} must be {wanted}, got {value!r}{hint}")
+            raise TypeError(f"{name} must be {wanted}, got {value!r}{hint}")
         if isinstance(value, numbers.Real) and not isinstance(value, bool) and not _finite(value):
-            raise ValueError(f"{section}.{f.name} must be a finite number, got {value}")
+            raise ValueError(f"{name} must be a finite number, got {value}")
 
 
 def _finite(value) -> bool:

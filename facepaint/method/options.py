@@ -35,7 +35,7 @@ class SamplingOptions:  # params.yaml `sampling` (the evaluation's); these defau
     sigma: float = 4.0  # std of M_soft = G_sigma * M in pixels of a 512 px face crop (facepaint.method.blend)
 
     def __post_init__(self):
-        check_fields(self, "sampling")
+        check_fields(self, "")  # named as the user gives them; params.yaml's errors add the section
         check_steps(self.steps, self.strength)
         check_number("guidance_scale", self.guidance_scale, 0, MAX_GUIDANCE)
         if self.scheduler not in SCHEDULERS:
@@ -55,7 +55,6 @@ def check_steps(steps: int, strength: float) -> None:
     check_number("strength", strength)
     if not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
-    check_number("steps", steps, whole=True)  # not NaN, 2.5 or text
-    if steps < 1 or (steps <= MAX_STEPS and steps * strength < 1):
+    check_number("steps", steps, 1, MAX_STEPS, whole=True)  # not NaN, 2.5, text, 0 or 5000
+    if steps * strength < 1:
         raise ValueError(f"steps x strength must be at least 1 (one denoising step), got {steps} x {strength}")
-    check_number("steps", steps, 1, MAX_STEPS, whole=True)

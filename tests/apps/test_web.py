@@ -1,4 +1,4 @@
-"""The web app (facepaint/app.py): its checks without a server, then the served app driven by a real browser
+"""The web app (facepaint/apps/web.py): its checks without a server, then the served app driven by a real browser
 (Playwright on Debian's chromium: a fixture portrait and its mask uploaded, a brush stroke drawn, bad uploads
 answered in the page) and through its API (gradio_client)."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import FIXTURE, textured
+from tests.helpers import textured
 
 CHROMIUM = Path(os.environ.get("FACEPAINT_CHROMIUM", "/usr/bin/chromium"))
 FACE_PARTS = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "l_lip", "mouth")
@@ -24,28 +25,74 @@ PROMPT = "a photo of a smiling man with a beard"
 # ------------------------------------------------------------------------------------ without a server
 
 
-def test_numbers_are_checked_before_any_model_call():
-    from facepaint.app import check_numbers
-    from facepaint.apps.web import MAX_STEPS
+def test_values_are_checked_naming_the_option_before_any_model_call():
+    """The page's values go through the one parser of user values (`edit_options` -> parse_edit_options): form
+    floats become whole numbers where they must be, and a value that cannot be used is refused naming its option
+    (without dashes), as SamplingOptions and EditChoices limit it."""
+    from facepaint.apps.web import EditRequest, edit_options
+    from facepaint.editing.editor import EditChoices
+    from facepaint.method.options import SamplingOptions
 
-    assert check_numbers(3, 2.0, 7.5, 1, 64) == (3, 2, 7.5, 1.0, 64.0)
+    options, choices = edit_options({"seed": 3.0, "steps": 2.0, "guidance_scale": 7.5, "strength": 1, "min_face": 64})
+    assert options == SamplingOptions(steps=2, guidance_scale=7.5, strength=1.0)
+    assert choices == EditChoices(seed=3, min_face=64.0)
+    assert type(options.steps) is int and type(choices.seed) is int
     bad = {
-        "steps must be a finite number": (0, math.nan, 7.5, 1, 64),
-        "steps must be a whole number": (0, 2.5, 7.5, 1, 64),
-        f"steps must be from 1 to {MAX_STEPS}": (0, 10**6, 7.5, 1, 64),
-        "seed must be from 0": (-1, 2, 7.5, 1, 64),
-        "guidance scale must be a finite number": (0, 2, math.inf, 1, 64),
-        "guidance scale must be from 0": (0, 2, -3, 1, 64),
-        "strength must be from 0 to 1": (0, 2, 7.5, 1.5, 64),
-        "strength must be in (0, 1]": (0, 2, 7.5, 0, 64),
-        "steps x strength must be at least 1": (0, 2, 7.5, 0.2, 64),
-        "smallest face must be from 0": (0, 2, 7.5, 1, -5),
-        "seed is missing": (None, 2, 7.5, 1, 64),
-        "steps must be a number": (0, "many", 7.5, 1, 64),
+        "steps must be a whole number": {"steps": math.nan},
+        "steps must be a whole number, got 2.5": {"steps": 2.5},
+        "steps must be a whole number, got 'many'": {"steps": "many"},
+        "steps x strength must be at least 1": {"steps": 2, "strength": 0.2},
+        "seed must be a whole number from 0": {"seed": -1},
+        "guidance_scale must be a finite number": {"guidance_scale": math.inf},
+        "guidance_scale must be a number from 0 to 100": {"guidance_scale": 1e9},  # SamplingOptions' limit
+        "strength must be in (0, 1]": {"strength": 1.5},
+        "min_face must be a number from 0": {"min_face": -5},
+        "faces must be 'all', 'largest' or indices": {"faces": "0,x"},
+        "blend must be true or false": {"blend": "maybe"},
+        "unknown option(s) ['speed']": {"speed": 2},
     }
-    for message, args in bad.items():
-        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            check_numbers(*args)
+    for message, values in bad.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            edit_options(values)
+
+    def request(**changes):
+        fields = dict(
+            photo_path=None, editor_value=None, mask_path=None, faces=" largest ", min_face=64.0, prompt="a face"
+        )
+        fields |= dict(negative_prompt=" ugly ", seed=3.0, steps=2.0, guidance_scale=7.5, strength=1.0, blend=1)
+        return EditRequest(**{**fields, "watermark": 0, **changes})
+
+    options, choices = edit_options(request().options())
+    assert (options.steps, options.negative_prompt) == (2, "ugly")  # a whole number; the text stripped
+    assert (choices.faces, choices.blend, choices.watermark) == ("largest", True, False)
+    for name in ("min_face", "seed", "steps", "guidance_scale", "strength"):  # an emptied number box
+        with pytest.raises(ValueError, match=f"{name} is missing: give a number"):
+            request(**{name: None}).options()
+
+
+def test_the_app_limits_steps_to_200_before_loading_a_model(tmp_path):
+    """The app's own serving policy on top of SamplingOptions' limits: at most `AppConfig.max_steps` (200 by
+    default) denoising steps, refused in `edit_options` and by `App.edit` before any model is loaded."""
+    from facepaint.apps.web import MAX_STEPS, App, AppConfig, EditRequest, _editors, edit_options
+    from facepaint.method.options import MAX_STEPS as SAMPLING_MAX_STEPS
+
+    assert MAX_STEPS == AppConfig().max_steps == 200 < SAMPLING_MAX_STEPS
+    assert edit_options({"steps": 200})[0].steps == 200
+    with pytest.raises(ValueError, match=re.escape("steps must be from 1 to 200 in this app, got 201")):
+        edit_options({"steps": 201})
+    assert edit_options({"steps": 201}, max_steps=300)[0].steps == 201
+    with pytest.raises(ValueError, match="steps must be from 1 to 10 in this app, got 11"):
+        edit_options({"steps": 11}, max_steps=10)
+
+    model = tmp_path / "model"  # an empty directory: any model load would fail
+    model.mkdir()
+    loaded = dict(_editors)
+    for max_steps, steps in ((MAX_STEPS, 201), (10, 11)):
+        app = App(AppConfig(str(model), examples=None, releases=False, workdir=str(tmp_path), max_steps=max_steps))
+        r = EditRequest("photo.png", None, None, "all", 64, PROMPT, "", 0, steps, 7.5, 1.0, True, False)
+        with pytest.raises(ValueError, match=f"steps must be from 1 to {max_steps} in this app, got {steps}"):
+            app.edit(r)
+    assert _editors == loaded  # refused before any editor was loaded
 
 
 def test_the_mask_editor_canvas_maps_back_to_the_photo():
@@ -107,19 +154,23 @@ def test_uploads_that_cannot_be_used_say_why(tmp_path):
 
 
 @pytest.mark.fixture
-def test_the_automatic_mask_goes_to_the_editor_and_is_used_as_bisenet(tiny_artifact, random_bisenet_weights, tmp_path):
+def test_the_automatic_mask_goes_to_the_editor_and_is_used_as_bisenet(
+    tiny_artifact, random_bisenet_weights, fixture_root, tmp_path
+):
     """With BiSeNet weights (random ones here) `/detect` puts the parser's mask into the mask editor; edited
     uncorrected, the edit runs BiSeNet per face itself (provenance mask "bisenet")."""
-    from facepaint.apps.web import App, AppConfig
+    from facepaint.apps.web import App, AppConfig, EditRequest
 
-    app = App(AppConfig(str(tiny_artifact.path), bisenet_weights=str(random_bisenet_weights), examples=None))
+    weights = str(random_bisenet_weights)
+    app = App(AppConfig(str(tiny_artifact.path), bisenet_weights=weights, examples=None, releases=False))
     assert app.mask_notice.startswith("Automatic face mask: BiSeNet")
-    photo = sorted((FIXTURE / "CelebA-HQ-img").glob("*.jpg"))[0]
+    photo = sorted((fixture_root / "CelebA-HQ-img").glob("*.jpg"))[0]
     overlay, value, faces, status, start = app.detect(photo)
     assert "The automatic mask is in green" in status and len(faces) == 1
     assert start.source == "bisenet" and start.mask.any() and len(value["layers"]) == 1
     assert overlay.shape[:2] == start.mask.shape
-    _, png, provenance, status = app.edit(photo, value, None, "all", 64, PROMPT, "", 0, 2, 7.5, 1, True, False, start)
+    request = EditRequest(photo, value, None, "all", 64, PROMPT, "", 0, 2, 7.5, 1, True, False, start=start)
+    _, png, provenance, status = app.edit(request)
     assert provenance["mask"] == "bisenet" and Path(png).is_file() and "Edited face(s) 0" in status
 
 
@@ -306,9 +357,66 @@ def test_the_page_edits_a_photo_in_a_browser(server, browser, fixture_root, tiny
     assert prov2["mask"] == "upload mask.png, corrected in the app" and prov2["region"][1] < y0
 
 
+EDIT_API = {  # the /edit endpoint's parameters, in order: their names (EditRequest's fields) and the page's labels
+    "photo_path": "Photo",
+    "editor_value": "Face mask",
+    "mask_path": "Mask image",
+    "faces": "Faces to edit",
+    "min_face": "Smallest face (px)",
+    "prompt": "Prompt",
+    "negative_prompt": "Negative prompt",
+    "seed": "Seed",
+    "steps": "Steps",
+    "guidance_scale": "Guidance scale",
+    "strength": "Strength",
+    "blend": "Pixel-level blending",
+    "watermark": "Invisible watermark",
+    "model": "Model",
+}
+
+
+def test_the_edit_endpoint_takes_an_edit_request_and_a_progress_tracker(server, tiny_artifact, tmp_path, monkeypatch):
+    """`/edit`'s API parameters are EditRequest's fields in order (EDIT_INPUTS; `start` is the page's gr.State,
+    not a parameter), by name and by position; Gradio hands the handler its progress tracker."""
+    import gradio as gr
+    from gradio_client import Client, handle_file
+
+    from facepaint.apps.web import EDIT_INPUTS, EditRequest
+
+    url, demo = server
+    client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/edit"]["parameters"]
+    assert [(p["parameter_name"], p["label"]) for p in params] == list(EDIT_API.items())
+    assert EDIT_INPUTS == [*list(EDIT_API)[:-1], "start", "model"]
+
+    seen = []
+
+    def record(request, progress=None):  # in place of App.edit: what the handler was given
+        seen.append((request, progress))
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(demo.facepaint, "edit", record)
+    Image.fromarray(textured(32, 48)).save(tmp_path / "photo.png")
+    values = dict(photo_path=handle_file(tmp_path / "photo.png"), editor_value=None, mask_path=None, faces="0,2")
+    values |= dict(min_face=30, prompt="a face", negative_prompt="ugly", seed=9, steps=3, guidance_scale=2.5)
+    values |= dict(strength=0.5, blend=False, watermark=True)
+    with pytest.raises(Exception, match="recorded"):
+        client.predict(**values, api_name="/edit")
+    with pytest.raises(Exception, match="recorded"):
+        client.predict(*values.values(), str(tiny_artifact.path), api_name="/edit")
+    assert len(seen) == 2
+    for request, progress in seen:
+        assert isinstance(request, EditRequest) and isinstance(progress, gr.Progress)
+        given = {k: v for k, v in vars(request).items() if k not in ("photo_path", "start", "model")}
+        assert given == {k: v for k, v in values.items() if k != "photo_path"}, given
+        assert Path(request.photo).name == "photo.png" and request.start is None
+        assert request.model == str(tiny_artifact.path)  # the dropdown's value: --model's
+
+
 def test_the_api_edits_through_gradio_client(server, tiny_artifact, tmp_path):
     """`/edit` through gradio_client: a photo with no detectable face and a mask (the masked region is edited
-    as one face); bad numbers and a bad photo are errors with their reason; `/detect` answers a bad file."""
+    as one face); bad numbers and a bad photo are errors with their reason, naming the option; `/detect` answers
+    a bad file."""
     from gradio_client import Client, handle_file
 
     from facepaint.apps.web import editor_for
@@ -322,7 +430,7 @@ def test_the_api_edits_through_gradio_client(server, tiny_artifact, tmp_path):
     Image.fromarray(m).save(tmp_path / "mask.png")
     client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
 
-    def edit(photo_file, steps=2, **changes):
+    def arguments(photo_file, steps=2, **changes) -> dict:
         args = dict(
             photo_path=handle_file(photo_file),
             editor_value=None,
@@ -338,8 +446,10 @@ def test_the_api_edits_through_gradio_client(server, tiny_artifact, tmp_path):
             blend=True,
             watermark=False,
         )
-        args.update(changes)
-        return client.predict(*args.values(), api_name="/edit")
+        return {**args, **changes}
+
+    def edit(photo_file, steps=2, **changes):  # by name, as docs/editing.md shows
+        return client.predict(**arguments(photo_file, steps, **changes), api_name="/edit")
 
     _, png, provenance, status = edit(tmp_path / "photo.png")
     assert "the masked region, as one face," in status
@@ -356,14 +466,18 @@ def test_the_api_edits_through_gradio_client(server, tiny_artifact, tmp_path):
     assert not np.array_equal(result[30:70, 40:90], photo[30:70, 40:90])
 
     for changes, reason in (
-        ({"steps": "nan"}, "steps must be a finite number"),  # JSON has no NaN: as a raw client sends it
-        ({"steps": -2}, "steps must be from 1"),
-        ({"guidance_scale": 1e9}, "guidance scale must be from 0 to 50"),
+        ({"steps": "nan"}, "steps must be a whole number, got 'nan'"),  # JSON has no NaN: as a raw client sends it
+        ({"steps": 2.5}, "steps must be a whole number, got 2.5"),
+        ({"steps": 201}, "steps must be from 1 to 200 in this app"),
+        ({"steps": 0}, "steps x strength must be at least 1"),
+        ({"guidance_scale": 1e9}, "guidance_scale must be a number from 0 to 100"),
+        ({"min_face": -5}, "min_face must be a number from 0"),
+        ({"seed": None}, "seed is missing"),
         ({"prompt": "  "}, "write a prompt"),
         ({"faces": "0,x"}, "0,x"),
         ({"model": str(tmp_path)}, "not in the list of choices"),  # the API cannot load any path on the server
     ):
-        with pytest.raises(Exception, match=reason) as err:
+        with pytest.raises(Exception, match=re.escape(reason)) as err:
             edit(tmp_path / "photo.png", **changes)
         assert "Traceback" not in str(err.value)
     (tmp_path / "notes.png").write_text("not an image")
@@ -371,6 +485,6 @@ def test_the_api_edits_through_gradio_client(server, tiny_artifact, tmp_path):
         edit(tmp_path / "notes.png")
     *_, faces, status = client.predict(handle_file(tmp_path / "notes.png"), "all", 64, api_name="/detect")
     assert faces == [] and "Cannot use this photo" in status
-    # still serving
-    assert "the masked region" in edit(tmp_path / "photo.png")[3]
+    # still serving; by position too, as a client that does not name the parameters
+    assert "the masked region" in client.predict(*arguments(tmp_path / "photo.png").values(), api_name="/edit")[3]
     assert 0 <= client.predict(api_name="/random_seed") < 2**32

@@ -27,6 +27,7 @@ def run_bench(name: str, tmp_path: Path, *args: str) -> tuple[str, dict]:
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"\n$ bench/{name}.py {' '.join(args)}\n{proc.stdout}")  # the table (`pytest -s` shows it)
     return proc.stdout, json.loads(out.read_text())
 
 

@@ -144,11 +144,14 @@ def clip_tokenizer(tmp_path_factory):
     d = tmp_path_factory.mktemp("clip_tokenizer")
     (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
     (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=77)
-    # The well-known ids of openai CLIP prove this is the real vocabulary, not a look-alike.
-    assert len(tok) == 49408
-    assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
-    return tok
+    return CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=77)
+
+
+def test_the_tokenizer_is_clips(clip_tokenizer):
+    """The well-known ids of openai CLIP prove the fixture is the real vocabulary, not a look-alike (so the
+    length checks below count CLIP's tokens)."""
+    assert len(clip_tokenizer) == 49408
+    assert clip_tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
 
 
 def assert_fits_clip(tok, caps: list[str]) -> None:

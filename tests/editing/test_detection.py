@@ -26,7 +26,7 @@ from tools.composites import match
 COMPOSITES = 16  # photos in the cascade's detection-rate check
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def composite_detection(root, seed: int) -> dict:
     """OpenCV's cascade on a 2400x1600 composite of 1 to 4 fixture faces scaled to 25-100% and rolled by up to
     +-30 degrees (`seed`): the faces at least 120 px wide, how many of them were found, and the false positives.

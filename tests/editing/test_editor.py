@@ -1,7 +1,9 @@
-"""facepaint.editing.editor on the tiny model at 64 px: the background guarantee (real fixture photos and odd
-synthetic ones), the adapter, determinism, provenance, the BiSeNet path and bad input."""
+"""facepaint.editing.editor on the tiny model at 64 px: the background guarantee (real photos: the public-domain
+astronaut and the fixture's, and odd synthetic ones), the adapter, determinism, provenance, the per-edit options
+(SamplingOptions, EditChoices), the BiSeNet path and bad input."""
 
 import copy
+import dataclasses
 import io
 
 import numpy as np
@@ -11,11 +13,11 @@ from PIL import Image
 
 from facepaint.common.images import ImageError, load_rgb
 from facepaint.data.masks import annotation_union
-from facepaint.edit import DEFAULTS, EditOptions
+from facepaint.editing import editor as editor_mod
 from facepaint.editing import watermark as wm
 from facepaint.editing.detection import FaceError
-from facepaint.editing.editor import FaceEditor
-from facepaint.editing.helper import EditError
+from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options, split_options
+from facepaint.editing.helper import EditError, FaceHelper
 from facepaint.editing.provenance import read_provenance
 from facepaint.method import generate as generate_mod
 from facepaint.method.artifact import ArtifactError, load_artifact, save_artifact
@@ -23,16 +25,20 @@ from facepaint.method.blend import pixel_blend
 from facepaint.method.generate import Inpainter
 from facepaint.method.masks import BISENET_CLASSES, face_crop
 from facepaint.method.models import ModelLoadError, tiny_components
+from facepaint.method.options import SamplingOptions
 from facepaint.method.speed import Speed
+from tests.editing import astronaut
 from tests.helpers import assert_close_images, box_mask, random_adapter, textured, tiny_conditions
 
 RES = 64
-FAST = dict(steps=2, seed=0)
+# sigma is in pixels of a 512 px face crop: 8.0 is the 1 px soft mask at the tiny model's 64 px that these tests
+# were written for (the default 4.0 is 0.5 px there)
+FAST = dict(steps=2, seed=0, sigma=8.0)
 
 
 def make_editor(comps, adapter, where, speed=Speed(dtype="fp32"), **options) -> FaceEditor:
-    """A FaceEditor on in-memory components: an artifact of them (the demo's conditions at 64 px: sigma 1)
-    and an Inpainter on them."""
+    """A FaceEditor on in-memory components: an artifact of them (the demo's conditions at 64 px) and an
+    Inpainter on them."""
     art = load_artifact(save_artifact(where / "model", comps.unet, adapter, tiny_conditions(RES)).path)
     inpainter = Inpainter(comps, adapter, art.conditions.adapter_scale, RES, device="cpu", speed_options=speed)
     return FaceEditor(inpainter, art, **options)
@@ -46,6 +52,14 @@ def comps():
 @pytest.fixture(scope="module")
 def editor(comps, tmp_path_factory):
     return make_editor(comps, random_adapter(comps), tmp_path_factory.mktemp("editor"))
+
+
+def with_helper(editor, **helper) -> FaceEditor:
+    """`editor`'s model with a FaceHelper of its own (e.g. other BiSeNet weights)."""
+    c = editor.conditions
+    return FaceEditor(
+        editor.inpainter, editor.artifact, helper=FaceHelper(c.resolution, c.parts, device="cpu", **helper)
+    )
 
 
 def assert_background_kept(result, original):
@@ -159,7 +173,6 @@ def test_watermark_stays_inside_the_face(editor):
     assert marked.provenance["watermark"] is True and plain.provenance["watermark"] is False
 
 
-@pytest.mark.fixture
 def test_background_is_bit_identical_on_real_photos(editor, fixture_root):
     ids = [int(x) for x in (fixture_root / "ids.txt").read_text().split()[:3]]
     for image_id in ids:
@@ -174,6 +187,29 @@ def test_background_is_bit_identical_on_real_photos(editor, fixture_root):
     inside_crop = np.zeros(mask.shape, bool)
     inside_crop[y0:y1, x0:x1] = True
     assert ((raw.image != original).any(axis=2) & (raw.soft == 0) & inside_crop).any()
+
+
+def test_background_is_bit_identical_on_the_astronaut(editor, tmp_path):
+    """The public-domain portrait, read from a file, its face painted: found by the detector and aligned, and
+    every pixel outside the soft mask kept, with the watermark on and off; without blending the model's crop
+    visibly changes background pixels (what the blend is for)."""
+    photo, mask = astronaut.photo(), astronaut.face_mask()
+    Image.fromarray(photo).save(tmp_path / "astronaut.png")
+    for watermark in (True, False):
+        result = editor.edit(
+            tmp_path / "astronaut.png", "a smiling woman with blond hair", mask=mask, watermark=watermark, **FAST
+        )
+        assert np.array_equal(result.original, photo)
+        assert_background_kept(result, photo)
+        assert np.array_equal(result.mask, mask)  # the user's mask, exactly
+        assert [f.index for f in result.faces] == [0] and result.provenance["detector"] == "opencv-haar"
+        assert result.provenance["watermark"] is watermark
+    raw = editor.edit(tmp_path / "astronaut.png", "a smiling woman", mask=mask, blend=False, **FAST)
+    x0, y0, x1, y1 = raw.region
+    inside_crop = np.zeros(mask.shape, bool)
+    inside_crop[y0:y1, x0:x1] = True
+    assert ((raw.image != photo).any(axis=2) & (raw.soft == 0) & inside_crop).any()
+    assert not ((raw.image != photo).any(axis=2) & ~inside_crop).any()
 
 
 def test_a_face_wider_than_the_photo_is_high_is_edited_inside_one_square(editor):
@@ -220,7 +256,7 @@ def test_adapter_is_applied_and_seed_makes_it_deterministic(editor, comps, monke
 def test_from_artifact_matches_the_components_and_records_provenance(editor, comps, tmp_path):
     artifact = save_artifact(tmp_path / "model", comps.unet, editor.inpainter.adapter, tiny_conditions(RES))
     loaded = FaceEditor.from_artifact(tmp_path / "model", device="cpu", speed_options=Speed(dtype="fp16"))
-    assert loaded.sigma == artifact.conditions.sigma == 1.0  # the soft mask the model was trained with
+    assert not hasattr(artifact.conditions, "sigma")  # the soft mask's sigma is an option of each edit
     photo = textured(80, 120, seed=8)
     mask = box_mask(80, 120, 20, 60, 40, 80)
     result = loaded.edit(photo, "a face", mask=mask, negative_prompt="blurry", guidance_scale=5.0, **FAST)
@@ -235,7 +271,8 @@ def test_from_artifact_matches_the_components_and_records_provenance(editor, com
     assert prov["prompt"] == "a face" and prov["negative_prompt"] == "blurry" and prov["seed"] == 0
     assert prov["guidance_scale"] == 5.0 and prov["steps"] == 2 and prov["blend"] is True
     assert prov["region"] == list(result.region) and prov["artifact_path"] == str(tmp_path / "model")
-    assert prov["sigma"] == 1.0 and prov["adapter_scale"] == 0.3 and prov["resolution"] == RES
+    assert prov["sigma"] == 8.0 and prov["scheduler"] == "ddim" and prov["strength"] == 1.0
+    assert prov["adapter_scale"] == 0.3 and prov["resolution"] == RES
     assert prov["parts"] == list(artifact.conditions.parts) and prov["padding"] == 0.25
     assert np.array_equal(np.asarray(Image.open(out)), result.image)
     Image.fromarray(photo).save(tmp_path / "plain.png")
@@ -254,14 +291,22 @@ def test_missing_or_invalid_artifact(tmp_path):
 # ----------------------------------------------------------------------------------------- BiSeNet
 
 
-@pytest.mark.fixture
-def test_bisenet_finds_the_face_when_no_mask_is_given(editor, random_bisenet_weights, fixture_root):
+@pytest.fixture(params=["astronaut", pytest.param("celeba", marks=pytest.mark.fixture)])
+def portrait(request):
+    """A real portrait: the public-domain astronaut (always), a fixture photo (where the fixture is)."""
+    if request.param == "astronaut":
+        return astronaut.photo()
+    root = request.getfixturevalue("fixture_root")
+    return np.asarray(load_rgb(root / "CelebA-HQ-img" / "10167.jpg").image)
+
+
+def test_bisenet_finds_the_face_when_no_mask_is_given(editor, random_bisenet_weights, portrait):
     """No mask: the detector finds the face of a real portrait, the parser labels its aligned crop."""
-    ed = FaceEditor(editor.inpainter, editor.artifact, bisenet_weights=random_bisenet_weights)
-    photo = np.asarray(load_rgb(fixture_root / "CelebA-HQ-img" / "10167.jpg").image)
+    ed = with_helper(editor, bisenet_weights=random_bisenet_weights)
+    photo = portrait
     # Random weights label pixels arbitrarily: the flow must give a full-size mask or the clear error.
-    assert ed.parse_face(photo).shape == photo.shape[:2]
     try:
+        assert ed.helper.photo_mask(ed.helper.prepare(photo)).shape == photo.shape[:2]
         ed.edit(photo, "a face", **FAST)
     except EditError as e:
         assert "no face to edit in <array>" in str(e) and "parser found no face parts" in str(e)
@@ -271,8 +316,9 @@ def test_bisenet_finds_the_face_when_no_mask_is_given(editor, random_bisenet_wei
         labels[:, 128:384, 160:352] = BISENET_CLASSES.index("skin")
         return labels
 
-    ed.face_parser().labels = skin_in_a_box
+    ed.helper.face_parser().labels = skin_in_a_box
     result = ed.edit(photo, "a face", **FAST)
+    assert np.array_equal(result.mask, ed.helper.photo_mask(ed.helper.prepare(photo)))  # the automatic mask
     assert result.provenance["mask"] == "bisenet" and result.provenance["detector"] == "opencv-haar"
     assert [f["aligned_by"] for f in result.provenance["faces"]] == ["box"]
     # the parser's box in the aligned crop, warped back: a box around the photo's face centre
@@ -283,7 +329,7 @@ def test_bisenet_finds_the_face_when_no_mask_is_given(editor, random_bisenet_wei
 
 
 def test_missing_bisenet_weights_without_a_mask_say_how_to_pass_one(editor, tmp_path):
-    ed = FaceEditor(editor.inpainter, editor.artifact, bisenet_weights=tmp_path / "nope.pth")
+    ed = with_helper(editor, bisenet_weights=tmp_path / "nope.pth")
     with pytest.raises(ModelLoadError) as e:
         ed.edit(textured(64, 64), "a face", **FAST)
     assert "nope.pth" in str(e.value) and "--mask" in str(e.value) and "--bisenet-weights" in str(e.value)
@@ -323,32 +369,132 @@ def test_empty_or_misfit_masks(editor, tmp_path):
 
 
 def test_edit_options_have_one_home_and_are_validated(editor):
-    """EditOptions' defaults are what `edit` uses (the CLI and the pyfunc model take them from there too)."""
+    """SamplingOptions' and EditChoices' defaults are what `edit` uses (the CLI, the app and the pyfunc model
+    parse users' values into them too); the provenance records every sampling option."""
     photo, mask = textured(64, 64, seed=14), box_mask(64, 64, 12, 52, 16, 48)
     result = editor.edit(photo, "a face", mask=mask, steps=2)
-    prov = result.provenance
-    assert (prov["guidance_scale"], prov["strength"], prov["seed"], prov["blend"]) == (
-        DEFAULTS.guidance_scale,
-        DEFAULTS.strength,
-        DEFAULTS.seed,
-        DEFAULTS.blend,
-    )
+    prov, sampling, choices = result.provenance, SamplingOptions(), EditChoices()
+    assert {k: prov[k] for k in dataclasses.asdict(sampling)} == {**dataclasses.asdict(sampling), "steps": 2}
+    assert (prov["seed"], prov["blend"], prov["watermark"]) == (choices.seed, choices.blend, choices.watermark)
     with pytest.raises(ValueError, match="guidance_scale must be a finite"):
-        EditOptions(guidance_scale=float("nan"))
-    with pytest.raises(ValueError, match="steps x strength"):
-        EditOptions(steps=0)
-    with pytest.raises(TypeError, match="sigma"):
-        editor.edit(photo, "a face", mask=mask, sigma=3.0)  # not an edit option: a typo is an error
+        SamplingOptions(guidance_scale=float("nan"))
+    with pytest.raises(ValueError, match="steps must be a whole number from 1"):
+        SamplingOptions(steps=0)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['sigam'\]"):
+        editor.edit(photo, "a face", mask=mask, sigam=3.0)  # not an edit option: a typo is an error
+
+
+def test_users_values_are_parsed_and_refused_naming_the_option():
+    """`parse_edit_options`, the one parser of users' values (text, form numbers, JSON) for the CLI, the app
+    and the pyfunc model: each value converted to its option's type; a value that cannot be used is refused
+    with the option's name as the Python API spells it (no command-line dashes)."""
+    given = {"steps": "30", "guidance_scale": 5, "scheduler": "dpm", "strength": "0.5", "negative_prompt": "blurry"}
+    given |= {"sigma": "8", "faces": "0,2", "min_face": 32.0, "seed": "7", "blend": "false", "watermark": "on"}
+    sampling, choices = parse_edit_options(given)
+    assert sampling == SamplingOptions(30, 5.0, "dpm", 0.5, "blurry", 8.0)
+    assert choices == EditChoices(faces="0,2", min_face=32.0, seed=7, blend=False, watermark=True)
+    assert parse_edit_options({}) == (SamplingOptions(), EditChoices())
+    assert parse_edit_options({"steps": 30.0, "seed": 3.0}) == (SamplingOptions(steps=30), EditChoices(seed=3))
+    refused = {  # option: (value, message)
+        "steps": ("2.5", "steps must be a whole number"),
+        "guidance_scale": ("nan", "guidance_scale must be a finite number"),
+        "scheduler": ("euler", "scheduler must be one of ('ddim', 'dpm')"),
+        "strength": ("2", "strength must be in (0, 1]"),
+        "sigma": ("1000", "sigma must be a number from 0 to 100.0"),
+        "faces": ("left", "faces must be 'all', 'largest' or indices"),
+        "min_face": ("-1", "min_face must be a number from 0 to"),
+        "seed": ("-3", "seed must be a whole number from 0"),
+        "blend": ("yes please", "blend must be true or false"),
+        "watermark": ("2", "watermark must be true or false"),
+    }
+    for name, (value, message) in refused.items():
+        with pytest.raises(ValueError) as caught:
+            parse_edit_options({name: value})
+        assert message in str(caught.value) and "--" not in str(caught.value), (name, str(caught.value))
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['sigam'\]"):
+        parse_edit_options({"sigam": "8"})
+
+
+def test_keyword_options_are_split_and_edit_choices_are_checked():
+    """`split_options`: keyword options as (SamplingOptions over a base, EditChoices); an option that is
+    neither, or a value either refuses, is refused naming the option."""
+    base = SamplingOptions(steps=10, scheduler="dpm")
+    sampling, choices = split_options({"steps": 3, "sigma": 8.0, "faces": "largest", "watermark": True}, base)
+    assert sampling == SamplingOptions(steps=3, scheduler="dpm", sigma=8.0)
+    assert choices == EditChoices(faces="largest", watermark=True)
+    assert split_options({}) == (SamplingOptions(), EditChoices())
+    assert split_options({}, base) == (base, EditChoices())
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['stpes'\]"):
+        split_options({"stpes": 3})
+    with pytest.raises(ValueError, match="steps must be a whole number from 1"):
+        split_options({"steps": 0})
+    with pytest.raises(ValueError, match="min_face must be a number from 0"):
+        split_options({"min_face": -1})
+    for bad, message in [
+        ({"faces": "left"}, "faces must be 'all', 'largest' or indices"),
+        ({"faces": [0, 0]}, "faces must be distinct indices"),
+        ({"min_face": float("inf")}, "min_face must be a finite number"),
+        ({"seed": 1.5}, "seed must be a whole number"),
+        ({"seed": -1}, "seed must be a whole number from 0"),
+        ({"blend": "yes"}, "blend must be True or False"),
+        ({"watermark": 1}, "watermark must be True or False"),
+    ]:
+        with pytest.raises(ValueError) as caught:
+            EditChoices(**bad)
+        assert message in str(caught.value), (bad, str(caught.value))
+
+
+def test_the_editor_leaves_the_photos_round_trip_to_its_helper(editor, tmp_path):
+    """FaceEditor conducts an edit; finding, aligning, masking and pasting faces is `editor.helper`'s (a
+    FaceHelper at the artifact's resolution and parts). The editor no longer has the helper's methods, nor
+    sigma, min_face or a scheduler of its own: those are options of each edit."""
+    helper = editor.helper
+    assert isinstance(helper, FaceHelper) and helper.resolution == RES and helper.parts == editor.conditions.parts
+    helpers = ["prepare", "prepare_all", "detect", "face_parser", "face_detector", "mask_job", "photo_mask", "paste"]
+    for name in [*helpers, "parse_face", "padding", "sigma", "min_face", "scheduler"]:
+        assert not hasattr(editor, name), name
+    assert not hasattr(editor_mod, "paste_back") and not {"sigma", "scheduler", "min_face"} & set(editor.describe())
+    for gone in ("sigma", "min_face", "scheduler"):
+        with pytest.raises(TypeError, match=gone):
+            FaceEditor(editor.inpainter, editor.artifact, **{gone: 1})
+        with pytest.raises(TypeError, match=gone):  # refused before the artifact is even looked for
+            FaceEditor.from_artifact(tmp_path / "nope", **{gone: 1})
 
 
 def test_sigma_override_and_mismatched_inpainter(editor, comps, tmp_path):
+    """sigma is an option of each edit, in pixels of a 512 px crop (at the model's 64 px, 8.0 is 1 px): it
+    changes the blend only, and the provenance records it."""
     photo, mask = textured(96, 96, seed=15), box_mask(96, 96, 20, 70, 25, 75)
-    wide = FaceEditor(editor.inpainter, editor.artifact, sigma=4.0).edit(photo, "a face", mask=mask, **FAST)
+    wide = editor.edit(photo, "a face", mask=mask, **{**FAST, "sigma": 32.0})
     narrow = editor.edit(photo, "a face", mask=mask, **FAST)
-    assert (wide.soft > 0).sum() > (narrow.soft > 0).sum() and wide.provenance["sigma"] == 4.0
+    assert (wide.soft > 0).sum() > (narrow.soft > 0).sum()
+    assert wide.provenance["sigma"] == 32.0 and narrow.provenance["sigma"] == 8.0
+    assert np.array_equal(wide.generated, narrow.generated)  # the same crop, blended wider
+    prepared = editor.helper.prepare(photo, mask)
+    for result, px in ((narrow, 1.0), (wide, 4.0)):  # the helper pastes with sigma in the crop's pixels
+        out, soft, _, _ = editor.helper.paste(prepared, [result.generated], px)
+        assert np.array_equal(soft, result.soft) and np.array_equal(out, result.image)
     other = Inpainter(comps, editor.inpainter.adapter, 0.3, 2 * RES, device="cpu", speed_options=Speed(dtype="fp32"))
     with pytest.raises(ValueError, match="trained at 64 px"):
         FaceEditor(other, editor.artifact)
+
+
+def test_the_scheduler_is_chosen_per_edit_and_recorded(editor):
+    """`scheduler=` samples that edit with DPM-Solver++ (or DDIM), says so in the provenance, and leaves the
+    next edit's scheduler to that edit; keyword options go over `options=`."""
+    photo, mask = textured(96, 96, seed=16), box_mask(96, 96, 20, 70, 25, 75)
+    ddim = editor.edit(photo, "a face", mask=mask, **FAST)
+    dpm = editor.edit(photo, "a face", mask=mask, scheduler="dpm", **FAST)
+    assert ddim.provenance["scheduler"] == "ddim" and dpm.provenance["scheduler"] == "dpm"
+    assert not np.array_equal(dpm.generated, ddim.generated)
+    assert np.array_equal(editor.edit(photo, "a face", mask=mask, **FAST).image, ddim.image)
+    over = editor.edit(photo, "a face", mask=mask, options=SamplingOptions(steps=9, scheduler="dpm"), **FAST)
+    assert over.provenance["scheduler"] == "dpm" and over.provenance["steps"] == 2
+    assert np.array_equal(over.image, dpm.image)
+    batch = editor.edit_batch([photo], "a face", masks=[mask], scheduler="dpm", **FAST)
+    assert np.array_equal(batch[0].image, dpm.image) and batch[0].provenance["scheduler"] == "dpm"
+    with pytest.raises(ValueError, match="scheduler must be one of"):
+        editor.edit(photo, "a face", mask=mask, scheduler="euler")
 
 
 def test_long_prompt_warns_and_names_what_was_cut(editor):
@@ -388,8 +534,21 @@ def test_edit_batch_equals_edit_per_photo(editor):
     assert [r.provenance["seed"] for r in same] == [5, 5]
     one = editor.edit_batch([photos[1]], ["a face"], masks=[masks[1]], steps=2, seeds=[5])[0]
     assert np.array_equal(one.image, editor.edit(photos[1], "a face", mask=masks[1], steps=2, seed=5).image)
-    prepared = editor.prepare(photos[1], masks[1])
+    prepared = editor.helper.prepare(photos[1], masks[1])
     assert np.array_equal(editor.edit_batch([prepared], "a face", steps=2, seeds=5)[0].image, one.image)
+
+
+def test_edit_batch_reports_each_denoising_step(editor):
+    """`on_step(i)` after each denoising step of the one pipeline call for the whole batch (for a progress
+    bar): steps x strength of them."""
+    photos = [textured(64, 64, seed=1), textured(80, 120, seed=2)]
+    masks = [box_mask(64, 64, 10, 50, 10, 50), box_mask(80, 120, 20, 60, 40, 80)]
+    steps = []
+    editor.edit_batch(photos, "a face", masks=masks, steps=3, on_step=steps.append)
+    assert steps == [1, 2, 3]
+    steps.clear()
+    editor.edit_batch(photos[:1], "a face", masks=masks[:1], steps=4, strength=0.5, on_step=steps.append)
+    assert steps == [1, 2]
 
 
 def test_edit_batch_names_the_photo_that_cannot_be_edited(editor, tmp_path):
@@ -410,20 +569,25 @@ def test_edit_batch_names_the_photo_that_cannot_be_edited(editor, tmp_path):
 # ------------------------------------------------------------------------------------ several faces
 
 
-@pytest.fixture(scope="module")
-def group(fixture_root):
-    """Three fixture faces, scaled and rolled, on an odd-sized textured canvas, and their annotated masks."""
+@pytest.fixture(scope="module", params=["astronaut", pytest.param("celeba", marks=pytest.mark.fixture)])
+def group(request):
+    """Three real faces on a textured canvas and a mask painted over them: the astronaut's head scaled and
+    rolled three times (always), or three fixture faces, scaled and rolled, on an odd-sized canvas with their
+    annotated masks (where the fixture is)."""
+    if request.param == "astronaut":
+        photo, _, mask, _ = astronaut.heads()
+        return photo, mask
     from tools.composites import composite, truth_mask
 
+    fixture_root = request.getfixturevalue("fixture_root")
     ids = [int(x) for x in (fixture_root / "ids.txt").read_text().split()][20:23]
     photo, truths = composite(fixture_root, ids, canvas=(1203, 801), seed=5, scale=(0.8, 1.0))
-    return photo, truths, truth_mask(fixture_root, truths, (1203, 801), tiny_conditions(RES).parts)
+    return photo, truth_mask(fixture_root, truths, (1203, 801), tiny_conditions(RES).parts)
 
 
-@pytest.mark.fixture
 def test_every_face_of_a_group_is_edited_with_its_own_prompt_and_the_rest_kept(editor, group):
-    photo, truths, mask = group
-    found, detector = editor.detect(photo)
+    photo, mask = group
+    found, detector = editor.helper.detect(photo)
     assert len(found) == 3 and detector == "opencv-haar"
     prompts = ["a smiling face", "a face with blond hair", "an old face"]
     result = editor.edit(photo, prompts, mask=mask, **FAST)
@@ -440,10 +604,9 @@ def test_every_face_of_a_group_is_edited_with_its_own_prompt_and_the_rest_kept(e
     assert_close_images(alone.faces[0].generated, result.faces[1].generated)
 
 
-@pytest.mark.fixture
 def test_faces_not_selected_or_not_covered_by_the_mask_are_left_alone(editor, group):
-    photo, truths, mask = group
-    found, _ = editor.detect(photo)
+    photo, mask = group
+    found, _ = editor.helper.detect(photo)
     some = editor.edit(photo, "a face", mask=mask, faces="0,2", **FAST)
     assert [f.index for f in some.faces] == [0, 2]
     x0, y0, x1, y1 = (round(v) for v in found[1].box)
@@ -469,6 +632,6 @@ def test_faces_not_selected_or_not_covered_by_the_mask_are_left_alone(editor, gr
 
 
 def test_no_face_and_no_mask_is_a_clear_error(editor, random_bisenet_weights):
-    ed = FaceEditor(editor.inpainter, editor.artifact, bisenet_weights=random_bisenet_weights)
+    ed = with_helper(editor, bisenet_weights=random_bisenet_weights)
     with pytest.raises(EditError, match=r"no face found in <array> \(detector opencv-haar.*--mask"):
         ed.edit(np.full((200, 300, 3), 128, np.uint8), "a face", **FAST)

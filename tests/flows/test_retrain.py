@@ -1,4 +1,5 @@
-"""The Prefect flows under Prefect's test harness (a temporary local server)."""
+"""The retrain flow (flows/retrain.py) under Prefect's test harness (a temporary local server: conftest.py):
+retries, the lock, the command line, and the demo pipeline for real."""
 
 import json
 import logging
@@ -17,14 +18,6 @@ from flows import retrain as rt
 from flows import watch as wt
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_failures_are_classified():
@@ -151,23 +144,18 @@ def test_a_run_killed_holding_the_lock_does_not_block_the_next(harness, fast_ret
     print(f"\nretrain lock: holder pid {holder.pid} SIGKILLed; next run proceeded: {said[0]}")
 
 
-def test_the_deployment_allows_one_run_at_a_time():
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+def test_the_command_line_refuses_arguments(monkeypatch, tmp_path):
+    """`python -m flows.retrain` takes no arguments: the old `python -m flows.retrain serve` (now `python -m
+    flows.serve`) is refused with a pointer there, before any retrain runs (in an empty directory here, so that
+    a run, were it started, could not touch the project)."""
+    import runpy
 
-    once = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-    dep = rt.retrain.to_deployment("scheduled", cron=rt.schedule(REPO).cron, concurrency_limit=once)
-    assert dep.concurrency_limit == 1 and dep.concurrency_options.collision_strategy == "CANCEL_NEW"
-    assert dep.schedules and dep.schedules[0].schedule.cron == "0 3 * * 0"
-
-
-def test_watch_reads_data_changes_from_dvc_status():
-    status = {
-        "split": [{"changed deps": {"data/demo/CelebA-HQ-img": "modified", "stages/split.py": "modified"}}],
-        "train": [{"changed deps": {"data/latents": "modified"}}],
-        "masks": [{"changed outs": {"data/masks.parquet": "deleted"}}],
-    }
-    assert wt.data_changes(status) == {"split": {"data/demo/CelebA-HQ-img": "modified"}}
-    assert wt.data_changes({}) == {}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["flows.retrain", "serve"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(REPO / "flows" / "retrain.py"), run_name="__main__")  # as python -m runs it
+    assert "no arguments; got ['serve']" in str(e.value.code) and "python -m flows.serve" in str(e.value.code)
+    assert not (tmp_path / rt.LOCK).exists()  # no run started
 
 
 # ---------------------------------------------------------------------------------- the demo, for real
@@ -186,11 +174,11 @@ def small_project(tmp_path_factory):
         (dst / f).unlink(missing_ok=True)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["demo"].update(n_images=24, size=64, mask_size=64)
-    params["masks"].update(resolution=64, sigma=1.0, min_size=32)
+    params["masks"].update(resolution=64, min_size=32)
     params["train"].update(batch_size=4, max_steps=4, checkpoint_every=2)
+    params["sampling"].update(steps=2, sigma=8.0)  # sigma in pixels of a 512 px crop: 1 px at 64 px
     params["evaluate"].update(
         n_pairs=2,
-        steps=2,
         warmup=0,
         background_dilation=1,
         profile_radius=4,

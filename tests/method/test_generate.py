@@ -153,22 +153,22 @@ def test_the_scheduler_is_chosen_per_call(inpainter):
 
 
 def test_on_step_is_called_once_per_denoising_step(inpainter):
-    """`on_step(i)` after each denoising step, i = 1, 2, ...: `steps` calls, or the `strength` share of them."""
+    """`on_step(i)` after each denoising step, i = 1, 2, ...: `steps` calls, or the `strength` share of them,
+    each after that step's UNet call (one per step: the CFG pair is one batch)."""
     photo, mask = textured(RES, RES, seed=4), box_mask(RES, RES, 12, 52, 16, 48)
-    for options, expected in (
-        (SamplingOptions(steps=3), [1, 2, 3]),
-        (SamplingOptions(steps=4, strength=0.5), [1, 2]),
-        (SamplingOptions(steps=2, scheduler="dpm"), [1, 2]),
-    ):
-        calls = []
-        unet_calls = []
-        hook = inpainter.pipe.unet.register_forward_pre_hook(lambda module, args: unet_calls.append(1))
-        try:
-            inpainter.generate([photo], [mask], [float(mask.mean())], "a face", options, on_step=calls.append)
-        finally:
-            hook.remove()
-        assert calls == expected, (options, calls)
-        assert len(unet_calls) == len(expected)  # one UNet call (a CFG pair) per step: the steps that ran
+    events = []  # "unet" for each UNet call, i for each on_step(i), in order
+    hook = inpainter.pipe.unet.register_forward_pre_hook(lambda module, args: events.append("unet"))
+    try:
+        for options, steps in (
+            (SamplingOptions(steps=3), [1, 2, 3]),
+            (SamplingOptions(steps=4, strength=0.5), [1, 2]),
+            (SamplingOptions(steps=2, scheduler="dpm"), [1, 2]),
+        ):
+            events.clear()
+            inpainter.generate([photo], [mask], [float(mask.mean())], "a face", options, on_step=events.append)
+            assert events == [e for i in steps for e in ("unet", i)], (options, events)
+    finally:
+        hook.remove()
 
 
 def test_the_negative_prompt_defaults_to_the_options(inpainter):

@@ -1,6 +1,7 @@
 """MLflow tracking, the pyfunc model and the registry gate, on real sqlite stores in temp dirs."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,36 @@ def test_pyfunc_model_loads_and_edits_a_photo(logged):
     assert model.metadata.signature is not None
 
 
+def test_a_request_is_read_by_the_one_parser_of_user_values():
+    """`read_request` checks and decodes a request without the model: the rows, and the params as
+    (SamplingOptions, EditChoices) read by parse_edit_options (text as a command line sends it, "false" is False);
+    a bad param, a missing column or an image that does not decode is refused naming it."""
+    from mlflow.exceptions import MlflowException
+
+    from facepaint.editing.editor import EditChoices
+    from facepaint.method.options import SamplingOptions
+    from tracking.pyfunc_model import read_request
+
+    img, mask, (img_png, mask_png) = photo_and_mask()
+    frame = pd.DataFrame({"image": [img_png, img_png], "prompt": ["a man", "a woman"], "mask": [mask_png, None]})
+    params = {"steps": "3", "sigma": 8, "scheduler": "dpm", "seed": "5", "blend": "false", "faces": "largest"}
+    rows, (options, choices) = read_request(frame, params)
+    assert options == SamplingOptions(steps=3, sigma=8.0, scheduler="dpm")
+    assert choices == EditChoices(seed=5, blend=False, faces="largest")
+    assert [(image, prompt) for image, prompt, _ in rows] == [(img_png, "a man"), (img_png, "a woman")]
+    assert np.array_equal(rows[0][2] > 0.5, mask > 0) and rows[1][2] is None
+    assert read_request(frame[["image", "prompt"]])[1] == (SamplingOptions(), EditChoices())  # the defaults
+    for bad_frame, bad_params, reason in (
+        (frame, {"steps": "2.5"}, "params: steps must be a whole number"),
+        (frame, {"min_face": -1}, "params: min_face must be a number from 0"),
+        (frame, {"scheduler": "euler"}, "params: scheduler must be one of"),
+        (frame[["prompt"]], None, "lacks the column(s) ['image']"),
+        (pd.DataFrame({"image": [b"junk"], "prompt": ["a"]}), None, "row 0:"),
+    ):
+        with pytest.raises(MlflowException, match=re.escape(reason)):
+            read_request(bad_frame, bad_params)
+
+
 def test_registry_promotes_a_better_model_and_refuses_a_worse_one(logged, store):
     import shutil
 
@@ -183,7 +214,7 @@ def test_the_app_offers_the_registered_releases(logged, tiny_artifact, tmp_path,
 
     from PIL import Image
 
-    from facepaint.apps.web import App, AppConfig
+    from facepaint.apps.web import App, AppConfig, EditRequest
 
     registry.register(logged, {"psnr_bg": 30.0}, RULES, NAME)
     img, mask, _ = photo_and_mask()
@@ -196,7 +227,7 @@ def test_the_app_offers_the_registered_releases(logged, tiny_artifact, tmp_path,
 
     def edit(model):
         args = (tmp_path / "p.png", None, tmp_path / "m.png", "all", 64, "a man", "", 3, 2, 7.5, 1.0, True, False)
-        return app.edit(*args, None, model)
+        return app.edit(EditRequest(*args, start=None, model=model))
 
     _, png, provenance, _ = edit(champion)
     assert provenance["release"] == champion and provenance["artifact_version"] == tiny_artifact.version

@@ -1,7 +1,7 @@
 """facepaint.evaluation.methods.diptych on tiny random FLUX + inpainting-ControlNet models saved in the real
-layouts and loaded through `load_diptych`: the edit's contract, the diptych and control input the pipeline receives, the
-reference attention enhancement on small attention modules, MethodUnavailable for missing weights, and the
-published ControlNet's shapes (built on the meta device) against diffusers' own class."""
+layouts and loaded through `load_diptych`: the edit's contract, the diptych and control input the pipeline
+receives, the reference attention enhancement on small attention modules, MethodUnavailable for missing weights,
+and the published ControlNet's shapes (built on the meta device) against diffusers' own class."""
 
 import json
 import shutil

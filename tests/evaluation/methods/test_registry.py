@@ -155,7 +155,7 @@ def test_every_method_samples_as_its_sampling_options_say(tiny_artifact, BUILD, 
         batches = []  # the batch of every denoising network call of one edit
         net = m.brushnet if name == "brushnet" else m.inpainter.pipe.unet
         hook = net.register_forward_pre_hook(
-            lambda module, args, kwargs: batches.append((args[0] if args else kwargs["sample"]).shape[0]),
+            lambda module, args, kwargs, seen=batches: seen.append((args[0] if args else kwargs["sample"]).shape[0]),
             with_kwargs=True,
         )
         try:

@@ -1,0 +1,54 @@
+"""facepaint.evaluation.tables: Tables 2 and 1 of a run beside the published figures, the loss ablation's table,
+summaries as JSON."""
+
+import json
+import math
+
+from facepaint.evaluation import tables
+
+
+def summary_row(psnr: float) -> dict:
+    return {
+        "psnr_bg": psnr,
+        "psnr_bg_std": 0.5,
+        "psnr_bg_inf": 2,
+        "psnr_full": 31.2,
+        "psnr_full_std": 1.0,
+        "psnr_full_inf": 0,
+        "changed_outside_soft": 0,
+        "seconds_per_edit": 1.5,
+        "clock": "cpu",
+        "peak_mem_mib": None,
+    }
+
+
+def test_markdown_table_marks_unavailable_and_lists_published_numbers():
+    summary = {m: summary_row(psnr) for m, psnr in (("ours", 36.25), ("ours_no_blend", math.inf))}
+    md = tables.markdown_table(
+        summary, {}, {"brushnet": "no weights"}, {"fid": "Inception weights missing"}, {}, "CPU", 8, 2
+    )
+    assert "| ours | n/a | 36.250 ± 0.500 (+2 exact) | n/a |" in md
+    assert "| ours (no blending) | n/a | inf (all 2 exact) |" in md
+    assert "BrushNet: not available: no weights" in md and "FID: unavailable: Inception weights missing" in md
+    assert "| BrushNet | n/a |" in md
+    assert "63.981" in md and "35.04 ± 0.63" in md and "34.59 ± 0.58" in md  # Tables 2 and 1 as published
+    assert "outside M dilated 2 px" in md and "31.200 ± 1.000" in md
+
+
+def test_a_failed_method_is_a_row_of_n_a_with_its_error():
+    md = tables.markdown_table(
+        {"ours": summary_row(30.0)}, {"ours": 12.5}, {}, {}, {"sd15_inpaint": "OOM"}, "GPU", 3, 1
+    )
+    assert "| ours | 12.500 | 30.000 ± 0.500 (+2 exact) |" in md
+    assert "| SD1.5 inpaint | n/a |" in md and "SD1.5 inpaint: failed: OOM" in md
+
+
+def test_ablation_table_and_jsonable():
+    summary = {"masked": summary_row(33.0), "uniform": summary_row(math.inf)}
+    md = tables.ablation_table(summary, {"pickscore": "no weights"}, 4)
+    assert "# Loss ablation: 4 image-prompt pairs" in md
+    assert "| ours, masked loss | 33.000 ± 0.500 (+2 exact) | n/a | n/a | 31.200 ± 1.000 |" in md
+    assert "| ours, uniform loss | inf (all 2 exact) |" in md and "- pickscore: unavailable: no weights" in md
+    row = tables.jsonable({"a": math.inf, "b": math.nan, "c": 1.5, "d": None, "e": "x"})
+    assert row == {"a": "inf", "b": None, "c": 1.5, "d": None, "e": "x"}
+    assert json.loads(json.dumps(row, allow_nan=False)) == row  # strict JSON

@@ -409,7 +409,7 @@ def test_the_edit_endpoint_takes_an_edit_request_and_a_progress_tracker(server, 
         assert isinstance(request, EditRequest) and isinstance(progress, gr.Progress)
         given = {k: v for k, v in vars(request).items() if k not in ("photo_path", "start", "model")}
         assert given == {k: v for k, v in values.items() if k != "photo_path"}, given
-        assert Path(request.photo).name == "photo.png" and request.start is None
+        assert Path(request.photo_path).name == "photo.png" and request.start is None
         assert request.model == str(tiny_artifact.path)  # the dropdown's value: --model's
 
 
@@ -469,7 +469,7 @@ def test_the_api_edits_through_gradio_client(server, tiny_artifact, tmp_path):
         ({"steps": "nan"}, "steps must be a whole number, got 'nan'"),  # JSON has no NaN: as a raw client sends it
         ({"steps": 2.5}, "steps must be a whole number, got 2.5"),
         ({"steps": 201}, "steps must be from 1 to 200 in this app"),
-        ({"steps": 0}, "steps x strength must be at least 1"),
+        ({"steps": 0}, "steps must be a whole number from 1 to 1000, got 0"),
         ({"guidance_scale": 1e9}, "guidance_scale must be a number from 0 to 100"),
         ({"min_face": -5}, "min_face must be a number from 0"),
         ({"seed": None}, "seed is missing"),

@@ -140,7 +140,7 @@ def test_parse_keeps_the_base_for_the_options_not_given():
         ({"steps": 2.5}, r"^steps must be a whole number, got 2\.5"),
         ({"steps": "many"}, r"^steps must be a whole number, got 'many'"),
         ({"steps": True}, r"^steps must be a whole number, got True"),
-        ({"steps": "0"}, r"steps x strength must be at least 1"),  # converted, then range-checked
+        ({"steps": "0"}, r"steps must be a whole number from 1 to 1000, got 0"),  # converted, then range-checked
         ({"steps": "1001"}, r"^steps must be a whole number from 1 to 1000"),
         ({"steps": "10", "strength": "0.05"}, r"steps x strength must be at least 1"),
         ({"guidance_scale": "loud"}, r"^guidance_scale must be a number, got 'loud'"),

@@ -23,10 +23,13 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 
 
+def pytest_itemcollected(item):
+    """A test that reads the fixture is a fixture test, marked or not: `-m fixture` selects it."""
+    if "fixture_root" in getattr(item, "fixturenames", ()) and "fixture" not in item.keywords:
+        item.add_marker(pytest.mark.fixture)
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:  # a test that reads the fixture is a fixture test, marked or not (`-m fixture` finds it)
-        if "fixture_root" in getattr(item, "fixturenames", ()) and "fixture" not in item.keywords:
-            item.add_marker(pytest.mark.fixture)
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
     skip_fixture = pytest.mark.skip(reason=f"real CelebAMask-HQ fixture absent at {FIXTURE} (set FACEPAINT_FIXTURE)")
     for item in items:

@@ -1,5 +1,4 @@
-"""captions: ~10 caption candidates per present image from its 40 attributes, and one evaluation
-prompt per test image.
+"""captions: ~10 caption candidates per image from its attributes, and each test image's evaluation prompt.
 
 Inputs:  data.root (attribute file), data/split.parquet, params `captions`
 Outputs: data/captions.parquet (id, split, candidates: list<string>, eval_prompt)

@@ -1,5 +1,7 @@
-"""demo: generate the built-in synthetic dataset (drawn portraits) in the CelebAMask-HQ layout, and tiny
-random models of the baselines in their public layouts (tools/demo_models.py).
+"""demo: the built-in synthetic dataset and tiny random baseline models, so that nothing is downloaded.
+
+The dataset is drawn portraits in the CelebAMask-HQ layout; the models are the baselines' architectures in
+their public layouts (tools/demo_models.py).
 
 Inputs:  params `demo`
 Outputs: data/demo/ (CelebA-HQ-img/, CelebAMask-HQ-mask-anno/, CelebAMask-HQ-attribute-anno.txt),

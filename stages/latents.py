@@ -1,5 +1,6 @@
-"""latents: VAE latents of each training image and of its masked image (face removed), for both
-horizontal flips, in fp16 safetensors shards.
+"""latents: VAE latents of each training image and its masked image, both flips, in fp16 shards.
+
+The masked image has its face removed; the shards are safetensors.
 
 Inputs:  data.root, data/split.parquet, data/masks.parquet, params `model` and `latents`
          (the mask resolution and latent factor come from the masks table's metadata)

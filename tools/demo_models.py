@@ -1,5 +1,6 @@
-"""Tiny random models of the baselines' architectures, saved in the layouts their public weights have, so
-that the demo's evaluation runs every baseline through the same loading code as the real weights.
+"""Tiny random models of the baselines' architectures, saved in their public weights' layouts.
+
+So the demo's evaluation runs every baseline through the same loading code as the real weights.
 
     data/demo_models/sd15_t2i/         a diffusers SD1.5 text-to-image pipeline (4-channel UNet): Blended
                                        Latent Diffusion as published, and BrushNet's frozen base

@@ -1,4 +1,4 @@
-"""Measure how CelebA-HQ frames a face relative to OpenCV's cascade box (facepaint.editing.alignment.BOX_FRAME).
+"""Measure how CelebA-HQ frames a face relative to OpenCV's cascade box (alignment.BOX_FRAME).
 
     python -m tools.face_frame [--root ../shared/fixtures/celebamask-hq-mini]
 

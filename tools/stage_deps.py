@@ -1,5 +1,6 @@
-"""Write (or check) the code deps and the params of every `dvc.yaml` stage, so they are complete by
-construction: a change to any module a stage runs reruns that stage, and nothing else does.
+"""Write (or check) every `dvc.yaml` stage's code deps and params, so they are complete by construction.
+
+A change to any module a stage runs reruns that stage, and nothing else does.
 
     python -m tools.stage_deps           # rewrite dvc.yaml's code deps and params from the stage modules
     python -m tools.stage_deps --check   # exit 1 naming what differs (tests/test_dvc.py runs this)

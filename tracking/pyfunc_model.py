@@ -1,5 +1,6 @@
-"""The MLflow pyfunc model of a facepaint artifact (logged by `tracking.registry.log_pyfunc` as
-"models from code": MLflow stores this file, not a pickle).
+"""The MLflow pyfunc model of a facepaint artifact.
+
+`tracking.registry.log_pyfunc` logs it as "models from code": MLflow stores this file, not a pickle.
 
     model = mlflow.pyfunc.load_model("models:/facepaint@champion")
     out = model.predict(pd.DataFrame({"image": [jpeg_or_png_bytes], "prompt": ["a smiling man"],

@@ -190,6 +190,7 @@ def small_project(tmp_path_factory):
     return dst
 
 
+@pytest.mark.slow  # ~100 s on 2 cores: every stage in its own process; the flow's logic is tested above with stubs
 def test_retrain_flow_runs_the_demo_pipeline_and_the_watch_sees_new_data(harness, small_project, monkeypatch):
     monkeypatch.setenv("FACEPAINT_TRACKING", "on")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{small_project / 'mlflow.db'}")

@@ -1,2 +1,3 @@
-"""The compared methods, one module each (the SD1.5 inpainting rows share `inpaint`), behind
-`base.Method`; `registry.build_methods` builds them by name."""
+"""The compared methods, one module each, behind `base.Method`.
+
+The SD1.5 inpainting rows share `inpaint`; `registry.build_methods` builds them by name."""

@@ -1,4 +1,4 @@
-"""Diptych Prompting (Shin et al. 2024, arXiv 2411.15466, CVPR 2025), the SPEC's fourth baseline, as a face editor.
+"""Diptych Prompting, the SPEC's fourth baseline, as a face editor (Shin et al. 2024, arXiv 2411.15466, CVPR 2025).
 
 The publication turns subject-driven generation into inpainting: a diptych whose left panel holds the reference
 and whose right panel is to be inpainted, a diptych text prompt, FLUX.1-dev with the alimama-creative inpainting

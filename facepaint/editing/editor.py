@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,30 +68,27 @@ SAMPLING = {f.name for f in dataclasses.fields(SamplingOptions)}
 CHOICES = {f.name for f in dataclasses.fields(EditChoices)}
 
 
-def split_options(options: dict, sampling: SamplingOptions | None = None) -> tuple[SamplingOptions, EditChoices]:
-    """Keyword options (fields of SamplingOptions and of EditChoices) as the two; `sampling` the base of the
-    first (default: the product's defaults). ValueError for an option that is neither."""
+def _by_type(options: dict) -> tuple[dict, dict]:
+    """(the options of SamplingOptions, those of EditChoices); ValueError naming an option that is neither."""
     unknown = sorted(set(options) - SAMPLING - CHOICES)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; options: {sorted(SAMPLING | CHOICES)}")
-    base = sampling or SamplingOptions()
-    return (
-        dataclasses.replace(base, **{k: v for k, v in options.items() if k in SAMPLING}),
-        EditChoices(**{k: v for k, v in options.items() if k in CHOICES}),
-    )
+    return {k: v for k, v in options.items() if k in SAMPLING}, {k: v for k, v in options.items() if k in CHOICES}
+
+
+def split_options(options: dict, sampling: SamplingOptions | None = None) -> tuple[SamplingOptions, EditChoices]:
+    """Keyword options (fields of SamplingOptions and of EditChoices) as the two; `sampling` the base of the
+    first (default: the product's defaults). ValueError for an option that is neither."""
+    sampled, chosen = _by_type(options)
+    return dataclasses.replace(sampling or SamplingOptions(), **sampled), EditChoices(**chosen)
 
 
 def parse_edit_options(raw: dict) -> tuple[SamplingOptions, EditChoices]:
     """A user's values (text from a command line or an HTTP request, a web form's numbers, JSON) for any of
     the options of SamplingOptions and EditChoices, converted and checked (`common.checks.parse_fields`); the
     others at their defaults. ValueError naming the option that cannot be used."""
-    unknown = sorted(set(raw) - SAMPLING - CHOICES)
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown}; options: {sorted(SAMPLING | CHOICES)}")
-    return (
-        parse_fields(SamplingOptions, {k: v for k, v in raw.items() if k in SAMPLING}),
-        parse_fields(EditChoices, {k: v for k, v in raw.items() if k in CHOICES}),
-    )
+    sampled, chosen = _by_type(raw)
+    return parse_fields(SamplingOptions, sampled), parse_fields(EditChoices, chosen)
 
 
 @dataclass
@@ -231,7 +228,8 @@ class FaceEditor:
         sampling, choices = split_options(kwargs, options)
         prompts = list(prompt) if isinstance(prompt, (list, tuple)) else None
         prepared = self.helper.prepare(image, mask, faces=choices.faces, min_face=choices.min_face, prompts=prompts)
-        return self.edit_batch([prepared], "" if prompts else prompt, options=sampling, **_as_kwargs(choices))[0]
+        (result,) = self.edit_batch([prepared], "" if prompts else prompt, options=sampling, **asdict(choices))
+        return result
 
     def edit_batch(
         self, images, prompts, *, masks=None, seeds=None, negative_prompts=None, options=None, on_step=None, **kwargs
@@ -325,7 +323,3 @@ def safety(safety_checker, model, inpainter: Inpainter) -> tuple[SafetyChecker |
     if not isinstance(safety_checker, SafetyChecker):  # None when the base model ships none
         safety_checker = SafetyChecker.of(model, inpainter.device, inpainter.pipe.vae.dtype)
     return safety_checker, RAN if safety_checker is not None else NOT_SHIPPED
-
-
-def _as_kwargs(choices: EditChoices) -> dict:
-    return {f.name: getattr(choices, f.name) for f in dataclasses.fields(choices)}

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facepaint.common.checks import check_number
 from facepaint.common.errors import FacepaintError
 from facepaint.common.images import ImageError, load_rgb, read_photo, resize_binary
 from facepaint.editing import alignment
-from facepaint.editing.detection import Face, FaceError, make_detector, parse_selection, select_faces
+from facepaint.editing.detection import DETECTORS, Face, FaceError, make_detector, parse_selection, select_faces
 from facepaint.method.blend import pixel_blend, soft_mask
 from facepaint.method.masks import BISENET_CLASSES, BISENET_SIZE, BiSeNetParser, face_crop, parts_union_from_labels
 from facepaint.method.models import ModelLoadError
@@ -131,9 +132,6 @@ class FaceHelper:
         bisenet_weights=None,
         device: str = "auto",
     ):
-        from facepaint.common.checks import check_number
-        from facepaint.editing.detection import DETECTORS
-
         check_number("padding", padding, 0, MAX_PADDING)
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
@@ -175,8 +173,7 @@ class FaceHelper:
         cover is left alone). With a mask and no face detected, the masked region is edited as one face.
         `prompts`: one per selected face, in order (None: the edit's prompt for all). Raises ImageError,
         EditError, FaceError or ValueError for a photo that cannot be edited, before any generation."""
-        from facepaint.common.checks import check_number
-        from facepaint.method.generate import per_image
+        from facepaint.method.generate import per_image  # the editor's module: loaded with it
 
         photo, name, notes = read_photo(image)
         h, w = photo.shape[:2]

@@ -378,16 +378,7 @@ def evaluate_methods(
     resolution = load_artifact(artifact).conditions.resolution  # every method runs at the model's resolution
     pairs, samples, notes = prepare(root, masks, captions, cfg, resolution, sampling.sigma)
     device = pick_device(cfg.device)
-    methods, unavailable_methods = build_methods(
-        cfg.methods,
-        artifact,
-        sampling,
-        device=str(device),
-        dtype=cfg.dtype,
-        baselines=cfg.baselines,
-        brushnet=cfg.brushnet,
-        diptych=cfg.diptych,
-    )
+    methods, unavailable_methods = _methods(cfg.methods, artifact, cfg, sampling, device)
     metric_objs, unavailable_metrics = build_metrics(cfg.metrics, device, cfg.fid_batch_size)
     reference = None
     if "fid" in metric_objs:
@@ -409,24 +400,26 @@ def evaluate_variants(
     resolution = load_artifact(next(iter(artifacts.values()))).conditions.resolution
     pairs, samples, notes = prepare(root, masks, captions, cfg, resolution, sampling.sigma)
     device = pick_device(cfg.device)
-    methods = {}
-    for name, path in artifacts.items():
-        built, _ = build_methods(
-            ["ours"],
-            path,
-            sampling,
-            device=str(device),
-            dtype=cfg.dtype,
-            baselines=cfg.baselines,
-            brushnet=cfg.brushnet,
-            diptych=cfg.diptych,
-        )
-        methods[name] = built["ours"]
+    methods = {name: _methods(["ours"], path, cfg, sampling, device)[0]["ours"] for name, path in artifacts.items()}
     metric_objs, unavailable = build_metrics([m for m in cfg.metrics if m != "fid"], device, cfg.fid_batch_size)
     result = run(samples, pairs, methods, cfg, device, **metric_objs, progress=progress)
     if result.failed:
         raise EvaluationError(f"a variant failed: {result.failed}")
     return Evaluation(pairs, samples, result, resolution, device_name(device), {}, unavailable, notes)
+
+
+def _methods(names: list[str], artifact, cfg: EvalConfig, sampling: SamplingOptions, device):
+    """`build_methods` with the evaluate section's device, dtype and baselines' settings."""
+    return build_methods(
+        names,
+        artifact,
+        sampling,
+        device=str(device),
+        dtype=cfg.dtype,
+        baselines=cfg.baselines,
+        brushnet=cfg.brushnet,
+        diptych=cfg.diptych,
+    )
 
 
 class EvaluationError(FacepaintError):

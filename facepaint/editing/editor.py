@@ -107,6 +107,7 @@ class FaceResult:
     generated: np.ndarray  # uint8 R x R x 3: I_result, the decoded crop
     prompt: str
     beta: float
+    mask_from: str = ""  # where M came from: bisenet, mesh, or the user's mask (and which region of it)
 
     @classmethod
     def of(cls, job, pasted, generated: np.ndarray, prompt: str) -> FaceResult:
@@ -114,7 +115,7 @@ class FaceResult:
         face = job.face
         box, score, landmarks = (None, None, None) if face is None else (face.box, face.score, face.landmarks)
         return cls(job.index, box, score, landmarks, job.matrix, job.aligned_by, pasted.region, pasted.mask,
-                   pasted.soft, generated, prompt, job.beta)  # fmt: skip
+                   pasted.soft, generated, prompt, job.beta, job.mask_from)  # fmt: skip
 
     def describe(self) -> dict:
         return {
@@ -127,6 +128,7 @@ class FaceResult:
             "region": list(self.region),
             "prompt": self.prompt,
             "beta": self.beta,
+            "mask_from": self.mask_from,
         }
 
 
@@ -161,8 +163,7 @@ class FaceEditor:
 
     `inpainter` must run at the artifact's resolution and adapter_scale (`from_artifact` builds it so).
     `helper` finds, aligns and masks the faces (`helper.prepare`, `helper.detect`; default: a FaceHelper at
-    the artifact's resolution and face parts; `from_artifact` passes it padding, detector, detector_weights
-    and bisenet_weights).
+    the artifact's resolution and face parts; `from_artifact` passes it FaceHelper's options).
     `safety_checker`: True runs the base model's checker on every edit when the model ships one (loaded here,
     on the inpainter's device and dtype); False turns it off (with a warning); or a `SafetyChecker` to use."""
 
@@ -192,8 +193,8 @@ class FaceEditor:
         cls, path, *, device="auto", speed_options=Speed(), safety_checker=True, watermark_key=wm.DEFAULT_KEY, **helper
     ) -> FaceEditor:
         """Load a trained artifact directory and its base model (`speed_options.dtype` on a GPU, fp32 on the
-        CPU). `helper`: FaceHelper's keyword arguments (padding, detector, detector_weights, bisenet_weights),
-        checked before any loading."""
+        CPU). `helper`: FaceHelper's keyword arguments (padding, detector, detector_weights, bisenet_weights,
+        mask_backend, face_models), checked before any loading."""
         FaceHelper(1, (), **helper)  # bad helper options fail here, before the model loads
         artifact = load_artifact(path)
         c = artifact.conditions

@@ -2,8 +2,9 @@
 
     photo -> `FaceHelper.prepare`: detect (facepaint.editing.detection) -> select (all | largest | indices,
              narrower than min_face skipped with a warning) -> align each face to the training data's framing at
-             the model's resolution (facepaint.editing.alignment) -> M per face (BiSeNet on the aligned crop, or
-             the user's whole-photo mask cut per face; the mask alone when no face is detected) -> `Prepared`
+             the model's resolution (facepaint.editing.alignment) -> M per face: automatic (`mask_backend`:
+             BiSeNet on the aligned crop, or the face mesh's outline), or the user's mask, region by region
+             (`_user_jobs`) -> `Prepared`
           -> [the editor generates each crop]
           -> `FaceHelper.paste`: each decoded crop and its soft mask through the inverse transform onto the
              photo, composited (`composite`) -> the edited photo, M_soft and M at full resolution
@@ -11,8 +12,14 @@
 Why it is built this way:
 - Faces are aligned and edited at the model's resolution because the model was trained on CelebA-HQ faces,
   upright and filling the frame; the rest of a large photo never goes through the VAE.
-- The user's mask is the authority where it is given: cut per detected face (each pixel to the face whose
-  centre is nearest, `territory`), and a masked region that no detected face covers is edited as one face.
+- The automatic mask is BiSeNet's (the paper's) when its weights are there, else the `mesh` mask: MediaPipe's
+  face mesh outline (facepaint.method.mediapipe), which needs no weights to be supplied. Each face keeps only
+  the pixels nearer to it than to another face (`territory`).
+- The user's mask is the authority where it is given: every pixel it marks is edited, and nothing else. It is
+  split into connected regions, never within one: a region goes to the detected face whose box holds most of
+  it, and that face's crop is widened until it holds the whole region; a region over no detected face (or
+  near such regions) is edited in its own padded square, with a warning naming it. `faces=` selects faces: a
+  region over an unselected face is left with a warning, and a mask over none of the selected faces is an error.
 - M_soft is made in crop space (facepaint.method.blend, the sigma of the sampling options at the model's
   resolution) and warped back, so it is exactly 0 outside the warped crop. Where faces are close and their
   soft masks overlap, each pixel takes the face whose soft mask is largest there (ties: the lower index),
@@ -35,7 +42,14 @@ from facepaint.common.images import ImageError, load_rgb, read_photo, resize_bin
 from facepaint.editing import alignment
 from facepaint.editing.detection import DETECTORS, Face, FaceError, make_detector, parse_selection, select_faces
 from facepaint.method.blend import pixel_blend, soft_mask
-from facepaint.method.masks import BISENET_CLASSES, BISENET_SIZE, BiSeNetParser, face_crop, parts_union_from_labels
+from facepaint.method.masks import (
+    BISENET_CLASSES,
+    BISENET_SIZE,
+    BiSeNetParser,
+    default_bisenet_path,
+    face_crop,
+    parts_union_from_labels,
+)
 from facepaint.method.models import ModelLoadError
 
 PADDING = 0.25  # crop margin per side for a face given by a mask alone, x its longer side (our choice)
@@ -43,9 +57,13 @@ MAX_PADDING = 10.0  # a crop margin of 10 face sizes per side is already the who
 MIN_FACE = 64.0  # px: a detected face narrower than this is skipped (our choice: the model sees it upscaled 4x+)
 MAX_MIN_FACE = 100_000.0  # px: wider than the face of any photo load_rgb accepts
 MASK_HINT = (
-    "For `facepaint edit`, give the weights with --bisenet-weights PATH, or skip the face parser by "
-    "passing a face mask with --mask PATH (white = face; `mask=` in the Python API)."
+    "For `facepaint edit`, give the weights with --bisenet-weights PATH, use the face mesh's mask "
+    "(--mask-backend mesh: no weights to supply), or pass a face mask with --mask PATH (white = face; `mask=` "
+    "in the Python API)."
 )
+MASK_BACKENDS = ("auto", "bisenet", "mesh")  # auto: bisenet when its weights are given or cached, else mesh
+CROP_MARGIN = 0.04  # a face's crop is widened until its mask region is this far (x the crop) inside its edges
+GROUP_REACH = 1.0  # mask regions over no face closer than this x their size are one region (a face painted in parts)
 
 
 class EditError(FacepaintError):
@@ -93,6 +111,7 @@ class FaceJob:
     beta: float  # the face ratio mean(crop_mask)
     photo_mask: tuple | None = None  # (region, bool array): the user's mask of this face in photo pixels
     prompt: str | None = None  # a per-face prompt given to `prepare`
+    mask_from: str = ""  # where M came from: "bisenet", "mesh", or the user's mask (and which region of it)
 
 
 @dataclass(eq=False)
@@ -104,7 +123,7 @@ class Prepared:
     photo: np.ndarray  # uint8 H x W x 3: the input as decoded
     name: str  # the photo's name in messages ("<array>" for an array)
     notes: list[str]  # decoding, detection and selection notes
-    source: str  # where M came from: "bisenet", the mask's path, or "array"
+    source: str  # where M came from: "bisenet", "mesh", the mask's path, or "array"
     detector: str | None  # the detector that found `faces` (None: not run)
     faces: list[Face]  # every face found, in index order
     jobs: list[FaceJob]  # the faces to edit
@@ -119,7 +138,9 @@ class FaceHelper:
     and pastes the edited crops back (`paste`). `parts`: the face parts whose union is M (the artifact's);
     `padding`: the crop margin of a face given by a mask alone; `detector`, `detector_weights`: the face
     detector (`detection.make_detector`); `bisenet_weights`: the face parser's (None: facexlib's cache or
-    download). The detector and the parser are loaded on first use, on `device`."""
+    download); `mask_backend`: the automatic mask (MASK_BACKENDS); `face_models`: the folder of MediaPipe's
+    model files (None: the cache, fetched once). The detector and the mask models are loaded on first use, on
+    `device`."""
 
     def __init__(
         self,
@@ -130,15 +151,36 @@ class FaceHelper:
         detector: str = "auto",
         detector_weights=None,
         bisenet_weights=None,
+        mask_backend: str = "auto",
+        face_models=None,
         device: str = "auto",
     ):
         check_number("padding", padding, 0, MAX_PADDING)
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+        if mask_backend not in MASK_BACKENDS:
+            raise ValueError(f"mask_backend must be one of {MASK_BACKENDS}, got {mask_backend!r}")
         self.resolution, self.parts, self.padding = resolution, tuple(parts), padding
         self.detector_kind, self.detector_weights, self.bisenet_weights = detector, detector_weights, bisenet_weights
+        self.mask_choice, self.face_models = mask_backend, face_models
         self.device = str(device)
-        self._parser = self._detector = None
+        self._parser = self._detector = self._mesh = None
+
+    @property
+    def mask_backend(self) -> str:
+        """The automatic mask that runs: "bisenet" (the paper's) when chosen, or with auto when its weights are
+        given or in facexlib's cache; else "mesh"."""
+        if self.mask_choice != "auto":
+            return self.mask_choice
+        return "bisenet" if self.bisenet_weights or default_bisenet_path().is_file() else "mesh"
+
+    def face_mesh(self):
+        """MediaPipe's face mesh (the `mesh` mask of faces whose detector gave no outline), loaded on first use."""
+        if self._mesh is None:
+            from facepaint.method import mediapipe
+
+            self._mesh = mediapipe.FaceMesh(mediapipe.model_dir(self.face_models))
+        return self._mesh
 
     def face_parser(self) -> BiSeNetParser:
         """The BiSeNet face parser, loaded on first use; missing weights say how to pass a mask instead."""
@@ -152,7 +194,9 @@ class FaceHelper:
     def face_detector(self):
         """The face detector (`detection.make_detector`), built on first use."""
         if self._detector is None:
-            self._detector, notes = make_detector(self.detector_kind, self.detector_weights, self.device)
+            self._detector, notes = make_detector(
+                self.detector_kind, self.detector_weights, self.device, self.face_models
+            )
             for note in notes:
                 warnings.warn(note, stacklevel=2)
         return self._detector
@@ -168,11 +212,11 @@ class FaceHelper:
     def prepare(self, image, mask=None, *, faces="all", min_face: float = MIN_FACE, prompts=None) -> Prepared:
         """Read the photo, find its faces, select them (`faces`: "all", "largest" or indices; faces narrower
         than `min_face` px are skipped with a warning naming them) and align each to the model's framing.
-        M per face comes from BiSeNet on the aligned crop (`mask` None) or from the user's mask (a path or
-        an array of the photo's aspect ratio, white = the faces to edit; cut per face, a face it does not
-        cover is left alone). With a mask and no face detected, the masked region is edited as one face.
-        `prompts`: one per selected face, in order (None: the edit's prompt for all). Raises ImageError,
-        EditError, FaceError or ValueError for a photo that cannot be edited, before any generation."""
+        M per face is automatic (`mask` None: `mask_backend`) or the user's mask (a path or an array of the
+        photo's aspect ratio, white = the faces to edit), which is the authority: every region it marks is
+        edited (`_user_jobs`). `prompts`: one per selected face, in order (None: the edit's prompt for all).
+        Raises ImageError, EditError, FaceError or ValueError for a photo that cannot be edited, before any
+        generation."""
         from facepaint.method.generate import per_image  # the editor's module: loaded with it
 
         photo, name, notes = read_photo(image)
@@ -180,8 +224,11 @@ class FaceHelper:
         check_number("min_face", min_face, 0, MAX_MIN_FACE)
         parse_selection(faces)  # a malformed selection fails before detection
         if mask is None:
-            m, source = None, "bisenet"
-            self.face_parser()  # missing weights fail before detection
+            m, source = None, self.mask_backend
+            if source == "bisenet":
+                self.face_parser()  # missing weights fail before detection
+            else:
+                self.face_mesh()
         elif isinstance(mask, (str, os.PathLike)):
             m, source = load_mask(mask, (w, h)), str(mask)
         else:
@@ -191,16 +238,18 @@ class FaceHelper:
                 f"no face found in {name}: the mask ({source}) is empty; pass a mask with the face in white"
             )
         found, detector = self.detect(photo, min_face)
+        if m is not None:
+            jobs = self._user_jobs(photo, m, found, faces, min_face, name, source, notes)
+            if prompts is not None:
+                given = per_image(prompts, len(jobs), "prompts (one per edited face)", str)
+                for job, prompt in zip(jobs, given):
+                    job.prompt = prompt
+            return Prepared(photo, name, notes, source, detector, found, jobs)
         if not found:
-            if m is None:
-                raise EditError(
-                    f"no face found in {name} (detector {detector}, faces of at least {min_face:g} px); "
-                    f"pass a mask with the face in white (--mask), or lower --min-face"
-                )
-            notes.append(f"no face detected ({detector}); the masked region is edited as one face")
-            job = self.mask_job(photo, m, name, notes)
-            job.prompt = None if prompts is None else per_image(prompts, 1, "prompts", str)[0]
-            return Prepared(photo, name, notes, source, detector, [], [job])
+            raise EditError(
+                f"no face found in {name} (detector {detector}, faces of at least {min_face:g} px); "
+                f"pass a mask with the face in white (--mask), or lower --min-face"
+            )
         chosen, skipped = select_faces(found, faces, min_face, name)
         face_prompts = [None] * len(chosen)
         if prompts is not None:  # one per selected face, in selection order, before faces are skipped for size
@@ -212,22 +261,90 @@ class FaceHelper:
         before = len(notes)
         jobs = []
         for i, prompt in zip(chosen, face_prompts):
-            job = self._face_job(photo, m, found, i, notes)
+            job = self._face_job(photo, found, i, notes, photo_mask=None)
             if job is not None:
                 job.prompt = prompt
                 jobs.append(job)
-        if not jobs and m is not None:  # the mask is the user's word: it marks a face the detector missed
-            notes.append(
-                f"the mask covers none of the {len(found)} detected face(s) selected; "
-                "the masked region is edited as one face"
-            )
-            job = self.mask_job(photo, m, name, notes)
-            job.prompt = face_prompts[0] if face_prompts and face_prompts[0] else None
-            return Prepared(photo, name, notes, source, detector, found, [job])
         if not jobs:
             why = "; ".join(skipped + notes[before:]) or "no face selected"
             raise EditError(f"no face to edit in {name}: {why}")
         return Prepared(photo, name, notes, source, detector, found, jobs)
+
+    def _user_jobs(self, photo, m, found: list[Face], faces, min_face: float, name, source, notes) -> list[FaceJob]:
+        """The faces a user's mask edits. Each connected region of `m` goes to the detected face whose box holds
+        most of it (none: it is a region over no face); a face's crop holds all of its regions. Regions over no
+        face, and those near them, are edited together in their own padded square, with a warning naming them.
+        With `faces` a selection: a region over an unselected face is left with a warning, and a mask over
+        none of the selected faces is an EditError. A face narrower than `min_face` that the mask marks is
+        edited, with a warning."""
+        import cv2
+
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+        h, w = m.shape
+        owner = np.full(n, -1)
+        if found:
+            counts = np.zeros((n, len(found)), np.int64)
+            for j, f in enumerate(found):
+                x0, y0 = max(0, int(f.box[0])), max(0, int(f.box[1]))
+                x1, y1 = min(w, int(np.ceil(f.box[2]))), min(h, int(np.ceil(f.box[3])))
+                if x1 > x0 and y1 > y0:
+                    counts[:, j] = np.bincount(labels[y0:y1, x0:x1].ravel(), minlength=n)
+            counts[0] = 0
+            has = counts.max(1) > 0
+            owner[has] = counts[has].argmax(1)
+        sel = parse_selection(faces)
+        chosen = select_faces(found, faces, 0, name)[0] if found else []
+        where = lambda c: [int(v) for v in (*stats[c, :2], *(stats[c, :2] + stats[c, 2:4]))]  # noqa: E731
+        per_face, loose, left = {i: [] for i in chosen}, [], []
+        for c in range(1, n):
+            j = int(owner[c])
+            if j < 0:
+                loose.append(c)
+            elif j in per_face:
+                per_face[j].append(c)
+            else:
+                left.append(c)
+        if sel != "all" and not any(per_face.values()):
+            picked = ", ".join(f"{i} at {[round(v) for v in found[i].box]}" for i in chosen) or "none"
+            raise EditError(
+                f"the mask ({source}) covers none of the selected faces of {name} (faces={sel!r}: {picked}); "
+                "select the faces the mask covers, or paint the selected ones"
+            )
+        for c in left:
+            warnings.warn(
+                f"{name}: the mask's region at {where(c)} covers face {int(owner[c])}, which faces={sel!r} does not "
+                "select: left unedited",
+                stacklevel=4,
+            )
+        jobs = []
+        for i, comps in per_face.items():
+            if not comps:
+                continue
+            face = found[i]
+            if face.width < min_face:
+                warnings.warn(
+                    f"{name}: face {i} is {face.width:.0f} px wide, under min_face {min_face:g}; edited because "
+                    "the mask marks it",
+                    stacklevel=4,
+                )
+            own = np.isin(labels, comps)
+            job = self._face_job(photo, found, i, notes, photo_mask=own)
+            job.mask_from = f"{source} ({len(comps)} region{'s' if len(comps) > 1 else ''})"
+            jobs.append(job)
+        for group in group_regions(stats, loose):
+            own = np.isin(labels, group)
+            x0, y0 = stats[group, :2].min(0)
+            x1, y1 = (stats[group, :2] + stats[group, 2:4]).max(0)
+            job = self.mask_job(photo, own, name, notes)
+            job.mask_from = f"{source} (region at {[int(x0), int(y0), int(x1), int(y1)]})"
+            why = "no face was detected in the photo" if not found else "it covers no detected face"
+            warnings.warn(
+                f"{name}: the mask's region at {[int(x0), int(y0), int(x1), int(y1)]} is edited in its own crop: "
+                f"{why}",
+                stacklevel=4,
+            )
+            jobs.append(job)
+        return jobs
 
     def prepare_all(self, images, masks, *, faces="all", min_face: float = MIN_FACE) -> list[Prepared]:
         """`prepare` for each photo and its mask (None, a path or an array); an item that is already a
@@ -247,13 +364,38 @@ class FaceHelper:
                 raise type(e)(f"image {i} of {n}: {e}") from e
         return out
 
-    def _face_job(self, photo, m, found: list[Face], i: int, notes: list[str]) -> FaceJob | None:
-        """Align face `i` and find its mask; None (with a note) when it has no face pixels to edit."""
+    def _face_job(self, photo, found: list[Face], i: int, notes: list[str], photo_mask=None) -> FaceJob | None:
+        """Align face `i` and find its mask: the user's (`photo_mask`, photo-size bool: the crop is widened until
+        it holds all of it) or the automatic one; None (with a note) when the automatic one is empty."""
         res, face = self.resolution, found[i]
         aligned_by = "landmarks" if face.landmarks is not None else "box"
         matrix = alignment.align(face, res)
-        own = None
-        if m is None:
+        if photo_mask is not None:
+            matrix, widened = hold(matrix, photo_mask, res)
+            if widened:
+                notes.append(f"face {i}'s crop is widened {widened:.2f}x to hold the whole mask region it edits")
+            region = alignment.crop_footprint(matrix, res, (photo.shape[1], photo.shape[0]))
+            x0, y0, x1, y1 = region
+            crop_mask = alignment.warp_mask_to_crop(photo_mask, matrix, res)
+            image = alignment.warp_crop(photo, matrix, res)
+            job = FaceJob(i, face, aligned_by, matrix, image, crop_mask, float(crop_mask.mean()),
+                          (region, photo_mask[y0:y1, x0:x1]))  # fmt: skip
+            return job
+        if self.mask_backend == "mesh":
+            outline = face.outline
+            if outline is None:  # a detector without the mesh (RetinaFace, the cascade): the mesh on its box
+                points, logit = self.face_mesh().best(photo, face.box, face.roll)
+                from facepaint.method import mediapipe
+
+                outline = mediapipe.face_outline(points) if logit >= self.face_mesh().threshold else None
+            if outline is None:
+                notes.append(f"face {i} at {[round(v) for v in face.box]}: the face mesh found no face; skipped")
+                return None
+            from facepaint.method.mediapipe import polygon_mask
+
+            crop_mask = polygon_mask(outline, (res, res), matrix) & territory(found, i, matrix, res)
+            source = "mesh"
+        else:
             labels = self._parse_crop(photo, matrix)
             roll = None if face.landmarks is not None else alignment.eye_roll(labels, BISENET_CLASSES)
             if roll is not None and abs(roll) > 2.0:  # box-only: turn upright by the parser's eye line
@@ -262,17 +404,13 @@ class FaceHelper:
                 labels = self._parse_crop(photo, matrix)
             crop_mask = resize_binary(parts_union_from_labels(labels, self.parts), res)
             crop_mask &= territory(found, i, matrix, res)
-            if not crop_mask.any():
-                notes.append(f"face {i} at {[round(v) for v in face.box]}: the parser found no face parts; skipped")
-                return None
-        else:
-            own = owned(found, i, matrix, res, m)
-            crop_mask = alignment.warp_mask_to_crop(m, matrix, res) & territory(found, i, matrix, res)
-            if not own[1].any() or not crop_mask.any():
-                notes.append(f"face {i} at {[round(v) for v in face.box]} is not covered by the mask: left alone")
-                return None
+            source = "bisenet"
+        if not crop_mask.any():
+            box = [round(v) for v in face.box]
+            notes.append(f"face {i} at {box}: the {source} mask found no face pixels; skipped")
+            return None
         image = alignment.warp_crop(photo, matrix, res)
-        return FaceJob(i, face, aligned_by, matrix, image, crop_mask, float(crop_mask.mean()), own)
+        return FaceJob(i, face, aligned_by, matrix, image, crop_mask, float(crop_mask.mean()), None, None, source)
 
     def _parse_crop(self, photo: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """The parser's labels of the aligned crop, at the parser's 512 px."""
@@ -304,7 +442,8 @@ class FaceHelper:
         inside[crop] = m[crop]
         region = (x0, y0, x0 + side, y0 + side)
         image = alignment.warp_crop(photo, matrix, res)
-        return FaceJob(None, None, "mask", matrix, image, crop_mask, float(crop_mask.mean()), (region, inside[crop]))
+        return FaceJob(None, None, "mask", matrix, image, crop_mask, float(crop_mask.mean()), (region, inside[crop]),
+                       None, "mask")  # fmt: skip
 
     def photo_mask(self, prepared: Prepared) -> np.ndarray:
         """M of the prepared faces in photo pixels (each face's crop mask warped back): the automatic mask."""
@@ -346,6 +485,51 @@ class FaceHelper:
 # ------------------------------------------------------------------------------ several faces, one photo
 
 
+def hold(matrix: np.ndarray, mask: np.ndarray, resolution: int, margin: float = CROP_MARGIN):
+    """(`matrix` photo -> crop, widened about the crop's centre until every pixel of the photo-size `mask` lies
+    at least `margin` x the crop inside its edges; the widening factor, 0.0 when none was needed)."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return matrix, 0.0
+    # the pixels' outer corners, so the whole pixel is inside
+    px = np.concatenate([xs - 0.5, xs + 0.5]).astype(np.float64)
+    py = np.concatenate([ys - 0.5, ys + 0.5]).astype(np.float64)
+    u = matrix[0, 0] * px + matrix[0, 1] * py + matrix[0, 2] + 0.5
+    v = matrix[1, 0] * px + matrix[1, 1] * py + matrix[1, 2] + 0.5
+    c, room = resolution / 2, resolution * (0.5 - margin)
+    reach = max(np.abs(u - c).max(), np.abs(v - c).max())
+    if reach <= room:
+        return matrix, 0.0
+    f = room / reach
+    shrink = np.array([[f, 0.0], [0.0, f]])
+    out = np.hstack([shrink @ matrix[:, :2], (shrink @ (matrix[:, 2] + 0.5 - c) + c - 0.5)[:, None]])
+    return out, 1 / f
+
+
+def group_regions(stats: np.ndarray, comps: list[int], reach: float = GROUP_REACH) -> list[list[int]]:
+    """Mask regions (connected components, `stats` as OpenCV gives them) grouped when their boxes come within
+    `reach` x the larger one's size of each other: the parts of one face painted apart (eyes, mouth) are
+    edited together."""
+    parent = {c: c for c in comps}
+
+    def root(c):
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    for a in comps:
+        for b in comps:
+            if a < b:
+                (ax, ay, aw, ah), (bx, by, bw, bh) = stats[a, :4], stats[b, :4]
+                gap = max(bx - (ax + aw), ax - (bx + bw), by - (ay + ah), ay - (by + bh), 0)
+                if gap <= reach * max(aw, ah, bw, bh):
+                    parent[root(a)] = root(b)
+    groups: dict[int, list[int]] = {}
+    for c in comps:
+        groups.setdefault(root(c), []).append(c)
+    return list(groups.values())
+
+
 def _nearest(faces: list[Face], i: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Where face `i`'s centre is the nearest (distance over face size; ties to the lower index)."""
 
@@ -371,29 +555,6 @@ def territory(faces: list[Face], i: int, matrix: np.ndarray, resolution: int) ->
     inv = cv2.invertAffineTransform(matrix).astype(np.float32)
     v, u = np.mgrid[0:resolution, 0:resolution].astype(np.float32)
     return _nearest(faces, i, inv[0, 0] * u + inv[0, 1] * v + inv[0, 2], inv[1, 0] * u + inv[1, 1] * v + inv[1, 2])
-
-
-def owned(
-    faces: list[Face], i: int, matrix: np.ndarray, resolution: int, mask: np.ndarray
-) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """(region, bool array of the region): the pixels of the photo-size `mask` under face `i`'s crop that
-    belong to it (as `territory`): a whole-photo mask cut into per-face masks. Only the mask's own pixels
-    are examined, so this costs what the face costs, not what the photo does."""
-    h, w = mask.shape
-    region = alignment.crop_footprint(matrix, resolution, (w, h))
-    x0, y0, x1, y1 = region
-    out = mask[y0:y1, x0:x1].copy()
-    ys, xs = np.nonzero(out)
-    if len(xs) == 0:
-        return region, out
-    x, y = (xs + x0).astype(np.float32), (ys + y0).astype(np.float32)
-    u = matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2]
-    v = matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2]
-    keep = (u > -0.5) & (u < resolution - 0.5) & (v > -0.5) & (v < resolution - 0.5)
-    if len(faces) > 1:
-        keep &= _nearest(faces, i, x, y)
-    out[ys[~keep], xs[~keep]] = False
-    return region, out
 
 
 @dataclass

@@ -289,7 +289,11 @@ def merge(dets: np.ndarray, scores: np.ndarray, overlap: float = 0.3) -> list[De
         wsum = scores[same].sum()
         avg = (pts[same] * scores[same, None]).sum(0) / wsum
         out.append(
-            Detection(tuple(map(float, avg[:4])), float(scores[i]), tuple((float(x), float(y)) for x, y in avg[4:].reshape(6, 2)))
+            Detection(
+                tuple(map(float, avg[:4])),
+                float(scores[i]),
+                tuple((float(x), float(y)) for x, y in avg[4:].reshape(6, 2)),
+            )
         )
     return out
 
@@ -378,9 +382,9 @@ class FaceMesh:
     """MediaPipe's 468-point face mesh on one face: the box scaled by 1.5 and turned upright by the eye line
     (as MediaPipe crops it), 192 px, points mapped back to the photo."""
 
-    def __init__(self, folder: Path, threshold: float = 0.5):
+    def __init__(self, folder: Path, threshold: float = 0.0):
         self.model = _Model(folder / "face_landmark.tflite")
-        self.threshold = threshold
+        self.threshold = threshold  # on the face-presence logit (0: MediaPipe's probability 0.5)
 
     def roi(self, box, roll: float) -> np.ndarray:
         """2x3 photo -> model-input matrix for a face box turned by `roll`."""
@@ -394,7 +398,8 @@ class FaceMesh:
         return np.hstack([lin, (np.array([s / 2, s / 2]) - lin @ np.array([cx, cy]))[:, None]])
 
     def landmarks(self, photo: np.ndarray, box, roll: float = 0.0) -> tuple[np.ndarray, float]:
-        """(468 x 2 points in photo pixels, the model's face score in [0, 1])."""
+        """(468 x 2 points in photo pixels, the model's face-presence logit: about 40 for a face seen upright,
+        under 7 for a face seen upside down, under 0 for no face)."""
         import cv2
 
         s = self.model.size
@@ -404,8 +409,28 @@ class FaceMesh:
         pts = raw.reshape(-1, 3)[:, :2]
         inv = cv2.invertAffineTransform(matrix)
         photo_pts = pts @ inv[:, :2].T + inv[:, 2]
-        score = float(1.0 / (1.0 + np.exp(-np.clip(float(flag.ravel()[0]), -100, 100))))
-        return photo_pts, score
+        return photo_pts, float(flag.ravel()[0])
+
+    def best(self, photo: np.ndarray, box, roll: float) -> tuple[np.ndarray, float]:
+        """`landmarks` of the face in `box`, seen turned by `roll` and by `roll` + 180 degrees (a detector's
+        keypoints can point the wrong way on a face turned far from upright), the more confident of the two,
+        then again from its own eye line and extent (as MediaPipe tracks a face from its landmarks) until the eye
+        line moves by under 2 degrees."""
+        points, logit = max(
+            (self.landmarks(photo, box, roll), self.landmarks(photo, box, roll + 180.0)), key=lambda r: r[1]
+        )
+        if logit < self.threshold:
+            return points, logit
+        for _ in range(4):  # a face turned far from upright converges in two or three passes
+            five = five_points(points)
+            roll, before = roll_of(five[0], five[1]), roll
+            again = self.landmarks(photo, (*points.min(0), *points.max(0)), roll)
+            if again[1] < self.threshold:
+                break
+            points, logit = again
+            if abs((roll - before + 180) % 360 - 180) < 2.0:
+                break
+        return points, logit
 
 
 def warp(photo: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -490,7 +515,7 @@ class MeshMasker:
         if not dets:
             return None
         d = max(dets, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-        pts, score = self.mesh.landmarks(image, d.box, roll_of(d.keypoints[0], d.keypoints[1]))
+        pts, score = self.mesh.best(image, d.box, roll_of(d.keypoints[0], d.keypoints[1]))
         if score < self.mesh.threshold:
             return None
         h, w = image.shape[:2]

@@ -1,21 +1,26 @@
 """The masks stage's work (facepaint.data.masks): M, M_latent and beta for every dataset image, from the part
-annotations or the face parser, the stage's report, its metadata and the parser-vs-annotations IoU."""
+annotations, the face parser or MediaPipe's face mesh, the stage's report, its metadata and the
+parser-vs-annotations IoU."""
 
 import dataclasses
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
 from facepaint.common.images import decode_png
+from facepaint.common.io import read_parquet_metadata
 from facepaint.common.report import DatasetError
 from facepaint.data import celebamask
 from facepaint.data.masks import (
     BACKENDS,
+    NO_FACE,
     MaskConfig,
     annotation_union,
     compute_masks,
@@ -24,7 +29,9 @@ from facepaint.data.masks import (
     iou_summary,
     mask_metadata,
 )
+from facepaint.method import mediapipe
 from facepaint.method.masks import BISENET_CLASSES, BiSeNetParser, face_mask
+from facepaint.method.models import ModelLoadError
 from stages import masks as masks_stage
 from tests.helpers import config
 
@@ -40,7 +47,11 @@ def test_config_validation():
         MaskConfig(**{**base, "parts": ["skin", "face"]})
     with pytest.raises(ValueError, match="backend"):
         MaskConfig(**{**base, "backend": "sam"})
-    assert set(BACKENDS) == {"annotations", "bisenet"}
+    assert set(BACKENDS) == {"annotations", "bisenet", "mesh"}
+    assert MaskConfig(**{**base, "backend": "mesh"}).backend == "mesh"
+    assert cfg(backend="mesh").backend == "mesh"  # through params.yaml's section check too
+    with pytest.raises(ValueError, match=r"masks.backend must be one of \('annotations', 'bisenet', 'mesh'\)"):
+        MaskConfig(**{**base, "backend": "facemesh"})
     with pytest.raises(ValueError, match="multiple of masks.latent_factor"):
         MaskConfig(**{**base, "resolution": 100})
     with pytest.raises(TypeError):
@@ -72,6 +83,12 @@ def test_metadata_holds_what_made_the_table_and_nothing_else(random_bisenet_weig
     assert parsed["bisenet_sha256"] == file_sha256(random_bisenet_weights) and len(parsed["bisenet_sha256"]) == 64
     # with the annotations backend the parser only gave iou_annotations: M is not its, the metadata says nothing
     assert "bisenet_sha256" not in mask_metadata(cfg(bisenet_weights=str(random_bisenet_weights)), parser)
+    # the mesh's masks carry the model files that made them, by SHA-256
+    mesh = mask_metadata(cfg(backend="mesh"))
+    assert mesh["backend"] == "mesh" and mesh["mesh_model"] == "mediapipe-facemesh"
+    assert mesh["mesh_files"] == mediapipe.FILES and len(mesh["mesh_files"]) == 3
+    assert mesh["mesh_forehead_raise"] == mediapipe.FOREHEAD_RAISE
+    assert not any(k.startswith("mesh_") for k in meta) and "bisenet_sha256" not in mesh
 
 
 # ------------------------------------------------------------------------------- annotations stage
@@ -272,11 +289,11 @@ def test_parser_masks_are_compared_with_the_annotations(demo_root, random_bisene
     both, _ = compute_masks(demo_root, range(4), cfg(bisenet_weights=str(random_bisenet_weights)), False, parser)
     assert both.drop(columns="iou_annotations").equals(truth.drop(columns="iou_annotations"))
     assert np.allclose(both["iou_annotations"], truth["beta"], atol=1e-6)
-    summary = iou_summary(both, True)
+    summary = iou_summary(both, "bisenet")
     assert summary["images"] == 4 and summary["without_annotations"] == 0
     assert summary["mean"] == pytest.approx(truth["beta"].mean())
-    assert iou_summary(truth, False, "no weights") == "unavailable: no weights"
-    assert iou_summary(truth, True).startswith("unavailable: no image has both")
+    assert iou_summary(truth, None, "no weights") == "unavailable: no weights"
+    assert iou_summary(truth, "bisenet").startswith("unavailable: no image has both a bisenet mask and")
 
 
 def test_iou():
@@ -292,11 +309,13 @@ def test_masks_stage_reports_the_iou_or_why_not(demo_project, random_bisenet_wei
     root = demo_project / "data/demo"
     masks_stage.run(root, cfg(), out=Path("m.parquet"), metrics=Path("m.json"), progress=False)
     saved = json.loads(Path("m.json").read_text())
-    assert saved["iou_parser_vs_annotations"].startswith("unavailable: the parser did not run")
+    assert saved["iou_parser_vs_annotations"].startswith("unavailable: no automatic mask back-end ran")
+    assert saved["parser"] is None
     c = cfg(backend="bisenet", bisenet_weights=str(random_bisenet_weights), max_unusable_fraction=1.0)
     df = masks_stage.run(root, c, out=Path("b.parquet"), metrics=Path("b.json"), progress=False)
     saved = json.loads(Path("b.json").read_text())
     assert saved["backend"] == "bisenet" and saved["iou_parser_vs_annotations"]["images"] == len(df) > 0
+    assert saved["parser"] == "bisenet"
     assert df["iou_annotations"].between(0, 1).all()
 
 
@@ -310,3 +329,94 @@ def test_annotations_on_real_fixture(fixture_root):
     assert df["beta"].between(0.05, 0.8).all(), df["beta"].describe()
     m = decode_png(df.iloc[0]["mask"])
     assert m.shape == (512, 512) and decode_png(df.iloc[0]["latent"]).shape == (64, 64)
+
+
+# ------------------------------------------------------------------------------------ MediaPipe mesh
+
+
+@pytest.fixture(scope="module")
+def mesh_masker():
+    """The mesh back-end's MeshMasker; skipped (with the reason) where its model files are absent: a test never
+    fetches them (`facepaint models` does)."""
+    if not mediapipe.available():
+        pytest.skip(f"MediaPipe face model files absent from {mediapipe.default_dir()} (run `facepaint models`)")
+    return mediapipe.MeshMasker(download=False)
+
+
+def test_mesh_backend_on_real_fixture(fixture_root, mesh_masker, tmp_path):
+    """On real portraits the stage's mesh masks are MeshMasker's (on the image decoded as for BiSeNet) at the
+    training resolution, close to the annotated face (IoU > 0.7 on average), and the metrics name the mesh."""
+    from facepaint.common.images import load_rgb
+    from facepaint.common.io import write_parquet
+
+    ids = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())[:10]
+    write_parquet(pd.DataFrame({"id": ids, "split": "train", "present": True}), tmp_path / "split.parquet")
+    c = cfg(backend="mesh", resolution=128, max_unusable_fraction=0.0)
+    out, metrics = tmp_path / "masks.parquet", tmp_path / "metrics.json"
+    df = masks_stage.run(fixture_root, c, split=tmp_path / "split.parquet", out=out, metrics=metrics, progress=False)
+    assert df["id"].tolist() == ids
+    assert np.isfinite(df["iou_annotations"]).all() and df["iou_annotations"].between(0, 1).all()
+    assert df["iou_annotations"].mean() > 0.7, df["iou_annotations"].describe()
+    for row in df.itertuples():
+        m = decode_png(row.mask)
+        assert m.shape == (128, 128) and decode_png(row.latent).shape == (16, 16)
+        assert m.mean() == pytest.approx(row.beta) and 0.1 < row.beta < 0.8
+    pixels = np.asarray(load_rgb(celebamask.image_path(fixture_root, ids[0])).image.resize((512, 512)))
+    assert np.array_equal(decode_png(df.iloc[0]["mask"]), mesh_masker.mask(pixels, 128))  # M is the mesh's
+    saved = json.loads(metrics.read_text())
+    assert saved["backend"] == "mesh" and saved["parser"] == "mediapipe-facemesh"
+    iou_stats = saved["iou_parser_vs_annotations"]
+    assert iou_stats["images"] == 10 and iou_stats["mean"] == pytest.approx(df["iou_annotations"].mean())
+    meta = read_parquet_metadata(out)["masks"]
+    assert meta["backend"] == "mesh" and meta["mesh_files"] == mediapipe.FILES
+
+
+def gray_dataset(root, ids):
+    """A tiny CelebAMask-HQ layout whose photos are flat gray (no face), each with a skin annotation."""
+    for i in ids:
+        path = celebamask.image_path(root, i)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (128, 128), (128, 128, 128)).save(path)
+        skin = np.zeros((64, 64), bool)
+        skin[16:48, 16:48] = True
+        write_part(root, i, "skin", skin)
+    return root
+
+
+def test_mesh_backend_reports_a_photo_without_a_face(tmp_path, mesh_masker):
+    """No face found: unusable with the reason under the mesh backend; under the annotations backend (the mesh
+    run for the IoU only) the image keeps its annotated M, noted, without an IoU."""
+    root = gray_dataset(tmp_path / "data", [0, 1])
+    df, report = compute_masks(root, [0, 1], cfg(backend="mesh"), progress=False, parser=mesh_masker)
+    assert df.empty and [(p.id, p.reason) for p in report.unusable] == [(0, NO_FACE), (1, NO_FACE)]
+    assert NO_FACE == "no face found by the MediaPipe detector"
+    df, report = compute_masks(root, [0], cfg(), progress=False, parser=mesh_masker)
+    assert df["id"].tolist() == [0] and df["iou_annotations"].isna().all() and report.unusable == []
+    assert [p.reason for p in report.warnings] == [f"{NO_FACE}: no iou_annotations"]
+    assert iou_summary(df, "mediapipe-facemesh").startswith("unavailable: no image has both a mediapipe-facemesh")
+    with pytest.raises(TypeError, match="masks.backend mesh takes M from a MeshMasker, got a BiSeNetParser"):
+        compute_masks(root, [0], cfg(backend="mesh"), progress=False, parser=object.__new__(BiSeNetParser))
+
+
+def test_mesh_backend_without_model_files_fails_before_reading_images(tmp_path, monkeypatch):
+    """Missing model files (and pip unable to fetch them) fail at once with mediapipe's ModelLoadError, which
+    says how to supply them, before any image is decoded."""
+    import subprocess
+
+    from facepaint.data import masks as masks_module
+
+    empty = tmp_path / "models"
+    monkeypatch.setenv(mediapipe.ENV_DIR, str(empty))
+    monkeypatch.setattr(
+        mediapipe.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "no network")
+    )
+
+    def no_decoding(*a, **kw):
+        raise AssertionError("an image was read before the model files were checked")
+
+    monkeypatch.setattr(masks_module, "load_rgb", no_decoding)
+    root = gray_dataset(tmp_path / "data", [0])
+    with pytest.raises(
+        ModelLoadError, match=rf"MediaPipe face models are not in {re.escape(str(empty))}.*facepaint models"
+    ):
+        compute_masks(root, [0], cfg(backend="mesh"), progress=False)

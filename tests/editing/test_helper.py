@@ -1,13 +1,14 @@
-"""One photo's round trip (facepaint.editing.helper): `FaceHelper.prepare` (detect, align, cut the user's mask
-per face), `FaceHelper.paste` and `photo_mask`, and the pieces under them: `territory`, `owned`, `paste` and
-`composite`, on composites of real portraits (the fixture's and the public-domain astronaut's)."""
+"""One photo's round trip (facepaint.editing.helper): `FaceHelper.prepare` (detect, align, the user's mask as the
+authority region by region, or the automatic mask), `FaceHelper.paste` and `photo_mask`, and the pieces under
+them: `territory`, `hold`, `group_regions`, `paste` and `composite`, on composites of real portraits (the
+fixture's and the public-domain astronaut's)."""
 
 import numpy as np
 import pytest
 
 from facepaint.editing.alignment import align, crop_footprint, warp_back, warp_crop
 from facepaint.editing.detection import Face
-from facepaint.editing.helper import FaceHelper, composite, owned, paste, territory
+from facepaint.editing.helper import EditError, FaceHelper, composite, group_regions, hold, paste, territory
 from facepaint.method.blend import soft_mask
 from facepaint.method.masks import BISENET_CLASSES
 from tests.editing import astronaut
@@ -135,25 +136,145 @@ def test_territory_gives_each_crop_pixel_to_the_nearest_face():
     assert theirs[:, 0].sum() == 0 and theirs[:, -1].all()  # face 1's crop: its left edge is face 0's
 
 
-def test_owned_cuts_a_whole_photo_mask_into_per_face_masks():
-    mask = box_mask(100, 200, 20, 90, 10, 190)  # one mask over both faces
-    cuts = [owned(TWO, i, align(f, 32), 32, mask) for i, f in enumerate(TWO)]
-    full = []
-    for (x0, y0, x1, y1), own in cuts:
-        assert own.shape == (y1 - y0, x1 - x0)
-        f = np.zeros(mask.shape, bool)
-        f[y0:y1, x0:x1] = own
-        full.append(f)
-    assert not (full[0] & full[1]).any() and not ((full[0] | full[1]) & ~mask).any()
-    # each pixel to the nearest face; column 100, as near to both, to the lower index
-    assert full[0][:, 101:].sum() == 0 and full[1][:, :101].sum() == 0
-    assert np.array_equal(full[0] | full[1], mask)  # both crops cover the whole mask here
-    region, alone = owned(TWO[:1], 0, align(TWO[0], 32), 32, mask)
-    assert alone.sum() > full[0].sum()  # alone, face 0 owns all of the mask under its crop
-    assert owned(TWO, 0, align(TWO[0], 32), 32, np.zeros_like(mask))[1].sum() == 0
+def test_hold_widens_a_crop_until_the_mask_region_is_inside():
+    face = Face((40, 40, 80, 80), 1)
+    m = align(face, 32)
+    mask = box_mask(200, 200, 50, 70, 50, 70)  # well inside the face's crop
+    assert hold(m, mask, 32)[1] == 0.0
+    mask[20:140, 30:150] = True  # reaches far past the crop
+    wide, factor = hold(m, mask, 32)
+    assert factor > 1
+    ys, xs = np.nonzero(mask)
+    for x, y in ((xs.min() - 0.5, ys.min() - 0.5), (xs.max() + 0.5, ys.max() + 0.5)):
+        u, v = wide[:, :2] @ (x, y) + wide[:, 2] + 0.5
+        assert 0.04 * 32 - 1e-6 <= u <= 32 * 0.96 + 1e-6 and 0.04 * 32 - 1e-6 <= v <= 32 * 0.96 + 1e-6
+    assert np.isclose(np.hypot(*wide[:, 0]), np.hypot(*m[:, 0]) / factor)  # the same turn, a smaller scale
+
+
+def test_group_regions_keeps_the_parts_of_one_face_together():
+    import cv2
+
+    mask = np.zeros((300, 600), np.uint8)
+    mask[100:120, 100:130] = mask[100:120, 160:190] = mask[160:175, 120:170] = 1  # eyes and a mouth, apart
+    mask[100:200, 450:550] = 1  # another face, far away
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    groups = group_regions(stats, list(range(1, n)))
+    far = labels[150, 500]
+    assert sorted(map(sorted, groups)) == sorted([sorted(set(range(1, n)) - {far}), [far]])
 
 
 # ------------------------------------------------------------------------------------------- FaceHelper
+
+
+class Given:
+    """A detector that returns the faces it is given (to put a missed face, or a false box, where a test wants)."""
+
+    name = "given"
+
+    def __init__(self, faces):
+        self.faces = faces
+
+    def detect(self, photo, min_face=0):
+        return list(self.faces)
+
+
+def given_helper(faces) -> FaceHelper:
+    h = FaceHelper(RES, PARTS, device="cpu")
+    h._detector = Given(faces)
+    return h
+
+
+def regions(mask):
+    import cv2
+
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return [labels == c for c in range(1, n)]
+
+
+def job_mask(job, shape):
+    (x0, y0, x1, y1), own = job.photo_mask
+    full = np.zeros(shape, bool)
+    full[y0:y1, x0:x1] = own
+    return full
+
+
+def test_a_masked_face_the_detector_missed_is_edited_in_its_own_crop_with_a_warning():
+    photo, faces, mask, _ = astronaut.heads()
+    helper = given_helper([faces[0], faces[2]])  # the middle face is missed
+    with pytest.warns(UserWarning, match=r"the mask's region at \[\d+, \d+, \d+, \d+\] is edited in its own crop"):
+        prepared = helper.prepare(photo, mask)
+    assert [job.index for job in prepared.jobs] == [0, 1, None]  # indices of the faces found
+    missed = prepared.jobs[2]
+    assert missed.aligned_by == "mask" and "region at" in missed.mask_from
+    cx, cy = np.round(faces[1].centre).astype(int)
+    (middle,) = [r for r in regions(mask) if r[cy, cx]]
+    assert np.array_equal(job_mask(missed, mask.shape), middle)  # the whole middle face
+    union = np.zeros(mask.shape, bool)
+    for job in prepared.jobs:
+        union |= job_mask(job, mask.shape)
+    assert np.array_equal(union, mask)  # every masked pixel is edited, and nothing else
+    _, _, m, _ = helper.paste(prepared, [np.zeros((RES, RES, 3), np.uint8)] * 3, 1.0)
+    assert np.array_equal(m, mask)
+
+
+def test_a_false_box_over_a_face_does_not_split_its_mask():
+    """A false detection over the chin of the middle face (as the cascade made on real photos): the face's mask
+    region stays whole in one crop, and the false box edits nothing."""
+    photo, faces, mask, _ = astronaut.heads()
+    x0, y0, x1, y1 = faces[1].box
+    chin = Face((x0, (y0 + y1) / 2, x1, y1 + (y1 - y0)), 0.9)  # the lower half of the face and below
+    helper = given_helper([faces[0], chin, faces[1], faces[2]])
+    prepared = helper.prepare(photo, mask)
+    found = [prepared.faces.index(f) for f in faces]
+    assert sorted(job.index for job in prepared.jobs) == sorted(found)  # no job for the chin box
+    whole = regions(mask)
+    assert len(whole) == 3
+    for job in prepared.jobs:  # each job edits one whole face region, and each region is edited once
+        assert sum(np.array_equal(job_mask(job, mask.shape), r) for r in whole) == 1
+    assert len({id(job) for job in prepared.jobs}) == 3
+
+
+def test_a_mask_over_none_of_the_selected_faces_is_an_error():
+    photo, faces, mask, _ = astronaut.heads()
+    left_only = mask.copy()
+    left_only[:, 240:] = False
+    helper = given_helper(faces)
+    largest = max(range(3), key=lambda i: faces[i].width)
+    assert largest != 0
+    with pytest.raises(EditError, match=r"covers none of the selected faces .*faces='largest'"):
+        helper.prepare(photo, left_only, faces="largest")
+    with pytest.warns(UserWarning, match=r"covers face 1, which faces=\[0\] does not select: left unedited"):
+        prepared = helper.prepare(photo, mask, faces="0")
+    assert [job.index for job in prepared.jobs] == [0]  # face 2's region is left too
+
+
+def test_a_face_crop_is_widened_to_hold_its_whole_mask_region():
+    """A mask that takes in the hair and more: the face's crop grows until all of it is inside, not cut."""
+    photo, faces, _, _ = astronaut.heads()
+    x0, y0, x1, y1 = [round(v) for v in faces[1].box]
+    big = np.zeros(photo.shape[:2], bool)
+    big[max(0, y0 - 60) : y1 + 60, x0 - 60 : x1 + 60] = True
+    prepared = given_helper(faces).prepare(photo, big)
+    (job,) = prepared.jobs
+    assert job.index == 1 and np.array_equal(job_mask(job, big.shape), big)
+    assert any("widened" in n for n in prepared.notes)
+
+
+def test_the_automatic_mask_without_parser_weights_is_the_face_mesh(monkeypatch, tmp_path):
+    """No BiSeNet weights: MediaPipe finds the astronaut's three heads and the face mesh's outline is each face's
+    mask; it covers the hand-painted face ellipse and little else."""
+    monkeypatch.setattr("facepaint.editing.helper.default_bisenet_path", lambda: tmp_path / "absent.pth")
+    helper = FaceHelper(RES, PARTS, device="cpu")
+    photo, _, mask, _ = astronaut.heads()
+    prepared = helper.prepare(photo)
+    assert helper.mask_backend == "mesh" and prepared.source == "mesh"
+    assert prepared.detector == "mediapipe-blazeface" and len(prepared.jobs) == 3
+    assert all(job.mask_from == "mesh" and job.aligned_by == "landmarks" for job in prepared.jobs)
+    auto = helper.photo_mask(prepared)
+    assert (auto & mask).sum() / mask.sum() > 0.9  # the painted face is inside the mesh's
+    assert iou(auto, mask) > 0.6  # the mesh's reaches the hairline; the painted ellipse stops at the brows
+
+
 
 
 @pytest.fixture(scope="module")

@@ -555,6 +555,7 @@ def app_command(args) -> int:
             concurrency=args.concurrency,
             bisenet_weights=args.bisenet_weights,
             detector_weights=args.detector_weights,
+            face_models=args.face_models,
             device=args.device,
             safety_checker=args.safety_checker,
         )

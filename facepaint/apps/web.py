@@ -3,10 +3,10 @@
     facepaint app --model data/model     # http://127.0.0.1:7860
 
 The page: upload a photo (or pick a demo portrait); the faces found are drawn on it with their indices
-(and the automatic BiSeNet mask, when its weights are there); correct or draw the mask with a brush (white
-= face) or upload a mask image; write a prompt, set the options and run. The result appears beside the
-input with a before/after slider, and the PNG that `EditResult.save` wrote (carrying its provenance) can be
-downloaded.
+(and the automatic mask: BiSeNet's when its weights are there, else the face mesh's outline); correct or
+draw the mask with a brush (white = face) or upload a mask image; write a prompt, set the options and run.
+The result appears beside the input with a before/after slider, and the PNG that `EditResult.save` wrote
+(carrying its provenance) can be downloaded.
 
 Every action is an API endpoint (`gradio_client`): `/detect` (the faces of a photo), `/load_mask` (a
 mask image into the mask editor), `/random_seed` and `/edit` (see README.md, "The web app").
@@ -49,7 +49,7 @@ from facepaint.common.errors import FacepaintError
 from facepaint.common.images import ImageError, load_rgb, resize_binary
 from facepaint.editing.detection import Face, FaceError
 from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options
-from facepaint.editing.helper import EditError, fit_mask
+from facepaint.editing.helper import MASK_BACKENDS, EditError, fit_mask
 from facepaint.editing.safety import UnsafeResultError
 from facepaint.method.masks import default_bisenet_path
 from facepaint.method.models import ModelLoadError
@@ -79,10 +79,18 @@ _editors_lock = threading.Lock()
 
 
 def editor_for(
-    model: str, *, bisenet_weights=None, detector_weights=None, device: str = "auto", safety_checker: bool = True
+    model: str,
+    *,
+    bisenet_weights=None,
+    detector_weights=None,
+    face_models=None,
+    mask_backend: str = "auto",
+    device: str = "auto",
+    safety_checker: bool = True,
 ) -> FaceEditor:
     """The FaceEditor of an artifact directory, loaded on first use and then shared by every request."""
-    key = (str(model), str(bisenet_weights), str(detector_weights), device, bool(safety_checker))
+    key = (str(model), str(bisenet_weights), str(detector_weights), str(face_models), mask_backend, device,
+           bool(safety_checker))  # fmt: skip
     with _editors_lock:
         if key not in _editors:
             log.info("loading the editor for %s", model)
@@ -91,6 +99,8 @@ def editor_for(
                 device=device,
                 bisenet_weights=bisenet_weights,
                 detector_weights=detector_weights,
+                face_models=face_models,
+                mask_backend=mask_backend,
                 safety_checker=safety_checker,
             )
             _run_locks[key] = threading.Lock()
@@ -177,7 +187,7 @@ class MaskStart:
 
     canvas: np.ndarray  # bool canvas x canvas
     mask: np.ndarray  # bool H x W
-    source: str  # "bisenet" or "upload NAME"
+    source: str  # the automatic mask ("bisenet", "mesh") or "upload NAME"
 
 
 def to_canvas_mask(mask: np.ndarray, canvas: int = EDITOR_CANVAS) -> np.ndarray:
@@ -232,17 +242,17 @@ def painted_layers(value) -> np.ndarray | None:
 def editor_mask(
     value, size: tuple[int, int], start: MaskStart | None = None, canvas: int = EDITOR_CANVAS
 ) -> tuple[np.ndarray | None, str] | None:
-    """(M at the photo's size = (width, height), where it came from) from the mask editor; M None means BiSeNet's
-    own (its automatic mask, uncorrected). `start`: the mask the app put into the editor; where the canvas
-    still shows it, its full-resolution pixels are kept, and only the strokes added or erased are scaled
-    back from the canvas. None when nothing is painted."""
+    """(M at the photo's size = (width, height), where it came from) from the mask editor; M None means the
+    automatic mask, uncorrected (the edit makes it itself). `start`: the mask the app put into the editor;
+    where the canvas still shows it, its full-resolution pixels are kept, and only the strokes added or erased
+    are scaled back from the canvas. None when nothing is painted."""
     painted = painted_layers(value)
     if painted is None:
         return None
     if start is None or painted.shape != start.canvas.shape or start.mask.shape != size[::-1]:
         return from_canvas_mask(painted, size, canvas), "drawn in the app"
     if np.array_equal(painted, start.canvas):
-        return (None, start.source) if start.source == "bisenet" else (start.mask, start.source)
+        return (None, start.source) if start.source in MASK_BACKENDS else (start.mask, start.source)
     added = from_canvas_mask(painted & ~start.canvas, size, canvas)
     erased = from_canvas_mask(start.canvas & ~painted, size, canvas)
     return (start.mask & ~erased) | added, f"{start.source}, corrected in the app"
@@ -293,7 +303,8 @@ def draw_faces(photo: np.ndarray, faces: list[Face], mask: np.ndarray | None = N
 
 
 def automatic_mask(editor: FaceEditor, photo: np.ndarray, faces, min_face: float) -> np.ndarray:
-    """BiSeNet's M of the selected faces, in photo pixels (each aligned face's mask warped back)."""
+    """The automatic M of the selected faces (BiSeNet's or the face mesh's), in photo pixels (each aligned face's
+    mask warped back)."""
     helper = editor.helper
     return helper.photo_mask(helper.prepare(photo, None, faces=faces, min_face=min_face))
 
@@ -307,25 +318,43 @@ def demo_examples(folder, n: int = N_EXAMPLES) -> list[str]:
     return [str(p.resolve()) for p in photos[:n]]
 
 
-def bisenet_status(weights) -> tuple[Path | None, str]:
-    """(the BiSeNet weights to use or None, why the automatic mask is or is not available)."""
-    if weights:
-        path = Path(weights)
+def mask_status(bisenet_weights, face_models=None) -> tuple[Path | None, str | None, str]:
+    """(the BiSeNet weights to use or None, the automatic mask the app offers: "bisenet", "mesh" or None, a line
+    for the page saying which and how to change it). BiSeNet (the paper's parser) when its weights are given or
+    cached; else the face mesh's outline (MediaPipe's model files, fetched once); else none (paint the face)."""
+    from facepaint.method import mediapipe
+
+    brush = "drawn in green; correct it with the brush."
+    bisenet, why_not = None, ""
+    if bisenet_weights:
+        path = Path(bisenet_weights)
         if path.is_file():
-            return path, f"Automatic face mask: BiSeNet with `{path}`, drawn in green; correct it with the brush."
-        return None, (
-            f"**Automatic face mask unavailable**: `--bisenet-weights {path}` does not exist. Start the app with "
-            f"`--bisenet-weights PATH` to `parsing_bisenet.pth`. Meanwhile paint the face white in the mask "
-            f"editor, or upload a mask image (white = face)."
+            bisenet = path
+        else:
+            why_not = f"`--bisenet-weights {path}` does not exist. "
+    elif default_bisenet_path().is_file():
+        bisenet = default_bisenet_path()
+    if bisenet is not None:
+        return bisenet, "bisenet", f"Automatic face mask: BiSeNet with `{bisenet}`, {brush}"
+    try:
+        mediapipe.model_dir(face_models)
+    except ModelLoadError as e:
+        return (
+            None,
+            None,
+            (
+                f"**Automatic face mask unavailable**: {why_not}no BiSeNet weights (`--bisenet-weights PATH`), and "
+                f"the face mesh's model files are missing: {e} Meanwhile paint the face white in the mask editor, or "
+                "upload a mask image (white = face)."
+            ),
         )
-    cached = default_bisenet_path()
-    if cached.is_file():
-        return cached, f"Automatic face mask: BiSeNet with `{cached}`, drawn in green; correct it with the brush."
-    return None, (
-        f"**Automatic face mask unavailable**: no BiSeNet weights were given and none are in facexlib's cache "
-        f"(`{cached}`). To enable it, start the app with `facepaint app --bisenet-weights PATH` "
-        f"(`parsing_bisenet.pth`). Meanwhile paint the face white in the mask editor, or upload a mask image "
-        f"(white = face)."
+    return (
+        None,
+        "mesh",
+        (
+            f"{why_not}Automatic face mask: the face mesh's outline (MediaPipe), {brush} BiSeNet, the paper's face "
+            "parser, is used instead when the app is started with `--bisenet-weights PATH`."
+        ),
     )
 
 
@@ -337,6 +366,7 @@ class AppConfig:
     model: str = DEFAULT_MODEL  # an artifact directory or `models:/facepaint@champion`
     bisenet_weights: str | None = None
     detector_weights: str | None = None
+    face_models: str | None = None  # a folder of MediaPipe's model files (None: the cache, fetched once)
     device: str = "auto"
     max_pixels: int = MAX_PIXELS
     max_file_size: str | int = MAX_FILE_SIZE
@@ -361,7 +391,7 @@ class App:
         self.choices = [config.model] + [r for r in found if r != config.model]
         self._resolved = {config.model: self.model}
         self._resolving = threading.Lock()
-        self.bisenet, self.mask_notice = bisenet_status(config.bisenet_weights)
+        self.bisenet, self.auto_mask, self.mask_notice = mask_status(config.bisenet_weights, config.face_models)
         self.workdir = Path(config.workdir or tempfile.mkdtemp(prefix="facepaint-app-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.examples = demo_examples(config.examples)
@@ -382,13 +412,15 @@ class App:
             self.model_dir(choice),
             bisenet_weights=self.bisenet,
             detector_weights=self.config.detector_weights,
+            face_models=self.config.face_models,
+            mask_backend=self.auto_mask or "auto",
             device=self.config.device,
             safety_checker=self.config.safety_checker,
         )
 
     def detect(self, photo_path, faces="all", min_face=CHOICES.min_face, model=None):
         """(overlay image, mask editor value, faces as JSON, status, MaskStart or None): the faces of the photo,
-        numbered; the automatic mask (of `model`, one of `choices`) when BiSeNet is available. Raises for a
+        numbered; the automatic mask (of `model`, one of `choices`) when there is one. Raises for a
         photo that cannot be used."""
         if photo_path is None:
             return None, None, [], "Upload a photo (or pick a demo portrait) to start.", None
@@ -400,7 +432,7 @@ class App:
         with _run_lock(editor):  # the detector and parser are the editor's: one request at a time uses them
             found, detector = editor.helper.detect(photo, min_face)
             auto, why = None, None
-            if self.bisenet is not None:
+            if self.auto_mask is not None:
                 try:
                     auto = automatic_mask(editor, photo, faces, min_face)
                 except USER_ERRORS as e:
@@ -410,7 +442,7 @@ class App:
             f"**{name}**: {w}x{h}, {len(found)} face(s) of at least {min_face:g} px found by {detector}"
             + (" (numbered on the overlay, left to right)." if found else ".")
         ]
-        if self.bisenet is not None:
+        if self.auto_mask is not None:
             lines.append(
                 f"No automatic mask: {why}"
                 if auto is None
@@ -423,7 +455,7 @@ class App:
         lines += [f"Note: {n}" for n in notes]
         overlay = shrink(draw_faces(photo, found, auto))
         value, on_canvas = mask_editor_value(photo, auto)
-        start = None if on_canvas is None else MaskStart(on_canvas, auto, "bisenet")
+        start = None if on_canvas is None else MaskStart(on_canvas, auto, self.auto_mask)
         return overlay, value, [f.to_json() for f in found], "\n\n".join(lines), start
 
     def load_mask(self, photo_path, mask_path):
@@ -503,11 +535,11 @@ class App:
             if not mask.any():
                 raise EditError(f"mask {mask_name} is empty: the face must be white")
             return mask, f"upload {mask_name}"
-        if self.bisenet is not None:
-            return None, "bisenet"
+        if self.auto_mask is not None:
+            return None, self.auto_mask
         raise EditError(
-            "no face mask: the automatic mask is unavailable (no BiSeNet weights; start the app with "
-            "--bisenet-weights PATH to enable it). Paint the face white in the mask editor, or upload a mask image."
+            "no face mask: the automatic mask is unavailable (see the line above the photo). Paint the face white "
+            "in the mask editor, or upload a mask image."
         )
 
 
@@ -562,6 +594,7 @@ def build_app(
     *,
     bisenet_weights=None,
     detector_weights=None,
+    face_models=None,
     device: str = "auto",
     max_pixels: int = MAX_PIXELS,
     max_file_size: str | int = MAX_FILE_SIZE,
@@ -578,6 +611,7 @@ def build_app(
             model=str(model),
             bisenet_weights=None if bisenet_weights is None else str(bisenet_weights),
             detector_weights=None if detector_weights is None else str(detector_weights),
+            face_models=None if face_models is None else str(face_models),
             device=device,
             max_pixels=max_pixels,
             max_file_size=max_file_size,
@@ -801,6 +835,7 @@ def launch(
     concurrency: int = 1,
     bisenet_weights=None,
     detector_weights=None,
+    face_models=None,
     device: str = "auto",
     max_pixels: int = MAX_PIXELS,
     max_file_size: str | int = MAX_FILE_SIZE,
@@ -818,6 +853,7 @@ def launch(
         model,
         bisenet_weights=bisenet_weights,
         detector_weights=detector_weights,
+        face_models=face_models,
         device=device,
         max_pixels=max_pixels,
         max_file_size=max_file_size,

@@ -153,6 +153,28 @@ def test_uploads_that_cannot_be_used_say_why(tmp_path):
     assert photo.shape == (2000, 3000, 3) and name == "big.png"
 
 
+def test_without_parser_weights_the_automatic_mask_is_the_face_mesh(tiny_artifact, monkeypatch, tmp_path):
+    """No BiSeNet weights anywhere: the page says the automatic mask is the face mesh's; `/detect` on the
+    public-domain astronaut puts it into the mask editor, and edited uncorrected the edit runs the mesh mask
+    itself (provenance mask "mesh")."""
+    from facepaint.apps import web
+    from facepaint.apps.web import App, AppConfig, EditRequest
+    from tests.editing import astronaut
+
+    monkeypatch.setattr(web, "default_bisenet_path", lambda: tmp_path / "absent.pth")
+    monkeypatch.setattr("facepaint.editing.helper.default_bisenet_path", lambda: tmp_path / "absent.pth")
+    app = App(AppConfig(str(tiny_artifact.path), examples=None, releases=False, workdir=str(tmp_path)))
+    assert app.auto_mask == "mesh" and app.mask_notice.startswith("Automatic face mask: the face mesh")
+    Image.fromarray(astronaut.photo()).save(tmp_path / "astronaut.png")
+    overlay, value, faces, status, start = app.detect(tmp_path / "astronaut.png")
+    assert "The automatic mask is in green" in status and len(faces) == 1
+    assert start.source == "mesh" and start.mask[astronaut.face_mask()].mean() > 0.95
+    request = EditRequest(tmp_path / "astronaut.png", value, None, "all", 64, PROMPT, "", 0, 2, 7.5, 1, True, False,
+                          start=start)  # fmt: skip
+    _, png, provenance, status = app.edit(request)
+    assert provenance["mask"] == "mesh" and Path(png).is_file() and "Edited face(s) 0" in status
+
+
 @pytest.mark.fixture
 def test_the_automatic_mask_goes_to_the_editor_and_is_used_as_bisenet(
     tiny_artifact, random_bisenet_weights, fixture_root, tmp_path
@@ -293,7 +315,7 @@ def test_the_page_edits_a_photo_in_a_browser(server, browser, fixture_root, tiny
     page.set_default_timeout(120_000)
     page.goto(url)
     notice = page.locator("#mask-notice").inner_text()
-    assert "Automatic face mask unavailable" in notice and "--bisenet-weights" in notice
+    assert "Automatic face mask: the face mesh" in notice and "--bisenet-weights" in notice
 
     # 1. bad uploads: a clear message in the page, no traceback; the server goes on serving
     upload = page.locator("#photo input[type=file]")

@@ -275,8 +275,6 @@ def test_the_automatic_mask_without_parser_weights_is_the_face_mesh(monkeypatch,
     assert iou(auto, mask) > 0.6  # the mesh's reaches the hairline; the painted ellipse stops at the brows
 
 
-
-
 @pytest.fixture(scope="module")
 def helper():
     return FaceHelper(RES, PARTS, detector="opencv", device="cpu")

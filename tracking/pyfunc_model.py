@@ -10,8 +10,9 @@
     # (faces: all | largest | "0,2"; min_face px), as text or numbers
     out["image"][0]        # PNG bytes of the edited photo: its provenance in a text chunk, a signed C2PA manifest
 
-Faces are detected and each selected face is edited (facepaint.editing.helper); without a mask BiSeNet parses
-each one (its weights must be available, see facepaint.method.masks).
+Faces are detected and each selected face is edited (facepaint.editing.helper); without a mask the automatic
+mask is BiSeNet's when its weights are available (see facepaint.method.masks), else the face mesh's outline
+(MediaPipe's model files are logged with the model).
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ class FacepaintModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from facepaint.editing.editor import FaceEditor
 
-        self.editor = FaceEditor.from_artifact(context.artifacts["artifact"])
+        # MediaPipe's face models travel with the logged model (registry.log_model), so serving needs no fetch
+        self.editor = FaceEditor.from_artifact(
+            context.artifacts["artifact"], face_models=context.artifacts.get("face_models")
+        )
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Edit each row's photo. A request the model cannot honour (a bad option, an image or mask that

@@ -87,7 +87,7 @@ def log_pyfunc(artifact_dir: str | os.PathLike) -> str:
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-            artifacts={"artifact": str(artifact_dir)},
+            artifacts=model_artifacts(artifact_dir),
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),
@@ -118,6 +118,23 @@ def check_serving_input(model_uri: str, serving_input) -> None:
     rows, _ = read_request(data, params)
     if not rows:
         raise ValueError(f"the input example of {model_uri} has no rows")
+
+
+def model_artifacts(artifact_dir) -> dict[str, str]:
+    """What the pyfunc model carries: the trained artifact and MediaPipe's face model files (the offline detector
+    and the face mesh mask), so a served model does not fetch them; without them (no pip access here) it would
+    fetch them when first loaded, and the log says so."""
+    from facepaint.method import mediapipe
+    from facepaint.method.models import ModelLoadError
+
+    out = {"artifact": str(artifact_dir)}
+    try:
+        out["face_models"] = str(mediapipe.model_dir())
+    except ModelLoadError as e:
+        import warnings
+
+        warnings.warn(f"the logged model will fetch MediaPipe's face models when first loaded: {e}", stacklevel=2)
+    return out
 
 
 def pip_requirements() -> list[str]:

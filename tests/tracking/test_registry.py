@@ -121,6 +121,27 @@ def test_pyfunc_model_loads_and_edits_a_photo(logged):
     assert model.metadata.signature is not None
 
 
+def test_pyfunc_model_without_a_mask_uses_the_face_mesh_it_carries(logged, monkeypatch, tmp_path):
+    """No mask and no BiSeNet weights: the served model finds the astronaut's face with the MediaPipe files logged
+    beside it (not the cache: that is emptied here) and edits it with the face mesh's mask."""
+    import io
+
+    import mlflow
+    from PIL import Image
+
+    from tests.editing import astronaut
+
+    monkeypatch.setenv("FACEPAINT_FACE_MODELS", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("facepaint.editing.helper.default_bisenet_path", lambda: tmp_path / "absent.pth")
+    buf = io.BytesIO()
+    Image.fromarray(astronaut.photo()).save(buf, format="PNG")
+    model = mlflow.pyfunc.load_model(logged)
+    out = model.predict(pd.DataFrame({"image": [buf.getvalue()], "prompt": ["a smiling woman"]}), params={"steps": 2})
+    prov = json.loads(out["provenance"][0])
+    assert prov["mask"] == "mesh" and prov["detector"] == "mediapipe-blazeface"
+    assert not (tmp_path / "empty-cache").exists()  # nothing was fetched
+
+
 def test_a_request_is_read_by_the_one_parser_of_user_values():
     """`read_request` checks and decodes a request without the model: the rows, and the params as
     (SamplingOptions, EditChoices) read by parse_edit_options (text as a command line sends it, "false" is False);

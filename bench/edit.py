@@ -59,8 +59,10 @@ The group case (`--group`, issue 13): a 4000x3000 composite of 4 CelebAMask-HQ f
 wide, rolled by up to 20 degrees; needs ../shared/fixtures/celebamask-hq-mini or --fixture) with the
 faces' annotated masks as the user's mask, edited through `FaceEditor.edit` (`optimized` variant) at each
 step count: seconds per photo and per face, and the face pipeline's overhead timed on its own: detection
-(RetinaFace with --detector-weights, else OpenCV's cascade), alignment, mask cutting and crops
-(`editor.helper.prepare`) plus paste-back (`editor.helper.paste`), as a share of a 25-step edit. When 25 is not
+(RetinaFace with --detector-weights, else MediaPipe), alignment, mask cutting and crops
+(`editor.helper.prepare`) plus paste-back (`editor.helper.paste`), as a share of a 25-step edit. Then the face
+pipeline alone for MediaPipe and OpenCV's cascade side by side (`face_pipelines`, issue 21: detection + landmarks
++ the face mesh masks + paste-back, target under 0.5 s per 12 MP photo with 4 faces on 2 cores). When 25 is not
 among the step counts, the 25-step edit is extrapolated from the two smallest (fixed cost + 25 x the cost
 of a step), and the json says so.
 
@@ -325,8 +327,10 @@ def bench_group(
         f"paste-back {paste_s:.2f} s; overhead {overhead:.2f} s"
         + ("" if share is None else f" = {100 * share:.1f}% of a {GROUP_STEPS}-step edit ({full25:.1f} s, {how})")
     )
+    pipelines = face_pipelines(photo, truths, mask, editor.conditions, sigma_px, repeats)
     return {
         "size": list(GROUP_SIZE),
+        "face_pipelines": pipelines,
         "faces_found": len(found),
         "faces_edited": n,
         "face_widths_px": widths,
@@ -341,6 +345,50 @@ def bench_group(
         "target_share": 0.10,
         "by_steps": per_steps,
     }
+
+
+def face_pipelines(photo, truths, mask, conditions, sigma_px: float, repeats: int) -> dict:
+    """The face pipeline alone (no generation) on the group photo, per detector: detection + landmarks (+ the face
+    mesh), the automatic `mesh` masks, alignment and crops (`helper.prepare`), and paste-back (`helper.paste`);
+    and the same with the user's mask. The faces found and the false ones, against the composite's truths.
+    Target (issue 21): under 0.5 s per 12 MP photo with 4 faces on 2 CPU cores."""
+    from facepaint.editing.helper import FaceHelper
+    from tools.composites import match
+
+    out = {}
+    for kind in ("mediapipe", "opencv"):
+        helper = FaceHelper(conditions.resolution, conditions.parts, detector=kind, mask_backend="mesh", device="cpu")
+        helper.face_detector(), helper.face_mesh()  # loaded before the clock starts
+        faces, name = helper.detect(photo)
+        hit, false = match(faces, truths)
+        row = {"detector": name, "faces": len(truths), "found": len(hit), "false": len(false)}
+        for what, m in (("mesh_mask", None), ("user_mask", mask)):
+            prep_s, _, _ = measure(partial(helper.prepare, photo, m), torch.device("cpu"), repeats)
+            prepared = helper.prepare(photo, m)
+            fake = [job.image for job in prepared.jobs]
+            paste_s, _, _ = measure(
+                partial(helper.paste, prepared, fake, sigma_px, True), torch.device("cpu"), repeats
+            )
+            row[what] = {
+                "edited": len(prepared.jobs),
+                "prepare_seconds": round(prep_s, 3),
+                "paste_back_seconds": round(paste_s, 3),
+                "total_seconds": round(prep_s + paste_s, 3),
+                "target_met": prep_s + paste_s < 0.5,
+            }
+        out[kind] = row
+    print(f"face pipeline on the {photo.shape[1]}x{photo.shape[0]} photo ({len(truths)} faces), no generation, "
+          f"{torch.get_num_threads()} threads:")  # fmt: skip
+    head = f"  {'detector':<22} {'found':>6} {'false':>6}  {'mesh masks: prep + paste = total':>34}"
+    print(f"{head}  {'user mask: total':>17}")
+    for row in out.values():
+        a, b = row["mesh_mask"], row["user_mask"]
+        print(
+            f"  {row['detector']:<22} {row['found']:>3}/{row['faces']:<2} {row['false']:>6}  "
+            f"{a['prepare_seconds']:>10.3f} + {a['paste_back_seconds']:.3f} = {a['total_seconds']:.3f} s "
+            f"({'<' if a['target_met'] else '>='} 0.5)  {b['total_seconds']:>13.3f} s"
+        )
+    return out
 
 
 # -------------------------------------------------------------------------------------------- main

@@ -60,6 +60,7 @@ NOSE_TIP, MOUTH_LEFT_IN_PHOTO, MOUTH_RIGHT_IN_PHOTO = 4, 61, 291
 # the eye line to the oval's top (fitted on the CelebAMask-HQ fixture by tools/face_eval.py: the IoU against the
 # annotated face is highest there).
 FOREHEAD_RAISE = 0.25
+SURE = 20.0  # a face-mesh presence logit this high is a face seen the right way up (measured: ~40; upside down < 7)
 
 
 # ------------------------------------------------------------------------------------------- model files
@@ -343,9 +344,13 @@ class BlazeFace:
     def detect(self, photo: np.ndarray, min_face: float = 40.0) -> list[Detection]:
         h, w = photo.shape[:2]
         s = self.full.model.size
-        found = [self.full(photo), self.short(photo)]
-        for k in self.levels(h, w, min_face):
-            level = _area_resize(photo, round(w * k), round(h * k))
+        levels = self.levels(h, w, min_face)
+        found = []
+        # the pyramid: the photo shrunk once (area averaging) to the first level, each next level halved from
+        # the one before, and the whole-photo passes from the smallest: one pass over the photo's pixels
+        level = photo
+        for k in levels:
+            level = _area_resize(level, round(w * k), round(h * k))
             lh, lw = level.shape[:2]
             for kk, x, y in self.tiles(h, w, min_face):
                 if kk != k:
@@ -365,6 +370,11 @@ class BlazeFace:
                 d[:, 4::2] += x
                 d[:, 5::2] += y
                 found.append((d / k, sc))
+        small = level if levels else photo  # the smallest level, already near the input's size
+        back = max(w, h) / max(small.shape[:2])
+        for model in (self.full, self.short):
+            d, sc = model(small)
+            found.append((d * back, sc))
         dets = np.concatenate([d for d, _ in found])
         scores = np.concatenate([s for _, s in found])
         return [d for d in merge(dets, scores) if max(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= 0.5 * min_face]
@@ -412,13 +422,14 @@ class FaceMesh:
         return photo_pts, float(flag.ravel()[0])
 
     def best(self, photo: np.ndarray, box, roll: float) -> tuple[np.ndarray, float]:
-        """`landmarks` of the face in `box`, seen turned by `roll` and by `roll` + 180 degrees (a detector's
-        keypoints can point the wrong way on a face turned far from upright), the more confident of the two,
+        """`landmarks` of the face in `box`, seen turned by `roll`, and unless that is `SURE`, by `roll` + 180
+        degrees too (a detector's keypoints can point the wrong way on a face turned far from upright), the more
+        confident of the two,
         then again from its own eye line and extent (as MediaPipe tracks a face from its landmarks) until the eye
         line moves by under 2 degrees."""
-        points, logit = max(
-            (self.landmarks(photo, box, roll), self.landmarks(photo, box, roll + 180.0)), key=lambda r: r[1]
-        )
+        points, logit = self.landmarks(photo, box, roll)
+        if logit < SURE:  # upright faces score ~40; seen upside down, under 7: try the other way up
+            points, logit = max((points, logit), self.landmarks(photo, box, roll + 180.0), key=lambda r: r[1])
         if logit < self.threshold:
             return points, logit
         for _ in range(4):  # a face turned far from upright converges in two or three passes

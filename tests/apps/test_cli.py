@@ -312,11 +312,13 @@ def test_detect_lists_the_faces_and_edit_picks_them(tiny_artifact, fixture_root,
     args = ["detect", str(tmp_path / "group.png"), "--json", str(tmp_path / "faces.json")]
     assert main([*args, "--preview", str(tmp_path / "preview.png")]) == 0
     out = capsys.readouterr().out
-    assert "3 face(s)" in out and "face 2: box [" in out
+    assert "3 face(s) found by mediapipe-blazeface" in out and "face 2: box [" in out and "landmarks" in out
+    assert "--min-face" not in out  # every face listed is at least --min-face wide, as the heading implies
     listed = json.loads((tmp_path / "faces.json").read_text())
-    assert listed["detector"] == "opencv-haar" and len(listed["faces"]) == 3
+    assert listed["detector"] == "mediapipe-blazeface" and len(listed["faces"]) == 3 and listed["min_face"] == 64
     centres = [(f["box"][0] + f["box"][2]) / 2 for f in listed["faces"]]
-    assert centres == sorted(centres) and all(f["landmarks"] is None for f in listed["faces"])
+    assert centres == sorted(centres)
+    assert all(len(f["landmarks"]) == 5 and len(f["outline"]) == 36 for f in listed["faces"])
     for f, t in zip(listed["faces"], sorted(truths, key=lambda t: t.centre[0])):
         assert abs((f["box"][0] + f["box"][2]) / 2 - t.centre[0]) < 0.5 * t.width
     assert Image.open(tmp_path / "preview.png").size == (1203, 801)
@@ -326,7 +328,7 @@ def test_detect_lists_the_faces_and_edit_picks_them(tiny_artifact, fixture_root,
     assert main([*base, "--out", str(tmp_path / "two.png"), "--faces", "0,2"]) == 0
     assert "edited 2 face(s)" in capsys.readouterr().err
     prov = read_provenance(tmp_path / "two.png")
-    assert [f["index"] for f in prov["faces"]] == [0, 2] and prov["detector"] == "opencv-haar"
+    assert [f["index"] for f in prov["faces"]] == [0, 2] and prov["detector"] == "mediapipe-blazeface"
     assert main([*base, "--out", str(tmp_path / "bad.png"), "--faces", "4"]) == 1
     err = capsys.readouterr().err
     assert "face index [4] does not exist" in err and "facepaint detect" in err
@@ -338,8 +340,8 @@ def test_detect_lists_the_faces_and_edit_picks_them(tiny_artifact, fixture_root,
     err = capsys.readouterr().err
     assert "RetinaFace weights not found" in err and "--detector opencv" in err and len(err.splitlines()) == 1
     Image.new("RGB", (300, 200), (128, 128, 128)).save(tmp_path / "wall.png")
-    assert main(["detect", str(tmp_path / "wall.png")]) == 1
-    assert "no face found in " + str(tmp_path / "wall.png") in capsys.readouterr().err
+    assert main(["detect", str(tmp_path / "wall.png")]) == 0  # a valid photo without faces is not an error
+    assert "no face found by mediapipe-blazeface" in capsys.readouterr().out
     no_mask = ["edit", str(tmp_path / "wall.png"), "--prompt", "a face", "--model", str(tiny_artifact.path), *FAST]
     Image.new("L", (300, 200)).save(tmp_path / "wall-mask.png")
     assert main([*no_mask, "--out", str(tmp_path / "wall-out.png"), "--mask", str(tmp_path / "wall-mask.png")]) == 1

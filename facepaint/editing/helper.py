@@ -63,6 +63,7 @@ MASK_HINT = (
 )
 MASK_BACKENDS = ("auto", "bisenet", "mesh")  # auto: bisenet when its weights are given or cached, else mesh
 CROP_MARGIN = 0.04  # a face's crop is widened until its mask region is this far (x the crop) inside its edges
+SPECK = 0.25  # a mask region over no face box, at most this x a face's width and inside its crop, goes with it
 GROUP_REACH = 1.0  # mask regions over no face closer than this x their size are one region (a face painted in parts)
 
 
@@ -272,8 +273,9 @@ class FaceHelper:
 
     def _user_jobs(self, photo, m, found: list[Face], faces, min_face: float, name, source, notes) -> list[FaceJob]:
         """The faces a user's mask edits. Each connected region of `m` goes to the detected face whose box holds
-        most of it (none: it is a region over no face); a face's crop holds all of its regions. Regions over no
-        face, and those near them, are edited together in their own padded square, with a warning naming them.
+        most of it (none: it is a region over no face); a face's crop holds all of its regions. A speck over no
+        face (at most SPECK x a face's width, inside its crop) goes with that face; other regions over no face,
+        and those near them, are edited together in their own padded square, with a warning naming them.
         With `faces` a selection: a region over an unselected face is left with a warning, and a mask over
         none of the selected faces is an EditError. A face narrower than `min_face` that the mask marks is
         edited, with a warning."""
@@ -304,6 +306,20 @@ class FaceHelper:
                 per_face[j].append(c)
             else:
                 left.append(c)
+        if loose and per_face:  # a speck of paint inside a selected face's crop is edited with that face
+            frames = {i: alignment.align(found[i], self.resolution) for i in per_face}
+            for c in list(loose):
+                x, y, cw, ch = (float(v) for v in stats[c, :4])
+                corners = np.array([[x, y, 1], [x + cw, y, 1], [x, y + ch, 1], [x + cw, y + ch, 1]])
+                near = []
+                for i, matrix in frames.items():
+                    uv = corners @ matrix.T
+                    lo, hi = CROP_MARGIN * self.resolution, (1 - CROP_MARGIN) * self.resolution
+                    if max(cw, ch) <= SPECK * found[i].width and (uv >= lo).all() and (uv <= hi).all():
+                        near.append((float(np.abs(uv - self.resolution / 2).max()), i))
+                if near:
+                    per_face[min(near)[1]].append(c)
+                    loose.remove(c)
         if sel != "all" and not any(per_face.values()):
             picked = ", ".join(f"{i} at {[round(v) for v in found[i].box]}" for i in chosen) or "none"
             raise EditError(
@@ -327,12 +343,12 @@ class FaceHelper:
                     "the mask marks it",
                     stacklevel=4,
                 )
-            own = np.isin(labels, comps)
+            own = _regions(labels, stats, comps)
             job = self._face_job(photo, found, i, notes, photo_mask=own)
             job.mask_from = f"{source} ({len(comps)} region{'s' if len(comps) > 1 else ''})"
             jobs.append(job)
         for group in group_regions(stats, loose):
-            own = np.isin(labels, group)
+            own = _regions(labels, stats, group)
             x0, y0 = stats[group, :2].min(0)
             x1, y1 = (stats[group, :2] + stats[group, 2:4]).max(0)
             job = self.mask_job(photo, own, name, notes)
@@ -488,12 +504,22 @@ class FaceHelper:
 def hold(matrix: np.ndarray, mask: np.ndarray, resolution: int, margin: float = CROP_MARGIN):
     """(`matrix` photo -> crop, widened about the crop's centre until every pixel of the photo-size `mask` lies
     at least `margin` x the crop inside its edges; the widening factor, 0.0 when none was needed)."""
-    ys, xs = np.nonzero(mask)
-    if not len(xs):
+    rows = np.flatnonzero(mask.any(1))
+    if not len(rows):
         return matrix, 0.0
+    # an affine map is extreme at a row's first or last pixel: those alone, of the rows that have any
+    sub = mask[rows[0] : rows[-1] + 1]
+    cols = np.flatnonzero(sub.any(0))
+    sub = sub[:, cols[0] : cols[-1] + 1]
+    has = sub.any(1)
+    first = sub.argmax(1)[has]
+    last = sub.shape[1] - 1 - sub[:, ::-1].argmax(1)[has]
+    ys = (np.flatnonzero(has) + rows[0]).astype(np.float64)
+    xs = np.concatenate([first, last]).astype(np.float64) + cols[0]
+    ys = np.concatenate([ys, ys])
     # the pixels' outer corners, so the whole pixel is inside
-    px = np.concatenate([xs - 0.5, xs + 0.5]).astype(np.float64)
-    py = np.concatenate([ys - 0.5, ys + 0.5]).astype(np.float64)
+    px = np.concatenate([xs - 0.5, xs + 0.5, xs - 0.5, xs + 0.5])
+    py = np.concatenate([ys - 0.5, ys - 0.5, ys + 0.5, ys + 0.5])
     u = matrix[0, 0] * px + matrix[0, 1] * py + matrix[0, 2] + 0.5
     v = matrix[1, 0] * px + matrix[1, 1] * py + matrix[1, 2] + 0.5
     c, room = resolution / 2, resolution * (0.5 - margin)
@@ -504,6 +530,15 @@ def hold(matrix: np.ndarray, mask: np.ndarray, resolution: int, margin: float = 
     shrink = np.array([[f, 0.0], [0.0, f]])
     out = np.hstack([shrink @ matrix[:, :2], (shrink @ (matrix[:, 2] + 0.5 - c) + c - 0.5)[:, None]])
     return out, 1 / f
+
+
+def _regions(labels: np.ndarray, stats: np.ndarray, comps: list[int]) -> np.ndarray:
+    """The photo-size bool mask of connected components `comps` (read only inside their boxes: a 12 MP photo)."""
+    x0, y0 = stats[comps, :2].min(0)
+    x1, y1 = (stats[comps, :2] + stats[comps, 2:4]).max(0)
+    own = np.zeros(labels.shape, bool)
+    own[y0:y1, x0:x1] = np.isin(labels[y0:y1, x0:x1], comps)
+    return own
 
 
 def group_regions(stats: np.ndarray, comps: list[int], reach: float = GROUP_REACH) -> list[list[int]]:

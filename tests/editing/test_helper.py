@@ -3,6 +3,8 @@ authority region by region, or the automatic mask), `FaceHelper.paste` and `phot
 them: `territory`, `hold`, `group_regions`, `paste` and `composite`, on composites of real portraits (the
 fixture's and the public-domain astronaut's)."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -246,6 +248,45 @@ def test_a_mask_over_none_of_the_selected_faces_is_an_error():
     with pytest.warns(UserWarning, match=r"covers face 1, which faces=\[0\] does not select: left unedited"):
         prepared = helper.prepare(photo, mask, faces="0")
     assert [job.index for job in prepared.jobs] == [0]  # face 2's region is left too
+
+
+def test_a_speck_beside_a_face_goes_with_it_and_a_missed_face_does_not():
+    """A stray dab of paint just outside a face's box (inside its crop) is edited in that face's crop, with no
+    warning; a face-sized region beside it is not a speck: its own crop, with the warning."""
+    photo, faces, mask, _ = astronaut.heads()
+    cx, cy = np.round(faces[1].centre).astype(int)
+    (middle,) = [r for r in regions(mask) if r[cy, cx]]
+    ys, xs = np.nonzero(middle)
+    x, y = xs.max() + 4, cy  # 4 px right of the face's mask region, outside its box
+    dab = mask.copy()
+    dab[y : y + 4, x : x + 4] = True
+    assert x > faces[1].box[2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepared = given_helper(faces).prepare(photo, dab, min_face=0)
+    (job,) = [j for j in prepared.jobs if j.index == 1]
+    assert np.array_equal(job_mask(job, dab.shape), middle | (dab & ~mask)) and "2 regions" in job.mask_from
+    assert len(prepared.jobs) == 3
+    with pytest.warns(UserWarning, match="is edited in its own crop"):
+        prepared = given_helper([faces[0], faces[2]]).prepare(photo, mask)  # the middle face: not a speck
+    assert [job.index for job in prepared.jobs] == [0, 1, None]
+
+
+def test_hold_reads_the_mask_like_every_pixel_on_a_turned_crop():
+    rng = np.random.default_rng(0)
+    face = Face((60, 50, 110, 100), 1, roll=25.0)
+    m = align(face, 32)
+    mask = rng.random((220, 240)) > 0.999  # scattered pixels reaching past the crop
+    wide, factor = hold(m, mask, 32)
+    assert factor > 1
+    ys, xs = np.nonzero(mask)
+    reach = 0.0
+    for dx in (-0.5, 0.5):  # every corner of every pixel
+        for dy in (-0.5, 0.5):
+            u = wide[0, 0] * (xs + dx) + wide[0, 1] * (ys + dy) + wide[0, 2] + 0.5
+            v = wide[1, 0] * (xs + dx) + wide[1, 1] * (ys + dy) + wide[1, 2] + 0.5
+            reach = max(reach, np.abs(u - 16).max(), np.abs(v - 16).max())
+    assert np.isclose(reach, 16 * (1 - 2 * 0.04))  # inside by the margin, and no wider than needed
 
 
 def test_a_face_crop_is_widened_to_hold_its_whole_mask_region():

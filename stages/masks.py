@@ -43,7 +43,10 @@ def run(
     df, report = compute_masks(root, ids, cfg, progress=progress, parser=parser)
     finish(report, cfg.max_unusable_fraction)
     name = parser_name(parser)
-    why_not = "no automatic mask back-end ran (masks.backend: annotations and no masks.bisenet_weights)"
+    why_not = (
+        "no automatic mask back-end ran (masks.backend: annotations and no masks.bisenet_weights; "
+        "masks.backend: mesh runs the face mesh offline)"
+    )
     iou = iou_summary(df, name, why_not)
     if len(df):
         print(f"masks: beta mean {df.beta.mean():.3f} (min {df.beta.min():.3f}, max {df.beta.max():.3f})")

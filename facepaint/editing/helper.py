@@ -63,8 +63,9 @@ MASK_HINT = (
 )
 MASK_BACKENDS = ("auto", "bisenet", "mesh")  # auto: bisenet when its weights are given or cached, else mesh
 CROP_MARGIN = 0.04  # a face's crop is widened until its mask region is this far (x the crop) inside its edges
-SPECK = 0.25  # a mask region over no face box, at most this x a face's width and inside its crop, goes with it
-GROUP_REACH = 1.0  # mask regions over no face closer than this x their size are one region (a face painted in parts)
+STRAY = 0.25  # a mask region over no face box, inside a face's crop and of at most this x its width^2 pixels,
+# is edited with that face (a stroke over the hair, a dab beside the chin); a missed face's region is larger
+GROUP_REACH = 1.0  # a small mask region over no face this close (x a larger one's size) is edited with it
 
 
 class EditError(FacepaintError):
@@ -273,9 +274,10 @@ class FaceHelper:
 
     def _user_jobs(self, photo, m, found: list[Face], faces, min_face: float, name, source, notes) -> list[FaceJob]:
         """The faces a user's mask edits. Each connected region of `m` goes to the detected face whose box holds
-        most of it (none: it is a region over no face); a face's crop holds all of its regions. A speck over no
-        face (at most SPECK x a face's width, inside its crop) goes with that face; other regions over no face,
-        and those near them, are edited together in their own padded square, with a warning naming them.
+        most of it (none: it is a region over no face); a face's crop holds all of its regions. A stray stroke
+        over no face box (inside a face's crop, at most STRAY x its width^2 pixels) goes with that face; other
+        regions over no face (with the small ones near them, `group_regions`) are edited in their own padded
+        square, with a warning naming them.
         With `faces` a selection: a region over an unselected face is left with a warning, and a mask over
         none of the selected faces is an EditError. A face narrower than `min_face` that the mask marks is
         edited, with a warning."""
@@ -306,7 +308,7 @@ class FaceHelper:
                 per_face[j].append(c)
             else:
                 left.append(c)
-        if loose and per_face:  # a speck of paint inside a selected face's crop is edited with that face
+        if loose and per_face:  # a stray stroke inside a selected face's crop is edited with that face
             frames = {i: alignment.align(found[i], self.resolution) for i in per_face}
             for c in list(loose):
                 x, y, cw, ch = (float(v) for v in stats[c, :4])
@@ -315,7 +317,8 @@ class FaceHelper:
                 for i, matrix in frames.items():
                     uv = corners @ matrix.T
                     lo, hi = CROP_MARGIN * self.resolution, (1 - CROP_MARGIN) * self.resolution
-                    if max(cw, ch) <= SPECK * found[i].width and (uv >= lo).all() and (uv <= hi).all():
+                    small = stats[c, 4] <= STRAY * found[i].width ** 2
+                    if small and (uv >= lo).all() and (uv <= hi).all():
                         near.append((float(np.abs(uv - self.resolution / 2).max()), i))
                 if near:
                     per_face[min(near)[1]].append(c)
@@ -335,11 +338,12 @@ class FaceHelper:
         jobs = []
         for i, comps in per_face.items():
             if not comps:
+                notes.append(f"face {i} at {[round(v) for v in found[i].box]} is not covered by the mask: left alone")
                 continue
             face = found[i]
             if face.width < min_face:
                 warnings.warn(
-                    f"{name}: face {i} is {face.width:.0f} px wide, under min_face {min_face:g}; edited because "
+                    f"{name}: face {i} is {face.width:.0f} px wide, under --min-face {min_face:g}; edited because "
                     "the mask marks it",
                     stacklevel=4,
                 )
@@ -353,7 +357,7 @@ class FaceHelper:
             x1, y1 = (stats[group, :2] + stats[group, 2:4]).max(0)
             job = self.mask_job(photo, own, name, notes)
             job.mask_from = f"{source} (region at {[int(x0), int(y0), int(x1), int(y1)]})"
-            why = "no face was detected in the photo" if not found else "it covers no detected face"
+            why = f"no face of at least {min_face:g} px was detected" if not found else "it covers no detected face"
             warnings.warn(
                 f"{name}: the mask's region at {[int(x0), int(y0), int(x1), int(y1)]} is edited in its own crop: "
                 f"{why}",
@@ -436,30 +440,37 @@ class FaceHelper:
 
     def mask_job(self, photo: np.ndarray, m: np.ndarray, name: str, notes: list[str]) -> FaceJob:
         """The face given by a whole-photo mask alone (no detection): the padded square around M, unrotated
-        (`face_crop`). EditError when no face is left at the model's resolution."""
+        (`face_crop`); when M is wider than the photo's short side, a square that holds all of it, reaching past
+        the photo's edges (replicated there), so every masked pixel is edited. EditError when no face is left at
+        the model's resolution."""
         if not m.any():
             raise EditError(f"no face found in {name}: the face mask is empty")
-        res = self.resolution
+        res, (h, w) = self.resolution, m.shape
         x0, y0, side = face_crop(m, self.padding)
         crop = (slice(y0, y0 + side), slice(x0, x0 + side))
-        if m.sum() > m[crop].sum():
+        if m.sum() > m[crop].sum():  # wider than the photo's short side: a square centred on M, past the edges
+            ys, xs = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+            bx0, bx1, by0, by1 = int(xs[0]), int(xs[-1]) + 1, int(ys[0]), int(ys[-1]) + 1
+            side = int(np.ceil(max(bx1 - bx0, by1 - by0) * (1 + 2 * CROP_MARGIN / (1 - 2 * CROP_MARGIN))))
+            x0, y0 = (bx0 + bx1 - side) // 2, (by0 + by1 - side) // 2
             notes.append(
-                f"the face mask is wider than the photo's short side; only the {side} px square at ({x0}, {y0}) "
-                "is edited"
+                f"the face mask is wider than the photo's short side; it is edited in a {side} px square reaching "
+                "past the photo's edges"
             )
         matrix = alignment.square(x0, y0, side, res)
-        crop_mask = resize_binary(m[crop], res)
+        region = (max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side))
+        rx0, ry0, rx1, ry1 = region
+        square = np.zeros((side, side), bool)  # M over the square (nothing past the photo's edges)
+        square[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] = m[ry0:ry1, rx0:rx1]
+        crop_mask = resize_binary(square, res)
         if not crop_mask.any():
             raise EditError(
                 f"no face found in {name}: the face mask vanishes at the model's resolution "
                 f"({res} px for a {side} px crop)"
             )
-        inside = np.zeros(m.shape, bool)
-        inside[crop] = m[crop]
-        region = (x0, y0, x0 + side, y0 + side)
         image = alignment.warp_crop(photo, matrix, res)
-        return FaceJob(None, None, "mask", matrix, image, crop_mask, float(crop_mask.mean()), (region, inside[crop]),
-                       None, "mask")  # fmt: skip
+        return FaceJob(None, None, "mask", matrix, image, crop_mask, float(crop_mask.mean()),
+                       (region, m[ry0:ry1, rx0:rx1].copy()), None, "mask")  # fmt: skip
 
     def photo_mask(self, prepared: Prepared) -> np.ndarray:
         """M of the prepared faces in photo pixels (each face's crop mask warped back): the automatic mask."""
@@ -469,7 +480,7 @@ class FaceHelper:
             region = alignment.crop_footprint(job.matrix, self.resolution, (w, h), support=job.crop_mask)
             x0, y0, x1, y1 = region
             if x1 > x0 and y1 > y0:
-                m[y0:y1, x0:x1] |= alignment.warp_back(job.crop_mask.astype(np.float32), job.matrix, region) > 0.5
+                m[y0:y1, x0:x1] |= mask_back(job.crop_mask, job.matrix, (w, h), region)
         return m
 
     # 2. edited crops -> photo
@@ -541,10 +552,13 @@ def _regions(labels: np.ndarray, stats: np.ndarray, comps: list[int]) -> np.ndar
     return own
 
 
-def group_regions(stats: np.ndarray, comps: list[int], reach: float = GROUP_REACH) -> list[list[int]]:
-    """Mask regions (connected components, `stats` as OpenCV gives them) grouped when their boxes come within
-    `reach` x the larger one's size of each other: the parts of one face painted apart (eyes, mouth) are
-    edited together."""
+def group_regions(
+    stats: np.ndarray, comps: list[int], reach: float = GROUP_REACH, stray: float = STRAY
+) -> list[list[int]]:
+    """Mask regions (connected components, `stats` as OpenCV gives them) over no face, grouped: a small region
+    (at most `stray` x a larger one's longer side squared, in pixels) within `reach` x that side of it goes with
+    it (the eyes and mouth of one face painted apart, a dab beside a painted face); regions of like size stay
+    apart (faces the detector missed, side by side, each get a crop of their own)."""
     parent = {c: c for c in comps}
 
     def root(c):
@@ -552,13 +566,18 @@ def group_regions(stats: np.ndarray, comps: list[int], reach: float = GROUP_REAC
             c = parent[c]
         return c
 
-    for a in comps:
-        for b in comps:
-            if a < b:
-                (ax, ay, aw, ah), (bx, by, bw, bh) = stats[a, :4], stats[b, :4]
-                gap = max(bx - (ax + aw), ax - (bx + bw), by - (ay + ah), ay - (by + bh), 0)
-                if gap <= reach * max(aw, ah, bw, bh):
-                    parent[root(a)] = root(b)
+    by_area = sorted(comps, key=lambda c: -int(stats[c, 4]))
+    for k, c in enumerate(by_area):
+        cx, cy, cw, ch = stats[c, :4]
+        best = None
+        for big in by_area[:k]:  # the larger ones
+            bx, by, bw, bh = stats[big, :4]
+            side = max(bw, bh)
+            gap = max(bx - (cx + cw), cx - (bx + bw), by - (cy + ch), cy - (by + bh), 0)
+            if stats[c, 4] <= stray * side**2 and gap <= reach * side and (best is None or gap < best[0]):
+                best = (gap, big)
+        if best is not None:
+            parent[root(c)] = root(best[1])
     groups: dict[int, list[int]] = {}
     for c in comps:
         groups.setdefault(root(c), []).append(c)
@@ -616,9 +635,26 @@ def paste(
     image = alignment.warp_back(np.ascontiguousarray(generated), matrix, region)
     s = alignment.warp_back(soft.astype(np.float32), matrix, region)
     s[s < 1e-6] = 0.0  # bilinear round-off far from the face
-    m = alignment.warp_back((soft > 0.5 if mask is None else mask).astype(np.float32), matrix, region) > 0.5
+    m = mask_back(soft > 0.5 if mask is None else mask, matrix, size, region)
     cover = alignment.warp_back(np.ones((n, n), np.float32), matrix, region) if whole else None
     return Pasted(region, image, s, m, cover)
+
+
+def mask_back(crop_mask: np.ndarray, matrix: np.ndarray, size, region=None) -> np.ndarray:
+    """An R x R bool crop mask on the photo's pixels (bilinear, > 0.5), sampled over the footprint of its own
+    pixels and returned inside `region` (None: that footprint). Always warped over the same footprint (the
+    resampling's fixed-point rounding depends on the offset), so `FaceHelper.photo_mask` and `paste` agree to
+    the pixel."""
+    own = alignment.crop_footprint(matrix, crop_mask.shape[0], size, support=crop_mask)
+    region = own if region is None else region
+    x0, y0, x1, y1 = region
+    out = np.zeros((max(0, y1 - y0), max(0, x1 - x0)), bool)
+    ox0, oy0, ox1, oy1 = own
+    ix0, iy0, ix1, iy1 = max(x0, ox0), max(y0, oy0), min(x1, ox1), min(y1, oy1)
+    if ix1 > ix0 and iy1 > iy0:
+        m = alignment.warp_back(crop_mask.astype(np.float32), matrix, own) > 0.5
+        out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = m[iy0 - oy0 : iy1 - oy0, ix0 - ox0 : ix1 - ox0]
+    return out
 
 
 def composite(

@@ -49,7 +49,7 @@ class Conditions:
     resolution: int  # side of the training images and of M
     adapter_scale: float  # the SPEC's lambda in E_hat = E + adapter_scale * beta * A(E)
     parts: tuple[str, ...]  # the face parts whose union is M
-    mask_backend: str  # what made the training masks: annotations | bisenet
+    mask_backend: str  # what made the training masks: annotations | bisenet | mesh
     latent_factor: int  # M_latent = M pooled over latent_factor x latent_factor cells
 
     def as_dict(self) -> dict:

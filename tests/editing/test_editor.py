@@ -202,7 +202,7 @@ def test_background_is_bit_identical_on_the_astronaut(editor, tmp_path):
         assert np.array_equal(result.original, photo)
         assert_background_kept(result, photo)
         assert np.array_equal(result.mask, mask)  # the user's mask, exactly
-        assert [f.index for f in result.faces] == [0] and result.provenance["detector"] == "opencv-haar"
+        assert [f.index for f in result.faces] == [0] and result.provenance["detector"] == "mediapipe-blazeface"
         assert result.provenance["watermark"] is watermark
     raw = editor.edit(tmp_path / "astronaut.png", "a smiling woman", mask=mask, blend=False, **FAST)
     x0, y0, x1, y1 = raw.region
@@ -212,13 +212,15 @@ def test_background_is_bit_identical_on_the_astronaut(editor, tmp_path):
     assert not ((raw.image != photo).any(axis=2) & ~inside_crop).any()
 
 
-def test_a_face_wider_than_the_photo_is_high_is_edited_inside_one_square(editor):
+def test_a_face_wider_than_the_photo_is_high_is_edited_whole_in_one_square(editor):
+    """The mask is the authority: a region wider than the photo is high goes through the model in one square
+    that reaches past the photo's top and bottom (edges replicated), every masked pixel edited."""
     photo = textured(40, 200, seed=12)
     mask = box_mask(40, 200, 5, 35, 10, 190)
-    result = editor.edit(photo, "a face", mask=mask, **FAST)
-    cols = np.nonzero((result.soft > 0).any(axis=0))[0]
-    assert cols.max() - cols.min() < 40  # only one 40 px square of the face went through the model
-    assert any("only the 40 px square" in n for n in result.notes) and not result.mask[:, : cols.min()].any()
+    with pytest.warns(UserWarning, match="is edited in its own crop"):
+        result = editor.edit(photo, "a face", mask=mask, **FAST)
+    assert np.array_equal(result.mask, mask) and (result.soft[mask] > 0).all()
+    assert any("past the photo's edges" in n for n in result.notes)
     assert_background_kept(result, photo)
 
 
@@ -319,8 +321,8 @@ def test_bisenet_finds_the_face_when_no_mask_is_given(editor, random_bisenet_wei
     ed.helper.face_parser().labels = skin_in_a_box
     result = ed.edit(photo, "a face", **FAST)
     assert np.array_equal(result.mask, ed.helper.photo_mask(ed.helper.prepare(photo)))  # the automatic mask
-    assert result.provenance["mask"] == "bisenet" and result.provenance["detector"] == "opencv-haar"
-    assert [f["aligned_by"] for f in result.provenance["faces"]] == ["box"]
+    assert result.provenance["mask"] == "bisenet" and result.provenance["detector"] == "mediapipe-blazeface"
+    assert [f["aligned_by"] for f in result.provenance["faces"]] == ["landmarks"]
     # the parser's box in the aligned crop, warped back: a box around the photo's face centre
     ys, xs = np.nonzero(result.mask)
     (bx0, by0, bx1, by1) = result.faces[0].box
@@ -588,7 +590,7 @@ def group(request):
 def test_every_face_of_a_group_is_edited_with_its_own_prompt_and_the_rest_kept(editor, group):
     photo, mask = group
     found, detector = editor.helper.detect(photo)
-    assert len(found) == 3 and detector == "opencv-haar"
+    assert len(found) == 3 and detector == "mediapipe-blazeface"
     prompts = ["a smiling face", "a face with blond hair", "an old face"]
     result = editor.edit(photo, prompts, mask=mask, **FAST)
     assert [f.index for f in result.faces] == [0, 1, 2]
@@ -623,15 +625,21 @@ def test_faces_not_selected_or_not_covered_by_the_mask_are_left_alone(editor, gr
     assert len(largest.faces) == 1
     with pytest.raises(FaceError, match=r"face index \[3\] does not exist: <array> has faces 0-2"):
         editor.edit(photo, "a face", mask=mask, faces="1,3", **FAST)
-    with pytest.raises(ValueError, match="one per selected face"):
+    with pytest.raises(ValueError, match="one per edited face"):
         editor.edit(photo, ["a", "b"], mask=mask, **FAST)
-    with pytest.warns(UserWarning, match="under --min-face") as caught:  # every face too small:
+    with pytest.warns(UserWarning, match="no face of at least 10000 px was detected"):  # none that large:
         small = editor.edit(photo, "a face", mask=mask, min_face=10_000, **FAST)
-    assert small.faces[0].index is None  # the masked region is edited as one face
-    assert sum("under --min-face" in str(w.message) for w in caught) == 3
+    assert {f.index for f in small.faces} == {None}  # the mask is the authority: its regions are edited
+    assert np.array_equal(small.mask, mask)
+    big = round(1.5 * max(f.width for f in found))  # every face under it, and found (a face of half is kept)
+    assert min(f.width for f in found) > big / 2
+    with pytest.warns(UserWarning, match=f"under --min-face {big}; edited because the mask marks it") as caught:
+        under = editor.edit(photo, "a face", mask=mask, min_face=big, **FAST)
+    assert [f.index for f in under.faces] == [0, 1, 2]
+    assert sum("edited because the mask marks it" in str(w.message) for w in caught) == 3
 
 
 def test_no_face_and_no_mask_is_a_clear_error(editor, random_bisenet_weights):
     ed = with_helper(editor, bisenet_weights=random_bisenet_weights)
-    with pytest.raises(EditError, match=r"no face found in <array> \(detector opencv-haar.*--mask"):
+    with pytest.raises(EditError, match=r"no face found in <array> \(detector mediapipe-blazeface.*--mask"):
         ed.edit(np.full((200, 300, 3), 128, np.uint8), "a face", **FAST)

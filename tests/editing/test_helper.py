@@ -163,6 +163,13 @@ def test_group_regions_keeps_the_parts_of_one_face_together():
     groups = group_regions(stats, list(range(1, n)))
     far = labels[150, 500]
     assert sorted(map(sorted, groups)) == sorted([sorted(set(range(1, n)) - {far}), [far]])
+    # missed faces side by side, 50 px apart (half their size): each in its own crop, a dab beside one goes with it
+    mask = np.zeros((300, 600), np.uint8)
+    mask[100:200, 100:200] = mask[100:200, 250:350] = mask[140:146, 210:216] = 1
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    groups = group_regions(stats, list(range(1, n)))
+    a, b, dab = labels[150, 150], labels[150, 300], labels[142, 212]
+    assert sorted(map(sorted, groups)) == sorted([sorted([a, dab]), [b]])
 
 
 # ------------------------------------------------------------------------------------------- FaceHelper
@@ -250,26 +257,49 @@ def test_a_mask_over_none_of_the_selected_faces_is_an_error():
     assert [job.index for job in prepared.jobs] == [0]  # face 2's region is left too
 
 
-def test_a_speck_beside_a_face_goes_with_it_and_a_missed_face_does_not():
-    """A stray dab of paint just outside a face's box (inside its crop) is edited in that face's crop, with no
-    warning; a face-sized region beside it is not a speck: its own crop, with the warning."""
+def test_a_stray_stroke_beside_a_face_goes_with_it_and_a_missed_face_does_not():
+    """Strokes of paint over no face box but inside a face's crop (a dab beside the chin, a line over the hair)
+    are edited in that face's crop, with no warning; a face-sized region beside it is not a stray stroke: its
+    own crop, with the warning."""
     photo, faces, mask, _ = astronaut.heads()
     cx, cy = np.round(faces[1].centre).astype(int)
     (middle,) = [r for r in regions(mask) if r[cy, cx]]
     ys, xs = np.nonzero(middle)
     x, y = xs.max() + 4, cy  # 4 px right of the face's mask region, outside its box
-    dab = mask.copy()
-    dab[y : y + 4, x : x + 4] = True
-    assert x > faces[1].box[2]
+    top, width = ys.min() - 6, round(0.6 * faces[1].width)  # over the hair, above the box
+    painted = mask.copy()
+    painted[y : y + 4, x : x + 4] = True
+    painted[top - 3 : top, cx - width // 2 : cx + width // 2] = True
+    assert x > faces[1].box[2] and top < faces[1].box[1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        prepared = given_helper(faces).prepare(photo, dab, min_face=0)
+        prepared = given_helper(faces).prepare(photo, painted, min_face=0)
     (job,) = [j for j in prepared.jobs if j.index == 1]
-    assert np.array_equal(job_mask(job, dab.shape), middle | (dab & ~mask)) and "2 regions" in job.mask_from
+    assert np.array_equal(job_mask(job, painted.shape), middle | (painted & ~mask)) and "3 regions" in job.mask_from
     assert len(prepared.jobs) == 3
     with pytest.warns(UserWarning, match="is edited in its own crop"):
-        prepared = given_helper([faces[0], faces[2]]).prepare(photo, mask)  # the middle face: not a speck
+        prepared = given_helper([faces[0], faces[2]]).prepare(photo, mask)  # the middle face: not a stray stroke
     assert [job.index for job in prepared.jobs] == [0, 1, None]
+
+
+def test_a_mask_wider_than_the_photos_short_side_is_edited_whole():
+    """No face detected and a region wider than a panorama is tall: its square reaches past the photo's edges,
+    so every masked pixel is still edited (and pasted back), and nothing else."""
+    photo = np.random.default_rng(0).integers(0, 256, (200, 700, 3), np.uint8)
+    mask = np.zeros((200, 700), bool)
+    mask[60:150, 100:600] = True
+    with pytest.warns(UserWarning, match=r"region at \[100, 60, 600, 150\] is edited in its own crop"):
+        prepared = given_helper([]).prepare(photo, mask)
+    (job,) = prepared.jobs
+    assert np.array_equal(job_mask(job, mask.shape), mask) and any(
+        "past the photo's edges" in n for n in prepared.notes
+    )
+    out, soft, m, _ = given_helper([]).paste(prepared, [np.zeros((RES, RES, 3), np.uint8)], 1.0)
+    assert (
+        np.array_equal(m, mask)
+        and (out[100:110, 300:400] == 0).all()
+        and np.array_equal(out[soft == 0], photo[soft == 0])
+    )
 
 
 def test_hold_reads_the_mask_like_every_pixel_on_a_turned_crop():

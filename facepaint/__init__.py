@@ -13,7 +13,7 @@ cycle); nothing here imports DVC, Prefect or MLflow (`stages/`, `flows/` and `tr
     common -> method -> data -> evaluation
                      -> editing -> apps
 
-The README's "Layout" lists every module with its docstring's first line (`python -m tools.module_map`).
+docs/layout.md lists every module with its docstring's first line (`python -m tools.module_map`).
 """
 
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@
   (tools/stage_deps.py), so a cycle there would make every module of it a dep of every stage that reaches one.
 - `facepaint/` works with MLflow, Prefect and DVC made unimportable; the orchestration (`stages/`,
   `flows/`, `tracking/`) and the tools (`tools/`, `bench/`) sit on top of it; stages do not import each other.
-- The README's module map and the package docstring name every module (tools/module_map.py writes the map).
+- docs/layout.md's module map and the package docstring name every module (tools/module_map.py writes the map).
 """
 
 import ast
@@ -254,8 +254,8 @@ def test_the_blocker_really_blocks(tmp_path):
 # ----------------------------------------------------------------------------------- the module map
 
 
-def test_the_readme_module_map_is_the_generated_one():
-    """README.md's module map is what `python -m tools.module_map` writes from the modules' docstrings: every
+def test_the_layout_pages_module_map_is_the_generated_one():
+    """docs/layout.md's module map is what `python -m tools.module_map` writes from the modules' docstrings: every
     module of facepaint/, stages/, flows/, tracking/, tools/, bench/ and profiles/, each with its docstring's
     first sentence, and no other."""
     proc = subprocess.run(
@@ -268,7 +268,8 @@ def test_the_module_map_check_fails_on_a_missing_module(tmp_path):
     from tools import module_map
 
     repo = _copy_package(tmp_path)
-    (repo / "README.md").write_text((REPO / "README.md").read_text())
+    (repo / "docs").mkdir(exist_ok=True)
+    (repo / module_map.PAGE).write_text((REPO / module_map.PAGE).read_text())
     assert module_map.differences(repo) == []
     (repo / "facepaint" / "method" / "extra.py").write_text('"""A module nobody listed."""\n')
     assert any("`extra.py` A module nobody listed" in d for d in module_map.differences(repo))

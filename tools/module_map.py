@@ -1,6 +1,6 @@
-"""Write (or check) the README's module map from the modules' own docstrings, so it cannot go stale.
+"""Write (or check) the module map of docs/layout.md from the modules' own docstrings, so it cannot go stale.
 
-    python -m tools.module_map           # rewrite the map between the markers in README.md
+    python -m tools.module_map           # rewrite the map between the markers in docs/layout.md
     python -m tools.module_map --check   # exit 1 naming what differs (tests/test_layers.py runs this)
 
 One line per module of facepaint/ (by subpackage), stages/, flows/, tracking/, tools/, bench/ and profiles/:
@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PAGE = "docs/layout.md"  # where the map lives, between BEGIN and END
 BEGIN = "<!-- module map: written by `python -m tools.module_map` from the docstrings; do not edit by hand -->"
 END = "<!-- end of the module map -->"
 FOLDERS = ("facepaint", "stages", "flows", "tracking", "tools", "bench", "profiles")
@@ -72,21 +73,21 @@ def module_map(repo: Path = REPO) -> str:
 
 def rewrite(readme: str, generated: str) -> str:
     if BEGIN not in readme or END not in readme:
-        raise ValueError(f"README.md lacks the module map's markers:\n{BEGIN}\n{END}")
+        raise ValueError(f"{PAGE} lacks the module map's markers:\n{BEGIN}\n{END}")
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{generated}\n{END}{tail}"
 
 
 def differences(repo: Path = REPO) -> list[str]:
-    """The README's map lines that differ from the generated ones (empty when it is up to date)."""
-    readme = (repo / "README.md").read_text()
+    """The page's map lines that differ from the generated ones (empty when it is up to date)."""
+    readme = (repo / PAGE).read_text()
     if BEGIN not in readme or END not in readme:
-        return ["README.md lacks the module map's markers"]
+        return [f"{PAGE} lacks the module map's markers"]
     have = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip().splitlines()
     want = module_map(repo).splitlines()
-    return [f"README.md lacks: {line.strip()}" for line in want if line not in have] + [
-        f"README.md has, but no module says: {line.strip()}" for line in have if line not in want
+    return [f"{PAGE} lacks: {line.strip()}" for line in want if line not in have] + [
+        f"{PAGE} has, but no module says: {line.strip()}" for line in have if line not in want
     ]
 
 
@@ -99,11 +100,11 @@ def main(argv=None) -> int:
         for line in diff:
             print(line)
         if diff:
-            print("run `python -m tools.module_map` to rewrite the README's module map")
+            print(f"run `python -m tools.module_map` to rewrite the module map of {PAGE}")
         return 1 if diff else 0
-    path = REPO / "README.md"
+    path = REPO / PAGE
     path.write_text(rewrite(path.read_text(), module_map()))
-    print(f"{path.name}: module map of {len(module_map().splitlines())} lines written")
+    print(f"{PAGE}: module map of {len(module_map().splitlines())} lines written")
     return 0
 
 

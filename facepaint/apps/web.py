@@ -9,7 +9,7 @@ The result appears beside the input with a before/after slider, and the PNG that
 (carrying its provenance) can be downloaded.
 
 Every action is an API endpoint (`gradio_client`): `/detect` (the faces of a photo), `/load_mask` (a
-mask image into the mask editor), `/random_seed` and `/edit` (see README.md, "The web app").
+mask image into the mask editor), `/random_seed` and `/edit` (see docs/editing.md, "The web app").
 
 How it is built:
 - The handlers' logic lives in `App`, plain Python without Gradio (tested directly); `build_app` only lays

@@ -1,4 +1,4 @@
-"""The base model's safety checker on every edit (issue 15): diffusers' `StableDiffusionSafetyChecker`, which
+"""The base model's safety checker on every edit: diffusers' `StableDiffusionSafetyChecker`, which
 SD1.5's directory ships with its CLIPImageProcessor (loaded by `models.load_safety_checker`).
 
 `FaceEditor` runs `SafetyChecker.flags` on the decoded face crops of every edit, in one call for the batch,

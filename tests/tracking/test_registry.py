@@ -361,7 +361,7 @@ def post(url: str, body) -> tuple[int, dict]:
 
 
 def test_mlflow_serves_the_champion_over_http(served):
-    """The public HTTP interface (README, "Serving"): a real POST edits a photo; malformed requests get a 4xx
+    """The public HTTP interface (docs/operations.md, serving): a real POST edits a photo; malformed requests get a 4xx
     with a message."""
     import base64
     import io

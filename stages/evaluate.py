@@ -42,7 +42,8 @@ def run(
     out: Path = EVALUATE,
     progress: bool = True,
 ) -> dict:
-    version = load_artifact(model).version
+    artifact = load_artifact(model)
+    version = artifact.version
     FID_STATS.mkdir(parents=True, exist_ok=True)  # a DVC out even when FID is unavailable
     test_ids = read_parquet(split).query("split == 'test' and present")["id"]
     evaluation = evaluate_methods(
@@ -56,7 +57,7 @@ def run(
         fid_cache=FID_STATS,
         progress=progress,
     )
-    metrics = write_evaluation(evaluation, cfg, sampling, version, out)
+    metrics = write_evaluation(evaluation, cfg, sampling, version, out, artifact.conditions.model.demo_notice)
     track(metrics, cfg, sampling, out, version)
     print((out / "table.md").read_text())
     return metrics

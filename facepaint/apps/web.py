@@ -377,6 +377,18 @@ class AppConfig:
     safety_checker: bool = True  # the base model's checker on every edit (off: --no-safety-checker, the operator's)
 
 
+def demo_notice(model_dir: str) -> str | None:
+    """What to tell a user about the artifact at `model_dir` when its base model has random weights (the demo's:
+    its edits are noise), from its description alone; None for pretrained weights or an unreadable artifact
+    (whose error the first edit reports)."""
+    from facepaint.method.artifact import ArtifactError, read_conditions
+
+    try:
+        return read_conditions(model_dir).model.demo_notice
+    except (ArtifactError, ValueError, TypeError):
+        return None
+
+
 class App:
     """What the page does, without Gradio: each method takes the components' values and returns theirs,
     raising a FacepaintError or ValueError with a message for the user."""
@@ -391,6 +403,7 @@ class App:
         self.choices = [config.model] + [r for r in found if r != config.model]
         self._resolved = {config.model: self.model}
         self._resolving = threading.Lock()
+        self.demo_notice = demo_notice(self.model)
         self.bisenet, self.auto_mask, self.mask_notice = mask_status(config.bisenet_weights, config.face_models)
         self.workdir = Path(config.workdir or tempfile.mkdtemp(prefix="facepaint-app-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -637,6 +650,8 @@ def layout(app: App) -> dict:
         f"{app.config.max_pixels / 1e6:g} megapixels and {app.config.max_file_size}."
         + ("" if app.config.safety_checker else " The base model's safety checker is off (--no-safety-checker).")
     )
+    if app.demo_notice:
+        gr.Markdown(f"**Demo model.** {app.demo_notice[0].upper()}{app.demo_notice[1:]}.", elem_id="demo-notice")
     gr.Markdown(app.mask_notice, elem_id="mask-notice")
     ui["model"] = gr.Dropdown(
         choices=app.choices,

@@ -41,9 +41,12 @@ def evaluation_metrics(ev: Evaluation, cfg: EvalConfig, artifact_version: str) -
     return metrics
 
 
-def write_evaluation(ev: Evaluation, cfg: EvalConfig, sampling, artifact_version: str, out: Path) -> dict:
+def write_evaluation(
+    ev: Evaluation, cfg: EvalConfig, sampling, artifact_version: str, out: Path, model_note: str | None = None
+) -> dict:
     """The evaluate stage's outputs under `out`: metrics.json (returned), per_image.parquet, table.md (Tables
-    1 and 2 beside the published ones), profile.csv and plots/*.png."""
+    1 and 2 beside the published ones, headed by `model_note` when given: a demo model), profile.csv and
+    plots/*.png."""
     r, plots_dir = ev.result, out / "plots"
     meta = {"evaluate": asdict(cfg), "sampling": asdict(sampling), "artifact": artifact_version}
     write_parquet(r.table, out / "per_image.parquet", metadata=meta)
@@ -67,6 +70,7 @@ def write_evaluation(ev: Evaluation, cfg: EvalConfig, sampling, artifact_version
         ev.device,
         len(ev.pairs),
         cfg.background_dilation,
+        model_note=model_note,
     )
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(table)

@@ -64,15 +64,26 @@ def markdown_table(
     device: str,
     n_pairs: int,
     dilation: int,
+    model_note: str | None = None,
 ) -> str:
     """Table 2 (every method) and Table 1 (blending) of our run beside the published figures, then the
-    other regions (see the module docstring for what each region is)."""
+    other regions (see the module docstring for what each region is). `model_note`: what a reader must know
+    of the model first (a demo model with random weights: its figures are not the method's)."""
     labels = LABELS
     label = lambda m: labels.get(m, m)  # noqa: E731
     missing = {**unavailable_methods, **failed}
     lines = [
         f"# Evaluation: {n_pairs} image-prompt pairs on {device}",
         "",
+        *(
+            [
+                f"> **Demo model.** {model_note[0].upper()}{model_note[1:]}. Its figures show that the evaluation "
+                "runs; they say nothing of the method and are not comparable with the published ones.",
+                "",
+            ]
+            if model_note
+            else []
+        ),
         "Background = outside the binary face mask M (the region the published, finite background figures",
         "imply); ± is the standard deviation over images; an image whose background is reproduced exactly",
         "(PSNR inf) is counted, not averaged.",
@@ -95,7 +106,7 @@ def markdown_table(
     ]
     rows += [[label(m), *["n/a"] * (len(header) - 1)] for m in missing]
     lines += md_rows(header, rows)
-    lines += ["", "Published (SPEC section 5, 100 pairs, their GPU):", ""]
+    lines += ["", "Published (the paper's Table 2, 100 pairs, their GPU):", ""]
     lines += md_rows(
         ["method", "FID", "PSNR dB", "LPIPS", "PickScore", "seconds / edit", "VRAM MiB"],
         [

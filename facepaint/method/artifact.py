@@ -196,6 +196,19 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
     return artifact
 
 
+def read_conditions(path: str | os.PathLike) -> Conditions:
+    """The conditions of the artifact at `path` from its description alone (no weights read): what an app
+    shows before the model loads. ArtifactError as `load_artifact` gives for a missing or unreadable file."""
+    f = Path(path) / INFO_FILE
+    try:
+        info = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"model artifact file {f} is unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("conditions"), dict):
+        raise ArtifactError(f"{f} does not describe a facepaint artifact (no conditions)")
+    return Conditions.from_dict(info["conditions"], where=str(f))
+
+
 def apply_artifact(components: Components, artifact: Artifact) -> FaceAdapter:
     """Load the artifact's k/v weights into `components.unet` (in place) and return its adapter."""
     unet = components.unet

@@ -166,6 +166,19 @@ class ModelConfig:  # params.yaml `model`
         """What produced the weights, for provenance."""
         return self.pretrained if self.source == "pretrained" else f"{self.source}-random(seed={self.seed})"
 
+    @property
+    def demo_notice(self) -> str | None:
+        """What a user must be told about a model built on randomly initialised weights (the demo's): its edits
+        are noise, and how to get a real one. None for pretrained weights."""
+        if self.source == "pretrained":
+            return None
+        size = "a tiny" if self.source == "tiny" else "a full-size"
+        return (
+            f"this is a demo model ({size} network with random weights, {self.name}): its edits are noise. "
+            "For real edits, train it from Stable Diffusion 1.5 inpainting's weights (model.source: pretrained; "
+            'docs/pipeline.md, "The paper\'s configuration")'
+        )
+
 
 @dataclass
 class Components:

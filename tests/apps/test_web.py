@@ -165,6 +165,7 @@ def test_without_parser_weights_the_automatic_mask_is_the_face_mesh(tiny_artifac
     monkeypatch.setattr("facepaint.editing.helper.default_bisenet_path", lambda: tmp_path / "absent.pth")
     app = App(AppConfig(str(tiny_artifact.path), examples=None, releases=False, workdir=str(tmp_path)))
     assert app.auto_mask == "mesh" and app.mask_notice.startswith("Automatic face mask: the face mesh")
+    assert "demo model" in app.demo_notice and "edits are noise" in app.demo_notice  # random weights: said so
     Image.fromarray(astronaut.photo()).save(tmp_path / "astronaut.png")
     overlay, value, faces, status, start = app.detect(tmp_path / "astronaut.png")
     assert "The automatic mask is in green" in status and len(faces) == 1
@@ -314,6 +315,7 @@ def test_the_page_edits_a_photo_in_a_browser(server, browser, fixture_root, tiny
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     page.set_default_timeout(120_000)
     page.goto(url)
+    assert "its edits are noise" in page.locator("#demo-notice").inner_text()  # the tiny test model: random
     notice = page.locator("#mask-notice").inner_text()
     assert "Automatic face mask: the face mesh" in notice and "--bisenet-weights" in notice
 

@@ -35,6 +35,18 @@ def test_markdown_table_marks_unavailable_and_lists_published_numbers():
     assert "outside M dilated 2 px" in md and "31.200 ± 1.000" in md
 
 
+def test_a_demo_model_heads_the_table_saying_its_figures_are_not_the_methods():
+    from facepaint.method.models import ModelConfig
+
+    summary = {"ours": summary_row(38.0)}
+    note = ModelConfig("tiny", "x", None, None, 0).demo_notice
+    md = tables.markdown_table(summary, {}, {}, {}, {}, "CPU", 8, 2, model_note=note)
+    head = md.split("## Table 2")[0]
+    assert "**Demo model.**" in head and "edits are noise" in head and "not comparable with the published" in head
+    assert ModelConfig("pretrained", "x", None, None, 0).demo_notice is None
+    assert "Demo model" not in tables.markdown_table(summary, {}, {}, {}, {}, "CPU", 8, 2)
+
+
 def test_a_failed_method_is_a_row_of_n_a_with_its_error():
     md = tables.markdown_table(
         {"ours": summary_row(30.0)}, {"ours": 12.5}, {}, {}, {"sd15_inpaint": "OOM"}, "GPU", 3, 1

@@ -3,7 +3,8 @@
 Inputs:  data/latents/ (cached latents), data/captions.parquet, params `model` and `train` (not `sampling`:
          how a model samples and blends is chosen at inference, so changing it does not retrain)
 Outputs: data/model/ (the artifact: kv.safetensors, adapter.safetensors, facepaint.json),
-         data/train/log.csv (loss, learning rates, samples/s per logged step: a DVC plot),
+         data/train/log.csv (loss, learning rates, samples/s per logged step), data/train/plots/loss.png
+         (the loss curve: a DVC plot, a static image that shows offline),
          data/train/metrics.json (DVC metrics), data/checkpoints/ (kept by DVC between runs)
 Run:     dvc repro train        (or: python -m stages.train)
          N GPUs: accelerate launch --multi_gpu --num_processes N -m stages.train   (DDP; also on CPU,
@@ -20,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from facepaint.common.charts import line_chart
 from facepaint.common.io import atomic_path, write_json
 from facepaint.data.training_set import load_training_set
 from facepaint.method.models import ModelConfig, load_components
@@ -56,6 +58,7 @@ def run(
     checkpoints: Path = CHECKPOINTS,
     log: Path = TRAIN_LOG,
     metrics: Path = TRAIN_METRICS,
+    plots: Path | None = None,
     progress: bool = True,
     stop_after: int | None = None,
 ):
@@ -73,8 +76,10 @@ def run(
     )
     if result.artifact is None:
         return result
+    frame = history_frame(result.history)
     with atomic_path(log) as tmp:
-        history_frame(result.history).to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False)
+    plot_loss(frame, plots or log.parent / "plots")  # data/train/plots
     write_json(result.metrics, metrics)
     track(result, model, cfg, log, metrics)
     m = result.metrics
@@ -84,6 +89,20 @@ def run(
         f"artifact {out} (version {result.artifact.version})"
     )
     return result
+
+
+def plot_loss(frame, plots: Path) -> None:
+    """plots/loss.png: the training loss per logged step (a static image: DVC shows it offline)."""
+    smooth = max(1, len(frame) // 20)
+    line_chart(
+        frame["step"],
+        {"loss": frame["loss"]},
+        plots / "loss.png",
+        "training loss (mask-weighted noise prediction)",
+        "step",
+        "loss",
+        smooth=smooth,
+    )
 
 
 def track(result, model: ModelConfig, cfg: TrainConfig, log: Path, metrics: Path) -> None:

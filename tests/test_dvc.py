@@ -283,3 +283,29 @@ def test_sigma_reruns_evaluate_not_train_nor_the_masks(project):
         assert changed_params(st, stage) == {}, stage
     set_param(project, "masks", "resolution", 256)
     assert changed_params(status(project), "masks") == {"masks.resolution": "modified"}
+
+
+def test_plots_are_static_images_and_their_page_needs_no_network(tmp_path):
+    """`dvc plots show` offline: every plot dvc.yaml declares is a folder of PNGs (no Vega chart, whose page
+    loads vega from a CDN), and the page template (.dvc/plots-offline.html, set as plots.html_template) loads no
+    script; the page DVC writes for this project holds the loss curve and the evaluation's images."""
+    import re
+
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    declared = [next(iter(p)) if isinstance(p, dict) else p for p in spec.get("plots", [])]
+    for name, stage in spec["stages"].items():
+        for p in stage.get("plots", []):
+            entry = p if isinstance(p, dict) else {p: {}}
+            ((path, options),) = entry.items()
+            assert not set(options or {}) & {"x", "y", "template"}, f"stage {name}: {path} is a Vega plot"
+            declared.append(path)
+    assert declared and all(not Path(p).suffix or p.endswith(".png") for p in declared), declared
+    template = (REPO / ".dvc" / "plots-offline.html").read_text()
+    assert "{plot_divs}" in template and "<script" not in template
+    proc = subprocess.run(
+        ["dvc", "plots", "show", "-o", str(tmp_path / "plots")], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert not re.search(r"<script|https?://", page), proc.stdout + proc.stderr
+    if (REPO / "data" / "train" / "plots" / "loss.png").is_file():  # after `dvc repro`
+        assert "loss.png" in page

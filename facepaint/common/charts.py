@@ -1,0 +1,52 @@
+"""Static charts (PNG, matplotlib): what DVC shows offline, where its interactive Vega plots need a CDN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facepaint.common.io import atomic_path
+
+
+def line_chart(
+    x,
+    series: dict[str, object],
+    path: Path,
+    title: str,
+    x_label: str,
+    y_label: str,
+    smooth: int = 0,
+    log_y: bool = False,
+) -> Path:
+    """One PNG line chart of each named series against `x` (written atomically to `path`). `smooth` > 1 adds
+    each series' running mean over that many points, drawn over the raw values in a lighter line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.asarray(x, dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for i, (name, y) in enumerate(series.items()):
+        y = np.asarray(y, dtype=float)
+        colour = f"C{i}"
+        if smooth > 1 and len(y) > smooth:
+            ax.plot(x, y, color=colour, alpha=0.3, linewidth=1)
+            kernel = np.ones(smooth) / smooth
+            ax.plot(
+                x[smooth - 1 :], np.convolve(y, kernel, mode="valid"), color=colour, label=f"{name} (mean of {smooth})"
+            )
+        else:
+            ax.plot(x, y, color=colour, label=name, marker="o" if len(y) < 20 else None)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel=x_label, ylabel=y_label)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -9,6 +9,12 @@ rise, background PSNR must not drop, PickScore must not drop by more than a marg
 when it passes, the version becomes `champion`. The decision and its reasons are recorded as tags
 on the version. A metric that is unavailable for either model cannot be compared; that rule is
 recorded as not checked rather than passed or failed.
+
+A version reads on its own: its description (markdown, `describe`) says what model it is, trained from which
+base model on which data, by which run, its headline metrics as a table and the gate's decision; its tags hold
+every evaluation metric, one tag each (`metric.psnr_bg` = `38.09435666704747`, exact: the gate reads them back,
+`version_metrics`), with the metrics' definitions in `facepaint.metric_definitions`. Versions registered before
+(one JSON tag, `facepaint.metrics`) are still read.
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ from pathlib import Path
 from tracking.runs import (
     ARTIFACT_TAG,
     EXPERIMENT,
+    LOCK_TAG,
     MODEL_URI_TAG,
     _mlflow,
-    code_and_data_versions,
     find_run,
+    log_versions,
     tracking_uri,
 )
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+METRIC_TAG = "metric."  # a version's tag per evaluation metric: metric.<name> = value
+DEFINITIONS_TAG = "facepaint.metric_definitions"  # what the metrics mean (the gate compares only like with like)
+OLD_METRICS_TAG = "facepaint.metrics"  # before: every metric in one JSON tag (still read: version_metrics)
 
 # ---------------------------------------------------------------------------------- pyfunc model
 
@@ -170,20 +180,48 @@ def _example_png(mask: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def releases() -> list[str]:
-    """Every alias of every registered model as a `models:/name@alias` URI (each model's champion first, then
-    its other aliases by name): what the app offers to serve. [] when there is no store yet (a default sqlite
-    store that does not exist is not created by asking). Raises on store errors."""
+@dataclass(frozen=True)
+class Release:
+    """A registered model version that has aliases: what the app offers to serve, once however many aliases
+    point to it."""
+
+    name: str
+    version: int
+    aliases: tuple[str, ...]  # champion first, then the others by name
+    latest: bool  # the model's newest version
+    artifact: str | None = None  # the facepaint artifact version it holds (its tag), when recorded
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{self.aliases[0]}"
+
+
+def releases() -> list[Release]:
+    """Every registered model version that has an alias, once (the version holding `champion` first, then by
+    alias): what the app offers to serve. [] when there is no store yet (a default sqlite store that does not
+    exist is not created by asking). Raises on store errors."""
     from mlflow import MlflowClient
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return []
     _mlflow()
+    client = MlflowClient()
     out = []
-    for model in sorted(MlflowClient().search_registered_models(), key=lambda m: m.name):
-        aliases = sorted(getattr(model, "aliases", None) or {}, key=lambda a: (a != CHAMPION, a))
-        out += [f"models:/{model.name}@{alias}" for alias in aliases]
+    for model in sorted(client.search_registered_models(), key=lambda m: m.name):
+        by_version: dict[int, list[str]] = {}
+        for alias, version in (getattr(model, "aliases", None) or {}).items():
+            by_version.setdefault(int(version), []).append(alias)
+        if not by_version:
+            continue
+        versions = {int(v.version): v for v in client.search_model_versions(f"name='{model.name}'")}
+        newest = max(versions, default=None)
+        found = []
+        for version, aliases in by_version.items():
+            tags = getattr(versions.get(version), "tags", None) or {}
+            ordered = tuple(sorted(aliases, key=lambda a: (a != CHAMPION, a)))
+            found.append(Release(model.name, version, ordered, version == newest, tags.get(ARTIFACT_TAG)))
+        out += sorted(found, key=lambda r: (r.aliases[0] != CHAMPION, r.aliases[0]))
     return out
 
 
@@ -274,7 +312,8 @@ def gate(challenger: dict, champion: dict | None, rules: Gate) -> Decision:
 
 def register(model_uri: str, metrics: dict, rules: Gate, name: str) -> dict:
     """Register `model_uri` as a version (alias challenger), apply the gate, promote to champion when it
-    passes; record the metrics, decision and reasons as version tags. Returns the outcome.
+    passes; record the metrics (one tag each), decision and reasons as version tags and describe the version
+    (`describe`). Returns the outcome.
 
     Once per model: a rerun for the same `model_uri` (a retried register, or one killed part-way) finds the
     version it made, by its source, and finishes it instead of adding another version."""
@@ -288,7 +327,7 @@ def register(model_uri: str, metrics: dict, rules: Gate, name: str) -> dict:
     client.set_registered_model_alias(name, CHALLENGER, version)
     try:
         champ = client.get_model_version_by_alias(name, CHAMPION)
-        champion_metrics = json.loads(champ.tags.get("facepaint.metrics", "{}"))
+        champion_metrics = version_metrics(champ.tags)
         champion_version = champ.version
     except MlflowException as e:
         if e.error_code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
@@ -299,10 +338,23 @@ def register(model_uri: str, metrics: dict, rules: Gate, name: str) -> dict:
         champion_version = champ.tags.get("facepaint.previous_champion") or None
     else:
         decision = gate(metrics, champion_metrics, rules)
-    client.set_model_version_tag(name, version, "facepaint.metrics", json.dumps(metrics))
-    client.set_model_version_tag(name, version, "facepaint.gate", "promoted" if decision.promote else "refused")
-    client.set_model_version_tag(name, version, "facepaint.gate_reason", decision.text)
-    client.set_model_version_tag(name, version, "facepaint.previous_champion", str(champion_version or ""))
+    tags = metric_tags(metrics)
+    stale = [k for k in client.get_model_version(name, version).tags if k.startswith(METRIC_TAG) and k not in tags]
+    for key in stale:  # a metric an earlier, interrupted run recorded and this one has not
+        client.delete_model_version_tag(name, version, key)
+    info = artifact_info(model_uri)
+    if info and info.get("version"):
+        tags[ARTIFACT_TAG] = str(info["version"])
+    tags["facepaint.gate"] = "promoted" if decision.promote else "refused"
+    tags["facepaint.gate_reason"] = decision.text
+    tags["facepaint.previous_champion"] = str(champion_version or "")
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    mv = client.get_model_version(name, version)
+    text = describe(name, version, metrics, rules, decision, champion_version, info, _run_of(client, mv.run_id))
+    client.update_model_version(name, version, description=text)
+    if not client.get_registered_model(name).description:  # the model's own description, written once
+        client.update_registered_model(name, description=MODEL_DESCRIPTION)
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     return {
@@ -315,6 +367,163 @@ def register(model_uri: str, metrics: dict, rules: Gate, name: str) -> dict:
         if decision.promote
         else (None if champion_version is None else int(champion_version)),
     }
+
+
+# ------------------------------------------------------------------------------ a version, readable
+
+MODEL_DESCRIPTION = (
+    "facepaint: a text-driven face editor. Stable Diffusion 1.5 inpainting with a trained face adapter and "
+    "cross-attention K/V weights; only the face inside its soft mask is regenerated.\n\n"
+    "Every evaluated model is a version with alias `challenger`; the promotion gate (params.yaml `register.gate`) "
+    "moves `champion` to it when its metrics are no worse. Each version's description says what it was trained "
+    "from, on which data and by which run, with its headline metrics; its `metric.*` tags hold every metric.\n\n"
+    'Serve: `facepaint edit photo.jpg --prompt "..." --model models:/facepaint@champion --out out.png`'
+)
+
+# the evaluation's headline figures (Table 2 of data/evaluate/table.md), in the description's table
+HEADLINE = (
+    ("fid", "FID (lower is better)"),
+    ("psnr_bg", "PSNR dB, background outside M (higher is better)"),
+    ("lpips_bg", "LPIPS, background outside M (lower is better)"),
+    ("pickscore", "PickScore (higher is better)"),
+    ("seconds_per_edit", "seconds per edit"),
+    ("peak_mem_mib", "peak GPU memory MiB"),
+)
+
+
+def metric_tags(metrics: dict) -> dict[str, str]:
+    """The metrics as version tags, one per metric (`metric.psnr_bg` = `38.09435666704747`: exact, so that the
+    gate reads back what it was given); the definitions in DEFINITIONS_TAG."""
+    out = {}
+    for key, value in metrics.items():
+        if key == "definitions":
+            if value is not None:
+                out[DEFINITIONS_TAG] = str(value)
+        else:
+            out[f"{METRIC_TAG}{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def version_metrics(tags: dict) -> dict:
+    """A version's metrics from its tags: the `metric.*` tags (and the definitions), or, for a version registered
+    before them, the one JSON tag OLD_METRICS_TAG."""
+
+    def value(text: str):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text  # "unavailable", "inf", "cpu"
+
+    out = {k.removeprefix(METRIC_TAG): value(v) for k, v in tags.items() if k.startswith(METRIC_TAG)}
+    if not out:
+        return json.loads(tags.get(OLD_METRICS_TAG) or "{}")
+    if DEFINITIONS_TAG in tags:
+        out["definitions"] = tags[DEFINITIONS_TAG]
+    return out
+
+
+def artifact_info(model_uri: str) -> dict | None:
+    """The facepaint.json of the artifact inside a logged pyfunc model (what was trained, from which base, on
+    which data), fetched alone; None when it cannot be read (the description then says less)."""
+    try:
+        from mlflow import MlflowClient
+        from mlflow.models import Model
+
+        mlflow = _mlflow()
+        inside = Model.load(model_uri).flavors["python_function"]["artifacts"]["artifact"]["path"]
+        root = model_uri
+        if model_uri.startswith("models:/m-") and "@" not in model_uri and model_uri.count("/") == 1:
+            root = MlflowClient().get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{root.rstrip('/')}/{inside}/facepaint.json")
+        return json.loads(Path(local).read_text())
+    except Exception:  # an older layout, a model that is not facepaint's: describe without it
+        return None
+
+
+def _run_of(client, run_id: str | None):
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def _show(value, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}{unit}"
+    return f"{value}{unit}"
+
+
+def describe(
+    name: str,
+    version,
+    metrics: dict,
+    rules: Gate,
+    decision: Decision,
+    champion_version,
+    info: dict | None,
+    run=None,
+) -> str:
+    """The version's description (markdown): what model, trained from which base model on which data, by which
+    run, its headline metrics as a table, the gate's decision."""
+    lines = [f"**{name} version {version}**: facepaint's text-driven face editor, Stable Diffusion 1.5 inpainting "]
+    lines[0] += "with a trained face adapter and cross-attention K/V weights"
+    if info:
+        lines[0] += f" (artifact `{info.get('version')}`)."
+        conditions = info.get("conditions") or {}
+        base = conditions.get("model") or {}
+        if base.get("source") == "pretrained":
+            revision = f" at revision `{base['revision']}`" if base.get("revision") else ""
+            trained_from = f"`{base.get('pretrained')}`{revision}"
+        else:
+            trained_from = (
+                f"the {base.get('source')} random model (`{base.get('source')}-random(seed={base.get('seed')})`, "
+                f"a stand-in for `{base.get('pretrained')}`)"
+            )
+        lines.append(f"- **Trained from:** {trained_from}, at {conditions.get('resolution')} px")
+        data = info.get("data") or {}
+        if data:
+            training = f"- **Training data:** version `{data.get('version')}` ({data.get('images')} images)"
+            if info.get("steps") is not None:
+                training += f"; {info['steps']} steps, final loss {_show(info.get('final_loss'))}"
+            lines.append(training)
+        else:
+            lines.append("- **Training data:** not recorded in the artifact")
+    else:
+        lines[0] += "."
+        lines.append("- **Trained from / data:** unknown (the model's facepaint.json could not be read)")
+    if run is not None:
+        tags = run.data.tags
+        commit = tags.get("git.commit", "")[:12] or "unknown"
+        dirty = " (uncommitted changes)" if tags.get("git.dirty") == "true" else ""
+        lock = f", dvc.lock md5 `{tags[LOCK_TAG]}`" if LOCK_TAG in tags else ""
+        lines.append(
+            f"- **Run:** {run.info.run_name} (`{run.info.run_id}`), git commit `{commit}`{dirty}{lock}; "
+            f"every file's hash: the run's artifact `dvc/lock.json`"
+        )
+    if decision.promote:
+        verdict = "promoted to champion"
+    else:
+        verdict = f"not promoted (the champion stays version {champion_version})"
+    lines.append(f"- **Gate:** {verdict}: {decision.text}")
+    lines += ["", f"| metric (method `{rules.method}`) | value |", "|---|---|"]
+    for key, label in HEADLINE:
+        value = _show(metrics.get(key))
+        if key.startswith("psnr") and isinstance(metrics.get(f"{key}_std"), (int, float)):
+            value += f" ± {metrics[f'{key}_std']:.4g}"
+        if key == "seconds_per_edit" and metrics.get("clock"):
+            value += f" ({metrics['clock']})"
+        lines.append(f"| {label} | {value} |")
+    lines.append("")
+    if metrics.get("definitions"):
+        lines.append(f"Definitions: {metrics['definitions']}. ")
+    lines[-1] += "Every metric is a tag of this version (`metric.*`)."
+    return "\n".join(lines)
 
 
 def model_uri_of(artifact_version: str) -> str | None:
@@ -335,7 +544,7 @@ def log_model(artifact_version: str, artifact_dir: str | os.PathLike) -> str:
     mlflow.set_experiment(EXPERIMENT)
     run_id = find_run(artifact_version)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"facepaint {artifact_version}"):
-        mlflow.set_tags({**code_and_data_versions(), ARTIFACT_TAG: artifact_version})
+        log_versions(mlflow, {ARTIFACT_TAG: artifact_version})
         uri = log_pyfunc(artifact_dir)
         mlflow.set_tag(MODEL_URI_TAG, uri)
     return uri

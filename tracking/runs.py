@@ -7,8 +7,10 @@ Store. `MLFLOW_TRACKING_URI` when set (a shared server), else an embedded, real 
 One MLflow run per pipeline run. `train` opens a run and tags it with the artifact version it wrote;
 `evaluate` and `register` find that run by the tag and log into it, so params, per-step training
 metrics, evaluation metrics, plots, the logged model and the registered version sit in one run. Each
-run also carries the code and data versions: the git commit (and whether the tree was dirty) and the
-hashes of every stage in `dvc.lock`.
+run also carries the code and data versions, without burying its metrics under them: three tags (`git.commit`,
+`git.dirty`, `dvc.lock_md5`: the digest of `dvc.lock`) and one artifact, `dvc/lock.json`, with every stage of
+`dvc.lock` as DVC wrote it (each dep's and out's md5, size and file count, the params' values); see
+`code_and_data_versions` and `lock_record`.
 
 Never fatal for `train` and `evaluate`. Tracking is their bookkeeping: if the store cannot be reached,
 the first failure is warned about once, every later call is skipped, the stage still writes its own
@@ -20,6 +22,7 @@ with exponential back-off: up to ~20 minutes per call) unless the environment se
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -63,8 +66,13 @@ def _mlflow():
 # ------------------------------------------------------------------------------------ versions
 
 
+LOCK_ARTIFACT = "dvc/lock.json"  # the run's copy of dvc.lock (lock_record)
+LOCK_TAG = "dvc.lock_md5"
+
+
 def code_and_data_versions(root: str | os.PathLike = ".") -> dict[str, str]:
-    """git commit (+ dirty flag) and the md5 of every dep/out of every stage in dvc.lock, as tags."""
+    """The run's version tags: the git commit, whether the tree was dirty, and the md5 of `dvc.lock` (its every
+    hash is in the run's artifact LOCK_ARTIFACT: `lock_record`)."""
     root = Path(root)
     tags = {}
     try:
@@ -83,15 +91,34 @@ def code_and_data_versions(root: str | os.PathLike = ".") -> dict[str, str]:
         pass
     lock = root / "dvc.lock"
     if lock.is_file():
-        import yaml
-
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for stage, entry in stages.items():
-            for kind in ("deps", "outs"):
-                for item in entry.get(kind, []):
-                    if "md5" in item:
-                        tags[f"dvc.{stage}.{kind}.{item['path']}"] = item["md5"]
+        tags[LOCK_TAG] = hashlib.md5(lock.read_bytes()).hexdigest()
     return tags
+
+
+def lock_record(root: str | os.PathLike = ".") -> dict | None:
+    """`dvc.lock` as the run's artifact LOCK_ARTIFACT (None without one): its md5 (the run's tag LOCK_TAG) and
+    every stage as DVC wrote it: cmd, each dep and out with its md5 (size, file count), the params' values."""
+    lock = Path(root) / "dvc.lock"
+    if not lock.is_file():
+        return None
+    import yaml
+
+    data = lock.read_bytes()
+    content = yaml.safe_load(data) or {}
+    return {
+        "file": "dvc.lock",
+        "md5": hashlib.md5(data).hexdigest(),
+        "schema": content.get("schema"),
+        "stages": content.get("stages", {}),
+    }
+
+
+def log_versions(mlflow, tags: dict | None = None, root: str | os.PathLike = ".") -> None:
+    """Into the active run: the version tags (code_and_data_versions) with `tags`, and dvc.lock as LOCK_ARTIFACT."""
+    mlflow.set_tags({**code_and_data_versions(root), **(tags or {})})
+    record = lock_record(root)
+    if record is not None:
+        mlflow.log_dict(record, LOCK_ARTIFACT)
 
 
 # --------------------------------------------------------------------------------------- tracker
@@ -139,10 +166,10 @@ class Tracker:
             run_id = find_run(artifact_version) if artifact_version else None
             run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
             self.run_id = run.info.run_id
-            all_tags = {**code_and_data_versions(), **(tags or {})}
+            all_tags = dict(tags or {})
             if artifact_version:
                 all_tags[ARTIFACT_TAG] = artifact_version
-            mlflow.set_tags(all_tags)
+            log_versions(mlflow, all_tags)
             if params:
                 mlflow.log_params(_flatten(params))
 

@@ -196,7 +196,94 @@ def test_registry_promotes_a_better_model_and_refuses_a_worse_one(logged, store)
     assert int(client.get_model_version_by_alias("facepaint", "challenger").version) == 3
     refused = client.get_model_version("facepaint", "2")
     assert refused.tags["facepaint.gate"] == "refused" and "fails" in refused.tags["facepaint.gate_reason"]
-    assert json.loads(refused.tags["facepaint.metrics"])["psnr_bg"] == 29.0
+    assert refused.tags["metric.psnr_bg"] == "29.0" and refused.tags["metric.fid"] == "unavailable"
+    assert "facepaint.metrics" not in refused.tags  # no JSON blob: one tag per metric
+    assert "not promoted (the champion stays version 1)" in refused.description
+    # champion and challenger are one version: one release, labelled with both aliases
+    (release,) = registry.releases()
+    assert (release.version, release.aliases, release.latest) == (3, ("champion", "challenger"), True)
+    assert release.uri == "models:/facepaint@champion"
+
+
+def test_a_registered_version_reads_on_its_own(logged, store, tiny_artifact):
+    """The version page: a description (what model, from which base, by which run, the headline metrics as a
+    table, the gate's decision) and one tag per metric; the registered model is described too."""
+    from mlflow import MlflowClient
+
+    metrics = {"fid": "unavailable", "psnr_bg": 30.0, "psnr_bg_std": 1.25, "pickscore": "unavailable"}
+    registry.register(logged, {**metrics, "definitions": "2: outside M"}, RULES, NAME)
+    client = MlflowClient()
+    version = client.get_model_version(NAME, "1")
+    text = version.description
+    assert text.startswith(f"**{NAME} version 1**") and f"(artifact `{tiny_artifact.version}`)" in text
+    assert "- **Trained from:** the tiny random model (`tiny-random(seed=0)`" in text
+    assert f"(`{version.run_id}`)" in text and "- **Gate:** promoted to champion: no champion yet" in text
+    assert "| PSNR dB, background outside M (higher is better) | 30 ± 1.25 |" in text
+    assert "| FID (lower is better) | unavailable |" in text and "Definitions: 2: outside M." in text
+    assert version.tags["metric.psnr_bg"] == "30.0" and version.tags[runs.ARTIFACT_TAG] == tiny_artifact.version
+    assert "champion" in client.get_registered_model(NAME).description
+
+
+def test_describe_names_the_base_model_and_the_training_data():
+    info = {
+        "version": "842615176c7c",
+        "conditions": {"model": {"source": "pretrained", "pretrained": "org/sd-inpainting", "revision": "r1"}},
+        "data": {"version": "26485566dc409dd9", "images": 40},
+        "steps": 30,
+        "final_loss": 0.23221459984779358,
+    }
+    metrics = {"psnr_bg": 38.09435666704747, "seconds_per_edit": 0.599, "clock": "cpu", "peak_mem_mib": None}
+    text = registry.describe("facepaint", 4, metrics, RULES, registry.Decision(False, ["FID fails"]), "2", info)
+    assert "- **Trained from:** `org/sd-inpainting` at revision `r1`" in text
+    assert "- **Training data:** version `26485566dc409dd9` (40 images); 30 steps, final loss 0.2322" in text
+    assert "- **Gate:** not promoted (the champion stays version 2): FID fails" in text
+    assert "| PSNR dB, background outside M (higher is better) | 38.09 |" in text
+    assert "| seconds per edit | 0.599 (cpu) |" in text and "| peak GPU memory MiB | n/a |" in text
+
+
+def test_the_gate_reads_a_champion_registered_before_the_metric_tags(logged, store):
+    """A champion registered by the earlier code has its metrics in one JSON tag: the gate still compares with
+    them."""
+    import shutil
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    registry.register(logged, {"psnr_bg": 30.0}, RULES, NAME)
+    client = MlflowClient()
+    for key in [k for k in client.get_model_version(NAME, "1").tags if k.startswith("metric.")]:
+        client.delete_model_version_tag(NAME, "1", key)
+    client.set_model_version_tag(NAME, "1", "facepaint.metrics", json.dumps({"psnr_bg": 31.0}))
+    other = str(shutil.copytree(mlflow.artifacts.download_artifacts(logged), store / "other"))
+    outcome = registry.register(other, {"psnr_bg": 30.5}, RULES, NAME)
+    assert not outcome["promoted"] and "background PSNR 30.5 vs champion 31" in outcome["reason"]
+
+
+def test_the_releases_list_each_version_once_with_its_aliases(logged, store, tiny_artifact):
+    """champion and challenger on one version: one release; on two: two, the champion first. The app's label
+    names the version and its other aliases, and resolves as the release's URI."""
+    import shutil
+
+    import mlflow
+
+    from facepaint.apps import releases as app_releases
+
+    registry.register(logged, {"psnr_bg": 30.0}, RULES, NAME)
+    (one,) = registry.releases()
+    art = tiny_artifact.version
+    assert (one.version, one.aliases, one.latest, one.artifact) == (1, ("champion", "challenger"), True, art)
+    label = app_releases.label(one)
+    assert label == f"models:/facepaint@champion (version 1, the latest, artifact {art}; also challenger)"
+    assert app_releases.release_uri(label) == "models:/facepaint@champion"
+    assert app_releases.release_uri("data/model") == "data/model"
+    worse = str(shutil.copytree(mlflow.artifacts.download_artifacts(logged), store / "worse"))
+    registry.register(worse, {"psnr_bg": 29.0}, RULES, NAME)  # refused: challenger moves to version 2
+    found, note = app_releases.releases()
+    assert found == [
+        f"models:/facepaint@champion (version 1, artifact {art})",
+        f"models:/facepaint@challenger (version 2, the latest, artifact {art})",
+    ], note
+    assert app_releases.resolve(found[0]) == app_releases.resolve("models:/facepaint@champion")
 
 
 def test_edit_command_serves_the_champion(logged, tiny_artifact, tmp_path):
@@ -242,9 +329,10 @@ def test_the_app_offers_the_registered_releases(logged, tiny_artifact, tmp_path,
     Image.fromarray(img).save(tmp_path / "p.png")
     Image.fromarray(mask).save(tmp_path / "m.png")
     app = App(AppConfig(model=str(tiny_artifact.path), examples=None, workdir=str(tmp_path / "out")))
-    champion, challenger = f"models:/{NAME}@champion", f"models:/{NAME}@challenger"
-    assert app.choices == [str(tiny_artifact.path), champion, challenger], app.releases_note
-    assert "2 registered release(s)" in app.releases_note
+    # champion and challenger are version 1: offered once, labelled with both aliases
+    champion = f"models:/{NAME}@champion (version 1, the latest, artifact {tiny_artifact.version}; also challenger)"
+    assert app.choices == [str(tiny_artifact.path), champion], app.releases_note
+    assert "1 registered release(s)" in app.releases_note
 
     def edit(model):
         args = (tmp_path / "p.png", None, tmp_path / "m.png", "all", 64, "a man", "", 3, 2, 7.5, 1.0, True, False)
@@ -290,11 +378,75 @@ def test_unreachable_store_warns_once_and_register_fails(tmp_path, monkeypatch, 
 
 
 def test_versions_name_the_commit_and_dvc_hashes(tmp_path):
-    (tmp_path / "dvc.lock").write_text(
-        "schema: '2.0'\nstages:\n  split:\n    cmd: x\n    outs:\n    - path: data/split.parquet\n      md5: abc123\n"
-    )
+    import hashlib
+
+    lock = "schema: '2.0'\nstages:\n  split:\n    cmd: x\n    outs:\n    - path: data/split.parquet\n"
+    lock += "      md5: abc123\n"
+    (tmp_path / "dvc.lock").write_text(lock)
     tags = runs.code_and_data_versions(tmp_path)
-    assert tags["dvc.split.outs.data/split.parquet"] == "abc123"
+    assert tags == {"dvc.lock_md5": hashlib.md5(lock.encode()).hexdigest()}  # not a git tree: no commit
+    record = runs.lock_record(tmp_path)
+    assert record["md5"] == tags["dvc.lock_md5"]
+    assert record["stages"]["split"]["outs"] == [{"path": "data/split.parquet", "md5": "abc123"}]
+    assert runs.lock_record(tmp_path / "elsewhere") is None
+
+
+def old_dvc_tags(lock: dict) -> dict[str, str]:
+    """The tags runs.code_and_data_versions set before (one per dep and out of every stage: ~205 for this
+    project's dvc.lock), to check that the artifact holds all they held."""
+    return {
+        f"dvc.{stage}.{kind}.{item['path']}": item["md5"]
+        for stage, entry in lock["stages"].items()
+        for kind in ("deps", "outs")
+        for item in entry.get(kind, [])
+        if "md5" in item
+    }
+
+
+def test_a_run_shows_its_metrics_not_hundreds_of_hash_tags(store):
+    """The run page lists tags before metrics: a run has a few tags (the commit, the dvc.lock digest, the
+    artifact version) and every hash of dvc.lock in one artifact, dvc/lock.json, with all that the per-file
+    tags held (the project's own dvc.lock)."""
+    import hashlib
+    import shutil
+
+    import mlflow
+    import yaml
+
+    from tests.conftest import REPO
+
+    shutil.copy(REPO / "dvc.lock", store / "dvc.lock")
+    before = old_dvc_tags(yaml.safe_load((store / "dvc.lock").read_text()))
+    assert len(before) > 100  # what the run page used to list before its metrics
+    run = runs.Tracker().start(artifact_version="a1", run_name="t", params={"train": {"lr": 1}})
+    run.metrics({"eval": {"ours": {"psnr_bg": 38.1}}})
+    run.end()
+    got = mlflow.get_run(run.run_id)
+    shown = {k: v for k, v in got.data.tags.items() if not k.startswith("mlflow.")}  # the UI hides mlflow.*
+    assert set(shown) <= {"git.commit", "git.dirty", "dvc.lock_md5", runs.ARTIFACT_TAG}, shown
+    assert shown["dvc.lock_md5"] == hashlib.md5((store / "dvc.lock").read_bytes()).hexdigest()
+    assert got.data.metrics == {"eval.ours.psnr_bg": 38.1} and got.data.params == {"train.lr": "1"}
+    logged = mlflow.artifacts.load_dict(f"runs:/{run.run_id}/{runs.LOCK_ARTIFACT}")
+    assert logged["md5"] == shown["dvc.lock_md5"]
+    assert old_dvc_tags(logged) == before  # every hash the tags held
+
+
+def test_metric_tags_read_back_exactly_and_old_versions_still_read():
+    metrics = {
+        "pairs": 8,
+        "psnr_bg": 38.09435666704747,
+        "psnr_outside_soft": "inf",
+        "psnr_outside_soft_std": None,
+        "fid": "unavailable",
+        "clock": "cpu",
+        "definitions": "2: background = outside M",
+    }
+    tags = registry.metric_tags(metrics)
+    assert tags["metric.psnr_bg"] == "38.09435666704747" and tags["metric.fid"] == "unavailable"
+    assert tags["facepaint.metric_definitions"] == "2: background = outside M" and "metric.definitions" not in tags
+    assert registry.version_metrics({**tags, "facepaint.gate": "promoted"}) == metrics
+    assert registry.version_metrics({"facepaint.metrics": json.dumps(metrics)}) == metrics  # registered before
+    assert registry.version_metrics({}) == {}
 
 
 # ------------------------------------------------------------------------------------------ serving

@@ -21,7 +21,12 @@ in its own crop (with a warning); a mask over none of the `--faces` selected is 
 face mask is automatic (`--mask-backend`): BiSeNet's parse of each aligned face when its weights are given or
 cached (the paper's), else the face mesh's outline (no weights to supply). Each edited face is reported with
 where its mask came from. Expected problems (a missing artifact or weights, an unreadable photo, no face)
-print one `error:` line, without a traceback. Run `facepaint edit -h` for every option.
+print one `error:` line, without a traceback.
+
+Progress goes to stderr, stdout stays for the listings (`detect`, `verify`): a single photo's edit shows a
+bar of its denoising steps (tqdm: rate and time left), a folder's a bar of its photos; on a terminal, lines
+also say when the model loads and the faces are searched. A model built on random weights (the demo that
+`dvc repro` trains in data/model) is announced with a `note:` line: its edits are noise.
 
 The base model's safety checker (when it ships one, as SD1.5 does) checks every edited face; a flagged photo
 is an `error:` line and no output file (an existing file there is left as it was). `--no-safety-checker`
@@ -38,6 +43,10 @@ each result equals the one-at-a-time edit up to float rounding, at most a few 1/
 
 Speed options (`--attention`, `--channels-last`, `--compile`, `--dtype`) are `facepaint.method.speed.Speed`'s;
 the defaults are the fast settings, and each output's provenance records them under "runtime".
+
+Building the parser imports nothing heavy (its choices and defaults come from facepaint.editing.choices,
+facepaint.method.options and facepaint.method.speed, none of which loads torch): `facepaint --help` answers at
+once, and each command imports what it runs.
 """
 
 from __future__ import annotations
@@ -47,30 +56,51 @@ import sys
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
 from facepaint.apps.releases import DEFAULT_MODEL, resolve
-from facepaint.common.images import ImageError
-from facepaint.editing import signing
-from facepaint.editing.detection import DETECTORS, FaceError, make_detector
-from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options
-from facepaint.editing.helper import MASK_BACKENDS, PADDING, EditError
-from facepaint.editing.safety import UnsafeResultError
-from facepaint.editing.signing import SigningError
-from facepaint.method.artifact import ArtifactError
-from facepaint.method.models import ModelLoadError
+from facepaint.editing.choices import DETECTORS, MASK_BACKENDS, PADDING, EditChoices
 from facepaint.method.options import SCHEDULERS, SamplingOptions
 from facepaint.method.speed import ATTENTION, COMPILE_MODES, DTYPES, Speed
+
+if TYPE_CHECKING:
+    from facepaint.editing.editor import FaceEditor
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 SPEED = Speed()  # the speed options' defaults
 SAMPLING, CHOICES = SamplingOptions(), EditChoices()  # the edit options' defaults
+MODEL_HELP = (
+    "a trained artifact directory, or a registered release of the MLflow model registry such as "
+    f"models:/facepaint@champion (default: {DEFAULT_MODEL}, the model `dvc repro` builds)"
+)
+EDIT_DESCRIPTION = """\
+Edit the faces in a photo (or in every photo of a folder) to match a text prompt. The faces are found,
+aligned to the model's framing, edited together and pasted back: every pixel outside the edited faces' soft
+masks is the input's. The output is a PNG carrying its provenance and a signed C2PA manifest."""
+EDIT_EPILOG = """\
+examples:
+  facepaint edit me.jpg --prompt "a smiling woman with blond hair" --out me-edited.png
+  facepaint edit me.jpg --prompt "a man with a beard" --faces 0,2 --mask mask.png --out out.png
+  facepaint edit photos/ --prompt "a smiling face" --out edited/ --batch-size 4
+
+`facepaint detect PHOTO` lists the faces by index (for --faces); `facepaint verify OUT.png` checks the output's
+manifest. A folder's photo that fails is reported and the others go on (exit status 1 when any failed)."""
+
+
+def _default(value) -> str:
+    """' (default: VALUE)' as every option's help ends: numbers as typed (7.5, 1, 0.25), an empty text as none."""
+    if isinstance(value, float):
+        value = f"{value:g}"
+    return f" (default: {value if value != '' else 'none'})"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facepaint", description="Text-driven face editing.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="facepaint",
+        description="Text-driven face editing: edit the faces in a photo to match a prompt, with a trained model.",
+        epilog="Run `facepaint COMMAND -h` for a command's options. Start with `facepaint edit -h`.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_edit_command(sub)
     add_detect_command(sub)
     add_models_command(sub)
@@ -82,82 +112,150 @@ def build_parser() -> argparse.ArgumentParser:
 def add_edit_command(sub) -> None:
     e = sub.add_parser(
         "edit",
-        help="edit the face in a photo (or every photo in a folder) to match a prompt",
-        description=__doc__,
+        help="edit the faces in a photo (or every photo in a folder) to match a prompt",
+        description=EDIT_DESCRIPTION,
+        epilog=EDIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    e.add_argument("photo", type=Path, help="a photo, or a folder of photos")
-    e.add_argument("--prompt", required=True, help="what the face should look like")
-    e.add_argument("--out", required=True, type=Path, help="output .png (a folder when PHOTO is a folder)")
-    e.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"a trained artifact directory or models:/facepaint@champion (default: {DEFAULT_MODEL})",
+    io = e.add_argument_group("input and output")
+    io.add_argument("photo", type=Path, help="a photo (.jpg, .jpeg, .png, .webp), or a folder of photos")
+    io.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="the edited .png (a folder, written as OUT/<stem>.png, when PHOTO is a folder)",
     )
-    e.add_argument("--mask", type=Path, help="face mask image, white = face (a folder of <stem>.png for a folder)")
-    e.add_argument(
+    # sampling and what to edit: read as typed and parsed by parse_edit_options, the one parser of user values;
+    # their defaults are SamplingOptions' and EditChoices'
+    prompt = e.add_argument_group("prompt")
+    prompt.add_argument(
+        "--prompt", required=True, help='what the face should look like, e.g. "a smiling woman with blond hair"'
+    )
+    prompt.add_argument(
+        "--negative-prompt",
+        metavar="TEXT",
+        help="what the face should not look like" + _default(SAMPLING.negative_prompt),
+    )
+    faces = e.add_argument_group("faces and mask")
+    faces.add_argument(
         "--faces",
-        default=None,
-        help="which faces: all (default), largest, or indices like 0,2 (left to right; see `facepaint detect`)",
+        metavar="WHICH",
+        help="which faces: all, largest, or indices like 0,2 (left to right, as `facepaint detect` numbers them)"
+        + _default(CHOICES.faces),
     )
-    add_detector_args(e)
-    # sampling and what to edit: read as typed and parsed by parse_edit_options, the one parser of user values
-    e.add_argument(
-        "--no-blend",
-        dest="blend",
-        action="store_const",
-        const="false",
-        help="paste the decoded crop as it is (the ablation of pixel-level blending)",
+    faces.add_argument(
+        "--mask",
+        type=Path,
+        metavar="PATH",
+        help="a face mask image, white = face: what is edited (for a folder, a folder of masks named like the "
+        "photos)" + _default("the automatic mask of --mask-backend"),
     )
-    e.add_argument("--steps", help=f"denoising steps (default {SAMPLING.steps})")
-    e.add_argument("--guidance-scale", help=f"classifier-free guidance (default {SAMPLING.guidance_scale})")
-    e.add_argument("--seed", help=f"the noise's seed (default {CHOICES.seed})")
-    e.add_argument("--strength", help=f"how far to noise the face, 0..1 (default {SAMPLING.strength})")
-    e.add_argument("--negative-prompt", help="what the face should not look like (default: none)")
-    e.add_argument("--scheduler", choices=SCHEDULERS, help=f"the sampler (default {SAMPLING.scheduler})")
-    e.add_argument(
-        "--sigma",
-        help=f"soft-mask Gaussian std in pixels of a 512 px face crop (default {SAMPLING.sigma:g}): the width of "
-        "the blended seam",
-    )
-    e.add_argument(
-        "--watermark", action="store_const", const="true", help="add an invisible mark to the edited face only"
-    )
-    e.add_argument(
-        "--padding", type=float, default=PADDING, help=f"crop margin per side, x the face size (default {PADDING})"
-    )
-    e.add_argument("--bisenet-weights", type=Path, help="parsing_bisenet.pth (default: facexlib's cache/download)")
-    e.add_argument(
+    faces.add_argument(
         "--mask-backend",
         choices=MASK_BACKENDS,
         default="auto",
         help="the automatic face mask (without --mask): bisenet (the paper's; needs its weights), mesh (the face "
-        "mesh's outline, no weights to supply), auto (default: bisenet when its weights are given or cached)",
+        "mesh's outline, no weights to supply), auto (bisenet when its weights are given or cached, else mesh)"
+        + _default("auto"),
     )
-    add_speed_args(e)
-    e.add_argument("--batch-size", type=int, default=1, help="photos of a folder edited per pipeline call (default 1)")
-    e.add_argument(
-        "--no-sign", dest="sign", action="store_false", help="write the PNG without its signed C2PA manifest"
+    faces.add_argument(
+        "--padding",
+        type=float,
+        default=PADDING,
+        metavar="X",
+        help="crop margin per side of a face given by the mask alone, x the face's size" + _default(PADDING),
     )
-    add_c2pa_arg(e)
-    add_safety_arg(e)
+    add_detector_args(faces)
+    faces.add_argument(
+        "--bisenet-weights",
+        type=Path,
+        metavar="PATH",
+        help="BiSeNet's parsing_bisenet.pth, for --mask-backend bisenet" + _default("facexlib's cache/download"),
+    )
+    sampling = e.add_argument_group("sampling")
+    sampling.add_argument(
+        "--steps", metavar="N", help="denoising steps (strength x N of them run)" + _default(SAMPLING.steps)
+    )
+    sampling.add_argument(
+        "--guidance-scale",
+        metavar="G",
+        help="classifier-free guidance: how closely the prompt is followed" + _default(SAMPLING.guidance_scale),
+    )
+    sampling.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        help="the sampler: ddim, or dpm (DPM-Solver++ multistep)" + _default(SAMPLING.scheduler),
+    )
+    sampling.add_argument(
+        "--strength",
+        metavar="S",
+        help="how far the face is noised, in (0, 1]; 1 regenerates it entirely" + _default(SAMPLING.strength),
+    )
+    sampling.add_argument(
+        "--seed", metavar="N", help="the noise's seed: the same seed gives the same edit" + _default(CHOICES.seed)
+    )
+    sampling.add_argument(
+        "--sigma",
+        metavar="PX",
+        help="soft-mask Gaussian std in pixels of a 512 px face crop: the width of the blended seam"
+        + _default(SAMPLING.sigma),
+    )
+    sampling.add_argument(
+        "--no-blend",
+        dest="blend",
+        action="store_const",
+        const="false",
+        help="paste the decoded crop as it is, without pixel-level blending (the ablation)" + _default("blended"),
+    )
+    sampling.add_argument(
+        "--watermark",
+        action="store_const",
+        const="true",
+        help="add an invisible mark to the edited face pixels only (`facepaint verify` finds it)" + _default("off"),
+    )
+    model = e.add_argument_group("model")
+    model.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    add_safety_arg(model)
+    speed = e.add_argument_group("speed")
+    add_speed_args(speed)
+    speed.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="photos of a folder edited per pipeline call (faster on a GPU)" + _default(1),
+    )
+    signed = e.add_argument_group("signing the output")
+    signed.add_argument(
+        "--no-sign",
+        dest="sign",
+        action="store_false",
+        help="write the PNG without its signed C2PA manifest" + _default("signed"),
+    )
+    add_c2pa_arg(signed)
     e.set_defaults(func=edit_command)
 
 
-def add_speed_args(e: argparse.ArgumentParser) -> None:
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    e.add_argument("--dtype", choices=DTYPES, default=SPEED.dtype, help="on a GPU; the CPU uses fp32")
+def add_speed_args(e) -> None:
+    add_device_arg(e)
+    e.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=SPEED.dtype,
+        help="the weights' precision on a GPU; the CPU always runs fp32" + _default(SPEED.dtype),
+    )
     e.add_argument(
         "--attention",
         choices=ATTENTION,
         default=SPEED.attention,
-        help="sdpa: torch's scaled_dot_product_attention (default); classic: explicit softmax(QK^T)V",
+        help="sdpa: torch's scaled_dot_product_attention; classic: explicit softmax(QK^T)V"
+        + _default(SPEED.attention),
     )
     e.add_argument(
         "--channels-last",
         choices=("auto", "on", "off"),
         default="auto",
-        help="NHWC UNet and VAE weights (auto: on with CUDA, off on the CPU)",
+        help="NHWC UNet and VAE weights (auto: on with CUDA, off on the CPU)" + _default("auto"),
     )
     e.add_argument(
         "--compile",
@@ -167,7 +265,15 @@ def add_speed_args(e: argparse.ArgumentParser) -> None:
         choices=COMPILE_MODES,
         metavar="MODE",
         help="torch.compile the UNet; MODE one of " + ", ".join(COMPILE_MODES) + " (--compile alone: "
-        "default). The first batch compiles (tens of seconds); worth it for a folder on a GPU",
+        "default). The first batch compiles (tens of seconds); worth it for a folder on a GPU" + _default("off"),
+    )
+
+
+def add_device_arg(p) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available, else the CPU), cpu, cuda, cuda:1, ..." + _default("auto"),
     )
 
 
@@ -175,15 +281,26 @@ def add_detect_command(sub) -> None:
     d = sub.add_parser(
         "detect",
         help="list the faces found in a photo, in the index order --faces uses",
-        description="List the faces found in a photo (index, box, score, landmarks), left to right.",
+        description="List the faces found in a photo (index, box, score, landmarks), numbered left to right as "
+        "`facepaint edit --faces` takes them; optionally write them as JSON and draw them on a preview.",
     )
-    d.add_argument("photo", type=Path)
-    d.add_argument("--json", type=Path, help="write {detector, faces: [{box, score, landmarks, outline}]} here")
-    d.add_argument(
-        "--preview", type=Path, help="write the photo with the numbered boxes, landmarks and outlines drawn (PNG)"
+    io = d.add_argument_group("input and output")
+    io.add_argument("photo", type=Path, help="the photo to search")
+    io.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="write {detector, faces: [{box, score, landmarks, outline}]} here" + _default("not written"),
     )
-    d.add_argument("--device", default="auto")
-    add_detector_args(d)
+    io.add_argument(
+        "--preview",
+        type=Path,
+        metavar="PATH",
+        help="write the photo with the numbered boxes, landmarks and outlines drawn (PNG)" + _default("not written"),
+    )
+    faces = d.add_argument_group("detector")
+    add_detector_args(faces)
+    add_device_arg(faces)
     d.set_defaults(func=detect_command)
 
 
@@ -210,7 +327,7 @@ def add_verify_command(sub) -> None:
     )
     v.add_argument("image", type=Path, help="an image written by `facepaint edit` (or the app, or the pyfunc)")
     add_c2pa_arg(v)
-    v.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    v.add_argument("--json", action="store_true", help="print the report as JSON" + _default("text"))
     v.set_defaults(func=verify_command)
 
 
@@ -218,77 +335,92 @@ def add_app_command(sub) -> None:
     a = sub.add_parser(
         "app",
         help="the web app (Gradio): upload a photo, correct its mask, edit, download the PNG",
-        description="Serve the web app (facepaint/apps/web.py) on http://HOST:PORT until interrupted.",
+        description="Serve the web app (Gradio) on http://HOST:PORT until interrupted: upload a photo, correct "
+        "its face mask, edit it with a prompt and download the signed PNG.",
     )
-    a.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"a trained artifact directory or models:/facepaint@champion (default: {DEFAULT_MODEL})",
+    model = a.add_argument_group("model")
+    model.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    add_device_arg(model)
+    add_safety_arg(model)
+    server = a.add_argument_group("server")
+    server.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on" + _default("127.0.0.1: this machine only")
     )
-    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    a.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
-    a.add_argument("--concurrency", type=int, default=1, help="edits run at once (default 1; the rest queue)")
-    a.add_argument(
+    server.add_argument("--port", type=int, default=7860, help="port to listen on" + _default(7860))
+    server.add_argument("--share", action="store_true", help="also open a public gradio.live link" + _default("off"))
+    server.add_argument(
+        "--concurrency", type=int, default=1, metavar="N", help="edits run at once (the others queue)" + _default(1)
+    )
+    faces = a.add_argument_group("faces and mask")
+    faces.add_argument(
         "--bisenet-weights",
         type=Path,
-        help="parsing_bisenet.pth: the paper's automatic face mask (else the face mesh's outline)",
+        metavar="PATH",
+        help="BiSeNet's parsing_bisenet.pth: the paper's automatic face mask"
+        + _default("facexlib's cache, else the face mesh's outline"),
     )
-    a.add_argument(
-        "--detector-weights", type=Path, help="RetinaFace's detection_Resnet50_Final.pth (else MediaPipe's detector)"
+    faces.add_argument(
+        "--detector-weights",
+        type=Path,
+        metavar="PATH",
+        help="RetinaFace's detection_Resnet50_Final.pth" + _default("facexlib's cache, else MediaPipe's detector"),
     )
-    add_face_models_arg(a)
-    a.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    add_safety_arg(a)
+    add_face_models_arg(faces)
     a.set_defaults(func=app_command)
 
 
-def add_safety_arg(p: argparse.ArgumentParser) -> None:
+def add_safety_arg(p) -> None:
     p.add_argument(
         "--no-safety-checker",
         dest="safety_checker",
         action="store_false",
-        help="do not run the base model's safety checker (on by default when the model ships one, as SD1.5 "
-        "does; a flagged result is not written)",
+        help="do not run the base model's safety checker (a flagged result is not written)"
+        + _default("on when the model ships one, as SD1.5 does"),
     )
 
 
-def add_c2pa_arg(p: argparse.ArgumentParser) -> None:
+def add_c2pa_arg(p) -> None:
     p.add_argument(
         "--c2pa-dir",
         type=Path,
-        help="the C2PA signing key's directory: `edit` makes it on first use, `verify` trusts its ca.pem (default: "
-        "$FACEPAINT_C2PA_DIR, else $XDG_CONFIG_HOME/facepaint/c2pa or ~/.config/facepaint/c2pa)",
+        metavar="DIR",
+        help="the C2PA signing key's directory: `edit` makes it on first use, `verify` trusts its ca.pem"
+        + _default("$FACEPAINT_C2PA_DIR, else $XDG_CONFIG_HOME/facepaint/c2pa or ~/.config/facepaint/c2pa"),
     )
 
 
-def add_face_models_arg(p: argparse.ArgumentParser) -> None:
+def add_face_models_arg(p) -> None:
     p.add_argument(
         "--face-models",
         type=Path,
+        metavar="DIR",
         help="a folder holding MediaPipe's face_detection_full_range.tflite, face_detection_short_range.tflite "
-        "and face_landmark.tflite (default: $FACEPAINT_FACE_MODELS, else ~/.cache/facepaint/mediapipe, fetched "
-        "there on first use; `facepaint models` fetches them)",
+        "and face_landmark.tflite (`facepaint models` fetches them)"
+        + _default("$FACEPAINT_FACE_MODELS, else ~/.cache/facepaint/mediapipe, fetched there on first use"),
     )
 
 
-def add_detector_args(p: argparse.ArgumentParser) -> None:
+def add_detector_args(p) -> None:
     p.add_argument(
         "--detector",
         choices=DETECTORS,
         default="auto",
-        help="auto (default): RetinaFace when its weights are given or cached, else MediaPipe; retinaface: fail "
-        "without its weights; mediapipe: Google's BlazeFace and face mesh (offline: boxes, landmarks, outline); "
-        "opencv: OpenCV's Haar cascade (boxes only; many false faces on real photos)",
+        help="auto: RetinaFace when its weights are given or cached, else MediaPipe; retinaface: fail without its "
+        "weights; mediapipe: Google's BlazeFace and face mesh (offline: boxes, landmarks, outline); opencv: "
+        "OpenCV's Haar cascade (boxes only; many false faces on real photos)" + _default("auto"),
+    )
+    p.add_argument(
+        "--detector-weights",
+        type=Path,
+        metavar="PATH",
+        help="RetinaFace's detection_Resnet50_Final.pth, for offline machines" + _default("facexlib's cache"),
     )
     add_face_models_arg(p)
     p.add_argument(
-        "--detector-weights", type=Path, help="RetinaFace's detection_Resnet50_Final.pth (offline machines)"
-    )
-    p.add_argument(
         "--min-face",
         default=CHOICES.min_face,
-        help=f"skip faces narrower than this many pixels (default {CHOICES.min_face:g})",
+        metavar="PX",
+        help="skip detected faces narrower than this many pixels, with a warning" + _default(CHOICES.min_face),
     )
 
 
@@ -307,6 +439,32 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def _error(message) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 1
+
+
+def _interactive() -> bool:
+    """Whether stderr is a terminal: where the phase lines (loading the model, finding the faces) are shown. A
+    log or a test keeps them out, so an expected problem stays one `error:` line there."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def _phase(text: str) -> None:
+    if _interactive():
+        print(text, file=sys.stderr, flush=True)
+
+
+def demo_notice(model: str, cfg) -> str | None:
+    """The line that tells a user of `model` that its base weights are random (`cfg`, its conditions' ModelConfig:
+    source tiny, the demo's, or random), so its edits are noise; None for a model built on pretrained weights."""
+    if cfg.source == "pretrained":
+        return None
+    what = "the demo model (a tiny" if cfg.source == "tiny" else "built on random weights (a full-size"
+    return (
+        f"note: {model} is {what} randomly initialised network, {cfg.name}): its edits are noise. Train on the "
+        'real weights (see docs/pipeline.md, "The paper\'s configuration") for real edits.'
+    )
 
 
 def _jobs(args) -> list[tuple[Path, Path | None, Path]]:
@@ -343,6 +501,8 @@ def _mask_for(photo: Path, mask: Path | None) -> Path | None:
 def edit_options(args) -> tuple[SamplingOptions, EditChoices]:
     """The sampling options and choices given on the command line (the others at their defaults), parsed by
     the one parser of user values (`parse_edit_options`)."""
+    from facepaint.editing.editor import parse_edit_options
+
     given = {
         "steps": args.steps,
         "guidance_scale": args.guidance_scale,
@@ -360,6 +520,14 @@ def edit_options(args) -> tuple[SamplingOptions, EditChoices]:
 
 
 def edit_command(args) -> int:
+    from tqdm import tqdm
+
+    from facepaint.editing import signing
+    from facepaint.editing.editor import FaceEditor
+    from facepaint.editing.signing import SigningError
+    from facepaint.method.artifact import ArtifactError
+    from facepaint.method.models import ModelLoadError
+
     try:
         options, choices = edit_options(args)
         if args.batch_size < 1:
@@ -373,6 +541,7 @@ def edit_command(args) -> int:
             channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
             compile=args.compile,
         )
+        _phase(f"loading the model {args.model} ...")
         editor = FaceEditor.from_artifact(
             resolve(args.model),
             device=args.device,
@@ -390,8 +559,11 @@ def edit_command(args) -> int:
         editor.helper.face_detector()
     except (ValueError, ArtifactError, ModelLoadError, SigningError) as e:
         return _error(e)
+    notice = demo_notice(args.model, editor.conditions.model)
+    if notice:
+        print(notice, file=sys.stderr)
     failed = 0
-    with tqdm(total=len(jobs), desc="edit", unit="photo", disable=len(jobs) < 2) as bar:
+    with tqdm(total=len(jobs), desc="edit", unit="photo", disable=len(jobs) < 2, file=sys.stderr) as bar:
         for start in range(0, len(jobs), args.batch_size):
             batch = jobs[start : start + args.batch_size]
             try:
@@ -409,10 +581,20 @@ def edit_command(args) -> int:
 
 def edit_batch(editor: FaceEditor, batch, args, options, choices, bar, single: bool) -> int:
     """Edit one batch of (photo, mask, output) in one pipeline call and write the results; a photo that
-    cannot be edited is reported and the others go on. Returns how many failed."""
+    cannot be edited is reported and the others go on. Returns how many failed. A single photo's edit shows a
+    bar of its denoising steps (`edit_batch`'s on_step, as the web app's progress)."""
+    from tqdm import tqdm
+
+    from facepaint.common.images import ImageError
+    from facepaint.editing.detection import FaceError
+    from facepaint.editing.helper import EditError
+    from facepaint.editing.safety import UnsafeResultError
+
     failed, ready = 0, []  # (prepared photo, output) of this batch
     for photo, mask, out in batch:
         try:
+            if single:
+                _phase(f"finding the faces in {photo} ...")
             ready.append((editor.helper.prepare(photo, mask, faces=choices.faces, min_face=choices.min_face), out))
         except (ImageError, EditError, FaceError) as e:
             failed += 1
@@ -420,8 +602,16 @@ def edit_batch(editor: FaceEditor, batch, args, options, choices, bar, single: b
             tqdm.write(f"error: {e}" if str(photo) in str(e) else f"error: {photo}: {e}", file=sys.stderr)
     if not ready:
         return failed
+    total = max(1, int(options.steps * options.strength))  # the denoising steps that run
     try:
-        results = editor.edit_batch([p for p, _ in ready], args.prompt, options=options, **asdict(choices))
+        with tqdm(total=total, desc="denoising", unit="step", disable=not single, file=sys.stderr) as steps:
+            results = editor.edit_batch(
+                [p for p, _ in ready],
+                args.prompt,
+                options=options,
+                on_step=lambda i: steps.update(i - steps.n),
+                **asdict(choices),
+            )
     except UnsafeResultError as e:  # the flagged photos are not written, the batch's others are
         results = e.results
         failed += len(e.flagged)
@@ -448,8 +638,11 @@ def edit_batch(editor: FaceEditor, batch, args, options, choices, bar, single: b
 
 
 def detect_command(args) -> int:
-    from facepaint.common.images import read_photo
+    from facepaint.common.images import ImageError, read_photo
     from facepaint.common.io import atomic_path, write_json
+    from facepaint.editing.detection import make_detector
+    from facepaint.editing.editor import parse_edit_options
+    from facepaint.method.models import ModelLoadError
 
     try:
         min_face = parse_edit_options({"min_face": args.min_face})[1].min_face
@@ -515,6 +708,7 @@ def draw_faces(photo, faces, min_face: float):
 
 def models_command(args) -> int:
     from facepaint.method import mediapipe
+    from facepaint.method.models import ModelLoadError
 
     try:
         folder = args.face_models or mediapipe.default_dir()
@@ -533,6 +727,8 @@ def models_command(args) -> int:
 def verify_command(args) -> int:
     import json
 
+    from facepaint.editing import signing
+
     report = signing.verify(args.image, key=args.c2pa_dir)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -545,6 +741,8 @@ def verify_command(args) -> int:
 
 def app_command(args) -> int:
     from facepaint.apps.web import launch
+    from facepaint.method.artifact import ArtifactError
+    from facepaint.method.models import ModelLoadError
 
     try:
         launch(

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from facepaint.common.errors import FacepaintError
+from facepaint.editing.choices import DETECTORS, parse_selection  # re-exported: light, for the parser
 from facepaint.method.models import ModelLoadError, facexlib_cache, facexlib_weights, pick_device
 
 RETINAFACE_FILE = "detection_Resnet50_Final.pth"
 RETINAFACE_URL = f"https://github.com/xinntao/facexlib/releases/download/v0.1.0/{RETINAFACE_FILE}"
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
-DETECTORS = ("auto", "retinaface", "mediapipe", "opencv")
 
 
 class FaceError(FacepaintError):
@@ -340,20 +340,6 @@ def make_detector(
     if kind in ("auto", "mediapipe"):
         return MediaPipeDetector(face_models), []
     return CascadeDetector(), []
-
-
-def parse_selection(spec) -> str | list[int]:
-    """`--faces`: "all", "largest", or face indices ("0,2", [0, 2])."""
-    if isinstance(spec, str) and spec.strip().lower() in ("all", "largest"):
-        return spec.strip().lower()
-    try:
-        items = spec.split(",") if isinstance(spec, str) else list(spec)  # TypeError: None, a number
-        idx = [int(str(i).strip()) for i in items]
-    except (TypeError, ValueError):
-        raise ValueError(f"faces must be 'all', 'largest' or indices like '0,2', got {spec!r}") from None
-    if not idx or min(idx) < 0 or len(set(idx)) != len(idx):
-        raise ValueError(f"faces must be distinct indices >= 0, got {spec!r}")
-    return idx
 
 
 def select_faces(faces: list[Face], spec, min_face: float, name: str = "the photo") -> tuple[list[int], list[str]]:

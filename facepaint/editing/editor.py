@@ -7,9 +7,10 @@
     resolution) -> the watermark -> the provenance (facepaint.editing.provenance) -> `EditResult`
 
 How an edit samples is a `SamplingOptions` (facepaint.method.options, shared with the evaluation); what it
-edits and delivers (faces, min_face, seed, blend, watermark) is an `EditChoices`. Both are keyword arguments of
-`edit` and `edit_batch` (`steps=30, faces="largest"`), and `parse_edit_options` reads both from a user's
-values for the command line, the web app and the MLflow pyfunc model.
+edits and delivers (faces, min_face, seed, blend, watermark) is an `EditChoices` (facepaint.editing.choices, light
+to import for the command line's parser). Both are keyword arguments of `edit` and `edit_batch` (`steps=30,
+faces="largest"`), and `parse_edit_options` reads both from a user's values for the command line, the web app
+and the MLflow pyfunc model.
 
 - Every pixel outside every edited face's soft mask is bit-identical to the input, with the watermark on or
   off (the watermark only touches pixels where M = 1). `blend=False` is the ablation: each decoded crop is
@@ -32,8 +33,8 @@ import numpy as np
 from facepaint.common.checks import MAX_SEED, check_number, parse_fields
 from facepaint.editing import alignment
 from facepaint.editing import watermark as wm
-from facepaint.editing.detection import parse_selection
-from facepaint.editing.helper import MAX_MIN_FACE, MIN_FACE, FaceHelper
+from facepaint.editing.choices import EditChoices  # re-exported: light, for the parser
+from facepaint.editing.helper import FaceHelper
 from facepaint.editing.provenance import png_bytes, provenance, save_png
 from facepaint.editing.safety import NOT_SHIPPED, OFF, RAN, SafetyChecker, UnsafeResultError, unsafe_message
 from facepaint.method.artifact import Artifact, apply_artifact, load_artifact
@@ -42,27 +43,6 @@ from facepaint.method.generate import Inpainter, per_image
 from facepaint.method.models import load_components, pick_device, pick_dtype
 from facepaint.method.options import SamplingOptions
 from facepaint.method.speed import Speed
-
-
-@dataclass(frozen=True)
-class EditChoices:
-    """What an edit changes and delivers, besides how it samples (the defaults of `FaceEditor.edit`,
-    `facepaint edit`, the web app and the pyfunc model)."""
-
-    faces: str | list = "all"  # all | largest | indices ("0,2" or [0, 2]), left to right (`facepaint detect`)
-    min_face: float = MIN_FACE  # px: narrower detected faces are skipped, with a warning
-    seed: int = 0
-    blend: bool = True  # pixel-level blending (False: the decoded crop pasted as it is, the ablation)
-    watermark: bool = False  # an invisible mark on the edited face pixels only
-
-    def __post_init__(self):
-        parse_selection(self.faces)
-        check_number("min_face", self.min_face, 0, MAX_MIN_FACE)
-        check_number("seed", self.seed, 0, MAX_SEED, whole=True)
-        for name in ("blend", "watermark"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-
 
 SAMPLING = {f.name for f in dataclasses.fields(SamplingOptions)}
 CHOICES = {f.name for f in dataclasses.fields(EditChoices)}

@@ -40,7 +40,16 @@ from facepaint.common.checks import check_number
 from facepaint.common.errors import FacepaintError
 from facepaint.common.images import ImageError, load_rgb, read_photo, resize_binary
 from facepaint.editing import alignment
-from facepaint.editing.detection import DETECTORS, Face, FaceError, make_detector, parse_selection, select_faces
+from facepaint.editing.choices import (  # re-exported
+    DETECTORS,
+    MASK_BACKENDS,
+    MAX_MIN_FACE,
+    MAX_PADDING,
+    MIN_FACE,
+    PADDING,
+    parse_selection,
+)
+from facepaint.editing.detection import Face, FaceError, make_detector, select_faces
 from facepaint.method.blend import pixel_blend, soft_mask
 from facepaint.method.masks import (
     BISENET_CLASSES,
@@ -52,16 +61,11 @@ from facepaint.method.masks import (
 )
 from facepaint.method.models import ModelLoadError
 
-PADDING = 0.25  # crop margin per side for a face given by a mask alone, x its longer side (our choice)
-MAX_PADDING = 10.0  # a crop margin of 10 face sizes per side is already the whole photo for any portrait
-MIN_FACE = 64.0  # px: a detected face narrower than this is skipped (our choice: the model sees it upscaled 4x+)
-MAX_MIN_FACE = 100_000.0  # px: wider than the face of any photo load_rgb accepts
 MASK_HINT = (
     "For `facepaint edit`, give the weights with --bisenet-weights PATH, use the face mesh's mask "
     "(--mask-backend mesh: no weights to supply), or pass a face mask with --mask PATH (white = face; `mask=` "
     "in the Python API)."
 )
-MASK_BACKENDS = ("auto", "bisenet", "mesh")  # auto: bisenet when its weights are given or cached, else mesh
 CROP_MARGIN = 0.04  # a face's crop is widened until its mask region is this far (x the crop) inside its edges
 STRAY = 0.25  # a mask region over no face box, inside a face's crop and of at most this x its width^2 pixels,
 # is edited with that face (a stroke over the hair, a dab beside the chin); a missed face's region is larger

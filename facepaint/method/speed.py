@@ -17,9 +17,11 @@ on by default where it helps; bench/ measures each one on and off.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it runs: `Speed` and its checks stay light (`facepaint --help`)
+    import torch
+    from torch import nn
 
 ATTENTION = ("sdpa", "classic")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -80,6 +82,8 @@ def set_attention(model, kind: str) -> None:
 
 def to_channels_last(model: nn.Module) -> nn.Module:
     """Convolution weights in NHWC; inputs follow (or pass them in channels_last too)."""
+    import torch
+
     return model.to(memory_format=torch.channels_last)
 
 
@@ -91,12 +95,16 @@ def compiled(module: nn.Module, mode, dynamic: bool | None = False):
     mode = compile_mode(mode)
     if mode == "off":
         return module
+    import torch
+
     return torch.compile(module, mode=None if mode == "default" else mode, dynamic=dynamic)
 
 
 def half_frozen(model: nn.Module, dtype: torch.dtype) -> int:
     """Store the frozen weights and biases of `model`'s Linear and Conv layers in `dtype` (bf16/fp16);
     trainable parameters and norm layers keep their dtype. Returns how many tensors were converted."""
+    from torch import nn
+
     n = 0
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv1d)):

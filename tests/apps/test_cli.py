@@ -347,3 +347,130 @@ def test_detect_lists_the_faces_and_edit_picks_them(tiny_artifact, fixture_root,
     assert main([*no_mask, "--out", str(tmp_path / "wall-out.png"), "--mask", str(tmp_path / "wall-mask.png")]) == 1
     assert "no face found in " + str(tmp_path / "wall.png") in capsys.readouterr().err
     assert not (tmp_path / "wall-out.png").exists()
+
+
+# ------------------------------------------------------------------------------ the first five minutes
+
+HEAVY = ("torch", "diffusers", "transformers", "gradio", "mlflow", "cv2")
+
+
+def test_building_the_parser_imports_nothing_heavy():
+    """`facepaint --help` answers at once: building the parser imports none of the heavy libraries (each command
+    imports what it runs), so its choices and defaults come from light modules (facepaint.editing.choices,
+    facepaint.method.options, facepaint.method.speed)."""
+    code = (
+        "import sys; from facepaint.apps.cli import build_parser; build_parser(); "
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+    helped = subprocess.run(
+        [sys.executable, "-m", "facepaint.apps.cli", "edit", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: facepaint edit"), helped.stderr
+
+
+def _subparsers(parser) -> dict:
+    import argparse
+
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _shown(value) -> str:
+    """A default as the help states it: 7.5, 1 (for 1.0), 0, none (an empty text)."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value == "" else str(value)
+
+
+def test_every_option_has_help_and_edit_states_every_default():
+    """Each command's help is about that command (its own description, its options in groups, each with a help
+    text); every option of `facepaint edit` that is not required says its default, and for those with a value
+    (SamplingOptions', EditChoices', or argparse's) the value itself: "(default: 0)" for --seed."""
+    import dataclasses
+    import re
+
+    from facepaint.apps import cli
+    from facepaint.editing.choices import EditChoices
+    from facepaint.method.options import SamplingOptions
+
+    commands = _subparsers(cli.build_parser())
+    assert set(commands) == {"edit", "detect", "models", "verify", "app"}
+    for name, sub in commands.items():
+        assert sub.description and sub.description != cli.__doc__, name
+        for action in sub._actions:
+            if action.option_strings == ["-h", "--help"]:
+                continue
+            assert action.help and action.help.strip(), (name, action.dest)
+    edit = commands["edit"]
+    assert edit.description.startswith("Edit the faces in a photo") and len(edit.description) < 500
+    text = edit.format_help()
+    assert "for every option" not in text and "facepaint edit -h" not in text
+    titles = [g.title for g in edit._action_groups]
+    for title in ("input and output", "prompt", "faces and mask", "sampling", "model", "speed", "signing the output"):
+        assert title in titles, titles
+    assert "models:/facepaint@champion" in next(a.help for a in edit._actions if a.dest == "model")
+    known = {**dataclasses.asdict(SamplingOptions()), **dataclasses.asdict(EditChoices())}
+    checked = []
+    for action in edit._actions:
+        if not action.option_strings or action.required or action.option_strings == ["-h", "--help"]:
+            continue
+        assert "(default: " in action.help, action.option_strings
+        if action.nargs == 0:  # a flag: its default is a word (signed, off, blended)
+            continue
+        value = known.get(action.dest, action.default)
+        if value is not None:
+            stated = re.search(rf"\(default: {re.escape(_shown(value))}[),:]", action.help)
+            assert stated, (action.option_strings, action.help)
+            checked.append(action.option_strings[0])
+    for flag in ("--seed", "--negative-prompt", "--scheduler", "--dtype", "--steps", "--guidance-scale", "--sigma"):
+        assert flag in checked, checked
+    for name in ("detect", "app"):
+        assert {g.title for g in commands[name]._action_groups} - {"positional arguments", "options"}, name
+
+
+def test_a_single_photo_edit_shows_its_progress(tiny_artifact, tmp_path, capsys, monkeypatch):
+    """A single photo's edit shows a bar of its denoising steps on stderr (tqdm: the steps counter, the rate),
+    from `FaceEditor.edit_batch`'s on_step; stdout stays empty. On a terminal, lines also say when the model
+    loads and the faces are searched (kept out of a log, where an expected problem is one `error:` line)."""
+    from facepaint.apps import cli
+
+    write_photo(tmp_path / "me.png", 64, 64)
+    write_mask(tmp_path / "mask.png", 64, 64)
+    base = ["edit", str(tmp_path / "me.png"), "--prompt", "a face", "--model", str(tiny_artifact.path)]
+    base += ["--mask", str(tmp_path / "mask.png"), *FAST]
+    assert main([*base, "--out", str(tmp_path / "o.png")]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "denoising" in err and "2/2" in err and "step/s" in err, err
+    assert "loading the model" not in err  # not a terminal
+    assert err.index("2/2") < err.index("edited 1 face(s)")
+    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    assert main([*base, "--out", str(tmp_path / "o2.png"), "--strength", "0.5", "--steps", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "2/2" in err  # strength 0.5 of 4 steps: 2 run
+    loading, finding = err.index(f"loading the model {tiny_artifact.path} ..."), err.index("finding the faces in")
+    assert loading < finding < err.index("denoising")
+
+
+def test_the_demo_model_announces_itself(tiny_artifact, tmp_path, capsys):
+    """A model on random weights (the demo's tiny one) says so in one `note:` line: its edits are noise, and
+    where the real weights' training is described; a model on pretrained weights says nothing of the kind."""
+    import dataclasses
+
+    from facepaint.apps.cli import demo_notice
+    from facepaint.method.artifact import load_artifact
+
+    write_photo(tmp_path / "me.png", 64, 64)
+    write_mask(tmp_path / "mask.png", 64, 64)
+    args = ["edit", str(tmp_path / "me.png"), "--prompt", "a face", "--model", str(tiny_artifact.path)]
+    assert main([*args, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "o.png"), *FAST]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "demo model" in line]
+    assert len(notes) == 1, notes
+    assert notes[0].startswith(f"note: {tiny_artifact.path} is the demo model (a tiny randomly initialised network")
+    assert "its edits are noise" in notes[0] and "docs/pipeline.md" in notes[0]
+    model = load_artifact(tiny_artifact.path).conditions.model
+    assert model.source == "tiny" and demo_notice("m", model) is not None
+    assert "full-size" in demo_notice("m", dataclasses.replace(model, source="random"))
+    assert demo_notice("m", dataclasses.replace(model, source="pretrained", pretrained="some/sd15")) is None

@@ -28,6 +28,7 @@ from pathlib import Path
 from tracking.runs import (
     ARTIFACT_TAG,
     EXPERIMENT,
+    LOCK_ARTIFACT,
     LOCK_TAG,
     MODEL_URI_TAG,
     _mlflow,
@@ -471,10 +472,14 @@ def describe(
 ) -> str:
     """The version's description (markdown): what model, trained from which base model on which data, by which
     run, its headline metrics as a table, the gate's decision."""
-    lines = [f"**{name} version {version}**: facepaint's text-driven face editor, Stable Diffusion 1.5 inpainting "]
-    lines[0] += "with a trained face adapter and cross-attention K/V weights"
+    # the first line is plain text: the registered model's page shows it, cut short and unrendered
+    what = f"artifact {info.get('version')}, " if info else ""
+    lines = [
+        f"{name} version {version} ({what}facepaint's text-driven face editor): Stable Diffusion 1.5 inpainting "
+        f"with a trained face adapter and cross-attention K/V weights.",
+        "",
+    ]
     if info:
-        lines[0] += f" (artifact `{info.get('version')}`)."
         conditions = info.get("conditions") or {}
         base = conditions.get("model") or {}
         if base.get("source") == "pretrained":
@@ -495,17 +500,15 @@ def describe(
         else:
             lines.append("- **Training data:** not recorded in the artifact")
     else:
-        lines[0] += "."
         lines.append("- **Trained from / data:** unknown (the model's facepaint.json could not be read)")
     if run is not None:
         tags = run.data.tags
         commit = tags.get("git.commit", "")[:12] or "unknown"
         dirty = " (uncommitted changes)" if tags.get("git.dirty") == "true" else ""
-        lock = f", dvc.lock md5 `{tags[LOCK_TAG]}`" if LOCK_TAG in tags else ""
-        lines.append(
-            f"- **Run:** {run.info.run_name} (`{run.info.run_id}`), git commit `{commit}`{dirty}{lock}; "
-            f"every file's hash: the run's artifact `dvc/lock.json`"
-        )
+        lock = ""
+        if LOCK_TAG in tags:
+            lock = f", dvc.lock md5 `{tags[LOCK_TAG]}` (every file's hash: the run's artifact `{LOCK_ARTIFACT}`)"
+        lines.append(f"- **Run:** {run.info.run_name} (`{run.info.run_id}`), git commit `{commit}`{dirty}{lock}")
     if decision.promote:
         verdict = "promoted to champion"
     else:

@@ -215,7 +215,7 @@ def test_a_registered_version_reads_on_its_own(logged, store, tiny_artifact):
     client = MlflowClient()
     version = client.get_model_version(NAME, "1")
     text = version.description
-    assert text.startswith(f"**{NAME} version 1**") and f"(artifact `{tiny_artifact.version}`)" in text
+    assert text.startswith(f"{NAME} version 1 (artifact {tiny_artifact.version}, facepaint's text-driven face")
     assert "- **Trained from:** the tiny random model (`tiny-random(seed=0)`" in text
     assert f"(`{version.run_id}`)" in text and "- **Gate:** promoted to champion: no champion yet" in text
     assert "| PSNR dB, background outside M (higher is better) | 30 ± 1.25 |" in text

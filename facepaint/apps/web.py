@@ -33,6 +33,7 @@ import dataclasses
 import logging
 import math
 import random
+import re
 import tempfile
 import threading
 import time
@@ -502,7 +503,8 @@ class App:
         name = Path(r.photo_path).name
         photo, _, _ = read_upload(r.photo_path, self.config.max_pixels)  # the limit, and a clear decoding error
         mask, source = self.mask_of(r, photo.shape[1::-1])
-        report = progress or (lambda *a, **k: None)
+        # not `progress or ...`: a gr.Progress has a __len__ (0 until it tracks an iterable), so it is falsy
+        report = progress if progress is not None else (lambda *a, **k: None)
         report(0.02, desc="loading the model")
         editor = self.editor(r.model)
         total = max(1, int(options.steps * options.strength))
@@ -514,7 +516,7 @@ class App:
                     [prepared],
                     prompt,
                     options=options,
-                    on_step=lambda i: report((i, total), desc="denoising", unit="steps"),
+                    on_step=lambda i: report((i, total), desc=f"denoising step {i}/{total}", unit="steps"),
                     **asdict(choices),
                 )
         except (EditError, ImageError, FaceError, UnsafeResultError) as e:  # they name the photo "<array>"
@@ -633,58 +635,61 @@ def build_app(
             safety_checker=safety_checker,
         )
     )
-    with gr.Blocks(title="facepaint", analytics_enabled=False) as demo:
+    with gr.Blocks(title="facepaint", analytics_enabled=False, fill_width=True) as demo:
         wire(app, layout(app))
     demo.facepaint = app  # the handlers' object (tests, `launch`)
     return demo
 
 
 def layout(app: App) -> dict:
-    """The page's components, by name: every field of `EditRequest`, the outputs and the buttons."""
+    """The page's components, by name: every field of `EditRequest`, the outputs and the buttons. At 1400x1000 the
+    photo, the mask editor and the result (with the prompt, the Edit button and the status under it) are in one
+    view; the options are in an accordion under the Edit button."""
     import gradio as gr
 
     ui = {}
-    gr.Markdown(
-        "# facepaint\nEdit the faces in a photo with a text prompt: only the face is regenerated, every pixel "
-        f"outside its soft mask stays as it was. Model: `{app.model}`. Photos up to "
-        f"{app.config.max_pixels / 1e6:g} megapixels and {app.config.max_file_size}."
-        + ("" if app.config.safety_checker else " The base model's safety checker is off (--no-safety-checker).")
-    )
+    checker = "" if app.config.safety_checker else " The base model's safety checker is off (--no-safety-checker)."
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            gr.Markdown(
+                "## facepaint\nEdit the faces in a photo with a text prompt: only the face is regenerated, every "
+                f"pixel outside its soft mask stays as it was. Model: `{app.model}`. Photos up to "
+                f"{app.config.max_pixels / 1e6:g} megapixels and {app.config.max_file_size}." + checker
+            )
+        with gr.Column(scale=1, min_width=260):
+            ui["model"] = gr.Dropdown(
+                choices=app.choices,
+                value=app.config.model,
+                label="Model",
+                info=f"--model, or a registered release ({app.releases_note})",
+                interactive=len(app.choices) > 1,
+                elem_id="model",
+            )
     if app.demo_notice:
         gr.Markdown(f"**Demo model.** {app.demo_notice[0].upper()}{app.demo_notice[1:]}.", elem_id="demo-notice")
     gr.Markdown(app.mask_notice, elem_id="mask-notice")
-    ui["model"] = gr.Dropdown(
-        choices=app.choices,
-        value=app.config.model,
-        label="Model",
-        info=f"--model, or a registered release ({app.releases_note})",
-        interactive=len(app.choices) > 1,
-        elem_id="model",
-    )
-    with gr.Row():
-        with gr.Column():
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=280):
             ui["photo_path"] = raw_upload(
                 gr.Image(
-                    label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id="photo"
+                    label="Photo",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    height=290,
+                    elem_id="photo",
                 )
             )
-            if app.examples:
-                gr.Examples([[p] for p in app.examples], inputs=[ui["photo_path"]], label="Demo portraits")
-            ui["overlay"] = gr.Image(label="Faces found", interactive=False, format="png", elem_id="overlay")
+            ui["overlay"] = gr.Image(
+                label="Faces found (numbered)", interactive=False, format="png", height=290, elem_id="overlay"
+            )
             ui["faces_found"] = gr.JSON(label="Faces found", visible=False)
             ui["start"] = gr.State(None)  # the MaskStart of the mask the app put into the mask editor
-            ui["status"] = gr.Markdown(
-                "Upload a photo (or pick a demo portrait) to start.", label="Status", elem_id="status"
-            )
-        with gr.Column():
-            ui["result"] = gr.ImageSlider(label="Before and after", format="png", interactive=False, elem_id="result")
-            ui["result_file"] = gr.File(label="Edited PNG", elem_id="result-file")
-            ui["provenance"] = gr.JSON(label="Provenance", elem_id="provenance")
-    with gr.Row():
-        with gr.Column():
+        with gr.Column(scale=4, min_width=420):
             gr.Markdown(
-                "Face mask: paint the face white with the brush, remove with the eraser; or upload a mask image "
-                "(white = face, the photo's aspect ratio) below the editor to start from it."
+                "**Face mask**: paint the face white with the brush, remove with the eraser; or upload a **mask "
+                "image** (white = face, the photo's aspect ratio) below the editor to start from it.",
+                elem_id="mask-help",
             )
             white = ("#ffffff", 0.6)
             ui["editor_value"] = readable_layers(
@@ -698,6 +703,7 @@ def layout(app: App) -> dict:
                     brush=gr.Brush(colors=[white], default_color=white, color_mode="fixed"),
                     layers=False,
                     canvas_size=(EDITOR_CANVAS, EDITOR_CANVAS),
+                    height=580,
                     elem_id="mask-editor",
                 )
             )
@@ -707,43 +713,82 @@ def layout(app: App) -> dict:
                     type="filepath",
                     image_mode=None,
                     sources=["upload"],
-                    height=160,
+                    height=130,
                     elem_id="mask-file",
                 )
             )
-        with gr.Column():
-            options_panel(ui)
+        with gr.Column(scale=3, min_width=420):
+            ui["result"] = gr.ImageSlider(
+                label="Before and after",
+                format="png",
+                interactive=False,
+                height=400,
+                buttons=["fullscreen"],  # no download of an unsigned PNG: "Edited PNG" below is the signed file
+                elem_id="result",
+            )
+            ui["prompt"] = gr.Textbox(
+                label="Prompt", placeholder="a photo of a smiling woman with blond hair", lines=2, elem_id="prompt"
+            )
+            ui["run"] = gr.Button("Edit", variant="primary", elem_id="run")
+            ui["status"] = gr.Markdown(
+                "Upload a photo (or pick a demo portrait) to start.",
+                label="Status",
+                container=True,
+                min_height=100,  # room for the progress bar and its text over the last message
+                elem_id="status",
+            )
+            ui["result_file"] = gr.File(label="Edited PNG (signed, with its provenance)", elem_id="result-file")
+            with gr.Accordion("Options", open=False, elem_id="options"):
+                options_panel(ui)
+            with gr.Accordion("Provenance", open=False, elem_id="provenance-panel"):
+                ui["provenance"] = gr.JSON(label="Provenance", elem_id="provenance")
+    if app.examples:
+        gr.Examples([[p] for p in app.examples], inputs=[ui["photo_path"]], label="Demo portraits")
     return ui
 
 
 def options_panel(ui: dict) -> None:
-    """The prompt and the edit's options, their defaults `SamplingOptions`' and `EditChoices`'."""
+    """The edit's options, their defaults `SamplingOptions`' and `EditChoices`'."""
     import gradio as gr
 
-    ui["prompt"] = gr.Textbox(
-        label="Prompt", placeholder="a photo of a smiling woman with blond hair", elem_id="prompt"
-    )
     ui["negative_prompt"] = gr.Textbox(label="Negative prompt", value=SAMPLING.negative_prompt, elem_id="negative")
     with gr.Row():
         ui["faces"] = gr.Textbox(
-            label="Faces to edit", value=CHOICES.faces, info="all, largest, or indices like 0,2", elem_id="faces"
+            label="Faces to edit",
+            value=CHOICES.faces,
+            info="all, largest, or indices like 0,2 (as numbered on the faces found)",
+            elem_id="faces",
         )
         ui["min_face"] = gr.Number(label="Smallest face (px)", value=CHOICES.min_face, elem_id="min-face")
     with gr.Row():
         ui["seed"] = gr.Number(label="Seed", value=CHOICES.seed, precision=None, elem_id="seed")
         ui["dice"] = gr.Button("Random seed", size="sm", elem_id="random-seed")
-    ui["steps"] = gr.Number(label="Steps", value=SAMPLING.steps, elem_id="steps", info=f"1 to {MAX_STEPS}")
-    ui["guidance_scale"] = gr.Number(label="Guidance scale", value=SAMPLING.guidance_scale, elem_id="guidance")
+    with gr.Row():
+        ui["steps"] = gr.Number(label="Steps", value=SAMPLING.steps, elem_id="steps", info=f"1 to {MAX_STEPS}")
+        ui["guidance_scale"] = gr.Number(label="Guidance scale", value=SAMPLING.guidance_scale, elem_id="guidance")
     ui["strength"] = gr.Slider(0.01, 1.0, value=SAMPLING.strength, step=0.01, label="Strength", elem_id="strength")
     with gr.Row():
         ui["blend"] = gr.Checkbox(label="Pixel-level blending", value=CHOICES.blend, elem_id="blend")
         ui["watermark"] = gr.Checkbox(label="Invisible watermark", value=CHOICES.watermark, elem_id="watermark")
-    ui["run"] = gr.Button("Edit", variant="primary", elem_id="run")
+
+
+SHOW_RESULT = """() => {
+  const result = document.querySelector('#result');
+  const box = result && result.getBoundingClientRect();
+  if (box && (box.top < 0 || box.bottom > window.innerHeight)) {
+    result.scrollIntoView({block: 'start', behavior: 'smooth'});
+  }
+}"""
 
 
 def wire(app: App, ui: dict) -> None:
     """The page's events, each an API endpoint (/detect, /load_mask, /random_seed, /edit) but the model
-    dropdown's, whose change detects again (another model may mask differently: its resolution)."""
+    dropdown's, whose change detects again (another model may mask differently: its resolution).
+
+    Every message goes to the one status area (no pop-ups). The API's `/edit` raises gr.Error for a client; the
+    page's Edit button runs the same edit through its own listener, which says the error in the status instead
+    (a raised error would leave an "Error" badge on every output). Progress (the denoising steps) shows on the
+    status and on the result while an edit runs."""
     import inspect
 
     import gradio as gr
@@ -752,20 +797,16 @@ def wire(app: App, ui: dict) -> None:
         try:
             return app.detect(photo_path, faces, min_face, model)
         except Exception as e:  # the page shows the reason; the previous photo's outputs are cleared
-            text = message(e, photo_path)
-            gr.Warning(text, title="Cannot use this photo")
-            return None, None, [], f"**Cannot use this photo**: {text}", None
+            return None, None, [], f"**Cannot use this photo**: {message(e, photo_path)}", None
 
     def load_mask(photo_path, mask_path):
         try:
             value, status, start = app.load_mask(photo_path, mask_path)
-        except Exception as e:
-            text = message(e, photo_path, mask_path)
-            gr.Warning(text, title="Cannot use this mask")
-            return gr.skip(), None, f"**Cannot use this mask**: {text}", gr.skip()
-        return value, None, status, start
+        except Exception as e:  # the unusable mask image is removed, the editor keeps what it had
+            return gr.skip(), None, f"**Cannot use this mask**: {message(e, photo_path, mask_path)}", gr.skip()
+        return value, gr.skip(), status, start  # the mask image stays where it was put
 
-    def edit(*values):  # EDIT_INPUTS' values, then Gradio's progress tracker (the signature below)
+    def edit(*values):  # EDIT_INPUTS' values, then Gradio's progress tracker (the signature below): the API's
         *fields, progress = values
         request = EditRequest(*fields)
         try:
@@ -774,24 +815,51 @@ def wire(app: App, ui: dict) -> None:
             text = message(e, request.photo_path, request.mask_path)
             raise gr.Error(text, title="Cannot edit", print_exception=False) from None
 
+    def edit_in_page(*values):  # the Edit button's: an error is the status's message, the last result stays
+        *fields, progress = values
+        request = EditRequest(*fields)
+        try:
+            return app.edit(request, progress=progress)
+        except Exception as e:
+            text = message(e, request.photo_path, request.mask_path)
+            return gr.skip(), gr.skip(), gr.skip(), f"**Cannot edit**: {text}"
+
     # Gradio names the API's parameters after the handler's and passes its tracker to a `gr.Progress()` default:
     # (*values) alone would make them param_0..param_14, (progress=gr.Progress(), *values) too
     named = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in EDIT_INPUTS]
-    tracker = inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())
-    edit.__signature__ = inspect.Signature([*named, tracker])
+    for handler in (edit, edit_in_page):
+        tracker = inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())
+        handler.__signature__ = inspect.Signature([*named, tracker])
 
     def random_seed():
         return random.randint(0, MAX_SEED)
 
     found = [ui[k] for k in ("overlay", "editor_value", "faces_found", "status", "start")]
     detect_inputs = [ui[k] for k in ("photo_path", "faces", "min_face", "model")]
-    ui["photo_path"].change(detect, detect_inputs, found, api_name="detect")
-    ui["model"].change(detect, detect_inputs, found, api_name=False)
+    ui["photo_path"].change(detect, detect_inputs, found, api_name="detect", show_progress_on=[ui["status"]])
+    # another photo uploaded: a mask image of the previous one no longer applies (not on `change`, which the
+    # page also fires after the upload's value comes back, that is after a mask image may have been put there)
+    for event in (ui["photo_path"].upload, ui["photo_path"].clear):
+        event(lambda: None, None, ui["mask_path"], api_name=False, queue=False, show_progress="hidden")
+    ui["model"].change(detect, detect_inputs, found, api_name=False, show_progress_on=[ui["status"]])
     mask_outputs = [ui[k] for k in ("editor_value", "mask_path", "status", "start")]
-    ui["mask_path"].upload(load_mask, [ui["photo_path"], ui["mask_path"]], mask_outputs, api_name="load_mask")
+    ui["mask_path"].upload(
+        load_mask,
+        [ui["photo_path"], ui["mask_path"]],
+        mask_outputs,
+        api_name="load_mask",
+        show_progress_on=[ui["status"]],
+    )
     ui["dice"].click(random_seed, None, ui["seed"], api_name="random_seed")
     outputs = [ui[k] for k in ("result", "result_file", "provenance", "status")]
-    ui["run"].click(edit, [ui[name] for name in EDIT_INPUTS], outputs, api_name="edit")
+    inputs = [ui[name] for name in EDIT_INPUTS]
+    progress_on = [ui["status"], ui["result"]]
+    ui["run"].click(edit_in_page, inputs, outputs, api_name=False, show_progress_on=progress_on)
+    # the result, its progress and the status brought into view at once (the options may be open, the page scrolled)
+    ui["run"].click(None, None, None, js=SHOW_RESULT, api_name=False, queue=False)
+    # the API's /edit (gradio_client): the same inputs and outputs, on a trigger the page does not show
+    api_trigger = gr.Button(visible=False, elem_id="edit-api")
+    api_trigger.click(edit, inputs, outputs, api_name="edit", show_progress_on=progress_on)
 
 
 # Instances with their own preprocess, not subclasses: Gradio writes a .pyi stub beside the module that
@@ -828,13 +896,23 @@ def readable_layers(component):
     return component
 
 
+def in_page_terms(text: str) -> str:
+    """A message of the library said in the page's terms: the faces are numbered on the page's "Faces found"
+    image, not by a shell command."""
+    return re.sub(
+        r"\(run `facepaint detect [^`]*` to see them\)",
+        '(the faces found are numbered on the "Faces found" image; "Faces to edit" is under Options)',
+        text,
+    )
+
+
 def message(e: Exception, *paths) -> str:
     """What the page says about an error: its message for expected ones, its type too for others (whose
     traceback goes to the server's log only)."""
     import gradio as gr
 
     if isinstance(e, USER_ERRORS):
-        return _plain(e, *paths)
+        return in_page_terms(_plain(e, *paths))
     if isinstance(e, gr.Error):
         return e.message
     log.error("unexpected error", exc_info=e)

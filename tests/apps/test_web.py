@@ -284,6 +284,14 @@ def editor_stroke(page, points):
     page.mouse.up()
 
 
+def open_options(page):
+    """Open the Options accordion (negative prompt, faces, seed, steps, ...) unless it is open."""
+    if not page.locator("#steps").is_visible():
+        page.locator("#options").get_by_text("Options", exact=True).click()
+        page.locator("#steps input").wait_for(state="visible")
+        page.wait_for_timeout(500)  # its components mounted with their values before a test fills them
+
+
 def download(page, path: Path) -> Path:
     with page.expect_download() as d:
         page.locator("#result-file a").first.click()
@@ -327,6 +335,7 @@ def test_the_page_edits_a_photo_in_a_browser(server, browser, fixture_root, tiny
     upload.set_input_files(tmp_path / "cut.png")
     status = wait_status(page, "cut.png: corrupt or unreadable image")
     assert "truncated" in status, status
+    assert page.locator(".toast-body").count() == 0  # the status says it, no pop-up besides
 
     # 2. the portrait: its face found and numbered; a mask of the wrong aspect ratio refused, the right one loaded
     upload.set_input_files(photo_path)
@@ -340,6 +349,7 @@ def test_the_page_edits_a_photo_in_a_browser(server, browser, fixture_root, tiny
 
     # 3. prompt, 2 steps, run
     page.locator("#prompt textarea").fill(PROMPT)
+    open_options(page)
     page.locator("#steps input").fill("2")
     page.locator("#seed input").fill("7")
     started = time.perf_counter()
@@ -515,3 +525,87 @@ def test_the_api_edits_through_gradio_client(server, tiny_artifact, tmp_path):
     # still serving; by position too, as a client that does not name the parameters
     assert "the masked region" in client.predict(*arguments(tmp_path / "photo.png").values(), api_name="/edit")[3]
     assert 0 <= client.predict(api_name="/random_seed") < 2**32
+
+
+PROGRESS_WATCH = """() => {
+  window.__seen = [];
+  const status = document.querySelector('#status');
+  const look = () => {
+    const text = status.innerText.replace(/\\s+/g, ' ');
+    if (/denoising/.test(text) && !window.__seen.includes(text)) window.__seen.push(text);
+  };
+  new MutationObserver(look).observe(status, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def in_view(page, selector: str) -> bool:
+    """Whether the element is wholly inside the viewport, as it is now (no scrolling)."""
+    box = page.locator(selector).bounding_box()
+    size = page.viewport_size
+    return (
+        box["y"] >= 0
+        and box["x"] >= 0
+        and box["y"] + box["height"] <= size["height"]
+        and (box["x"] + box["width"] <= size["width"])
+    )
+
+
+@pytest.mark.fixture
+def test_the_page_shows_the_edit_progress_and_the_result_in_view(server, browser, fixture_root, tmp_path):
+    """At 1400x1000 the photo, the mask editor, the result and the Edit button are in one view; the uploaded mask
+    image stays where it was put; during an edit the status says the denoising step ("denoising step 3/20"); after
+    it the result is in view without scrolling, the status says what was edited, with no error badge; the slider
+    has no download of its own (the only download is the signed PNG, which `facepaint verify` accepts); a bad face
+    index is said in the page's terms, once, in the status."""
+    from facepaint.apps.cli import main
+
+    url, _ = server
+    image_id = int((fixture_root / "ids.txt").read_text().split()[0])
+    photo_path = fixture_root / "CelebA-HQ-img" / f"{image_id}.jpg"
+    Image.fromarray(face_mask(fixture_root, image_id).astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    out = Path(os.environ.get("FACEPAINT_ISSUE_ARTIFACTS") or artifacts_dir(tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    page.goto(url)
+    page.locator("#photo input[type=file]").set_input_files(photo_path)
+    wait_status(page, "1 face(s)")
+    page.locator("#mask-file input[type=file]").set_input_files(tmp_path / "mask.png")
+    wait_status(page, "is in the mask editor")
+    page.locator("#prompt textarea").fill(PROMPT)
+    for selector in ("#photo", "#overlay", "#mask-editor", "#result", "#prompt", "#run", "#status"):
+        assert in_view(page, selector), f"{selector} is not in the first view"
+    time.sleep(0.5)
+    assert page.locator("#mask-file img").count() >= 1, "the mask image did not stay where it was put"
+    zoom = float(re.search(r"(\d+)%", page.locator("#mask-editor").inner_text()).group(1))
+    assert zoom >= 45, f"the mask editor shows the photo at {zoom}%"
+
+    page.screenshot(path=out / "app-before.png")
+    open_options(page)  # below the Edit button: the page scrolls down to it
+    page.locator("#steps input").fill("20")
+    page.locator("#steps input").blur()
+    page.evaluate(PROGRESS_WATCH)
+    page.locator("#run").click()
+    try:  # a look at the progress (20 tiny steps take about a second: the check is the watcher's, below)
+        page.wait_for_function("() => /denoising/.test(document.querySelector('#status').innerText)", timeout=5000)
+        page.screenshot(path=out / "app-progress.png")
+    except Exception:
+        pass
+    status = wait_status(page, "Edited face(s) 0")
+    seen = page.evaluate("window.__seen")
+    assert any(re.search(r"denoising step \d+/20", s) for s in seen), seen
+    page.wait_for_timeout(1000)  # the page's smooth scroll to the result
+    page.screenshot(path=out / "app-after.png")
+    assert in_view(page, "#result") and in_view(page, "#status")
+    assert page.locator("#result img").count() >= 1
+    assert "Error" not in page.locator("#result").inner_text() and "Error" not in status
+    assert page.locator("#result button[aria-label*=ownload], #result a[download]").count() == 0
+    signed = download(page, tmp_path / "edited.png")
+    assert main(["verify", str(signed)]) == 0
+
+    # a face index that does not exist: one message, in the status, naming where the faces are numbered
+    page.locator("#faces input, #faces textarea").first.fill("3")
+    page.locator("#run").click()
+    status = wait_status(page, "Cannot edit")
+    assert "face index [3] does not exist" in status and "Faces found" in status and "facepaint detect" not in status
+    assert page.locator(".toast-body").count() == 0

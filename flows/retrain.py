@@ -69,6 +69,17 @@ def _holder(text: str) -> str:
         return "a process that has not written its name yet"
 
 
+def _named_holder(path: Path, wait: float = 2.0) -> str:
+    """The live holder of the lock at `path`, named. A holder writes its name just after it takes the lock, so a
+    process refused in between waits (up to `wait` seconds) for the name rather than report a nameless one."""
+    deadline = time.monotonic() + wait
+    while True:
+        said = _holder(path.read_text())
+        if not said.startswith("a process that") or time.monotonic() > deadline:
+            return said
+        time.sleep(0.02)
+
+
 @contextlib.contextmanager
 def retrain_lock(root: Path):
     """Hold the project's retrain lock; yields the holder a killed earlier run left named in the file (None
@@ -86,9 +97,7 @@ def retrain_lock(root: Path):
     try:
         lock.acquire()
     except Timeout:
-        raise AlreadyRunning(
-            f"another retrain of {root} is running: {_holder(path.read_text())} holds {path}"
-        ) from None
+        raise AlreadyRunning(f"another retrain of {root} is running: {_named_holder(path)} holds {path}") from None
     try:
         yield _holder(left[0]) if left and left[0] else None
     finally:

@@ -307,5 +307,6 @@ def test_plots_are_static_images_and_their_page_needs_no_network(tmp_path):
     )
     page = (tmp_path / "plots" / "index.html").read_text()
     assert not re.search(r"<script|https?://", page), proc.stdout + proc.stderr
+    assert "failed to load" not in proc.stdout + proc.stderr  # a declared plot missing (on a fresh clone too)
     if (REPO / "data" / "train" / "plots" / "loss.png").is_file():  # after `dvc repro`
         assert "loss.png" in page

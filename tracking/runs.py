@@ -70,23 +70,68 @@ LOCK_ARTIFACT = "dvc/lock.json"  # the run's copy of dvc.lock (lock_record)
 LOCK_TAG = "dvc.lock_md5"
 
 
+def pipeline_outputs(root: str | os.PathLike = ".") -> list[str]:
+    """What `dvc repro` writes into the git tree: `dvc.lock` and every out, metric and plot dvc.yaml declares (the
+    files and folders, relative to `root`)."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((Path(root) / "dvc.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return ["dvc.lock"]
+    paths = ["dvc.lock"]
+    entries = [
+        p
+        for stage in (spec.get("stages") or {}).values()
+        for k in ("outs", "metrics", "plots")
+        for p in stage.get(k) or []
+    ]
+    for entry in [*entries, *(spec.get("plots") or [])]:
+        paths.append(next(iter(entry)) if isinstance(entry, dict) else str(entry))
+    return [p.rstrip("/") for p in paths]
+
+
+def _changed_paths(root: Path) -> list[str] | None:
+    """The tracked paths that differ from HEAD (staged or not; both names of a rename); None when git cannot say."""
+    proc = subprocess.run(
+        ["git", "status", "--porcelain=v1", "-z", "--untracked-files=no"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    if proc.returncode:
+        return None
+    fields, paths = proc.stdout.split("\0"), []
+    i = 0
+    while i < len(fields):
+        entry = fields[i]
+        if entry:
+            paths.append(entry[3:])
+            if entry[0] in "RC":  # a rename or copy: its source follows
+                i += 1
+                paths.append(fields[i])
+        i += 1
+    return paths
+
+
 def code_and_data_versions(root: str | os.PathLike = ".") -> dict[str, str]:
     """The run's version tags: the git commit, whether the tree was dirty, and the md5 of `dvc.lock` (its every
-    hash is in the run's artifact LOCK_ARTIFACT: `lock_record`)."""
+    hash is in the run's artifact LOCK_ARTIFACT: `lock_record`).
+
+    Dirty means code or settings differ from the commit: a changed `dvc.lock` or pipeline output (what `dvc repro`
+    writes, `pipeline_outputs`) does not count, since the tree after a repro on another machine differs there
+    by the floats of its CPU, and the outputs' versions are in `dvc.lock_md5` and the artifact."""
     root = Path(root)
     tags = {}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
+        changed = _changed_paths(root) if commit.returncode == 0 else None
+        if changed is not None:
             tags["git.commit"] = commit.stdout.strip()
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
-            tags["git.dirty"] = str(bool(dirty.stdout.strip())).lower()
+            outputs = pipeline_outputs(root)
+            code = [p for p in changed if not any(p == o or p.startswith(o + "/") for o in outputs)]
+            tags["git.dirty"] = str(bool(code)).lower()
     except (OSError, subprocess.SubprocessError):
         pass
     lock = root / "dvc.lock"

@@ -50,3 +50,24 @@ def line_chart(
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def note_card(title: str, note: str, path: Path, width: int = 72) -> Path:
+    """A PNG that says in words why a plot has nothing to show (e.g. a stage that is off), so that a plots page
+    shows the reason where the chart would be (written atomically to `path`)."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = textwrap.wrap(note, width)
+    fig = plt.figure(figsize=(7, 0.9 + 0.25 * len(lines)), dpi=120)
+    fig.text(0.03, 0.93, title, fontsize=13, weight="bold", va="top")
+    fig.text(0.03, 0.93 - 0.5 / fig.get_figheight(), "\n".join(lines), fontsize=10, va="top", linespacing=1.4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

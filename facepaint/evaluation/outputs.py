@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from facepaint.common import charts
 from facepaint.common.io import atomic_path, write_json, write_parquet
 from facepaint.evaluation import plots, tables
 from facepaint.evaluation.run import DEFINITIONS, REGIONS, EvalConfig, Evaluation
@@ -109,7 +110,9 @@ def write_ablation(ev: Evaluation, ablation: dict, versions: dict, out: Path) ->
 
 
 def write_ablation_off(note: str, out: Path) -> None:
-    """The ablation stage's outputs when it is off (`ablation.variants: []`): a note in each."""
+    """The ablation stage's outputs when it is off (`ablation.variants: []`): a note in each, the plots folder's
+    as a picture (plots/off.png), so that `dvc plots show` has a plot to show there, on a fresh clone too."""
+    charts.note_card("Loss ablation: off", note, out / "plots" / "off.png")
     write_json({"variants": [], "note": note}, out / "metrics.json")
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(f"# Loss ablation\n\n{note}\n")

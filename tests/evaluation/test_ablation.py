@@ -63,11 +63,11 @@ def test_ablation_trains_the_other_variant_and_compares_both(demo_project, tiny_
         saved["methods"]["masked"]["changed_outside_soft"] == 0 == saved["methods"]["uniform"]["changed_outside_soft"]
     )
 
-    # Off: a note, and no stale model or figure is left behind
+    # Off: a note (plots/off.png says it where `dvc plots show` looks), and no stale model or figure is left
     ablation.run(demo_project / "data/demo", AblationConfig([], 2), **configs, trained=tiny_artifact.path, out=out)
     assert json.loads((out / "metrics.json").read_text()) == {"variants": [], "note": OFF_NOTE}
     assert OFF_NOTE in (out / "table.md").read_text() and len(pd.read_parquet(out / "per_image.parquet")) == 0
-    assert list((out / "models").iterdir()) == [] and list((out / "plots").iterdir()) == []
+    assert list((out / "models").iterdir()) == [] and [p.name for p in (out / "plots").iterdir()] == ["off.png"]
 
 
 def test_config_refuses_unknown_or_repeated_variants():

@@ -137,3 +137,5 @@ def test_write_ablation_and_its_off_note(cfg, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"variants": [], "note": "off: a note"}
     assert (tmp_path / "table.md").read_text() == "# Loss ablation\n\noff: a note\n"
     assert pd.read_parquet(tmp_path / "per_image.parquet").empty
+    with Image.open(tmp_path / "plots" / "off.png") as im:  # the plots page shows why there is no chart
+        assert im.format == "PNG" and im.width > 400

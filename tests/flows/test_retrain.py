@@ -123,6 +123,31 @@ def test_two_triggers_at_once_give_one_run(tmp_path):
     assert any(f"pid {p.pid} on {socket.gethostname()}" in said[1] for p in procs), said
 
 
+SLOW_CLAIM = """
+import fcntl, json, os, socket, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(0.4)  # the window between taking the lock and writing one's name
+os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}).encode(), 0)
+time.sleep(30)
+"""
+
+
+def test_a_refusal_in_the_instant_before_the_holder_writes_its_name_still_names_it(tmp_path):
+    """The holder takes the lock, then writes its name: a run refused in between waits for the name (CI once
+    saw 'a process that has not written its name yet' where two triggers raced)."""
+    holder = subprocess.Popen([sys.executable, "-c", SLOW_CLAIM, str(tmp_path / rt.LOCK)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        with pytest.raises(rt.AlreadyRunning, match=f"pid {holder.pid} on {socket.gethostname()}"):
+            with rt.retrain_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_run_killed_holding_the_lock_does_not_block_the_next(harness, fast_retries, monkeypatch, tmp_path, caplog):
     """SIGKILL a process holding the retrain lock: the OS releases the lock (flock); the next run sees the dead
     holder's name left in the file, says so, and runs."""

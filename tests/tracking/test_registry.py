@@ -391,6 +391,58 @@ def test_versions_name_the_commit_and_dvc_hashes(tmp_path):
     assert runs.lock_record(tmp_path / "elsewhere") is None
 
 
+def test_a_tree_changed_only_by_dvc_repro_is_not_dirty(tmp_path):
+    """After `dvc repro` on another machine, dvc.lock and the outputs dvc.yaml declares differ from the commit
+    (the CPU's floats): that is not a dirty tree; a changed setting or code file, staged or not, is."""
+    import subprocess
+
+    import yaml
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
+
+    spec = {
+        "stages": {
+            "train": {
+                "cmd": "x",
+                "outs": ["data/model"],
+                "metrics": [{"data/train/metrics.json": {}}],
+                "plots": [{"data/train/plots": {"cache": False}}],
+            }
+        },
+        "plots": ["data/evaluate/plots"],
+    }
+    files = {
+        "dvc.yaml": yaml.safe_dump(spec),
+        "dvc.lock": "a",
+        "params.yaml": "a: 1",
+        "code.py": "x = 1",
+        "data/train/metrics.json": "{}",
+        "data/train/plots/loss.png": "p",
+        "data/evaluate/plots/a.png": "p",
+        "data/modelling.txt": "not an output",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    assert runs.code_and_data_versions(tmp_path)["git.dirty"] == "false"
+    for name in ("dvc.lock", "data/train/metrics.json", "data/train/plots/loss.png", "data/evaluate/plots/a.png"):
+        (tmp_path / name).write_text("after repro")
+    tags = runs.code_and_data_versions(tmp_path)
+    assert tags["git.dirty"] == "false" and len(tags["git.commit"]) == 40
+    for name in ("params.yaml", "data/modelling.txt"):  # a setting; a file whose name only starts like an out's
+        (tmp_path / name).write_text("changed")
+        assert runs.code_and_data_versions(tmp_path)["git.dirty"] == "true", name
+        git("checkout", "--", name)
+    git("mv", "code.py", "data/train/plots/code.py")  # a rename into an output folder: its source changed
+    assert runs.code_and_data_versions(tmp_path)["git.dirty"] == "true"
+
+
 def old_dvc_tags(lock: dict) -> dict[str, str]:
     """The tags runs.code_and_data_versions set before (one per dep and out of every stage: ~205 for this
     project's dvc.lock), to check that the artifact holds all they held."""

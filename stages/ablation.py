@@ -6,7 +6,8 @@ Inputs:  data/model (the pipeline's model: the variant whose loss is `train.loss
          data.root; params `ablation`, `model`, `train`, `sampling`, `evaluate`
 Outputs: data/ablation/models/<variant>/ (the artifacts of the variants trained here),
          data/ablation/metrics.json (DVC metrics), data/ablation/table.md, data/ablation/per_image.parquet,
-         data/ablation/plots/samples.png (input and every variant per prompt) and metrics.png (DVC plots; off.png, a note, when off),
+         data/ablation/plots/samples.png (input and every variant per prompt) and metrics.png (DVC plots;
+         plots/off.png, a note, when the ablation is off),
          data/ablation/checkpoints/ (a killed run resumes from them)
 Run:     dvc exp run $(python profiles/flags.py ablation)       (or with the paper's profile:
          dvc exp run $(python profiles/flags.py paper ablation) -S data.root=...)

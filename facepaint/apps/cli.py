@@ -457,14 +457,10 @@ def _phase(text: str) -> None:
 
 def demo_notice(model: str, cfg) -> str | None:
     """The line that tells a user of `model` that its base weights are random (`cfg`, its conditions' ModelConfig:
-    source tiny, the demo's, or random), so its edits are noise; None for a model built on pretrained weights."""
-    if cfg.source == "pretrained":
-        return None
-    what = "the demo model (a tiny" if cfg.source == "tiny" else "built on random weights (a full-size"
-    return (
-        f"note: {model} is {what} randomly initialised network, {cfg.name}): its edits are noise. Train on the "
-        'real weights (see docs/pipeline.md, "The paper\'s configuration") for real edits.'
-    )
+    source tiny, the demo's, or random), so its edits are noise, in the words the app and the evaluation table use
+    (ModelConfig.demo_notice); None for a model built on pretrained weights."""
+    notice = cfg.demo_notice
+    return f"note: {model}: {notice}" if notice else None
 
 
 def _jobs(args) -> list[tuple[Path, Path | None, Path]]:

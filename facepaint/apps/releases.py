@@ -42,6 +42,18 @@ def release_uri(choice) -> str:
     return found.group(1) if found else str(choice)
 
 
+def release_uris(choice) -> set[str]:
+    """Every model URI a release's label names (its URI and one per other alias: "models:/facepaint@champion
+    (version 1; also challenger)" names models:/facepaint@champion and models:/facepaint@challenger); anything
+    else, itself."""
+    uri = release_uri(choice)
+    found = re.search(r"; also ([\w, -]+)\)$", str(choice)) if uri != str(choice) else None
+    if not found:
+        return {uri}
+    base = uri.rsplit("@", 1)[0]
+    return {uri} | {f"{base}@{alias.strip()}" for alias in found.group(1).split(",")}
+
+
 def label(release) -> str:
     """How a release (tracking.registry.Release: a registered version and its aliases) is offered: its URI by
     its first alias, then which version it is and its other aliases, e.g.

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from facepaint.apps.releases import DEFAULT_MODEL, releases, resolve
+from facepaint.apps.releases import DEFAULT_MODEL, release_uri, release_uris, releases, resolve
 from facepaint.common.errors import FacepaintError
 from facepaint.common.images import ImageError, load_rgb, resize_binary
 from facepaint.editing.detection import Face, FaceError
@@ -401,8 +401,10 @@ class App:
             raise ValueError(f"model {self.model} is not an artifact directory (run `dvc repro` or pass --model)")
         # the models a page may choose: --model, then the registered releases (resolved when first chosen)
         found, self.releases_note = releases() if config.releases else ([], "registered releases not offered")
-        self.choices = [config.model] + [r for r in found if r != config.model]
-        self._resolved = {config.model: self.model}
+        # a release named by --model is listed once, by its label ("... (version 1; also challenger)")
+        first = next((r for r in found if release_uri(config.model) in release_uris(r)), config.model)
+        self.choices = [first] + [r for r in found if r != first]
+        self._resolved = {first: self.model, config.model: self.model}
         self._resolving = threading.Lock()
         self.demo_notice = demo_notice(self.model)
         self.bisenet, self.auto_mask, self.mask_notice = mask_status(config.bisenet_weights, config.face_models)
@@ -413,7 +415,9 @@ class App:
     def model_dir(self, choice: str | None = None) -> str:
         """The artifact directory of one of the app's `choices` (None: --model's); a registered release is
         fetched from the store the first time it is chosen. ValueError for a model the app does not offer."""
-        choice = self.config.model if choice in (None, "") else str(choice)
+        choice = self.choices[0] if choice in (None, "", self.config.model) else str(choice)
+        # a release's URI alone ("models:/facepaint@challenger") is its labelled entry
+        choice = next((c for c in self.choices if release_uri(choice) in release_uris(c)), choice)
         if choice not in self.choices:
             raise ValueError(f"model {choice!r} is not offered by this app: choose one of {self.choices}")
         with self._resolving:
@@ -523,7 +527,7 @@ class App:
             raise type(e)(str(e).replace("<array>", name)) from None
         report(0.98, desc="writing the PNG")
         result.provenance.update(source=name, mask=source)
-        choice = self.config.model if r.model in (None, "") else str(r.model)  # as model_dir took it
+        choice = release_uri(self.config.model if r.model in (None, "") else r.model)  # as model_dir took it
         if choice.startswith(("models:/", "runs:/")):  # a registered release (the only other choices)
             result.provenance["release"] = choice
         out = self.workdir / uuid.uuid4().hex / f"{Path(name).stem}-facepaint.png"
@@ -659,7 +663,7 @@ def layout(app: App) -> dict:
         with gr.Column(scale=1, min_width=260):
             ui["model"] = gr.Dropdown(
                 choices=app.choices,
-                value=app.config.model,
+                value=app.choices[0],
                 label="Model",
                 info=f"--model, or a registered release ({app.releases_note})",
                 interactive=len(app.choices) > 1,

@@ -468,7 +468,7 @@ def test_the_demo_model_announces_itself(tiny_artifact, tmp_path, capsys):
     assert main([*args, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "o.png"), *FAST]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "demo model" in line]
     assert len(notes) == 1, notes
-    assert notes[0].startswith(f"note: {tiny_artifact.path} is the demo model (a tiny randomly initialised network")
+    assert notes[0].startswith(f"note: {tiny_artifact.path}: this is a demo model (a tiny network with random weights")
     assert "its edits are noise" in notes[0] and "docs/pipeline.md" in notes[0]
     model = load_artifact(tiny_artifact.path).conditions.model
     assert model.source == "tiny" and demo_notice("m", model) is not None

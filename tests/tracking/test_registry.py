@@ -339,11 +339,18 @@ def test_the_app_offers_the_registered_releases(logged, tiny_artifact, tmp_path,
         return app.edit(EditRequest(*args, start=None, model=model))
 
     _, png, provenance, _ = edit(champion)
-    assert provenance["release"] == champion and provenance["artifact_version"] == tiny_artifact.version
+    assert provenance["release"] == f"models:/{NAME}@champion"  # the URI, not the page's label
+    assert provenance["artifact_version"] == tiny_artifact.version
     assert Path(app.model_dir(champion)) != Path(tiny_artifact.path)  # fetched from the store
+    assert app.model_dir(f"models:/{NAME}@challenger") == app.model_dir(champion)  # the URI of an alias it lists
     assert "release" not in edit(None)[2]  # --model's own directory
     with pytest.raises(ValueError, match="not offered by this app"):  # an API client cannot load any path
         edit(str(tmp_path))
+    # --model naming that release (by either alias): offered once, by its label, and chosen
+    for uri in (f"models:/{NAME}@champion", f"models:/{NAME}@challenger"):
+        served = App(AppConfig(model=uri, examples=None, workdir=str(tmp_path / "out3")))
+        assert served.choices == [champion], (uri, served.choices)
+        assert served.model_dir(None) == served.model_dir(uri) == served.model_dir(champion) == served.model
     # no store: only --model, and asking does not create one
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
     bare = App(AppConfig(model=str(tiny_artifact.path), examples=None, workdir=str(tmp_path / "out2")))

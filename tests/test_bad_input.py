@@ -279,7 +279,7 @@ def test_oversized_headers_are_refused_before_decoding(size, kind):
 def test_the_pixel_limit_is_exact(monkeypatch):
     monkeypatch.setattr(images_mod, "MAX_PIXELS", 100 * 100)
     assert decoded(encode(make_image("RGB", (100, 100), 0), "PNG"), (100, 100)) is not None
-    with pytest.raises(ImageError, match="decompression bomb"):
+    with pytest.raises(ImageError, match="over the limit of .* megapixels \\(refused before decoding"):
         load_rgb(encode(make_image("RGB", (101, 100), 0), "PNG"))
 
 
@@ -710,8 +710,8 @@ def test_params_sections_refuse_bad_values_naming_the_key(case):
         ("sampling", "sigma", math.nan, "section 'sampling': sigma must be a finite number"),
         ("masks", "latent_factor", 0, "masks.latent_factor must be a whole number >= 1"),
         ("masks", "max_unusable_fraction", 2.0, "masks.max_unusable_fraction must be a number from 0 to 1"),
-        ("sampling", "steps", 0, "section 'sampling': steps must be a whole number from 1 to 1000"),
-        ("sampling", "steps", 10**6, "section 'sampling': steps must be a whole number from 1 to 1000"),
+        ("sampling", "steps", 0, "section 'sampling': steps must be a whole number from 1 to 200"),
+        ("sampling", "steps", 10**6, "section 'sampling': steps must be a whole number from 1 to 200"),
         ("sampling", "guidance_scale", math.inf, "section 'sampling': guidance_scale must be a finite number"),
         ("sampling", "scheduler", "euler", "section 'sampling': scheduler must be one of"),
         ("evaluate", "dtype", "fp8", "evaluate.dtype must be one of"),
@@ -829,8 +829,8 @@ def test_parse_edit_options(raw):
     [
         (SamplingOptions, {"steps": math.nan}, "steps must be a whole number"),
         (SamplingOptions, {"steps": 2.5}, "steps must be a whole number"),
-        (SamplingOptions, {"steps": 1001}, "steps must be a whole number from 1 to 1000"),
-        (SamplingOptions, {"steps": -3}, r"steps must be a whole number from 1 to 1000, got -3"),
+        (SamplingOptions, {"steps": 201}, "steps must be a whole number from 1 to 200"),
+        (SamplingOptions, {"steps": -3}, r"steps must be a whole number from 1 to 200, got -3"),
         (SamplingOptions, {"steps": 4, "strength": 0.2}, r"steps x strength must be at least 1"),
         (SamplingOptions, {"guidance_scale": math.inf}, "guidance_scale must be a finite number"),
         (SamplingOptions, {"guidance_scale": -1.0}, "guidance_scale must be a number from 0 to 100"),
@@ -866,7 +866,7 @@ def test_option_messages(cls, changes, reason):
         ({"steps": 2.5}, "steps must be a whole number, got 2.5"),
         ({"steps": "nan"}, "steps must be a whole number"),
         ({"steps": "many"}, "steps must be a whole number, got 'many'"),
-        ({"steps": "5000"}, "steps must be a whole number from 1 to 1000"),
+        ({"steps": "5000"}, "steps must be a whole number from 1 to 200"),
         ({"guidance_scale": "inf"}, "guidance_scale must be a finite number"),
         ({"sigma": "-1"}, "sigma must be a number from 0 to 100"),
         ({"scheduler": "euler"}, "scheduler must be one of"),
@@ -964,7 +964,7 @@ def cli_edit(photo, tmp_path, *options):
         ("--steps", "nan", "steps must be a whole number"),
         ("--steps", "2.5", "steps must be a whole number"),
         ("--steps", "many", "steps must be a whole number"),
-        ("--steps", "5000", "steps must be a whole number from 1 to 1000"),
+        ("--steps", "5000", "steps must be a whole number from 1 to 200"),
         ("--guidance-scale", "inf", "guidance_scale must be a finite number"),
         ("--guidance-scale", "-2", "guidance_scale must be a number from 0"),
         ("--strength", "-1", "strength must be in"),

@@ -486,6 +486,16 @@ def _jobs(args) -> list[tuple[Path, Path | None, Path]]:
     return [(args.photo, args.mask, args.out)]
 
 
+def _check_file(path: Path) -> None:
+    """ValueError naming `path` when it is not an image within the input limits (read from its header)."""
+    from facepaint.common.images import ImageError, check_image_file
+
+    try:
+        check_image_file(path)
+    except ImageError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
 def _mask_for(photo: Path, mask: Path | None) -> Path | None:
     """A folder's mask for `photo`: MASKS/<stem>.png (or any photo suffix); a file is used for every photo."""
     if mask is None or not mask.is_dir():
@@ -497,7 +507,7 @@ def _mask_for(photo: Path, mask: Path | None) -> Path | None:
 def edit_options(args) -> tuple[SamplingOptions, EditChoices]:
     """The sampling options and choices given on the command line (the others at their defaults), parsed by
     the one parser of user values (`parse_edit_options`)."""
-    from facepaint.editing.editor import parse_edit_options
+    from facepaint.editing.choices import parse_edit_options
 
     given = {
         "steps": args.steps,
@@ -516,6 +526,19 @@ def edit_options(args) -> tuple[SamplingOptions, EditChoices]:
 
 
 def edit_command(args) -> int:
+    from facepaint.common.limits import check_prompt
+
+    try:  # the command line and the inputs first, in a fraction of a second: nothing heavy is imported yet
+        options, choices = edit_options(args)
+        check_prompt(args.prompt, "--prompt")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+        jobs = _jobs(args)
+        if len(jobs) == 1:  # a single photo's limits before any model loads (a folder's are checked per photo)
+            for path in (p for p in jobs[0][:2] if p is not None):
+                _check_file(path)
+    except ValueError as e:
+        return _error(e)
     from tqdm import tqdm
 
     from facepaint.editing import signing
@@ -525,10 +548,6 @@ def edit_command(args) -> int:
     from facepaint.method.models import ModelLoadError
 
     try:
-        options, choices = edit_options(args)
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-        jobs = _jobs(args)
         if args.sign:
             signing.check(args.c2pa_dir)  # the library and the key (made on first use) before any model loads
         speed = Speed(
@@ -636,8 +655,8 @@ def edit_batch(editor: FaceEditor, batch, args, options, choices, bar, single: b
 def detect_command(args) -> int:
     from facepaint.common.images import ImageError, read_photo
     from facepaint.common.io import atomic_path, write_json
+    from facepaint.editing.choices import parse_edit_options
     from facepaint.editing.detection import make_detector
-    from facepaint.editing.editor import parse_edit_options
     from facepaint.method.models import ModelLoadError
 
     try:

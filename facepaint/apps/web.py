@@ -47,7 +47,8 @@ from PIL import Image, ImageDraw
 
 from facepaint.apps.releases import DEFAULT_MODEL, release_uri, release_uris, releases, resolve
 from facepaint.common.errors import FacepaintError
-from facepaint.common.images import ImageError, load_rgb, resize_binary
+from facepaint.common.images import ImageError, check_image_file, load_rgb, resize_binary
+from facepaint.common.limits import MAX_BYTES, MAX_PIXELS, MAX_STEPS, check_prompt
 from facepaint.editing.detection import Face, FaceError
 from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options
 from facepaint.editing.helper import MASK_BACKENDS, EditError, fit_mask
@@ -62,9 +63,9 @@ HOST = "127.0.0.1"
 PORT = 7860
 DEMO_PHOTOS = "data/demo/CelebA-HQ-img"  # the demo stage's portraits, offered as examples when present
 N_EXAMPLES = 6
-MAX_FILE_SIZE = "25mb"  # per upload (Gradio refuses larger files before they reach a handler)
-MAX_PIXELS = 24_000_000  # per photo or mask: a 6000x4000 camera picture (our choice; load_rgb refuses 64 MP)
-MAX_STEPS = 200  # this app's limit on denoising steps (a serving policy: one edit must not hold the queue)
+# The input limits are facepaint.common.limits' (every entry point's); an operator may lower max_pixels and
+# max_steps (AppConfig). Gradio refuses a file over MAX_FILE_SIZE before it reaches a handler (its "mb" is MiB).
+MAX_FILE_SIZE = f"{MAX_BYTES // 2**20}mb"
 MAX_SEED = 2**32 - 1  # the random-seed button's range
 SAMPLING, CHOICES = SamplingOptions(), EditChoices()  # the edit options' defaults
 EDITOR_CANVAS = 1024  # px: the mask editor's square canvas (the photo is scaled into it; M is scaled back)
@@ -498,7 +499,7 @@ class App:
         mask image, else BiSeNet's (when available). `progress(fraction or (step, steps), desc=...)`: Gradio's."""
         started, r = time.perf_counter(), request
         options, choices = edit_options(r.options(), self.config.max_steps)
-        prompt = (r.prompt or "").strip()
+        prompt = check_prompt(r.prompt or "", "prompt").strip()
         if not prompt:
             raise ValueError("write a prompt: what the face should look like")
         self.model_dir(r.model)  # an unknown model fails before any photo is read
@@ -884,6 +885,21 @@ def raw_upload(component):
     return component
 
 
+def editor_images(component, payload) -> list[tuple[str, object]]:
+    """(what, a file path or bytes) of every image in a gr.ImageEditor's payload (background, layers, composite),
+    as sent: uploaded files, or the bytes of the component's blob storage; before Gradio decodes any."""
+    if payload is None:
+        return []
+    source = payload
+    if getattr(payload, "id", None) is not None:
+        source = component.blob_storage.get(payload.id)
+        if source is None:
+            return []
+    found = [("background", source.background), ("composite", source.composite)]
+    found += [(f"layer {i}", layer) for i, layer in enumerate(source.layers or [])]
+    return [(what, bytes(f) if isinstance(f, memoryview) else getattr(f, "path", f)) for what, f in found if f]
+
+
 def readable_layers(component):
     """A gr.ImageEditor whose unreadable layers are a message, not a server error."""
     import gradio as gr
@@ -891,6 +907,11 @@ def readable_layers(component):
     inner = component.preprocess
 
     def preprocess(payload):
+        for what, image in editor_images(component, payload):  # the limits, from each image's header
+            try:
+                check_image_file(image)
+            except ImageError as e:
+                raise gr.Error(f"the mask editor's {what} cannot be used: {e}", print_exception=False) from None
         try:
             return inner(payload)
         except Exception as e:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +23,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facepaint.common.errors import FacepaintError
+from facepaint.common.limits import MAX_BYTES, MAX_PIXELS
 
-# Refuse images over 64 megapixels outright (PIL warns above 89M and fails above 179M by default);
-# a CelebA-HQ portrait is 1 megapixel.
-MAX_PIXELS = 64_000_000
+# Images over the limits (facepaint.common.limits: 24 megapixels, 25 MiB) are refused from their header and
+# size, before decoding (PIL warns above 89M pixels and fails above 179M by default); a CelebA-HQ portrait is 1 MP.
 # The decoders a photo or mask goes through: the formats of photos and of the CelebAMask-HQ release
 # (PIL's JPEG decoder also opens MPO, the JPEG variant some phone cameras write).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -58,12 +59,14 @@ def load_rgb(
     name = str(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) else "<bytes>"
     src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else path_or_bytes
     try:
+        if isinstance(path_or_bytes, (bytes, bytearray)):
+            size = len(path_or_bytes)
+        else:
+            size = os.path.getsize(src) if isinstance(src, (str, os.PathLike)) else 0
+        _check_limits(size=size)
         with Image.open(src, formats=FORMATS) as im:
             w, h = im.size  # from the header: nothing is decoded before this check
-            if w * h > MAX_PIXELS:
-                raise ImageError(
-                    f"{w}x{h} is over {MAX_PIXELS // 1_000_000} megapixels (refused as a possible decompression bomb)"
-                )
+            _check_limits(w, h)
             if draft_size and im.format == "JPEG" and min(w, h) > draft_size:
                 im.draft("RGB", (draft_size * w // min(w, h), draft_size * h // min(w, h)))
             im.load()
@@ -95,6 +98,44 @@ def load_rgb(
     if require_square and width != height:
         raise ImageError(f"not square: {width}x{height} (CelebA-HQ images are square; crop it to a square first)")
     return LoadedImage(rgb, (w, h), notes)
+
+
+def check_image_file(path_or_bytes) -> tuple[int, int]:
+    """(width, height) of an image file or bytes from its header, after the limits on its bytes and pixels:
+    ImageError otherwise (or for a file that is not an image). Nothing is decoded: an entry point checks its
+    inputs so before it loads a model."""
+    try:
+        if isinstance(path_or_bytes, (bytes, bytearray)):
+            size, src = len(path_or_bytes), io.BytesIO(path_or_bytes)
+        else:
+            size, src = os.path.getsize(path_or_bytes), path_or_bytes
+        _check_limits(size=size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(src, formats=FORMATS) as im:
+                w, h = im.size
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"file not found: {path_or_bytes}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"corrupt or unreadable image: {UNSUPPORTED}") from None
+    except Exception as e:  # a header PIL cannot read (including one past its own bomb limit)
+        raise ImageError(f"corrupt or unreadable image: {type(e).__name__}: {e}") from None
+    _check_limits(w, h)
+    return w, h
+
+
+def _check_limits(width: int = 0, height: int = 0, size: int = 0) -> None:
+    """ImageError for an image over the limits: `size` bytes, or `width` x `height` pixels read from its header
+    (the module's MAX_BYTES and MAX_PIXELS, facepaint.common.limits', so that a test can lower them)."""
+    if size > MAX_BYTES:
+        raise ImageError(f"the file is {size / 2**20:.1f} MiB, over the limit of {MAX_BYTES / 2**20:g} MiB")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{width}x{height} ({width * height / 1e6:.1f} megapixels) is over the limit of "
+            f"{MAX_PIXELS / 1e6:g} megapixels (refused before decoding: scale it down first)"
+        )
 
 
 def _orientation(im: Image.Image):
@@ -211,8 +252,19 @@ def read_photo(image) -> tuple[np.ndarray, str, list[str]]:
             raise ImageError(f"{name}: {e}") from None
         return np.asarray(loaded.image), name, list(loaded.notes)
     if isinstance(image, Image.Image):
+        _check_decoded(*image.size, "<image>")
         return np.asarray(image.convert("RGB")), "<image>", []
     arr = np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"an image array must be uint8 (H, W, 3) RGB, got {arr.dtype} {arr.shape}")
+    _check_decoded(arr.shape[1], arr.shape[0], "<array>")
     return arr, "<array>", []
+
+
+def _check_decoded(width: int, height: int, name: str) -> None:
+    """The pixel limit for an image given already decoded (the Python API's PIL image or array): the edit's
+    work grows with it as with a file's."""
+    try:
+        _check_limits(width, height)
+    except ImageError as e:
+        raise ImageError(f"{name}: {e}") from None

@@ -1,16 +1,19 @@
-"""What an edit changes and delivers (`EditChoices`) and the values the face options take (detectors, mask
-backends, padding, min_face), light to import: `facepaint --help` builds its parser from them without torch.
+"""What an edit changes and delivers (`EditChoices`), the values the face options take (detectors, mask
+backends, padding, min_face) and the one parser of a user's edit options (`parse_edit_options`), light to import:
+`facepaint --help` builds its parser from them, and `facepaint edit` checks its options, without torch.
 
 The modules that use them (detection, helper, editor) import them from here, and re-export them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from facepaint.common.checks import MAX_SEED, check_number
+from facepaint.common.checks import MAX_SEED, check_number, parse_fields
+from facepaint.method.options import SamplingOptions
 
 DETECTORS = ("auto", "retinaface", "mediapipe", "opencv")  # facepaint.editing.detection.make_detector's kinds
 MASK_BACKENDS = ("auto", "bisenet", "mesh")  # auto: bisenet when its weights are given or cached, else mesh
@@ -52,3 +55,30 @@ class EditChoices:
         for name in ("blend", "watermark"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+SAMPLING = {f.name for f in dataclasses.fields(SamplingOptions)}
+CHOICES = {f.name for f in dataclasses.fields(EditChoices)}
+
+
+def _by_type(options: dict) -> tuple[dict, dict]:
+    """(the options of SamplingOptions, those of EditChoices); ValueError naming an option that is neither."""
+    unknown = sorted(set(options) - SAMPLING - CHOICES)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; options: {sorted(SAMPLING | CHOICES)}")
+    return {k: v for k, v in options.items() if k in SAMPLING}, {k: v for k, v in options.items() if k in CHOICES}
+
+
+def split_options(options: dict, sampling: SamplingOptions | None = None) -> tuple[SamplingOptions, EditChoices]:
+    """Keyword options (fields of SamplingOptions and of EditChoices) as the two; `sampling` the base of the
+    first (default: the product's defaults). ValueError for an option that is neither."""
+    sampled, chosen = _by_type(options)
+    return dataclasses.replace(sampling or SamplingOptions(), **sampled), EditChoices(**chosen)
+
+
+def parse_edit_options(raw: dict) -> tuple[SamplingOptions, EditChoices]:
+    """A user's values (text from a command line or an HTTP request, a web form's numbers, JSON) for any of
+    the options of SamplingOptions and EditChoices, converted and checked (`common.checks.parse_fields`); the
+    others at their defaults. ValueError naming the option that cannot be used."""
+    sampled, chosen = _by_type(raw)
+    return parse_fields(SamplingOptions, sampled), parse_fields(EditChoices, chosen)

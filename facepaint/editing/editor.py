@@ -30,10 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from facepaint.common.checks import MAX_SEED, check_number, parse_fields
+from facepaint.common.checks import MAX_SEED, check_number
+from facepaint.common.limits import check_prompt
 from facepaint.editing import alignment
 from facepaint.editing import watermark as wm
-from facepaint.editing.choices import EditChoices  # re-exported: light, for the parser
+
+# re-exported: light, for the parser
+from facepaint.editing.choices import CHOICES, SAMPLING, EditChoices, parse_edit_options, split_options  # noqa: F401
 from facepaint.editing.helper import FaceHelper
 from facepaint.editing.provenance import png_bytes, provenance, save_png
 from facepaint.editing.safety import NOT_SHIPPED, OFF, RAN, SafetyChecker, UnsafeResultError, unsafe_message
@@ -43,32 +46,6 @@ from facepaint.method.generate import Inpainter, per_image
 from facepaint.method.models import load_components, pick_device, pick_dtype
 from facepaint.method.options import SamplingOptions
 from facepaint.method.speed import Speed
-
-SAMPLING = {f.name for f in dataclasses.fields(SamplingOptions)}
-CHOICES = {f.name for f in dataclasses.fields(EditChoices)}
-
-
-def _by_type(options: dict) -> tuple[dict, dict]:
-    """(the options of SamplingOptions, those of EditChoices); ValueError naming an option that is neither."""
-    unknown = sorted(set(options) - SAMPLING - CHOICES)
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown}; options: {sorted(SAMPLING | CHOICES)}")
-    return {k: v for k, v in options.items() if k in SAMPLING}, {k: v for k, v in options.items() if k in CHOICES}
-
-
-def split_options(options: dict, sampling: SamplingOptions | None = None) -> tuple[SamplingOptions, EditChoices]:
-    """Keyword options (fields of SamplingOptions and of EditChoices) as the two; `sampling` the base of the
-    first (default: the product's defaults). ValueError for an option that is neither."""
-    sampled, chosen = _by_type(options)
-    return dataclasses.replace(sampling or SamplingOptions(), **sampled), EditChoices(**chosen)
-
-
-def parse_edit_options(raw: dict) -> tuple[SamplingOptions, EditChoices]:
-    """A user's values (text from a command line or an HTTP request, a web form's numbers, JSON) for any of
-    the options of SamplingOptions and EditChoices, converted and checked (`common.checks.parse_fields`); the
-    others at their defaults. ValueError naming the option that cannot be used."""
-    sampled, chosen = _by_type(raw)
-    return parse_fields(SamplingOptions, sampled), parse_fields(EditChoices, chosen)
 
 
 @dataclass
@@ -208,6 +185,8 @@ class FaceEditor:
         through the model in one batch. Raises `UnsafeResultError` when the safety checker flags a face."""
         sampling, choices = split_options(kwargs, options)
         prompts = list(prompt) if isinstance(prompt, (list, tuple)) else None
+        for i, p in enumerate(prompts or [prompt]):  # checked before the photo is read
+            check_prompt(p, "prompt" if prompts is None else f"prompt {i}")
         prepared = self.helper.prepare(image, mask, faces=choices.faces, min_face=choices.min_face, prompts=prompts)
         (result,) = self.edit_batch([prepared], "" if prompts else prompt, options=sampling, **asdict(choices))
         return result
@@ -238,6 +217,9 @@ class FaceEditor:
         negatives = per_image(
             sampling.negative_prompt if negative_prompts is None else negative_prompts, n, "negative_prompts", str
         )
+        for what, texts in (("prompt", prompts), ("negative_prompt", negatives)):
+            for i, text in enumerate(texts):
+                check_prompt(text, what if n == 1 else f"{what} of image {i}")
         seeds = [int(s) for s in per_image(choices.seed if seeds is None else seeds, n, "seeds", (int, np.integer))]
         for s in seeds:
             check_number("seeds", s, 0, MAX_SEED, whole=True)

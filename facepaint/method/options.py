@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from facepaint.common.checks import check_fields, check_number, parse_fields
+from facepaint.common.limits import MAX_STEPS, check_prompt
 
 SCHEDULERS = ("ddim", "dpm")
-MAX_STEPS = 1000  # SD1.5's noise schedule has 1000 timesteps: more denoising steps than that only repeat them
+# denoising steps of one edit: facepaint.common.limits (200; SD1.5's schedule has 1000 timesteps, the paper samples 50)
 MAX_GUIDANCE = 100.0  # SD1.5 is used at 1-20; far above that the guided noise prediction only saturates
 # px of a 512 px crop: G_sigma's kernel spans 6 sigma, so beyond this the soft mask is a blur of the whole crop
 # (and gaussian_filter's cost grows with sigma)
@@ -41,6 +42,7 @@ class SamplingOptions:  # params.yaml `sampling` (the evaluation's); these defau
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         check_number("sigma", self.sigma, 0, MAX_SIGMA)
+        check_prompt(self.negative_prompt, "negative_prompt")
 
     @classmethod
     def parse(cls, raw, base: SamplingOptions | None = None) -> SamplingOptions:

@@ -371,6 +371,30 @@ def test_building_the_parser_imports_nothing_heavy():
     assert helped.returncode == 0 and helped.stdout.startswith("usage: facepaint edit"), helped.stderr
 
 
+def test_bad_input_is_refused_before_anything_heavy_is_imported(tmp_path):
+    """A photo over the pixel limit (a 63 MP PNG of a few KB), a prompt over the length limit, steps over the
+    limit: `facepaint edit` says so and exits 1 before torch or a model is imported (a second, not a minute)."""
+    from PIL import Image
+
+    from facepaint.common.limits import MAX_PROMPT_CHARS
+
+    Image.new("1", (9000, 7000)).save(tmp_path / "bomb.png")
+    write_photo(tmp_path / "me.png", 64, 64)
+    out = str(tmp_path / "o.png")
+    for args, said in (
+        ([str(tmp_path / "bomb.png"), "--prompt", "a face"], "9000x7000 (63.0 megapixels) is over the limit"),
+        ([str(tmp_path / "me.png"), "--prompt", "x" * (MAX_PROMPT_CHARS + 1)], "--prompt is 2,001 characters"),
+        ([str(tmp_path / "me.png"), "--prompt", "a", "--steps", "201"], "steps must be a whole number from 1 to 200"),
+    ):
+        code = (
+            "import sys; from facepaint.apps.cli import main; "
+            f"rc = main(['edit', *{args!r}, '--out', {out!r}]); "
+            f"print(rc, sorted(m for m in {HEAVY!r} if m in sys.modules))"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.stdout.strip() == "1 []" and said in proc.stderr, (args[1:], proc.stdout, proc.stderr)
+
+
 def _subparsers(parser) -> dict:
     import argparse
 

@@ -71,28 +71,59 @@ def test_values_are_checked_naming_the_option_before_any_model_call():
 
 
 def test_the_app_limits_steps_to_200_before_loading_a_model(tmp_path):
-    """The app's own serving policy on top of SamplingOptions' limits: at most `AppConfig.max_steps` (200 by
-    default) denoising steps, refused in `edit_options` and by `App.edit` before any model is loaded."""
+    """Every entry point's limit (facepaint.common.limits: 200 denoising steps), which an operator may lower
+    (`AppConfig.max_steps`), refused in `edit_options` and by `App.edit` before any model is loaded."""
     from facepaint.apps.web import MAX_STEPS, App, AppConfig, EditRequest, _editors, edit_options
     from facepaint.method.options import MAX_STEPS as SAMPLING_MAX_STEPS
 
-    assert MAX_STEPS == AppConfig().max_steps == 200 < SAMPLING_MAX_STEPS
+    assert MAX_STEPS == AppConfig().max_steps == 200 == SAMPLING_MAX_STEPS
     assert edit_options({"steps": 200})[0].steps == 200
-    with pytest.raises(ValueError, match=re.escape("steps must be from 1 to 200 in this app, got 201")):
-        edit_options({"steps": 201})
-    assert edit_options({"steps": 201}, max_steps=300)[0].steps == 201
+    for max_steps in (MAX_STEPS, 300):  # not raised above the limit of every entry point
+        with pytest.raises(ValueError, match=re.escape("steps must be a whole number from 1 to 200, got 201")):
+            edit_options({"steps": 201}, max_steps=max_steps)
     with pytest.raises(ValueError, match="steps must be from 1 to 10 in this app, got 11"):
         edit_options({"steps": 11}, max_steps=10)
 
     model = tmp_path / "model"  # an empty directory: any model load would fail
     model.mkdir()
     loaded = dict(_editors)
-    for max_steps, steps in ((MAX_STEPS, 201), (10, 11)):
+    for max_steps, steps, said in ((MAX_STEPS, 201, "from 1 to 200, got 201"), (10, 11, "from 1 to 10 in this app")):
         app = App(AppConfig(str(model), examples=None, releases=False, workdir=str(tmp_path), max_steps=max_steps))
         r = EditRequest("photo.png", None, None, "all", 64, PROMPT, "", 0, steps, 7.5, 1.0, True, False)
-        with pytest.raises(ValueError, match=f"steps must be from 1 to {max_steps} in this app, got {steps}"):
+        with pytest.raises(ValueError, match=said):
             app.edit(r)
+    r = EditRequest("photo.png", None, None, "all", 64, "x" * 2001, "", 0, 10, 7.5, 1.0, True, False)
+    with pytest.raises(ValueError, match="prompt is 2,001 characters, over the limit of 2,000"):
+        app.edit(r)
     assert _editors == loaded  # refused before any editor was loaded
+
+
+def test_the_mask_editors_images_are_checked_before_gradio_decodes_them(tmp_path, monkeypatch):
+    """A layer (or background) of the mask editor's value over the pixel limit, sent as a file or as the
+    component's blob bytes, is refused from its header: Gradio's decoder never sees it."""
+    import gradio as gr
+    from gradio.components.image_editor import EditorData, EditorDataBlobs
+    from gradio.data_classes import FileData
+
+    from facepaint.apps.web import readable_layers
+
+    Image.new("1", (10_000, 10_000)).save(tmp_path / "layer.png")  # 100 megapixels in a few KB
+    Image.new("RGBA", (64, 64)).save(tmp_path / "ok.png")
+    editor = readable_layers(gr.ImageEditor(type="numpy", image_mode="RGBA"))
+    decoded = []
+    inner = editor.convert_and_format_image
+    monkeypatch.setattr(editor, "convert_and_format_image", lambda f, **k: decoded.append(f) or inner(f, **k))
+    ok, bomb = FileData(path=str(tmp_path / "ok.png")), FileData(path=str(tmp_path / "layer.png"))
+    with pytest.raises(gr.Error, match=r"mask editor's layer 1 cannot be used: 10000x10000 \(100\.0 megapixels\)"):
+        editor.preprocess(EditorData(background=ok, layers=[ok, bomb]))
+    editor.blob_storage["b"] = EditorDataBlobs(
+        background=None, layers=[(tmp_path / "layer.png").read_bytes()], composite=None
+    )
+    with pytest.raises(gr.Error, match=r"mask editor's layer 0 cannot be used: 10000x10000"):
+        editor.preprocess(EditorData(id="b"))
+    assert decoded == []  # Gradio's decoder saw nothing
+    value = editor.preprocess(EditorData(background=ok, layers=[ok]))
+    assert value["layers"][0].shape == (64, 64, 4) and decoded
 
 
 def test_the_mask_editor_canvas_maps_back_to_the_photo():

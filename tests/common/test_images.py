@@ -7,6 +7,7 @@ from PIL import Image
 from facepaint.common.images import (
     MAX_PIXELS,
     ImageError,
+    check_image_file,
     decode_png,
     encode_png,
     load_mask,
@@ -99,8 +100,33 @@ def test_decompression_bomb_is_refused(tmp_path):
     side = int(MAX_PIXELS**0.5) + 100
     Image.new("1", (side, side)).save(tmp_path / "bomb.png")
     assert (tmp_path / "bomb.png").stat().st_size < 2_000_000
-    with pytest.raises(ImageError, match="decompression bomb"):
+    with pytest.raises(ImageError, match=r"over the limit of 24 megapixels \(refused before decoding"):
         load_rgb(tmp_path / "bomb.png")
+    with pytest.raises(ImageError, match=r"over the limit of 24 megapixels"):
+        check_image_file((tmp_path / "bomb.png").read_bytes())
+
+
+def test_the_limits_are_checked_from_the_header_and_size_before_decoding(tmp_path, monkeypatch):
+    """check_image_file reads only the header: a file over the byte limit or a header over the pixel limit is
+    refused without decoding (PIL's decoder is made to fail loudly here); within them it gives the size."""
+    import facepaint.common.images as images_mod
+
+    Image.new("RGB", (120, 80), "red").save(tmp_path / "ok.png")
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
+    assert check_image_file(tmp_path / "ok.png") == (120, 80)
+    monkeypatch.setattr(images_mod, "MAX_BYTES", 100)
+    with pytest.raises(ImageError, match=r"MiB, over the limit of"):
+        check_image_file(tmp_path / "ok.png")
+    with pytest.raises(ImageError, match=r"MiB, over the limit of"):
+        load_rgb(tmp_path / "ok.png")
+    monkeypatch.setattr(images_mod, "MAX_BYTES", 10**9)
+    monkeypatch.setattr(images_mod, "MAX_PIXELS", 119 * 80)
+    with pytest.raises(ImageError, match=r"120x80 \(0\.0 megapixels\) is over the limit"):
+        check_image_file(tmp_path / "ok.png")
+    with pytest.raises(ImageError, match=r"<array>: 120x80 .* over the limit"):  # the Python API's arrays too
+        read_photo(np.zeros((80, 120, 3), np.uint8))
+    with pytest.raises(ImageError, match="file not found"):
+        check_image_file(tmp_path / "missing.png")
 
 
 def test_size_rules(tmp_path):

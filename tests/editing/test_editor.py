@@ -348,10 +348,31 @@ def test_unreadable_and_oversized_photos_are_refused_with_the_file_name(editor, 
         editor.edit(bad, "a face", mask=np.ones((4, 4), bool), **FAST)
     bomb = tmp_path / "bomb.png"
     Image.new("1", (9000, 8000)).save(bomb)  # 72 megapixels in a few kilobytes
-    with pytest.raises(ImageError, match="decompression bomb"):
+    with pytest.raises(ImageError, match=r"bomb.png: 9000x8000 \(72\.0 megapixels\) is over the limit"):
         editor.edit(bomb, "a face", mask=np.ones((8, 9), bool), **FAST)
     with pytest.raises(ImageError, match="not found"):
         editor.edit(tmp_path / "missing.png", "a face", mask=np.ones((4, 4), bool), **FAST)
+
+
+def test_a_prompt_is_text_of_bounded_length_checked_before_the_photo(editor, tmp_path, monkeypatch):
+    """None, a number or a list is not edited as its printed text, and a prompt over the limit is refused before
+    the photo is read (so it cannot fail at signing after the generation)."""
+    from facepaint.common.limits import MAX_PROMPT_CHARS
+
+    monkeypatch.setattr(editor.helper, "prepare", lambda *a, **k: pytest.fail("the photo was read"))
+    photo = textured(80, 120)
+    for prompt, message in (
+        (None, r"^prompt must be text, got NoneType None"),
+        (7, r"^prompt must be text, got int 7"),
+        (["a", None], r"^prompt 1 must be text"),
+        ("x" * (MAX_PROMPT_CHARS + 1), r"^prompt is 2,001 characters, over the limit of 2,000"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            editor.edit(photo, prompt, **FAST)
+    with pytest.raises(ValueError, match=r"^negative_prompt is 2,001 characters"):
+        editor.edit(photo, "a face", negative_prompt="x" * (MAX_PROMPT_CHARS + 1), **FAST)
+    with pytest.raises(ValueError, match=r"^prompt of image 1 is 2,001 characters"):
+        editor.edit_batch([photo, photo], ["a face", "x" * (MAX_PROMPT_CHARS + 1)], masks=[None, None], **FAST)
 
 
 def test_empty_or_misfit_masks(editor, tmp_path):

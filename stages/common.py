@@ -28,6 +28,7 @@ PARAMS = Path("params.yaml")
 PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 
 # The pipeline's files, by the stage that writes them (dvc.yaml's outs).
+PARAMS_CHECKED = Path("data/params.ok")  # constant; every stage depends on it, to run after the params check
 DEMO = Path("data/demo")
 DEMO_MODELS = Path("data/demo_models")  # tiny random baseline models (tools/demo_models.py)
 SPLIT = Path("data/split.parquet")

@@ -12,9 +12,14 @@ still counts): the safe side, since a missing dep keeps a stale result while an 
 A stage module may declare `BOOKKEEPING`, module names whose code cannot change its outputs (the MLflow
 run tracking of `tracking.runs`, which writes only to the tracking store and is never fatal); the walk
 does not enter them, so editing the tracking code does not retrain a model.
+A stage module may also declare `LOADS`, project modules it imports by name (importlib), which no import
+statement shows: the walk starts from them too (the params stage loads every section's config class so).
 Params of stage NAME: the `PARAMS` tuple of `stages/NAME.py`, the params.yaml keys its outputs depend on
 (per key where a section holds speed knobs that cannot change them).
-Data deps (the files a stage reads) and outs stay hand-written in dvc.yaml.
+The order edge: every stage but the params stage (GATE) depends on its output, `data/params.ok`, so that DVC runs
+the check of the whole params.yaml first and a refused params.yaml stops `dvc repro` before any stage's outputs
+are removed (stages/params.py says why the file's content never changes). This writes that dep too.
+Other data deps (the files a stage reads) and outs stay hand-written in dvc.yaml.
 
 We wrote this ourselves: DVC has no import tracking, and `modulefinder` follows only what a module
 imports at load time, not the lazy imports inside functions that this project uses to keep start-up fast.
@@ -34,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("facepaint", "stages", "tracking", "tools", "flows")  # first-party top-level packages
 # Files a module uses by path, not by import (MLflow logs pyfunc_model.py as the model's code).
 USED_BY_PATH = {"tracking/registry.py": ("tracking/pyfunc_model.py",)}
+GATE = "params"  # the stage that checks the whole params.yaml; every other stage depends on its output
+GATE_OUT = "data/params.ok"  # stages.common.PARAMS_CHECKED (tests/test_dvc.py checks they agree)
 
 
 def module_file(name: str, repo: Path = REPO) -> Path | None:
@@ -83,6 +90,11 @@ def code_deps(stage: str, repo: Path = REPO) -> list[str]:
     skip = stage_bookkeeping(stage)
     seen: set[Path] = set()
     todo = [start, repo / "stages" / "__init__.py"]
+    for name in stage_loads(stage):
+        found = module_file(name, repo)
+        if found is None:
+            raise FileNotFoundError(f"stages/{stage}.py LOADS {name}, which is no project module")
+        todo.append(found)
     while todo:
         path = todo.pop()
         if path in seen:
@@ -102,6 +114,11 @@ def code_deps(stage: str, repo: Path = REPO) -> list[str]:
 def stage_bookkeeping(stage: str) -> tuple[str, ...]:
     """The modules stage `stage` declares cannot change its outputs (its module's BOOKKEEPING)."""
     return tuple(getattr(importlib.import_module(f"stages.{stage}"), "BOOKKEEPING", ()))
+
+
+def stage_loads(stage: str) -> tuple[str, ...]:
+    """The project modules stage `stage` imports by name (its module's LOADS)."""
+    return tuple(getattr(importlib.import_module(f"stages.{stage}"), "LOADS", ()))
 
 
 def stage_params(stage: str) -> list[str]:
@@ -137,7 +154,17 @@ def differences(repo: Path = REPO) -> list[str]:
         params = [p if isinstance(p, str) else next(iter(p)) for p in stages[name].get("params", [])]
         if params != want["params"]:
             out.append(f"stage {name}: params {params}, its module declares {want['params']}")
+        if name != GATE and GATE_OUT not in deps:
+            out.append(f"stage {name}: does not depend on {GATE_OUT}, so it may run before the {GATE} stage's check")
+    if GATE not in stages:
+        out.append(f"dvc.yaml has no {GATE} stage (stages/{GATE}.py: the check of the whole params.yaml)")
+    elif "params.yaml" not in stages[GATE].get("deps", []) or GATE_OUT not in _paths(stages[GATE].get("outs", [])):
+        out.append(f"stage {GATE}: must depend on params.yaml (the whole file) and write {GATE_OUT}")
     return out
+
+
+def _paths(entries: list) -> list[str]:
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
 
 
 def rewrite(text: str, want: dict[str, dict[str, list[str]]]) -> str:
@@ -155,7 +182,10 @@ def rewrite(text: str, want: dict[str, dict[str, list[str]]]) -> str:
             while i < len(lines) and lines[i].startswith("      "):
                 block.append(lines[i])
                 i += 1
-            items = [f"      - {d}" for d in want[stage]["code"]] + [b for b in block if not _is_code_line(b)]
+            data = [b for b in block if not _is_code_line(b)]
+            if stage != GATE and f"      - {GATE_OUT}" not in data:
+                data.insert(0, f"      - {GATE_OUT}")
+            items = [f"      - {d}" for d in want[stage]["code"]] + data
             if key == "params":
                 items = [f"      - {p}" for p in want[stage]["params"]]
             out += [line, *items]

@@ -447,24 +447,34 @@ def verify(
         with _context(c2pa, ca_pem) as ctx:
             reader = c2pa.Reader.try_create(io.BytesIO(data), context=ctx)
             if reader is None:
-                report.problems.append(_no_manifest(data))
+                report.problems.append(
+                    _corrupt_manifest(data, "it is empty") if _has_manifest(data) else _no_manifest(data)
+                )
                 return report
             with reader:
                 active = reader.get_active_manifest() or {}
                 results = (reader.get_validation_results() or {}).get("activeManifest") or {}
     except c2pa.C2paError as e:
-        kind = "is not an image" if _sniff(data) is None else "could not be parsed"
-        report.problems.append(f"{kind} ({type(e).__name__.strip('_')}: {e}); facepaint writes PNG files")
+        reason = f"{type(e).__name__.strip('_')}: {e}"
+        if _sniff(data) is None:
+            report.problems.append(f"is not an image ({reason}); facepaint writes PNG files")
+        elif _has_manifest(data):
+            report.problems.append(_corrupt_manifest(data, reason))
+        else:
+            report.problems.append(f"could not be parsed ({reason})")
         return report
     report.manifest = active.get("label")
     report.signature = active.get("signature_info")
     report.codes = [r["code"] for r in results.get("success") or []]
     report.failures = [f"{r['code']}: {r.get('explanation', '')}" for r in results.get("failure") or []]
     failed = {r["code"] for r in results.get("failure") or []}
+    claims = [a.get("data") or {} for a in active.get("assertions") or [] if a.get("label") == ASSERTION]
+    try:
+        report.claim = json.loads(claims[0]["provenance"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        report.claim = None
     if "assertion.dataHash.mismatch" in failed:
-        report.problems.append(
-            "the file was modified after it was signed: its image data no longer matches the signed hash"
-        )
+        report.problems.append("the file was modified after it was signed: " + _what_changed(data, report.claim))
     if "signingCredential.untrusted" in failed:
         who = (report.signature or {}).get("common_name")
         report.problems.append(
@@ -481,10 +491,7 @@ def verify(
             report.problems.append(f"the validation did not report {', '.join(missing)}")
     if "signingCredential.trusted" in report.codes:
         report.trusted_by = str(ca_file)
-    claims = [a.get("data") or {} for a in active.get("assertions") or [] if a.get("label") == ASSERTION]
-    try:
-        report.claim = json.loads(claims[0]["provenance"])
-    except (IndexError, KeyError, TypeError, ValueError):
+    if report.claim is None:
         report.problems.append(f"the manifest has no {ASSERTION} assertion: it was not signed by facepaint edit")
         return report
     if report.claim.get("watermark"):
@@ -518,6 +525,55 @@ def _check_watermark(report: Verification, data: bytes, key) -> None:
             "the claim says the faces were watermarked, but the mark is not detected in "
             + (", ".join(str(w["region"]) for w in missing) or "any face region")
         )
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _what_changed(data: bytes, claim: dict | None) -> str:
+    """Which part of a signed PNG no longer matches its signed hash: the provenance text (when it differs from
+    the signed claim: the keys that differ are named), else the image data."""
+    from facepaint.editing.provenance import PROVENANCE_KEY
+
+    texts = [body.split(b"\0", 1) for kind, body in _png_chunks(data) if kind == b"tEXt" and b"\0" in body]
+    raw = next((text for key, text in texts if key == PROVENANCE_KEY.encode()), None)
+    try:
+        text = None if raw is None else json.loads(raw.decode("latin-1"))
+    except ValueError:
+        text = None
+    if claim is not None and text is not None and text != claim:
+        keys = sorted(k for k in set(text) | set(claim) if text.get(k) != claim.get(k))
+        verb = "differs" if len(keys) == 1 else "differ"
+        return f"its provenance text was changed: {', '.join(keys)} {verb} from the signed provenance (shown here)"
+    if claim is not None and text is None and data.startswith(PNG_MAGIC):
+        return "its provenance text was removed or damaged (the signed provenance is shown)"
+    return "its image data no longer matches the signed hash"
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, body) of each chunk of PNG `data` as far as it can be walked; [] for anything else."""
+    if not data.startswith(PNG_MAGIC):
+        return []
+    found, at = [], 8
+    while at + 8 <= len(data):
+        size, kind = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+        found.append((kind, data[at + 8 : at + 8 + size]))
+        at += 12 + size
+    return found
+
+
+def _has_manifest(data: bytes) -> bool:
+    """Whether `data` holds a C2PA manifest store, readable or not: a PNG's caBX chunk, else JUMBF's c2pa label."""
+    if not data.startswith(PNG_MAGIC):
+        return b"c2pa" in data
+    return any(kind == b"caBX" for kind, _ in _png_chunks(data))
+
+
+def _corrupt_manifest(data: bytes, reason: str) -> str:
+    return (
+        f"carries a C2PA manifest that cannot be read ({reason}): the file was damaged or tampered with after it "
+        "was signed"
+    )
 
 
 def _sniff(data: bytes) -> str | None:

@@ -135,7 +135,22 @@ def test_any_change_after_signing_fails(signed, tmp_path, capsys):
     assert forged != parts
     (tmp_path / "text.png").write_bytes(assemble(forged))
     assert read_provenance(tmp_path / "text.png")["prompt"] == "a frowning face"
-    assert "modified after it was signed" in " ".join(signing.verify(tmp_path / "text.png", key=key).problems)
+    said = " ".join(signing.verify(tmp_path / "text.png", key=key).problems)
+    assert (
+        "modified after it was signed: its provenance text was changed: faces, prompt differ from the signed" in said
+    )
+    assert "image data" not in said
+    # the pixels' bytes changed, not the text: the image data is named
+    said = " ".join(signing.verify(tmp_path / "byte.png", key=key).problems)
+    assert "its image data no longer matches the signed hash" in said
+
+    # the manifest itself damaged (its chunk's bytes zeroed, or emptied; CRCs fixed): a corrupt manifest, not none
+    i = next(i for i, c in enumerate(parts) if c[0] == b"caBX")
+    for name, body in (("zeroed", bytes(len(parts[i][1]))), ("emptied", b"")):
+        (tmp_path / f"{name}.png").write_bytes(assemble(parts[:i] + [(b"caBX", body)] + parts[i + 1 :]))
+        said = " ".join(signing.verify(tmp_path / f"{name}.png", key=key).problems)
+        assert "carries a C2PA manifest that cannot be read" in said and "damaged or tampered with" in said, said
+        assert "no C2PA manifest" not in said and "facepaint writes PNG" not in said, said
 
     # re-saved by an ordinary editor that keeps the provenance text but not the manifest
     from PIL.PngImagePlugin import PngInfo

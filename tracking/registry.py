@@ -227,12 +227,17 @@ def releases() -> list[Release]:
 
 
 def resolve_model(ref: str) -> str:
-    """A `models:/name@alias` (or any MLflow model URI) -> the local artifact directory inside it."""
+    """A `models:/name@alias` (or any MLflow model URI) -> the local artifact directory inside it, whose
+    facepaint.json is checked as every artifact's is (facepaint.method.artifact.read_conditions) before it is
+    returned."""
     mlflow = _mlflow()
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
     found = [p.parent for p in local.rglob("facepaint.json")]
     if not found:
         raise FileNotFoundError(f"{ref} holds no facepaint artifact (no facepaint.json under {local})")
+    from facepaint.method.artifact import read_conditions
+
+    read_conditions(found[0])  # a release is not trusted: its facepaint.json is checked (ArtifactError naming the key)
     return str(found[0])
 
 

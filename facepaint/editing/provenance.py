@@ -22,8 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 import facepaint
 from facepaint.common.io import atomic_path
 from facepaint.editing import signing
-
-PROVENANCE_KEY = "facepaint"
+from facepaint.editing.signing import PROVENANCE_KEY  # noqa: F401  (re-exported: where it was)
 
 
 def provenance(prepared, faces: list[dict], cut: str, options, choices, editor: dict, batch: int) -> dict:

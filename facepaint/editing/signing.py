@@ -528,13 +528,12 @@ def _check_watermark(report: Verification, data: bytes, key) -> None:
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PROVENANCE_KEY = "facepaint"  # the PNG text chunk of an edit's provenance (facepaint.editing.provenance writes it)
 
 
 def _what_changed(data: bytes, claim: dict | None) -> str:
     """Which part of a signed PNG no longer matches its signed hash: the provenance text (when it differs from
     the signed claim: the keys that differ are named), else the image data."""
-    from facepaint.editing.provenance import PROVENANCE_KEY
-
     texts = [body.split(b"\0", 1) for kind, body in _png_chunks(data) if kind == b"tEXt" and b"\0" in body]
     raw = next((text for key, text in texts if key == PROVENANCE_KEY.encode()), None)
     try:

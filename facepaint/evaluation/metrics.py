@@ -4,7 +4,8 @@ PickScore (prompt fit).
 Images are uint8 HxWx3 numpy arrays throughout. The networks come from torchmetrics/torch-fidelity
 (Inception, LPIPS) and transformers (PickScore). A metric whose weights cannot be had raises
 `MetricUnavailable` from its constructor, with the reason and how to supply the weights; the caller
-records that reason instead of a number.
+records that reason instead of a number. A metric left out of params.yaml `evaluate.metrics` (the demo profile
+leaves out these three, whose weights are downloads: `DOWNLOADS`) is never constructed, so nothing is fetched.
 
 Background (what PSNR and LPIPS "background" mean): the pixels farther than `dilation` pixels
 (Euclidean) from every pixel of the binary face mask M, i.e. the complement of M dilated by a disk
@@ -33,6 +34,13 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+# What each metric's constructor would download when its weights are not here (the evaluation's off notes)
+DOWNLOADS = {
+    "fid": f"the FID Inception-v3 weights ({INCEPTION_FILE}, 92 MB, from GitHub)",
+    "lpips": f"torchvision's VGG16 ({VGG16_FILE}, 528 MB, from download.pytorch.org)",
+    "pickscore": f"{PICKSCORE_MODEL}, a CLIP ViT-H/14 (3.9 GB), and the processor of {PICKSCORE_PROCESSOR} "
+    "(from the Hugging Face hub)",
+}
 
 
 class MetricUnavailable(FacepaintError):

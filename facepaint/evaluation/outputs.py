@@ -12,12 +12,25 @@ import pandas as pd
 from facepaint.common import charts
 from facepaint.common.io import atomic_path, write_json, write_parquet
 from facepaint.evaluation import plots, tables
-from facepaint.evaluation.run import DEFINITIONS, REGIONS, EvalConfig, Evaluation
+from facepaint.evaluation.run import DEFINITIONS, REGIONS, EvalConfig, Evaluation, off_status
+
+
+def _columns(metric: str) -> list[str]:
+    """The summary columns of a metric with weights (LPIPS has one per region)."""
+    return [f"lpips_{region}" for region in REGIONS] if metric == "lpips" else [metric]
+
+
+def _mark(methods: dict, reasons: dict, value) -> None:
+    """Every method's columns of each metric of `reasons` set to `value(reason)` (a word, never a number)."""
+    for name, why in reasons.items():
+        for s in methods.values():
+            s.update(dict.fromkeys(_columns(name), value(why)))
 
 
 def evaluation_metrics(ev: Evaluation, cfg: EvalConfig, artifact_version: str) -> dict:
-    """The evaluate stage's metrics.json: per method its summary (FID beside it, or "unavailable"), what was
-    unavailable or failed and why. A metric whose weights are missing is "unavailable", never a number."""
+    """The evaluate stage's metrics.json: per method its summary (FID beside it), what was unavailable, off or
+    failed and why. A metric whose weights are missing is "unavailable", one the settings leave out "off in the
+    demo profile" (or "off" for a model that is not a demo's): never a number."""
     r = ev.result
     fid = {}
     if "fid" in cfg.metrics:
@@ -31,14 +44,13 @@ def evaluation_metrics(ev: Evaluation, cfg: EvalConfig, artifact_version: str) -
         "methods": {name: {**tables.jsonable(s), **fid.get(name, {})} for name, s in r.summary.items()},
         "unavailable_methods": ev.unavailable_methods,
         "unavailable_metrics": ev.unavailable_metrics,
+        "off_methods": ev.off_methods,
+        "off_metrics": ev.off_metrics,
         "failed_methods": r.failed,
         "notes": ev.notes,
     }
-    for name in ("lpips", "pickscore"):
-        if name in ev.unavailable_metrics:
-            cols = [f"lpips_{region}" for region in REGIONS] if name == "lpips" else [name]
-            for s in metrics["methods"].values():
-                s.update(dict.fromkeys(cols, "unavailable"))
+    _mark(metrics["methods"], {m: w for m, w in ev.unavailable_metrics.items() if m != "fid"}, lambda w: "unavailable")
+    _mark(metrics["methods"], ev.off_metrics, off_status)
     return metrics
 
 
@@ -72,6 +84,8 @@ def write_evaluation(
         len(ev.pairs),
         cfg.background_dilation,
         model_note=model_note,
+        off_methods=ev.off_methods,
+        off_metrics=ev.off_metrics,
     )
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(table)
@@ -101,11 +115,13 @@ def write_ablation(ev: Evaluation, ablation: dict, versions: dict, out: Path) ->
         "artifacts": versions,
         "methods": {v: tables.jsonable(s) for v, s in r.summary.items()},
         "unavailable_metrics": ev.unavailable_metrics,
+        "off_metrics": ev.off_metrics,
         "notes": ev.notes,
     }
+    _mark(metrics["methods"], ev.off_metrics, off_status)
     write_json(metrics, out / "metrics.json")
     with atomic_path(out / "table.md") as tmp:
-        tmp.write_text(tables.ablation_table(r.summary, ev.unavailable_metrics, len(ev.pairs)))
+        tmp.write_text(tables.ablation_table(r.summary, ev.unavailable_metrics, len(ev.pairs), ev.off_metrics))
     return metrics
 
 

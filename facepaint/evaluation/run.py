@@ -58,6 +58,11 @@ from facepaint.method.options import SamplingOptions
 from facepaint.method.speed import DTYPES
 
 METRICS = ("fid", "psnr", "lpips", "pickscore")
+# What a metric or method left out of `evaluate.metrics` / `evaluate.methods` is reported as, instead of a number
+# (never "unavailable", which says it was tried and its weights were missing): the demo profile leaves out those
+# whose weights are downloads (its model is a demo model), and nothing is attempted for them.
+OFF_IN_DEMO = "off in the demo profile"
+OFF = "off"
 # What the reported numbers mean; recorded in metrics.json so that figures made under other definitions are
 # never compared with these (the registry's gate). Change it whenever a metric's region or reference changes.
 DEFINITIONS = "2: background = outside M (headline), dilated, M_soft == 0; FID reference excludes the pairs"
@@ -147,6 +152,25 @@ def load_sample(root, row: pd.Series, resolution: int, sigma: float) -> Sample:
     image = resize_rgb(load_rgb(celebamask.image_path(root, int(row["id"]))).image, resolution)
     mask = resize_binary(decode_png(row["mask"]), resolution)
     return Sample(int(row["id"]), image, mask, soft_mask(mask, sigma_pixels(sigma, resolution)), float(mask.mean()))
+
+
+def switched_off(chosen, known, key: str, demo: bool, needs: dict | None = None) -> dict:
+    """{name: why} for each of `known` that is not in `chosen` (params.yaml `evaluate.<key>`): not attempted, and
+    reported as `OFF_IN_DEMO` for a demo model (the demo profile's choice), else `OFF`; `needs`: what each would
+    download. PSNR is always computed (it needs no weights), so it is never off."""
+    status = OFF_IN_DEMO if demo else OFF
+    return {
+        name: f"{status}: not in params.yaml evaluate.{key}"
+        + (f"; it needs {needs[name]}" if needs and name in needs else "")
+        + ("; profiles/paper.yaml turns it on" if demo else "")
+        for name in known
+        if name not in chosen and name != "psnr"
+    }
+
+
+def off_status(why: str) -> str:
+    """What a metric that is off reads as in metrics.json and the tables (`OFF_IN_DEMO`, `OFF`): its reason's head."""
+    return why.split(": ", 1)[0]
 
 
 def build_metrics(names, device, fid_batch_size: int) -> tuple[dict, dict]:
@@ -347,6 +371,8 @@ class Evaluation:
     unavailable_methods: dict = field(default_factory=dict)  # name -> why
     unavailable_metrics: dict = field(default_factory=dict)  # name -> why
     notes: list = field(default_factory=list)
+    off_methods: dict = field(default_factory=dict)  # name -> why (switched_off): not attempted
+    off_metrics: dict = field(default_factory=dict)  # name -> why (switched_off): not attempted
 
 
 def prepare(root, masks: pd.DataFrame, captions: pd.DataFrame, cfg: EvalConfig, resolution: int, sigma: float):
@@ -374,8 +400,10 @@ def evaluate_methods(
     """Every method of `cfg.methods` for the artifact directory `artifact`, at its resolution, on the same pairs,
     with every metric of `cfg.metrics` that can be had here. FID compares with the Inception statistics of
     up to `fid_reference_size` of `test_ids` that are not pairs, cached in `fid_cache` (facepaint.evaluation.
-    metrics.FID). Methods and metrics whose weights are missing are listed as unavailable, with the reason."""
-    resolution = load_artifact(artifact).conditions.resolution  # every method runs at the model's resolution
+    metrics.FID). Methods and metrics whose weights are missing are listed as unavailable, with the reason; those
+    left out of `cfg.methods` / `cfg.metrics` are listed as off (`switched_off`), never attempted."""
+    conditions = load_artifact(artifact).conditions
+    resolution = conditions.resolution  # every method runs at the model's resolution
     pairs, samples, notes = prepare(root, masks, captions, cfg, resolution, sampling.sigma)
     device = pick_device(cfg.device)
     methods, unavailable_methods = _methods(cfg.methods, artifact, cfg, sampling, device)
@@ -385,9 +413,25 @@ def evaluate_methods(
         ids = fid_reference_ids(test_ids, pairs["id"], cfg.fid_reference_size, cfg.seed)
         reference = fid_reference(metric_objs["fid"], root, ids, resolution, fid_cache)
     result = run(samples, pairs, methods, cfg, device, **metric_objs, fid_reference=reference, progress=progress)
+    demo = conditions.model.demo_notice is not None
     return Evaluation(
-        pairs, samples, result, resolution, device_name(device), unavailable_methods, unavailable_metrics, notes
+        pairs,
+        samples,
+        result,
+        resolution,
+        device_name(device),
+        unavailable_methods,
+        unavailable_metrics,
+        notes,
+        off_methods=switched_off(cfg.methods, METHODS, "methods", demo),
+        off_metrics=switched_off(cfg.metrics, METRICS, "metrics", demo, _downloads()),
     )
+
+
+def _downloads() -> dict:
+    from facepaint.evaluation.metrics import DOWNLOADS
+
+    return DOWNLOADS
 
 
 def evaluate_variants(
@@ -397,7 +441,8 @@ def evaluate_variants(
     """`ours` (pixel-blended) of each artifact of `artifacts` ({name: directory}, all trained at the first's
     resolution) on the same pairs, as `evaluate_methods` runs it; FID left out (a few pairs give no
     meaningful FID). A variant that fails raises EvaluationError: a comparison with a row missing says nothing."""
-    resolution = load_artifact(next(iter(artifacts.values()))).conditions.resolution
+    conditions = load_artifact(next(iter(artifacts.values()))).conditions
+    resolution = conditions.resolution
     pairs, samples, notes = prepare(root, masks, captions, cfg, resolution, sampling.sigma)
     device = pick_device(cfg.device)
     methods = {name: _methods(["ours"], path, cfg, sampling, device)[0]["ours"] for name, path in artifacts.items()}
@@ -405,7 +450,9 @@ def evaluate_variants(
     result = run(samples, pairs, methods, cfg, device, **metric_objs, progress=progress)
     if result.failed:
         raise EvaluationError(f"a variant failed: {result.failed}")
-    return Evaluation(pairs, samples, result, resolution, device_name(device), {}, unavailable, notes)
+    demo = conditions.model.demo_notice is not None
+    off = switched_off(cfg.metrics, [m for m in METRICS if m != "fid"], "metrics", demo, _downloads())
+    return Evaluation(pairs, samples, result, resolution, device_name(device), {}, unavailable, notes, off_metrics=off)
 
 
 def _methods(names: list[str], artifact, cfg: EvalConfig, sampling: SamplingOptions, device):

@@ -65,13 +65,18 @@ def markdown_table(
     n_pairs: int,
     dilation: int,
     model_note: str | None = None,
+    off_methods: dict | None = None,
+    off_metrics: dict | None = None,
 ) -> str:
     """Table 2 (every method) and Table 1 (blending) of our run beside the published figures, then the
     other regions (see the module docstring for what each region is). `model_note`: what a reader must know
-    of the model first (a demo model with random weights: its figures are not the method's)."""
+    of the model first (a demo model with random weights: its figures are not the method's). `off_methods`,
+    `off_metrics` ({name: why}): left out by the settings, never attempted; their cells read "off"."""
     labels = LABELS
     label = lambda m: labels.get(m, m)  # noqa: E731
     missing = {**unavailable_methods, **failed}
+    off_metrics = off_metrics or {}
+    cell = lambda metric, text: "off" if metric in off_metrics else text  # noqa: E731
     lines = [
         f"# Evaluation: {n_pairs} image-prompt pairs on {device}",
         "",
@@ -95,10 +100,10 @@ def markdown_table(
     rows = [
         [
             label(m),
-            _fmt(fid.get(m), 3),
+            cell("fid", _fmt(fid.get(m), 3)),
             fmt_pm(s, "psnr_bg", 3),
-            fmt_pm(s, "lpips_bg", 4),
-            fmt_pm(s, "pickscore", 3),
+            cell("lpips", fmt_pm(s, "lpips_bg", 4)),
+            cell("pickscore", fmt_pm(s, "pickscore", 3)),
             f"{s['seconds_per_edit']:.3f} ({s['clock']})",
             _fmt(s["peak_mem_mib"], 0),
         ]
@@ -131,7 +136,7 @@ def markdown_table(
                 [
                     label(m),
                     fmt_pm(summary[m], "psnr_bg", 3),
-                    fmt_pm(summary[m], "lpips_bg", 4),
+                    cell("lpips", fmt_pm(summary[m], "lpips_bg", 4)),
                     PUBLISHED_TABLE1[m]["psnr"],
                     PUBLISHED_TABLE1[m]["lpips"],
                 ]
@@ -156,21 +161,26 @@ def markdown_table(
                 fmt_pm(s, "psnr_outside_soft", 3),
                 f"{s['changed_outside_soft']:,}",
                 fmt_pm(s, "psnr_full", 3),
-                fmt_pm(s, "lpips_dilated", 4),
-                fmt_pm(s, "lpips_full", 4),
+                cell("lpips", fmt_pm(s, "lpips_dilated", 4)),
+                cell("lpips", fmt_pm(s, "lpips_full", 4)),
             ]
             for m, s in summary.items()
         ],
     )
     notes = [f"- {label(m)}: not available: {why}" for m, why in unavailable_methods.items()]
     notes += [f"- {label(m)}: failed: {why}" for m, why in failed.items()]
-    notes += [
-        f"- {m.upper() if m != 'pickscore' else 'PickScore'}: unavailable: {why}"
-        for m, why in unavailable_metrics.items()
-    ]
+    notes += [f"- {metric_label(m)}: unavailable: {why}" for m, why in unavailable_metrics.items()]
     if notes:
         lines += ["", "n/a:", *notes]
+    off = [f"- {label(m)}: {why}" for m, why in (off_methods or {}).items()]
+    off += [f"- {metric_label(m)}: {why}" for m, why in off_metrics.items()]
+    if off:
+        lines += ["", "Off (not attempted):", *off]
     return "\n".join(lines) + "\n"
+
+
+def metric_label(name: str) -> str:
+    return {"pickscore": "PickScore"}.get(name, name.upper())
 
 
 def jsonable(d: dict) -> dict:
@@ -181,13 +191,16 @@ def jsonable(d: dict) -> dict:
     }
 
 
-def ablation_table(summary: dict, unavailable: dict, n_pairs: int) -> str:
+def ablation_table(summary: dict, unavailable: dict, n_pairs: int, off: dict | None = None) -> str:
+    """The loss ablation's table; `unavailable` and `off` ({metric: why}) as in `markdown_table`."""
+    off = off or {}
+    cell = lambda metric, text: "off" if metric in off else text  # noqa: E731
     rows = [
         [
             f"ours, {v} loss",
             fmt_pm(s, "psnr_bg", 3),
-            fmt_pm(s, "lpips_bg", 4),
-            fmt_pm(s, "pickscore", 3),
+            cell("lpips", fmt_pm(s, "lpips_bg", 4)),
+            cell("pickscore", fmt_pm(s, "pickscore", 3)),
             fmt_pm(s, "psnr_full", 3),
         ]
         for v, s in summary.items()
@@ -198,4 +211,6 @@ def ablation_table(summary: dict, unavailable: dict, n_pairs: int) -> str:
     )
     if unavailable:
         lines += ["", *(f"- {m}: unavailable: {why}" for m, why in unavailable.items())]
+    if off:
+        lines += ["", *(f"- {m}: {why}" for m, why in off.items())]
     return "\n".join(lines) + "\n"

@@ -66,7 +66,14 @@ def evaluation(methods: dict, cfg) -> ev.Evaluation:
 @pytest.fixture
 def cfg():
     return config(
-        "evaluate", ev.EvalConfig, n_pairs=2, warmup=0, grid_photos=1, profile_radius=3, background_dilation=1
+        "evaluate",
+        ev.EvalConfig,
+        n_pairs=2,
+        warmup=0,
+        grid_photos=1,
+        profile_radius=3,
+        background_dilation=1,
+        metrics=["fid", "psnr", "lpips"],
     )
 
 
@@ -115,6 +122,45 @@ def test_without_fid_asked_for_there_is_no_fid_entry(cfg, tmp_path):
     )
 
 
+def test_what_is_off_is_off_in_metrics_json_never_unavailable_nor_a_number(cfg, tmp_path):
+    """The demo profile's settings (PSNR only, no Paint-by-Example) for a demo model: the other metrics' columns
+    read "off in the demo profile", each with its reason beside "unavailable_metrics", in metrics.json and
+    table.md; for a model that is not a demo's they read "off"."""
+    cfg.metrics = ["psnr"]
+    e = evaluation({"ours": FaceOnly()}, cfg)
+    e.unavailable_methods, e.unavailable_metrics = {}, {}
+    e.off_metrics = ev.switched_off(cfg.metrics, ev.METRICS, "metrics", demo=True)
+    e.off_methods = ev.switched_off(["ours"], ["ours", "paint_by_example"], "methods", demo=True)
+    metrics = outputs.write_evaluation(e, cfg, SamplingOptions(), "v", tmp_path)
+    assert set(metrics["off_metrics"]) == {"fid", "lpips", "pickscore"} and metrics["unavailable_metrics"] == {}
+    assert set(metrics["off_methods"]) == {"paint_by_example"}
+    ours = metrics["methods"]["ours"]
+    assert ours["fid"] == ours["pickscore"] == "off in the demo profile"
+    assert all(ours[f"lpips_{r}"] == "off in the demo profile" for r in ev.REGIONS)
+    assert isinstance(ours["psnr_full"], float)
+    table = (tmp_path / "table.md").read_text()
+    assert "- LPIPS: off in the demo profile: not in params.yaml evaluate.metrics" in table
+    assert "- Paint-by-Example: off in the demo profile" in table and "unavailable" not in table
+
+    e.off_metrics = ev.switched_off(cfg.metrics, ev.METRICS, "metrics", demo=False)
+    assert outputs.evaluation_metrics(e, cfg, "v")["methods"]["ours"]["fid"] == "off"
+
+
+def test_switched_off_names_what_the_settings_leave_out_and_never_psnr():
+    needs = {"fid": "Inception"}
+    demo = ev.switched_off(["psnr", "lpips"], ev.METRICS, "metrics", demo=True, needs=needs)
+    assert demo == {
+        "fid": "off in the demo profile: not in params.yaml evaluate.metrics; it needs Inception; "
+        "profiles/paper.yaml turns it on",
+        "pickscore": "off in the demo profile: not in params.yaml evaluate.metrics; profiles/paper.yaml turns it on",
+    }
+    assert ev.switched_off([], ev.METRICS, "metrics", demo=False) == {
+        m: "off: not in params.yaml evaluate.metrics" for m in ("fid", "lpips", "pickscore")
+    }
+    assert ev.off_status(demo["fid"]) == "off in the demo profile" and ev.off_status("off: x") == "off"
+    assert ev.switched_off(ev.METRICS, ev.METRICS, "metrics", demo=True) == {}
+
+
 def test_write_ablation_and_its_off_note(cfg, tmp_path):
     e = evaluation({"masked": FaceOnly(), "uniform": Everywhere()}, cfg)
     e.unavailable_metrics = {"lpips": "VGG weights missing"}
@@ -132,6 +178,13 @@ def test_write_ablation_and_its_off_note(cfg, tmp_path):
             assert im.format == "PNG", name
     table = (tmp_path / "table.md").read_text()
     assert "ours, masked loss" in table and "ours, uniform loss" in table and "lpips: unavailable" in table
+    e.unavailable_metrics, e.off_metrics = {}, {"lpips": "off in the demo profile: not in params.yaml"}
+    metrics = outputs.write_ablation(e, params, {"masked": "v1", "uniform": "v2"}, tmp_path)
+    assert (
+        metrics["off_metrics"] == e.off_metrics
+        and metrics["methods"]["masked"]["lpips_bg"] == "off in the demo profile"
+    )
+    assert "- lpips: off in the demo profile" in (tmp_path / "table.md").read_text()
 
     outputs.write_ablation_off("off: a note", tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"variants": [], "note": "off: a note"}

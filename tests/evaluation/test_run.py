@@ -256,7 +256,8 @@ def test_sigma_changes_the_blended_background_only(shared):
 
 
 def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, tmp_path):
-    """All outputs are written; metrics without weights say unavailable with a reason, never a number."""
+    """All outputs are written; the demo profile's settings leave out what needs downloaded weights (FID, LPIPS,
+    PickScore, Paint-by-Example): off in the demo profile, with the reason, never a number nor "unavailable"."""
 
     from stages import evaluate as stage
 
@@ -279,7 +280,12 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
     # every method of the publication's Table 2 ran on the demo's tiny models through the real loading code
     table2 = {"ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion", "brushnet", "diptych_prompting"}
     assert saved["pairs"] == 3 and table2 | {"blended_latent_diffusion_9ch"} <= set(saved["methods"])
-    assert set(saved["unavailable_methods"]) <= {"paint_by_example"} and saved["failed_methods"] == {}
+    assert saved["unavailable_methods"] == {} and saved["failed_methods"] == {}
+    assert set(saved["off_methods"]) == {"paint_by_example"} and set(saved["off_metrics"]) == {
+        "fid",
+        "lpips",
+        "pickscore",
+    }
     ours = saved["methods"]["ours"]
     # the headline background (outside M) sees the blend's seam; where M_soft == 0 nothing changed
     assert isinstance(ours["psnr_bg"], float) and ours["psnr_bg_inf"] < 3 and ours["changed_outside_soft"] == 0
@@ -289,8 +295,12 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
             values = [v for k, v in m.items() if k.startswith(name)]
             assert values and all(v == "unavailable" for v in values), (name, m)
     assert saved["methods"]["ours"]["changed_outside_soft"] == 0
+    for name in saved["off_metrics"]:
+        for m in saved["methods"].values():
+            values = [v for k, v in m.items() if k.startswith(name)]
+            assert values and all(v == "off in the demo profile" for v in values), (name, m)
     table = (out / "table.md").read_text()
-    assert "Blended Latent Diffusion" in table and "not available" in table
+    assert "Blended Latent Diffusion" in table and "- Paint-by-Example: off in the demo profile" in table
     per_image = pd.read_parquet(out / "per_image.parquet")
     assert len(per_image) == 3 * len(saved["methods"])
     meta = read_parquet_metadata(out / "per_image.parquet")  # the settings that made it

@@ -64,3 +64,19 @@ def test_ablation_table_and_jsonable():
     row = tables.jsonable({"a": math.inf, "b": math.nan, "c": 1.5, "d": None, "e": "x"})
     assert row == {"a": "inf", "b": None, "c": 1.5, "d": None, "e": "x"}
     assert json.loads(json.dumps(row, allow_nan=False)) == row  # strict JSON
+
+
+def test_what_is_off_reads_off_in_its_cells_and_says_why_apart_from_what_is_unavailable():
+    """A metric or method the settings leave out (the demo profile's FID, LPIPS, PickScore, Paint-by-Example) is
+    "off" in its cells and listed with its reason, apart from what was tried and is unavailable."""
+    summary = {"ours": summary_row(30.0)}
+    off_metrics = {m: f"off in the demo profile: {m} needs weights" for m in ("fid", "lpips", "pickscore")}
+    off_methods = {"paint_by_example": "off in the demo profile: not in params.yaml evaluate.methods"}
+    md = tables.markdown_table(summary, {}, {}, {}, {}, "CPU", 8, 2, off_methods=off_methods, off_metrics=off_metrics)
+    assert "| ours | off | 30.000 ± 0.500 (+2 exact) | off | off |" in md
+    assert "- FID: off in the demo profile: fid needs weights" in md and "- PickScore: off in the demo" in md
+    assert "- Paint-by-Example: off in the demo profile: not in params.yaml" in md
+    assert "unavailable" not in md and "n/a:" not in md and "| Paint-by-Example |" not in md
+    ablation = tables.ablation_table({"masked": summary_row(33.0)}, {}, 4, {"lpips": "off in the demo profile"})
+    assert "| ours, masked loss | 33.000 ± 0.500 (+2 exact) | off | n/a |" in ablation
+    assert "- lpips: off in the demo profile" in ablation

@@ -1,8 +1,9 @@
-"""params: params.yaml checked as a whole, before any other stage runs: every section and key known, every value valid.
+"""params: params.yaml checked as a whole before any other stage runs: every section and key known, each value valid.
 
 Inputs:  params.yaml, the whole file (a dep of this stage, not per-key params); the config class of each section
 Outputs: data/params.ok, one constant line (in git, cache: false); every other stage depends on it
-Run:     dvc repro params     (or: python -m stages.params [--profile NAME ...], which only checks)
+Run:     dvc repro params     (or: python -m stages.params; with --profile NAME, repeatable, it only checks what
+         the profiles make of params.yaml, and writes nothing)
 
 Why a stage. DVC reruns a stage only when a param it tracks changed (its `PARAMS`, dvc.yaml `params:`), and a
 stage checks only the sections it reads, when it runs. So a key no stage tracks passed in silence: with
@@ -29,9 +30,10 @@ refused params.yaml: DVC removed it before the check ran) this stage writes it a
 
 Speed. The config classes live in modules that import torch and diffusers at load time (about 12 s on 2 CPU
 cores), and no check uses either. The stage loads those modules with the heavy libraries (HEAVY) replaced by
-inert stand-ins (`light_imports`: about 1 s): a stand-in may be subclassed, called, decorated with and looked
-into while a module loads, and raises once the checks run. If a module cannot load that way or a check touches
-a stand-in, the check runs again with the real libraries, so the verdict is always the real code's.
+inert stand-ins (`light_imports`; the whole stage takes about 2 s): a stand-in may be subclassed, called,
+decorated with and looked into while a module loads, and raises once the checks run. If a module cannot load
+that way or a check touches a stand-in, the check runs again with the real libraries, so the verdict is always
+the real code's.
 """
 
 from __future__ import annotations
@@ -150,30 +152,33 @@ def problems(params, classes: tuple[dict[str, type], dict[str, type]] | None = N
         if name not in params:
             found.append(f"{name}: section missing (every setting lives in params.yaml)")
             continue
-        keyed = _keys(name, params[name], cls)
+        given, complete = _keys(name, params[name], cls, found)
         for where, inner in nested.items():
             section_name, _, key = where.partition(".")
-            if section_name == name and isinstance(params[name], dict) and key in params[name]:
-                keyed += _keys(where, params[name][key], inner)
-        if keyed:
-            found += keyed
-            continue
-        try:
-            cls(**params[name])
+            if section_name == name and key in given:
+                given[key], inner_complete = _keys(where, given[key], inner, found)
+                complete = complete and inner_complete
+        if not complete:
+            continue  # a config cannot be made without each of its keys
+        try:  # the known keys' values are checked also where an unknown key sits beside them
+            cls(**given)
         except (TypeError, ValueError) as e:
             found.append(_named(name, str(e), cls))
     return found
 
 
-def _keys(where: str, given, cls) -> list[str]:
-    """Unknown and missing keys of the mapping `given` that `cls` reads, named `where.key`."""
+def _keys(where: str, given, cls, found: list[str]) -> tuple[dict, bool]:
+    """The known keys of the mapping `given` that `cls` reads (a copy), and whether it has them all; its unknown
+    and missing keys appended to `found`, named `where.key`."""
     fields = [f.name for f in dataclasses.fields(cls)]
     if not isinstance(given, dict):
-        return [f"{where}: must be a mapping of {', '.join(fields)}; got {given!r}"]
+        found.append(f"{where}: must be a mapping of {', '.join(fields)}; got {given!r}")
+        return {}, False
     known = f"the keys of {where}: {', '.join(fields)}"
-    found = [f"{where}.{key}: unknown key ({known})" for key in given if key not in fields]
-    found += [f"{where}.{key}: missing ({known})" for key in fields if key not in given]
-    return found
+    found += [f"{where}.{key}: unknown key ({known})" for key in given if key not in fields]
+    missing = [f"{where}.{key}: missing ({known})" for key in fields if key not in given]
+    found += missing
+    return {key: value for key, value in given.items() if key in fields}, not missing
 
 
 def _named(section: str, message: str, cls) -> str:
@@ -187,14 +192,12 @@ def _named(section: str, message: str, cls) -> str:
     return f"{section}: {message}"
 
 
-def check(params, classes=None) -> None:
-    """ParamsError listing every problem of `params` (see `problems`)."""
+def check(params, classes=None, what: str = "params.yaml") -> None:
+    """ParamsError listing every problem of `params` (see `problems`); `what`: what the message calls them."""
     found = problems(params, classes)
     if found:
         lines = "\n".join(f"  {p}" for p in found)
-        raise ParamsError(
-            f"params.yaml: {len(found)} problem(s); no stage ran (this check runs before every stage):\n{lines}"
-        )
+        raise ParamsError(f"{what}: {len(found)} problem(s):\n{lines}")
 
 
 # ------------------------------------------------------------------------------ loading without torch
@@ -321,7 +324,8 @@ def main(argv=None) -> None:
         for key, value in profile_overrides(name, params).items():
             set_key(params, key, value)
     try:
-        check(params, config_classes(light=not args.real_imports))
+        what = f"params.yaml with profile(s) {', '.join(args.profile)}" if args.profile else "params.yaml"
+        check(params, config_classes(light=not args.real_imports), what)
     except (StandInUsed, Exception) as e:
         if args.real_imports or isinstance(e, ParamsError):
             raise

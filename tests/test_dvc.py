@@ -197,7 +197,7 @@ def refresh_lock(project: Path) -> None:
         old = {d["path"]: d for d in entry.get("deps", [])}
         deps = []
         for dep in stage.get("deps", []):
-            if dep.endswith(".py"):
+            if dep.endswith(".py") or dep == "params.yaml":  # the params stage depends on the whole file
                 data = (project / dep).read_bytes()
                 deps.append({"path": dep, "hash": "md5", "md5": hashlib.md5(data).hexdigest(), "size": len(data)})
             else:
@@ -267,9 +267,21 @@ def stale_after(project: Path, rel: str) -> set[str]:
 def test_editing_the_signing_code_reruns_only_what_runs_the_editor(project):
     """The evaluation does not depend on the product: C2PA signing (the editor's) reruns `register` (whose
     logged pyfunc model runs the editor), never `demo`, `evaluate` or `ablation`; the blend, which the
-    evaluation's methods run, reruns those (and `register`), not the demo data nor training."""
-    assert stale_after(project, "facepaint/editing/signing.py") == {"register"}
-    assert stale_after(project, "facepaint/method/blend.py") == {"evaluate", "ablation", "register"}
+    evaluation's methods run, reruns those (and `register`), not the demo data nor training. (`params`, the
+    check of params.yaml, loads every section's config, register's too, so nearly any code change reruns it:
+    a second or two, and its output does not change, so nothing reruns because of it.)"""
+    assert stale_after(project, "facepaint/editing/signing.py") == {"params", "register"}
+    assert stale_after(project, "facepaint/method/blend.py") == {"params", "evaluate", "ablation", "register"}
+
+
+def test_a_params_yaml_edit_reruns_the_check_and_only_the_stages_whose_params_changed(project):
+    """The params stage depends on the whole params.yaml, so a comment reruns it (and nothing else: its output
+    is constant, stages/params.py); a learning rate reruns it and the stages that track that key."""
+    assert stale_after(project, "params.yaml") == {"params"}  # "# an edit" appended: a comment
+    before = status(project)
+    set_param(project, "train", "lr_kv", 1e-4)
+    after = status(project)
+    assert {s for s in set(before) | set(after) if before.get(s) != after.get(s)} == {"params", "train", "ablation"}
 
 
 def test_sigma_reruns_evaluate_not_train_nor_the_masks(project):

@@ -336,12 +336,6 @@ def test_the_app_reaches_no_host(demo_app, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Gradio's file route fetches an http(s) URL itself (safehttpx): for a host that resolves to a private "
-    "or loopback address it asks Google's DNS-over-HTTPS (dns.google); facepaint/apps/web.py's launch must refuse "
-    "such requests (a middleware through launch(app_kwargs=...))",
-)
 def test_the_file_route_asked_for_a_url_reaches_no_host(demo_app):
     import httpx
 

@@ -307,7 +307,9 @@ def gate(challenger: dict, champion: dict | None, rules: Gate) -> Decision:
     for key, label, passes, allowance in checks:
         c, o = _number(challenger.get(key)), _number(champion.get(key))
         if c is None or o is None:
-            reasons.append(f"{label} not checked (unavailable)")
+            said = [str(v) for v in (challenger.get(key), champion.get(key)) if _number(v) is None]
+            off = any(v.startswith("off") for v in said)  # switched off by the settings: never attempted
+            reasons.append(f"{label} not checked ({'off' if off else 'unavailable'})")
             continue
         compared += 1
         good = passes(c, o)

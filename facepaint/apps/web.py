@@ -980,6 +980,8 @@ def launch(
     )
     app: App = demo.facepaint
     threading.Thread(target=_preload, args=(app,), daemon=True).start()
+    from starlette.middleware import Middleware
+
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     demo.launch(
         server_name=host,
@@ -990,8 +992,29 @@ def launch(
         prevent_thread_lock=not block,
         ssr_mode=False,
         quiet=not block,
+        app_kwargs={"middleware": [Middleware(LocalFilesOnly)]},
     )
     return demo
+
+
+class LocalFilesOnly:
+    """ASGI middleware: Gradio's file route (`/gradio_api/file=...`) asked for an http(s) URL is refused (403)
+    before Gradio fetches it itself (safehttpx, which for a host resolving to a private or loopback address asks
+    Google's DNS-over-HTTPS): the app serves its own files and makes no outbound request for a visitor."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and "/file=" in scope["path"]:  # the path is percent-decoded
+            target = scope["path"].split("/file=", 1)[1].lstrip("/").lower()
+            if target.startswith(("http:", "https:")):
+                from starlette.responses import PlainTextResponse
+
+                refusal = PlainTextResponse("File not allowed: this app serves its own files only.", status_code=403)
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _preload(app: App) -> None:

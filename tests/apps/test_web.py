@@ -126,6 +126,33 @@ def test_the_mask_editors_images_are_checked_before_gradio_decodes_them(tmp_path
     assert value["layers"][0].shape == (64, 64, 4) and decoded
 
 
+def test_the_file_route_refuses_urls_before_gradio_fetches_them():
+    """Gradio's file route asked for an http(s) URL (plain, percent-encoded, any case) answers 403 from
+    LocalFilesOnly, so Gradio never fetches it (a DNS-over-HTTPS lookup for a private host); other paths pass."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from facepaint.apps.web import LocalFilesOnly
+
+    reached = []
+
+    def file_route(request):
+        reached.append(request.path_params["rest"])
+        return PlainTextResponse("served")
+
+    app = Starlette(routes=[Route("/gradio_api/{rest:path}", file_route)], middleware=[Middleware(LocalFilesOnly)])
+    client = TestClient(app)
+    for target in ("http://10.0.0.1/x.png", "http%3A//127.0.0.1%3A9/x.png", "HTTPS://example.com/x", "/http://a/b"):
+        answer = client.get(f"/gradio_api/file={target}")
+        assert answer.status_code == 403 and "its own files only" in answer.text, target
+    assert reached == []
+    assert client.get("/gradio_api/file=/tmp/gradio/abc/result.png").text == "served"
+    assert client.get("/gradio_api/info").text == "served"
+
+
 def test_the_mask_editor_canvas_maps_back_to_the_photo():
     """The photo is scaled into the editor's square canvas and a painted layer scaled back: exactly for a photo
     up to the canvas's size, at the canvas's resolution above it; a mask the app put there (MaskStart) is used

@@ -65,6 +65,8 @@ def test_gate_never_counts_an_unavailable_metric_as_passed():
     nothing = gate({"fid": "unavailable"}, {"fid": 60.0}, RULES)
     assert not nothing.promote and "no metric could be compared" in nothing.text
     assert gate({"psnr_bg": "inf"}, {"psnr_bg": 40.0}, RULES).promote  # exact background beats any finite PSNR
+    off = gate({"fid": "off in the demo profile", "psnr_bg": 31.0}, {"fid": 50.0, "psnr_bg": 30.0}, RULES)
+    assert off.promote and "FID not checked (off)" in off.text  # switched off by the settings, not missing
 
 
 # --------------------------------------------------------------------------------- pyfunc + registry

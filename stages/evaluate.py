@@ -57,7 +57,8 @@ def run(
         fid_cache=FID_STATS,
         progress=progress,
     )
-    metrics = write_evaluation(evaluation, cfg, sampling, version, out, artifact.conditions.model.demo_notice)
+    base = artifact.conditions.model
+    metrics = write_evaluation(evaluation, cfg, sampling, version, out, base.demo_notice, base.name)
     track(metrics, cfg, sampling, out, version)
     print((out / "table.md").read_text())
     return metrics

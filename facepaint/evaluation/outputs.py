@@ -55,7 +55,13 @@ def evaluation_metrics(ev: Evaluation, cfg: EvalConfig, artifact_version: str) -
 
 
 def write_evaluation(
-    ev: Evaluation, cfg: EvalConfig, sampling, artifact_version: str, out: Path, model_note: str | None = None
+    ev: Evaluation,
+    cfg: EvalConfig,
+    sampling,
+    artifact_version: str,
+    out: Path,
+    model_note: str | None = None,
+    model_name: str | None = None,
 ) -> dict:
     """The evaluate stage's outputs under `out`: metrics.json (returned), per_image.parquet, table.md (Tables
     1 and 2 beside the published ones, headed by `model_note` when given: a demo model), profile.csv and
@@ -74,6 +80,10 @@ def write_evaluation(
         k = min(cfg.grid_photos, len(ev.samples))
         outputs = {m: o[:k] for m, o in r.outputs.items()}
         plots.sample_grid(ev.samples[:k], list(ev.pairs["prompt"][:k]), outputs, plots_dir / "samples.png")
+        if "ours" in outputs and "ours_no_blend" in outputs:  # the publication's Fig. 5
+            plots.background_maps(
+                ev.samples[:k], outputs["ours"], outputs["ours_no_blend"], plots_dir / "background_maps.png"
+            )
     table = tables.markdown_table(
         r.summary,
         r.fid,
@@ -84,6 +94,7 @@ def write_evaluation(
         len(ev.pairs),
         cfg.background_dilation,
         model_note=model_note,
+        model_name=model_name,
         off_methods=ev.off_methods,
         off_metrics=ev.off_metrics,
     )

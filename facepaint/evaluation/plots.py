@@ -1,5 +1,6 @@
 """The evaluation's figures (DVC plots): background PSNR and LPIPS per image, how far each method changes the
-photo around the face-mask boundary, a grid of the methods' edits, and the loss ablation's metrics."""
+photo around the face-mask boundary, maps of where the background changed (the publication's Fig. 5), a grid of
+the methods' edits, and the loss ablation's metrics."""
 
 from __future__ import annotations
 
@@ -114,6 +115,49 @@ def plot_profile(
         )
         axes[1].legend(fontsize=8)
     fig.tight_layout()
+    save_fig(fig, path)
+
+
+def background_maps(samples: list[Sample], blended: list, unblended: list, path: Path, cell: int = 192) -> None:
+    """Where each pixel changed, per photo (rows): the input with M outlined, |input - blended| (ours),
+    |input - not blended| and |not blended - blended| (the decoded crop pasted as it is against the pixel-level
+    blend: what blending restores), each mean |difference| over RGB on one colour scale with M and the soft
+    mask's outer edge (M_soft > 0.01) outlined. The publication's Fig. 5 shows such background maps; it does not
+    state their scale or colours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def diff(a, b):
+        return np.abs(a.astype(np.float32) - b.astype(np.float32)).mean(axis=2)
+
+    titles = ["input (M outlined)", "|input - blended|", "|input - not blended|", "|not blended - blended|"]
+    fig, axes = plt.subplots(
+        len(samples), 4, figsize=(2.4 * 4 + 0.8, 2.4 * len(samples)), squeeze=False, layout="constrained"
+    )
+    shown = None
+    for r, (s, ours, plain) in enumerate(zip(samples, blended, unblended)):
+        maps = [diff(s.image, ours), diff(s.image, plain), diff(plain, ours)]
+        for c in range(4):
+            ax = axes[r][c]
+            if c == 0:
+                ax.imshow(s.image)
+            else:
+                # a square-root scale from 0 to 64: a change of 1/255 is visible, a face's full change saturates
+                shown = ax.imshow(np.sqrt(np.clip(maps[c - 1], 0, 64)), cmap="magma", vmin=0, vmax=8)
+            ax.contour(s.mask, levels=[0.5], colors="cyan", linewidths=0.6)
+            if c:
+                ax.contour(s.soft > 0.01, levels=[0.5], colors="white", linewidths=0.4, linestyles="dotted")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+        axes[r][0].set_ylabel(f"image {s.id}", fontsize=7)
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=axes[:, 1:], shrink=0.8, ticks=[0, 1, 2, 4, 8])
+        bar.ax.set_yticklabels(["0", "1", "4", "16", "64+"])
+        bar.set_label("mean |difference| over RGB (0-255; square-root scale)", fontsize=7)
+    fig.suptitle("where the photo changed (cyan: M; dotted: M_soft's outer edge)", fontsize=9)
     save_fig(fig, path)
 
 

@@ -13,7 +13,8 @@ samples as params.yaml `sampling` says (facepaint.method.options.SamplingOptions
 Regions (`facepaint.evaluation.metrics`; the publication does not say which region its background figures use):
 - `bg`, the headline background: the complement of the binary face mask M. The published background
   PSNR (35.04 dB with blending, 34.59 dB without) is finite, so it must include pixels that the soft
-  mask M_soft changes; outside M is the region those numbers imply (M_soft reaches about 3 sigma past M).
+  mask M_soft changes; outside M is one region where they can be finite (M_soft reaches about 3 sigma past M),
+  our choice ([ours]): nothing shows it is the publication's, so the other regions are reported beside it.
 - `dilated`: outside M dilated by `background_dilation` pixels (keeps the blended seam out).
 - `outside_soft`: where M_soft is exactly 0. A pixel-blended method returns the input there bit for
   bit (PSNR = inf), which `changed_outside_soft` counts.

@@ -55,6 +55,14 @@ def md_rows(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def _heading(n_pairs: int, device: str, model_name: str | None, demo: bool) -> str:
+    """The table's first line: what was evaluated, so that a demo's figures cannot be taken for the method's."""
+    where = f"{n_pairs} image-prompt pairs on {device}"
+    if demo:
+        return f"# Evaluation of a demo model (random weights, {model_name or 'not pretrained'}): {where}"
+    return f"# Evaluation of the model trained from {model_name}: {where}" if model_name else f"# Evaluation: {where}"
+
+
 def markdown_table(
     summary: dict,
     fid: dict,
@@ -67,18 +75,20 @@ def markdown_table(
     model_note: str | None = None,
     off_methods: dict | None = None,
     off_metrics: dict | None = None,
+    model_name: str | None = None,
 ) -> str:
     """Table 2 (every method) and Table 1 (blending) of our run beside the published figures, then the
     other regions (see the module docstring for what each region is). `model_note`: what a reader must know
     of the model first (a demo model with random weights: its figures are not the method's). `off_methods`,
-    `off_metrics` ({name: why}): left out by the settings, never attempted; their cells read "off"."""
+    `off_metrics` ({name: why}): left out by the settings, never attempted; their cells read "off". `model_name`:
+    what the evaluated model was trained from (ModelConfig.name), named in the heading."""
     labels = LABELS
     label = lambda m: labels.get(m, m)  # noqa: E731
     missing = {**unavailable_methods, **failed}
     off_metrics = off_metrics or {}
     cell = lambda metric, text: "off" if metric in off_metrics else text  # noqa: E731
     lines = [
-        f"# Evaluation: {n_pairs} image-prompt pairs on {device}",
+        _heading(n_pairs, device, model_name, demo=bool(model_note)),
         "",
         *(
             [
@@ -89,9 +99,9 @@ def markdown_table(
             if model_note
             else []
         ),
-        "Background = outside the binary face mask M (the region the published, finite background figures",
-        "imply); ± is the standard deviation over images; an image whose background is reproduced exactly",
-        "(PSNR inf) is counted, not averaged.",
+        "Background = outside the binary face mask M ([ours]: the publication does not state the region of its",
+        'background figures; the other regions are under "Other regions"); ± is the standard deviation over',
+        "images; an image whose background is reproduced exactly (PSNR inf) is counted, not averaged.",
         "",
         "## Table 2: every method",
         "",

@@ -85,6 +85,7 @@ def test_write_evaluation_writes_every_output_and_records_its_settings(cfg, tmp_
     for name in ("background_distributions", "boundary_profile", "samples"):
         with Image.open(tmp_path / "plots" / f"{name}.png") as im:
             assert im.format == "PNG", name
+    assert not (tmp_path / "plots" / "background_maps.png").exists()  # Fig. 5 needs ours with and without blending
     assert metrics["pairs"] == 2 and metrics["artifact"] == "abc123" and metrics["resolution"] == 32
     assert metrics["definitions"] == ev.DEFINITIONS and metrics["notes"] == ["only 2 usable test images"]
     assert metrics["unavailable_methods"] == e.unavailable_methods and metrics["failed_methods"] == {}

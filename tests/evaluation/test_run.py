@@ -274,6 +274,7 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
         "plots/background_distributions.png",
         "plots/boundary_profile.png",
         "plots/samples.png",
+        "plots/background_maps.png",  # the publication's Fig. 5: ours and ours_no_blend both ran
     ):
         assert (out / f).is_file(), f
     saved = json.loads((out / "metrics.json").read_text())

@@ -40,11 +40,20 @@ def test_a_demo_model_heads_the_table_saying_its_figures_are_not_the_methods():
 
     summary = {"ours": summary_row(38.0)}
     note = ModelConfig("tiny", "x", None, None, 0).demo_notice
-    md = tables.markdown_table(summary, {}, {}, {}, {}, "CPU", 8, 2, model_note=note)
+    tiny = ModelConfig("tiny", "x", None, None, 0)
+    md = tables.markdown_table(summary, {}, {}, {}, {}, "CPU", 8, 2, model_note=note, model_name=tiny.name)
     head = md.split("## Table 2")[0]
     assert "**Demo model.**" in head and "edits are noise" in head and "not comparable with the published" in head
+    # the first line names the model, so that a table seen alone cannot be taken for the method's figures
+    assert (
+        md.splitlines()[0]
+        == "# Evaluation of a demo model (random weights, tiny-random(seed=0)): 8 image-prompt pairs on CPU"
+    )
     assert ModelConfig("pretrained", "x", None, None, 0).demo_notice is None
-    assert "Demo model" not in tables.markdown_table(summary, {}, {}, {}, {}, "CPU", 8, 2)
+    real = tables.markdown_table(summary, {}, {}, {}, {}, "cuda", 100, 8, model_name="sd15-inpainting")
+    assert "Demo model" not in real and real.startswith("# Evaluation of the model trained from sd15-inpainting: 100")
+    # the background region is ours: no claim that the publication's figures imply it
+    assert "[ours]: the publication does not state the region" in md and "imply" not in md
 
 
 def test_a_failed_method_is_a_row_of_n_a_with_its_error():

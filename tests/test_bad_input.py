@@ -582,6 +582,8 @@ RULES = {
     **{f"evaluate.{k}": NON_NEGATIVE for k in ("background_dilation", "warmup")},
     **{f"evaluate.{k}": POSITIVE for k in ("fid_reference_size", "fid_batch_size", "grid_photos", "profile_radius")},
     "evaluate.brushnet.conditioning_scale": NON_NEGATIVE,
+    "evaluate.brushnet.steps": (1, MAX_STEPS),
+    "evaluate.brushnet.guidance_scale": (0, MAX_GUIDANCE),
     "evaluate.diptych.steps": POSITIVE,
     "evaluate.diptych.guidance_scale": NON_NEGATIVE,
     "evaluate.diptych.true_guidance_scale": NON_NEGATIVE,

@@ -245,7 +245,8 @@ def test_the_sd15_baselines_run_on_their_full_size_architectures(fixture_root, t
     params = load_params(REPO / "params.yaml", profile="paper")
     cfg = section(params, "evaluate", EvalConfig, dtype="fp32")
     options = section(params, "sampling", SamplingOptions, steps=2)
-    baselines = replace(cfg.baselines, sd15_t2i=str(tmp_path / "sd15"), brushnet=str(tmp_path / "brushnet"))
+    sd15 = str(tmp_path / "sd15")
+    baselines = replace(cfg.baselines, sd15_t2i=sd15, brushnet_base=sd15, brushnet=str(tmp_path / "brushnet"))
     names = ["blended_latent_diffusion", "brushnet"]
     methods, unavailable = build_methods(
         names,
@@ -254,7 +255,7 @@ def test_the_sd15_baselines_run_on_their_full_size_architectures(fixture_root, t
         device="cpu",
         dtype="fp32",
         baselines=baselines,
-        brushnet=cfg.brushnet,
+        brushnet=replace(cfg.brushnet, steps=2),
         diptych=cfg.diptych,
     )
     assert list(methods) == names and unavailable == {}

@@ -1,5 +1,6 @@
 """The BrushNet baseline (Ju et al. 2024, SPEC section 5): TencentARC's public SD1.5 segmentation-mask
-checkpoint run on the frozen SD1.5 text-to-image model, written here from the published architecture.
+checkpoint run on a frozen SD1.5-architecture text-to-image model (by default its public script's base, Realistic
+Vision V6.0 B1, with its UniPC sampler), written here from the published architecture.
 
     photo, M -> masked image (photo x (1 - M): the face black) -> VAE posterior sample x 0.18215
              -> conditioning (1, 5, h, w) = [masked-image latent (4), 1 - M at latent size (1)]
@@ -34,13 +35,31 @@ the checkpoint's config.json is the one that nullquant/ComfyUI-BrushNet ships as
   1 - (1 - M)(1 - blur), and the photo is pasted back outside it; the float result is cast to uint8
   (truncated). Reproduced by `blur_blend`; off for the headline row.
 
+How its public script runs it (examples/brushnet/test_brushnet.py, TencentARC/BrushNet at 0f9d9e5), which is
+how the evaluation runs it by default (params.yaml `evaluate.brushnet`, `BrushNetSettings`):
+- Base (l. 8): data/ckpt/realisticVisionV60B1_v51VAE, Realistic Vision V6.0 B1 with the V5.1 VAE, an SD1.5
+  fine-tune from Civitai (same architecture) that their README lists in the checkpoint folder (`BASE_SOURCE`);
+  runwayml/stable-diffusion-v1-5 is the commented-out alternative (l. 9). `evaluate.baselines.brushnet_base`.
+  (Their evaluate_brushnet.py defaults to runwayml/stable-diffusion-v1-5 instead, l. 153, same sampler.)
+- Sampler (l. 31): `UniPCMultistepScheduler.from_config(pipe.scheduler.config)`, i.e. UniPC with its own
+  defaults (order 2, bh2, predict_x0) over the base's scheduler config (`public_scheduler`); 50 steps (l. 50),
+  the pipeline's default guidance 7.5 and negative prompt None -> "" (pipeline_brushnet.py l. 841-842, 378-381),
+  eta unused by UniPC, conditioning scale 1.0 (l. 23), fp16 (l. 25-27: evaluate.dtype fp16 on GPU), seed
+  1234 for its one image (l. 44).
+- Input (l. 37-42): the mask is 1 where the sum of its RGB is > 255; the photo is blacked out there
+  (init_image x (1 - mask)) and the pipeline turns the mask image into the keep-mask (`condition`);
+  `blended = False` (l. 15): the decoded image as it is.
+
 Our choices, where their code leaves one or where it differs from this project:
-- The sampler is the evaluation's (`generate.make_scheduler`: ddim | dpm, its steps and guidance); their
-  scripts use UniPCMultistepScheduler, 50 steps, the pipeline's default guidance 7.5, an empty negative
-  prompt, seed 1234, fp16.
+- `evaluate.brushnet.scheduler: sampling` [ours] runs it with the evaluation's `sampling` instead
+  (`generate.make_scheduler`: ddim | dpm, its steps, guidance and negative prompt) and `base: sd15_t2i`
+  on SD1.5, the environment every other SD1.5 row samples in; not the default.
 - Seeding: their pipeline draws the starting noise from the generator and the VAE posterior sample
   from torch's global RNG; here both come from the edit's generator, in that order, so an edit is a
-  function of its seed.
+  function of its seed (the evaluation's per-pair seed, shared by every method, not their fixed 1234).
+- Their pipeline encodes the masked image once per guidance half (the image batch is doubled before
+  `vae.encode(...).latent_dist.sample()`), so the two halves get different posterior samples; here one
+  sample conditions both.
 - strength < 1 (their pipeline has none: it always starts from noise): the photo's latent (posterior
   mean) noised to the first step run, as diffusers' inpainting pipeline does. At 1.0 it is theirs.
 - Their pipeline can mark a UNet for FreeU or use other embeddings; `unet_forward` supports exactly the
@@ -53,7 +72,7 @@ import inspect
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -66,7 +85,8 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.unets.unet_2d_blocks import DownBlock2D, UNetMidBlock2D, UpBlock2D
 from torch import nn
 
-from facepaint.common.checks import check_fields
+from facepaint.common.checks import check_fields, check_number
+from facepaint.common.limits import MAX_STEPS
 from facepaint.evaluation.methods.base import LABELS, EditInput, Method, MethodUnavailable, check_input
 from facepaint.method.generate import encode_prompts, make_scheduler
 from facepaint.method.models import (
@@ -80,7 +100,7 @@ from facepaint.method.models import (
     missing_t2i_files,
     pick_device,
 )
-from facepaint.method.options import SamplingOptions
+from facepaint.method.options import MAX_GUIDANCE, SamplingOptions
 
 # TencentARC's config.json of the SD1.5 BrushNet checkpoints (without _class_name, _diffusers_version,
 # _name_or_path): BrushNetModel.from_unet(SD1.5's UNet). Building it from this dict gives the checkpoint's
@@ -137,6 +157,31 @@ SOURCE = (
     "(linked from github.com/TencentARC/BrushNet's README, section 'Data Download')"
 )
 BLUR_KERNEL = 21  # their blended option's cv2.GaussianBlur kernel (at 512 px); sigma 0 -> 3.5
+# The base its public script runs (test_brushnet.py l. 8), in diffusers' layout
+BASE = "realisticVisionV60B1_v51VAE"
+BASE_SOURCE = (
+    f"Realistic Vision V6.0 B1 (Civitai) as the diffusers folder {BASE}: BrushNet's README lists it in its "
+    f"checkpoint folder ({SOURCE}); TencentARC also publish that folder on Hugging Face: "
+    f"`huggingface-cli download TencentARC/BrushEdit --include 'base_model/{BASE}/*' --local-dir DIR` "
+    f"and pass DIR/base_model/{BASE} (their BrushEdit app loads it from there)"
+)
+BASES = ("brushnet_base", "sd15_t2i")  # evaluate.baselines entries BrushNet can run on
+SCHEDULERS = ("unipc", "sampling")  # its public script's UniPC | [ours] the evaluation's sampling section
+
+
+# Their diffusers fork (0.27.0.dev0) ends UniPC's schedule at the sigma of t = 0
+# (src/diffusers/schedulers/scheduling_unipc_multistep.py l. 273); current diffusers defaults to 0 there
+# (final_sigmas_type "zero") and names the fork's behaviour "sigma_min". Its other defaults are the fork's.
+FORK_UNIPC = dict(final_sigmas_type="sigma_min")
+
+
+def public_scheduler(config):
+    """The scheduler its public script samples with (test_brushnet.py l. 31, evaluate_brushnet.py l. 182):
+    `UniPCMultistepScheduler.from_config(pipe.scheduler.config)`, `config` being the base's scheduler config,
+    as their fork's UniPC computes it (`FORK_UNIPC`)."""
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler.from_config({**config, **FORK_UNIPC})
 
 
 class BrushNetFeatures(NamedTuple):
@@ -506,7 +551,9 @@ def blur_blend(original: np.ndarray, result: np.ndarray, mask: np.ndarray, kerne
 
 class BrushNet(Method):
     """BrushNet on the frozen SD1.5 text-to-image model: `edit` returns the decoded image as it is, or with
-    BrushNet's blurred blending when `blur_blend` (module docstring). Prompts are plain CLIP embeddings."""
+    BrushNet's blurred blending when `blur_blend` (module docstring). Prompts are plain CLIP embeddings.
+    `scheduler`: "unipc" samples with its public script's UniPC (`public_scheduler`), "sampling" with
+    `options.scheduler`; steps, guidance, negative prompt and strength are `options`' either way."""
 
     name, label = "brushnet", LABELS["brushnet"]
 
@@ -520,7 +567,10 @@ class BrushNet(Method):
         device="auto",
         blur_blend: bool = False,
         conditioning_scale: float = 1.0,
+        scheduler: str = "unipc",
     ):
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         f = 2 ** (len(components.vae.config.block_out_channels) - 1)
         if resolution % f:
             raise ValueError(f"resolution must be a multiple of {f} (the VAE's factor), got {resolution}")
@@ -534,7 +584,7 @@ class BrushNet(Method):
             )
         self.device = pick_device(device)
         self.options, self.resolution, self.vae_scale_factor = options, resolution, f
-        self.blur_blend, self.conditioning_scale = blur_blend, conditioning_scale
+        self.blur_blend, self.conditioning_scale, self.sampler = blur_blend, conditioning_scale, scheduler
         self.vae, self.unet, self.text_encoder = (
             m.to(self.device).eval() for m in (components.vae, components.unet, components.text_encoder)
         )
@@ -548,6 +598,12 @@ class BrushNet(Method):
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.vae, self.unet, self.text_encoder, self.brushnet]
+
+    def make_scheduler(self):
+        """A fresh scheduler for one edit, from the base's scheduler config."""
+        if self.sampler == "unipc":
+            return public_scheduler(self.scheduler_config)
+        return make_scheduler(self.options.scheduler, self.scheduler_config)
 
     def edit(self, x: EditInput) -> np.ndarray:
         check_input(x, self.resolution)
@@ -568,7 +624,7 @@ class BrushNet(Method):
             warnings.warn(f"prompt longer than CLIP's 77 tokens; this part has no effect: {cut[-1]!r}", stacklevel=3)
         context = context.to(dtype)
         # 2. Timesteps (strength < 1 skips the first ones, as diffusers' img2img/inpainting pipelines do)
-        scheduler = make_scheduler(c.scheduler, self.scheduler_config)
+        scheduler = self.make_scheduler()
         scheduler.set_timesteps(c.steps, device=dev)
         start = c.steps - min(int(c.steps * c.strength), c.steps)
         timesteps = scheduler.timesteps[start * scheduler.order :]
@@ -646,7 +702,8 @@ def _base_problem(ref: str) -> str | None:
         what = f"the base model {ref} cannot be loaded: {reason}" if reason else None
     if what:
         return (
-            f"{what}; on a machine with internet run `huggingface-cli download {SD15_T2I} --local-dir DIR`, pass DIR"
+            f"{what}; its public script's base is {BASE_SOURCE}; for SD1.5 run `huggingface-cli download "
+            f"{SD15_T2I} --local-dir DIR` on a machine with internet and pass DIR"
         )
     return None
 
@@ -703,6 +760,7 @@ def load_brushnet(
     subfolder: str | None = None,
     blur_blend: bool = False,
     conditioning_scale: float = 1.0,
+    scheduler: str = "unipc",
 ) -> BrushNet:
     """The BrushNet method: `base` an SD1.5 text-to-image model (hub id, e.g. models.SD15_T2I, or a diffusers
     directory), `brushnet` the segmentation-mask checkpoint (a directory holding config.json and
@@ -724,6 +782,7 @@ def load_brushnet(
         device=device,
         blur_blend=blur_blend,
         conditioning_scale=conditioning_scale,
+        scheduler=scheduler,
     )
 
 
@@ -746,10 +805,30 @@ def save_tiny_brushnet(
 
 @dataclass(frozen=True)
 class BrushNetSettings:  # params.yaml `evaluate.brushnet`: BrushNet's own options (see the module docstring)
+    base: str  # the evaluate.baselines entry of its base: brushnet_base (its script's Realistic Vision) | sd15_t2i
+    scheduler: str  # unipc: its script's (`public_scheduler`, `steps`, `guidance_scale`, negative prompt "") |
+    # sampling: [ours] the evaluation's sampling section (scheduler, steps, guidance, negative prompt, strength)
+    steps: int  # with unipc: its script's num_inference_steps (50)
+    guidance_scale: float  # with unipc: its pipeline's default (7.5; its script passes none)
     conditioning_scale: float  # multiplies every BrushNet feature (1.0 in all its scripts)
     blur_blend: bool  # its "blended" option (blurred-mask paste-back); off for the headline row
 
     def __post_init__(self):
         check_fields(self, "evaluate.brushnet")
+        if self.base not in BASES:
+            raise ValueError(f"evaluate.brushnet.base must be one of {BASES}, got {self.base!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"evaluate.brushnet.scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        check_number("evaluate.brushnet.steps", self.steps, 1, MAX_STEPS, whole=True)
+        check_number("evaluate.brushnet.guidance_scale", self.guidance_scale, 0, MAX_GUIDANCE)
         if not self.conditioning_scale >= 0:
             raise ValueError(f"evaluate.brushnet.conditioning_scale must be >= 0, got {self.conditioning_scale}")
+
+    def options(self, sampling: SamplingOptions) -> SamplingOptions:
+        """What BrushNet samples with: the evaluation's `sampling` as it is with scheduler `sampling`; with
+        `unipc` its script's steps and guidance, negative prompt "" (its None) and strength 1 (its pipeline
+        always starts from noise). The scheduler itself is the method's (`BrushNet.make_scheduler`)."""
+        if self.scheduler == "sampling":
+            return sampling
+        script = dict(steps=self.steps, guidance_scale=self.guidance_scale, negative_prompt="", strength=1.0)
+        return replace(sampling, **script)

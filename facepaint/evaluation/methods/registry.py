@@ -8,7 +8,8 @@
                                   pipeline does exactly this for a 4-channel UNet), decoded
     blended_latent_diffusion_9ch  an extra row: the same latent replacement (`blended_latent`) on the 9-channel
                                   inpainting model that ours starts from
-    brushnet                      BrushNet on the 4-channel SD1.5 (`brushnet`), decoded as it is
+    brushnet                      BrushNet as its public script runs it (`brushnet`): its base (Realistic Vision
+                                  V6.0 B1, an SD1.5 fine-tune), UniPC, 50 steps; decoded as it is
     diptych_prompting             Diptych Prompting on FLUX.1-dev + an inpainting ControlNet (`diptych`)
     paint_by_example              diffusers' PaintByExamplePipeline, conditioned on an exemplar face instead of text
 
@@ -56,6 +57,7 @@ METHODS = tuple(LABELS)
 class Baselines:  # params.yaml `evaluate.baselines`: each a Hugging Face id or a local directory
     sd15_t2i: str  # SD1.5 text-to-image (4-channel UNet): Blended Latent Diffusion as published, BrushNet's base
     brushnet: str  # TencentARC's SD1.5 BrushNet, segmentation-mask checkpoint (config.json + safetensors)
+    brushnet_base: str  # BrushNet's public script's base: Realistic Vision V6.0 B1 (an SD1.5 fine-tune)
     flux: str  # FLUX.1-dev (diffusers layout): Diptych Prompting's base
     flux_controlnet: str  # alimama's FLUX.1-dev inpainting ControlNet (Beta)
     paint_by_example: str  # Paint-by-Example's pipeline
@@ -133,19 +135,20 @@ def build_methods(
         else:  # diffusers' inpainting pipeline replaces the latents outside the mask itself for 4 channels
             ip = inpainter(t2i, None, 0.0, pipeline_class=StableDiffusionInpaintPipeline)
             built["blended_latent_diffusion"] = Inpaint("blended_latent_diffusion", ip, options, blend=False)
-    # BrushNet on the same 4-channel SD1.5, Diptych Prompting on FLUX.1-dev
+    # BrushNet on its base (evaluate.brushnet.base), Diptych Prompting on FLUX.1-dev
     if "brushnet" in names:
         b = settings(BrushNetSettings, brushnet, "evaluate.brushnet")
         try:
             built["brushnet"] = load_brushnet(
-                baselines.sd15_t2i,
+                getattr(baselines, b.base),
                 baselines.brushnet,
-                options,
+                b.options(options),
                 trained.resolution,
                 dev,
                 torch_dtype,
                 blur_blend=b.blur_blend,
                 conditioning_scale=b.conditioning_scale,
+                scheduler=b.scheduler,
             )
         except MethodUnavailable as e:
             unavailable["brushnet"] = str(e)

@@ -1,6 +1,7 @@
 """facepaint.evaluation.methods.brushnet: the SD1.5 BrushNet architecture against TencentARC's checkpoint layout,
 the injection
-points in the frozen UNet, the real loading path on tiny models saved in the real layouts, what is
+points in the frozen UNet, the real loading path on tiny models saved in the real layouts, sampling as its public
+script does (examples/brushnet/test_brushnet.py: UniPC, steps, guidance, conditioning scale, mask layout), what is
 unavailable without weights, and BrushNet's own blurred blending.
 
 Facts verified on 2026-12-02 from TencentARC/BrushNet (src/diffusers/models/brushnet.py, the BrushNet branches
@@ -15,10 +16,12 @@ import copy
 import hashlib
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 
 from facepaint.evaluation.methods import brushnet as bn
@@ -27,6 +30,7 @@ from facepaint.method.models import SD15_UNET, TINY_UNET_T2I, ModelLoadError, sa
 from facepaint.method.options import SamplingOptions
 from tests.helpers import config
 
+REPO = Path(__file__).resolve().parents[3]
 RES = 64
 CFG = config("sampling", SamplingOptions, steps=2)  # the evaluation's sampling (params.yaml sampling) at 2 steps
 
@@ -225,6 +229,170 @@ def test_pinned_output_of_the_tiny_models():
 PINNED = torch.tensor(
     [[0.046569, -0.133042, 0.130565], [0.090197, 0.370460, 0.322051], [0.206414, -0.100936, 0.108304]]
 )
+
+
+# ------------------------------------------------------------------ sampling as its public script does
+
+
+def settings(profile=None, **changes) -> bn.BrushNetSettings:
+    """params.yaml's evaluate.brushnet (with `profile`'s overrides) and `changes`."""
+    from facepaint.evaluation.run import EvalConfig
+    from stages.common import load_params, section
+
+    params = load_params(REPO / "params.yaml", profile=profile)
+    return replace(section(params, "evaluate", EvalConfig).brushnet, **changes)
+
+
+@pytest.mark.parametrize("profile", [None, "paper"])
+def test_params_are_its_public_scripts_values(profile):
+    """examples/brushnet/test_brushnet.py (TencentARC/BrushNet 0f9d9e5): base realisticVisionV60B1_v51VAE (l. 8),
+    UniPC (l. 31), 50 steps (l. 50), guidance: the pipeline's default 7.5, negative prompt None -> "",
+    brushnet_conditioning_scale 1.0 (l. 23), blended False (l. 15); the paper profile names that base."""
+    b = settings(profile)
+    assert (b.base, b.scheduler, b.steps, b.guidance_scale) == ("brushnet_base", "unipc", 50, 7.5)
+    assert (b.conditioning_scale, b.blur_blend) == (1.0, False)
+    options = b.options(config("sampling", SamplingOptions, negative_prompt="blurry", strength=0.5))
+    assert (options.steps, options.guidance_scale, options.negative_prompt, options.strength) == (50, 7.5, "", 1.0)
+    if profile == "paper":
+        from facepaint.evaluation.run import EvalConfig
+        from stages.common import load_params, section
+
+        baselines = section(load_params(REPO / "params.yaml", profile="paper"), "evaluate", EvalConfig).baselines
+        assert baselines.brushnet_base.endswith(bn.BASE) and baselines.brushnet_base != baselines.sd15_t2i
+    ours = replace(b, scheduler="sampling")  # [ours]: the evaluation's sampling section as it is
+    assert ours.options(CFG) is CFG
+
+
+def their_scheduler(base):
+    """What test_brushnet.py builds: the pipeline loaded by diffusers (its scheduler class from the base's
+    model_index.json), then `UniPCMultistepScheduler.from_config(pipe.scheduler.config)` (l. 26-31)."""
+    from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
+
+    pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
+    return UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+
+
+def test_the_scheduler_is_its_public_scripts_unipc(saved, method):
+    """The method's scheduler is their script's UniPC over the base's scheduler config, with their fork's final
+    sigma (the sigma of t = 0, scheduling_unipc_multistep.py l. 273; current diffusers' default ends at 0)."""
+    import inspect
+
+    from diffusers import UniPCMultistepScheduler
+
+    base, _ = saved
+    ours, theirs = method.make_scheduler(), their_scheduler(base)
+    assert type(ours) is UniPCMultistepScheduler and method.sampler == "unipc"
+    keys = set(inspect.signature(UniPCMultistepScheduler.__init__).parameters) - {"self", "final_sigmas_type"}
+    assert {k: ours.config[k] for k in keys} == {k: theirs.config[k] for k in keys}
+    assert (ours.config.solver_order, ours.config.solver_type, ours.config.predict_x0) == (2, "bh2", True)
+    for n in (2, 7, 50):
+        ours.set_timesteps(n)
+        theirs.set_timesteps(n)
+        assert torch.equal(ours.timesteps, theirs.timesteps) and len(ours.timesteps) == n
+        assert torch.equal(ours.sigmas[:-1], theirs.sigmas[:-1])
+        a0 = ours.alphas_cumprod[0]
+        assert ours.sigmas[-1] == torch.tensor(((1 - a0) / a0) ** 0.5, dtype=torch.float32)
+
+
+def test_an_edit_runs_its_scripts_steps_guidance_scale_and_conditioning(saved, method):
+    """One edit with the params' settings (3 steps instead of 50): BrushNet is called at UniPC's timesteps, on
+    the guidance batch [negative "", prompt], with conditioning scale 1.0 and the keep-mask layout of their
+    pipeline (1 outside the mask, `mask.sum(1) < 0` on the [-1, 1] mask image, nearest to latent size)."""
+    base, _ = saved
+    b = settings(steps=3)
+    edit = copy.copy(method)
+    edit.options, edit.sampler = b.options(CFG), b.scheduler
+    calls = []
+    hook = edit.brushnet.register_forward_pre_hook(lambda module, args: calls.append(args))
+    try:
+        edit.edit(edit_input())
+    finally:
+        hook.remove()
+    expected = their_scheduler(base)
+    expected.set_timesteps(3)
+    assert [int(args[1]) for args in calls] == expected.timesteps.tolist()
+    x, f = edit_input(), method.vae_scale_factor
+    image = torch.from_numpy(np.repeat(x.mask[..., None], 3, -1) * 255.0).permute(2, 0, 1)[None] / 127.5 - 1
+    keep = (image.sum(1, keepdim=True) < 0).float()  # their pipeline's layout, from their mask image
+    for sample, _, cond, scale in calls:
+        assert sample.shape[0] == cond.shape[0] == 2 and scale == 1.0
+        assert torch.equal(cond[:, 4:], F.interpolate(keep, size=cond.shape[-2:]).expand(2, 1, -1, -1))
+    assert cond.shape[-1] == RES // f
+
+
+@pytest.mark.slow
+def test_its_public_script_runs_on_the_full_size_architecture(fixture_root, tmp_path):
+    """BrushNet as its public script runs it (UniPC, guidance 7.5), on the full-size SD1.5 architecture and the
+    full-size BrushNet (random weights), saved in their layouts and loaded through `build_methods` with the paper
+    profile's settings (2 steps instead of 50), editing one fixture photo at 512 px. Prints times and peak RSS."""
+    import resource
+
+    from facepaint.common.images import load_rgb, resize_rgb
+    from facepaint.data.celebamask import image_path
+    from facepaint.data.masks import MaskConfig, annotation_union
+    from facepaint.evaluation.methods.registry import build_methods
+    from facepaint.evaluation.run import EvalConfig
+    from facepaint.method.adapter import FaceAdapter
+    from facepaint.method.artifact import freeze_all_but_kv, save_artifact
+    from facepaint.method.masks import face_mask
+    from facepaint.method.models import tiny_components
+    from stages.common import load_params, section
+    from tests.helpers import tiny_conditions
+
+    start = time.perf_counter()
+    save_tiny_t2i(tmp_path / "base", seed=0, full_size=True)  # the base's architecture: Realistic Vision's is SD1.5's
+    bn.save_tiny_brushnet(tmp_path / bn.CHECKPOINT, seed=0, full_size=True)
+    comps = tiny_components(seed=0, parts=("unet", "text_encoder"))  # only the artifact's resolution is read
+    freeze_all_but_kv(comps.unet)
+    artifact = save_artifact(
+        tmp_path / "model", comps.unet, FaceAdapter(comps.text_encoder.config.hidden_size), tiny_conditions(512)
+    )
+    saved_s = time.perf_counter() - start
+    params = load_params(REPO / "params.yaml", profile="paper")
+    cfg = section(params, "evaluate", EvalConfig, dtype="fp32")
+    b = replace(cfg.brushnet, steps=2)
+    baselines = replace(cfg.baselines, brushnet_base=str(tmp_path / "base"), brushnet=str(tmp_path / bn.CHECKPOINT))
+    start = time.perf_counter()
+    methods, unavailable = build_methods(
+        ["brushnet"],
+        artifact.path,
+        section(params, "sampling", SamplingOptions),
+        device="cpu",
+        dtype="fp32",
+        baselines=baselines,
+        brushnet=b,
+        diptych=cfg.diptych,
+        **({"blended_latent": cfg.blended_latent} if hasattr(cfg, "blended_latent") else {}),
+    )
+    load_s = time.perf_counter() - start
+    assert unavailable == {}
+    m = methods["brushnet"]
+    assert tuple(m.brushnet.config.block_out_channels) == (320, 640, 1280, 1280) and m.unet.config.in_channels == 4
+    assert m.base == str(tmp_path / "base") and type(m.make_scheduler()).__name__ == "UniPCMultistepScheduler"
+    assert (m.options.steps, m.options.guidance_scale, m.options.negative_prompt) == (2, 7.5, "")
+
+    i = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())[0]
+    image = resize_rgb(load_rgb(image_path(fixture_root, i)).image, 512)
+    fm = face_mask(annotation_union(fixture_root, i, section(params, "masks", MaskConfig).parts)[0], 512, 8)
+    x = EditInput(image, fm.mask, fm.mask.astype(np.float32), fm.beta, "a smiling woman with blond hair", 0)
+    calls = []
+    hook = m.brushnet.register_forward_pre_hook(lambda module, args: calls.append((int(args[1]), args[0].shape)))
+    start = time.perf_counter()
+    try:
+        out = m.edit(x)
+    finally:
+        hook.remove()
+    edit_s = time.perf_counter() - start
+    expected = m.make_scheduler()
+    expected.set_timesteps(2)
+    assert [t for t, _ in calls] == expected.timesteps.tolist()
+    assert all(shape == (2, 4, 64, 64) for _, shape in calls)  # [negative, prompt] latents at 512 px
+    assert out.shape == (512, 512, 3) and out.dtype == np.uint8 and (out[fm.mask] != image[fm.mask]).any()
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(
+        f"\nBrushNet full size, UniPC 2 steps at 512 px on CPU: save {saved_s:.1f} s, load {load_s:.1f} s, "
+        f"edit {edit_s:.1f} s; peak RSS {peak_gib:.1f} GiB"
+    )
 
 
 # ------------------------------------------------------------------------------------- unavailable

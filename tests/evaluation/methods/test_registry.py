@@ -139,13 +139,16 @@ def test_blended_latent_diffusion_9ch_replaces_the_background_latents_at_every_s
 
 
 def test_every_method_samples_as_its_sampling_options_say(tiny_artifact, BUILD, monkeypatch):
-    """build_methods hands its SamplingOptions to every SD1.5 method: 6 steps at strength 0.5 run 3 denoising
-    steps, with the scheduler asked for, and guidance 1 runs the UNet without the unconditional half."""
+    """build_methods hands its SamplingOptions to every SD1.5 method (BrushNet with evaluate.brushnet.scheduler
+    `sampling`, [ours]; its default is its script's UniPC, tests/evaluation/methods/test_brushnet.py): 6 steps at
+    strength 0.5 run 3 denoising steps, with the scheduler asked for, and guidance 1 runs the UNet without the
+    unconditional half."""
     import facepaint.evaluation.methods.brushnet as bn
 
     options = replace(CFG, steps=6, strength=0.5, scheduler="dpm", guidance_scale=1.0)
     names = [*INPAINTING, "brushnet"]
-    found, unavailable = build_methods(names, tiny_artifact.path, options, **BUILD)
+    ours = replace(EVAL.brushnet, scheduler="sampling")
+    found, unavailable = build_methods(names, tiny_artifact.path, options, **{**BUILD, "brushnet": ours})
     assert list(found) == names and unavailable == {}
     made = []
     real = bn.make_scheduler

@@ -56,6 +56,7 @@ PARAMS = (
             "baselines",
             "brushnet",
             "diptych",
+            "blended_latent",
             "warmup",
         ),
     ),

@@ -92,6 +92,7 @@ NESTED = {
     "evaluate.baselines": "facepaint.evaluation.methods.registry:Baselines",
     "evaluate.brushnet": "facepaint.evaluation.methods.brushnet:BrushNetSettings",
     "evaluate.diptych": "facepaint.evaluation.methods.diptych:DiptychSettings",
+    "evaluate.blended_latent": "facepaint.evaluation.methods.blended_latent:BlendedLatentSettings",
     "register.gate": "tracking.registry:Gate",
 }
 # The project modules this stage imports by name (no import statement shows them): tools/stage_deps.py makes

@@ -257,10 +257,11 @@ def test_the_sd15_baselines_run_on_their_full_size_architectures(fixture_root, t
         baselines=baselines,
         brushnet=replace(cfg.brushnet, steps=2),
         diptych=cfg.diptych,
+        blended_latent=replace(cfg.blended_latent, base="sd15_t2i", steps=2),  # its SD1.5 variant ([ours])
     )
     assert list(methods) == names and unavailable == {}
     assert tuple(methods["brushnet"].brushnet.config.block_out_channels) == (320, 640, 1280, 1280)
-    assert methods["blended_latent_diffusion"].inpainter.pipe.unet.config.in_channels == 4
+    assert methods["blended_latent_diffusion"].unet.config.in_channels == 4
 
     i = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())[0]
     image = resize_rgb(load_rgb(image_path(fixture_root, i)).image, 512)

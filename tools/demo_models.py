@@ -2,8 +2,10 @@
 
 So the demo's evaluation runs every baseline through the same loading code as the real weights.
 
-    data/demo_models/sd15_t2i/         a diffusers SD1.5 text-to-image pipeline (4-channel UNet): Blended
-                                       Latent Diffusion as published, and BrushNet's frozen base
+    data/demo_models/sd15_t2i/         a diffusers SD1.5 text-to-image pipeline (4-channel UNet): BrushNet's
+                                       frozen base (and Blended Latent Diffusion's with blended_latent.base)
+    data/demo_models/sd21_base/        a diffusers SD2.1-base text-to-image pipeline: Blended Latent
+                                       Diffusion's (its public code's default model)
     data/demo_models/brushnet/         BrushNet as TencentARC ships it (config.json + safetensors)
     data/demo_models/flux/             a diffusers FLUX.1-dev pipeline (Diptych Prompting's base)
     data/demo_models/flux_controlnet/  alimama's inpainting ControlNet layout (extra_condition_channels 4)
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from facepaint.evaluation.methods.blended_latent import save_sd21_base
 from facepaint.evaluation.methods.brushnet import save_tiny_brushnet
 from facepaint.evaluation.methods.diptych import save_tiny_flux, save_tiny_flux_controlnet
 from facepaint.method.models import save_tiny_t2i
@@ -24,7 +27,8 @@ from facepaint.method.models import save_tiny_t2i
 def write(out: Path, seed: int) -> list[str]:
     """Save every demo baseline model under `out`; returns their names."""
     save_tiny_t2i(out / "sd15_t2i", seed)
+    save_sd21_base(out / "sd21_base", seed)
     save_tiny_brushnet(out / "brushnet", seed)
     save_tiny_flux(out / "flux", seed)
     save_tiny_flux_controlnet(out / "flux_controlnet", seed)
-    return ["sd15_t2i", "brushnet", "flux", "flux_controlnet"]
+    return ["sd15_t2i", "sd21_base", "brushnet", "flux", "flux_controlnet"]

@@ -48,6 +48,7 @@ from facepaint.common.errors import FacepaintError
 from facepaint.common.images import decode_png, load_rgb, resize_binary, resize_rgb
 from facepaint.data import celebamask
 from facepaint.evaluation.methods.base import EditInput, measure
+from facepaint.evaluation.methods.blended_latent import BlendedLatentSettings
 from facepaint.evaluation.methods.brushnet import BrushNetSettings
 from facepaint.evaluation.methods.diptych import DiptychSettings
 from facepaint.evaluation.methods.registry import METHODS, Baselines, build_methods
@@ -86,12 +87,15 @@ class EvalConfig:  # params.yaml `evaluate` (how the methods sample: params.yaml
     baselines: dict  # where each baseline's weights are (facepaint.evaluation.methods.registry.Baselines)
     brushnet: dict  # BrushNet's options (facepaint.evaluation.methods.brushnet.BrushNetSettings)
     diptych: dict  # Diptych Prompting's sampling (facepaint.evaluation.methods.diptych.DiptychSettings)
+    blended_latent: dict  # BLD's settings (facepaint.evaluation.methods.blended_latent.BlendedLatentSettings)
 
     def __post_init__(self):
-        check_fields(self, "evaluate", skip=("baselines", "brushnet", "diptych"))  # those: `settings`
+        # the mappings: `settings`
+        check_fields(self, "evaluate", skip=("baselines", "brushnet", "diptych", "blended_latent"))
         self.baselines = settings(Baselines, self.baselines, "evaluate.baselines")
         self.brushnet = settings(BrushNetSettings, self.brushnet, "evaluate.brushnet")
         self.diptych = settings(DiptychSettings, self.diptych, "evaluate.diptych")
+        self.blended_latent = settings(BlendedLatentSettings, self.blended_latent, "evaluate.blended_latent")
         self.methods, self.metrics = list(self.methods), list(self.metrics)
         unknown = [m for m in self.methods if m not in METHODS] + [m for m in self.metrics if m not in METRICS]
         if unknown:
@@ -467,6 +471,7 @@ def _methods(names: list[str], artifact, cfg: EvalConfig, sampling: SamplingOpti
         baselines=cfg.baselines,
         brushnet=cfg.brushnet,
         diptych=cfg.diptych,
+        blended_latent=cfg.blended_latent,
     )
 
 

@@ -606,20 +606,26 @@ def missing_t2i_files(ref: str, variant: str | None = None) -> list[str]:
     return missing
 
 
-def _t2i_message(ref: str, what: str) -> str:
+def _t2i_message(ref: str, what: str, model: str = SD15_T2I) -> str:
     return (
-        f"could not load the SD1.5 text-to-image model '{ref}': {what}. It must be a Hugging Face id or a "
+        f"could not load the text-to-image model '{ref}': {what}. It must be a Hugging Face id or a "
         f"diffusers directory in the hub's layout (unet/, vae/, text_encoder/ with safetensors weights, "
         f"tokenizer/, scheduler/); on a machine with internet run "
-        f"`huggingface-cli download {SD15_T2I} --local-dir DIR` and pass DIR (or download it without "
+        f"`huggingface-cli download {model} --local-dir DIR` and pass DIR (or download it without "
         f"--local-dir, copy that machine's HF_HOME cache here and pass the id)."
     )
 
 
 def load_t2i_components(
-    ref: str, torch_dtype: torch.dtype | None = None, *, revision: str | None = None, variant: str | None = None
+    ref: str,
+    torch_dtype: torch.dtype | None = None,
+    *,
+    revision: str | None = None,
+    variant: str | None = None,
+    model: str = SD15_T2I,
 ) -> Components:
-    """The five parts of an SD1.5 text-to-image model (a hub id or a local diffusers directory), in eval mode.
+    """The five parts of an SD1.5 (or SD2.1) text-to-image model (a hub id or a local diffusers directory), in eval
+    mode. `model`: the hub id that the error messages tell to download.
 
     The same safetensors-only loading as `load_components`, with the 4-channel check instead of the
     9-channel one. Offline, a hub id that is not cached fails in about a second (`hub_unreachable`)."""
@@ -627,19 +633,19 @@ def load_t2i_components(
     from transformers import CLIPTextModel, CLIPTokenizer
 
     if _looks_like_path(ref) and not _is_local(ref):
-        raise ModelLoadError(_t2i_message(ref, "it is not a directory"))
+        raise ModelLoadError(_t2i_message(ref, "it is not a directory", model))
     missing = missing_t2i_files(ref, variant)
     if missing:
-        raise ModelLoadError(_t2i_message(ref, f"the directory lacks {', '.join(missing)}"))
+        raise ModelLoadError(_t2i_message(ref, f"the directory lacks {', '.join(missing)}", model))
     reason = hub_unreachable(ref, revision)
     if reason:
-        raise ModelLoadError(_t2i_message(ref, reason))
+        raise ModelLoadError(_t2i_message(ref, reason, model))
 
     def load(cls, subfolder, **kwargs):
         try:
             return cls.from_pretrained(ref, subfolder=subfolder, revision=revision, **kwargs)
         except (OSError, ValueError) as e:  # hub/cache errors subclass OSError/ValueError
-            raise ModelLoadError(_t2i_message(ref, f"{subfolder}/: {type(e).__name__}: {str(e)[:300]}")) from e
+            raise ModelLoadError(_t2i_message(ref, f"{subfolder}/: {type(e).__name__}: {str(e)[:300]}", model)) from e
 
     weights = dict(use_safetensors=True, variant=variant)
     dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}

@@ -31,7 +31,14 @@ def sampling(**changes) -> SamplingOptions:
 @pytest.fixture(scope="module")
 def BUILD(baselines):
     e = ecfg()
-    return dict(device="cpu", dtype="fp32", baselines=baselines, brushnet=e.brushnet, diptych=e.diptych)
+    return dict(
+        device="cpu",
+        dtype="fp32",
+        baselines=baselines,
+        brushnet=e.brushnet,
+        diptych=e.diptych,
+        blended_latent=e.blended_latent,
+    )
 
 
 def captions_table():

@@ -3,11 +3,12 @@
     ours                          the artifact's base model + k/v + adapter, decoded, pixel-blended with M_soft
     ours_no_blend                 the same generation (same seed), the decoded image as it is (the blending ablation)
     sd15_inpaint                  the base model, no artifact, plain CLIP embeddings, decoded (diffusers' pipeline)
-    blended_latent_diffusion      Blended Latent Diffusion as published: the 4-channel SD1.5 text-to-image model,
-                                  the latents outside the mask replaced after every step (diffusers' inpainting
-                                  pipeline does exactly this for a 4-channel UNet), decoded
-    blended_latent_diffusion_9ch  an extra row: the same latent replacement (`blended_latent`) on the 9-channel
-                                  inpainting model that ours starts from
+    blended_latent_diffusion      Blended Latent Diffusion as its public code runs it (`blended_latent`): a 4-channel
+                                  text-to-image model (SD2.1-base, its code's default: `evaluate.blended_latent`),
+                                  the first 25% of the DDIM steps skipped, the latents outside the mask replaced by
+                                  the photo's, freshly noised, after every step, decoded
+    blended_latent_diffusion_9ch  an extra row of ours (no public-code counterpart): a latent replacement inside
+                                  diffusers' inpainting pipeline on the 9-channel model that ours starts from
     brushnet                      BrushNet as its public script runs it (`brushnet`): its base (Realistic Vision
                                   V6.0 B1, an SD1.5 fine-tune), UniPC, 50 steps; decoded as it is
     diptych_prompting             Diptych Prompting on FLUX.1-dev + an inpainting ControlNet (`diptych`)
@@ -32,7 +33,12 @@ from functools import partial
 
 from facepaint.common.checks import check_fields, settings
 from facepaint.evaluation.methods.base import LABELS, Method, MethodUnavailable
-from facepaint.evaluation.methods.blended_latent import blended_latent_pipeline
+from facepaint.evaluation.methods.blended_latent import (
+    SD21_BASE,
+    BlendedLatent,
+    BlendedLatentSettings,
+    blended_latent_pipeline,
+)
 from facepaint.evaluation.methods.brushnet import BrushNetSettings, load_brushnet
 from facepaint.evaluation.methods.diptych import DiptychSettings, load_diptych
 from facepaint.evaluation.methods.inpaint import Inpaint
@@ -40,6 +46,7 @@ from facepaint.evaluation.methods.paint_by_example import PaintByExample
 from facepaint.method.artifact import apply_artifact, load_artifact
 from facepaint.method.generate import Inpainter
 from facepaint.method.models import (
+    SD15_T2I,
     ModelConfig,
     ModelLoadError,
     load_components,
@@ -51,11 +58,13 @@ from facepaint.method.options import SamplingOptions
 from facepaint.method.speed import Speed
 
 METHODS = tuple(LABELS)
+BLD_MODELS = {"sd21_base": SD21_BASE, "sd15_t2i": SD15_T2I}  # the hub ids of BLD's bases, for the messages
 
 
 @dataclass
 class Baselines:  # params.yaml `evaluate.baselines`: each a Hugging Face id or a local directory
-    sd15_t2i: str  # SD1.5 text-to-image (4-channel UNet): Blended Latent Diffusion as published, BrushNet's base
+    sd15_t2i: str  # SD1.5 text-to-image (4-channel UNet): BrushNet's base (and BLD's with blended_latent.base)
+    sd21_base: str  # SD2.1-base text-to-image: Blended Latent Diffusion's public code's default model
     brushnet: str  # TencentARC's SD1.5 BrushNet, segmentation-mask checkpoint (config.json + safetensors)
     brushnet_base: str  # BrushNet's public script's base: Realistic Vision V6.0 B1 (an SD1.5 fine-tune)
     flux: str  # FLUX.1-dev (diffusers layout): Diptych Prompting's base
@@ -81,13 +90,15 @@ def build_methods(
     baselines: Baselines,
     brushnet: BrushNetSettings,
     diptych: DiptychSettings,
+    blended_latent: BlendedLatentSettings,
 ) -> tuple[dict[str, Method], dict[str, str]]:
     """(the methods that could be built, in the order of `names`; {name: reason} for the unavailable ones).
 
     `base_model`: None for the artifact's own (its conditions); all methods run at the artifact's
     resolution. A base model that cannot be loaded raises (`models.ModelLoadError`): ours cannot run
     without it. `baselines`: where the other baselines' weights are; one that cannot be loaded makes its
-    method unavailable, with the reason; `brushnet` and `diptych` are those two baselines' own settings."""
+    method unavailable, with the reason; `brushnet`, `diptych` and `blended_latent` are those baselines' own
+    settings."""
     unknown = sorted(set(names) - set(LABELS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {list(LABELS)}")
@@ -124,17 +135,15 @@ def build_methods(
             ip = inpainter(base, None, 0.0, pipeline_class=blended_latent_pipeline())
             built["blended_latent_diffusion_9ch"] = Inpaint("blended_latent_diffusion_9ch", ip, options, blend=False)
 
-    # The 4-channel text-to-image SD1.5: Blended Latent Diffusion as published
+    # Blended Latent Diffusion as its public code runs it, on its base's 4-channel text-to-image model
     if "blended_latent_diffusion" in names:
-        from diffusers import StableDiffusionInpaintPipeline
-
+        bld = settings(BlendedLatentSettings, blended_latent, "evaluate.blended_latent")
         try:
-            t2i = load_t2i_components(baselines.sd15_t2i, torch_dtype)
+            t2i = load_t2i_components(getattr(baselines, bld.base), torch_dtype, model=BLD_MODELS[bld.base])
         except ModelLoadError as e:
             unavailable["blended_latent_diffusion"] = _unavailable("blended_latent_diffusion", e)
-        else:  # diffusers' inpainting pipeline replaces the latents outside the mask itself for 4 channels
-            ip = inpainter(t2i, None, 0.0, pipeline_class=StableDiffusionInpaintPipeline)
-            built["blended_latent_diffusion"] = Inpaint("blended_latent_diffusion", ip, options, blend=False)
+        else:
+            built["blended_latent_diffusion"] = BlendedLatent(t2i, bld, trained.resolution, device=dev)
     # BrushNet on its base (evaluate.brushnet.base), Diptych Prompting on FLUX.1-dev
     if "brushnet" in names:
         b = settings(BrushNetSettings, brushnet, "evaluate.brushnet")

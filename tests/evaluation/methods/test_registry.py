@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from facepaint.evaluation.methods.base import LABELS, EditInput, measure
-from facepaint.evaluation.methods.blended_latent import LatentBlend
+from facepaint.evaluation.methods.blended_latent import BlendedLatent, LatentBlend
 from facepaint.evaluation.methods.registry import build_methods
 from facepaint.evaluation.run import EvalConfig
 from facepaint.method.artifact import kv_parameters
@@ -27,7 +27,14 @@ INPAINTING = ["ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion
 
 @pytest.fixture(scope="module")
 def BUILD(baselines):
-    return dict(device="cpu", dtype=EVAL.dtype, baselines=baselines, brushnet=EVAL.brushnet, diptych=EVAL.diptych)
+    return dict(
+        device="cpu",
+        dtype=EVAL.dtype,
+        baselines=baselines,
+        brushnet=EVAL.brushnet,
+        diptych=EVAL.diptych,
+        blended_latent=replace(EVAL.blended_latent, steps=4),  # its public schedule, fewer steps (test time)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,33 +90,19 @@ def test_fine_tuning_and_latent_replacement_change_the_result(outputs):
     assert not np.array_equal(outputs["blended_latent_diffusion_9ch"][0], outputs["sd15_inpaint"][0])
 
 
-def test_published_blended_latent_diffusion_runs_on_the_4_channel_model(built, monkeypatch):
-    """BLD as published: the text-to-image UNet (4 channels), and after the last step the latents outside the
-    latent mask are the photo's latents (diffusers' inpainting pipeline does the replacement for 4 channels)."""
-    pipe = built["blended_latent_diffusion"].inpainter.pipe
-    assert pipe.unet.config.in_channels == 4 and built["sd15_inpaint"].inpainter.pipe.unet.config.in_channels == 9
-    seen = {}
-    encode, decode = pipe._encode_vae_image, pipe.vae.decode
-
-    def encoded(*a, **k):  # the pipeline encodes the photo first, then the masked photo (unused by 4 channels)
-        out = encode(*a, **k)
-        seen.setdefault("photo", out)
-        return out
-
-    def decoded(z, *a, **k):
-        seen["final"] = z * pipe.vae.config.scaling_factor
-        return decode(z, *a, **k)
-
-    monkeypatch.setattr(pipe, "_encode_vae_image", encoded)
-    monkeypatch.setattr(pipe.vae, "decode", decoded)
-    x = edit_input(seed=3)
-    built["blended_latent_diffusion"].edit(x)
-    h = RES // 8
-    inside = torch.nn.functional.interpolate(torch.from_numpy(x.mask).float()[None, None], size=(h, h)) > 0.5
-    keep = (~inside).expand_as(seen["final"])
-    assert 0 < keep.float().mean() < 1
-    assert torch.allclose(seen["final"][keep], seen["photo"][keep], atol=1e-5)
-    assert not torch.allclose(seen["final"][~keep], seen["photo"][~keep], atol=1e-2)  # the face is generated
+def test_blended_latent_diffusion_runs_its_public_code_on_its_base(built, baselines, tiny_artifact, BUILD):
+    """BLD is the public code's loop (facepaint.evaluation.methods.blended_latent, pinned against that code in
+    tests/evaluation/methods/test_blended_latent.py) on the 4-channel model `evaluate.blended_latent.base` names:
+    SD2.1-base by default, the SD1.5 text-to-image model as our variant."""
+    bld = built["blended_latent_diffusion"]
+    assert isinstance(bld, BlendedLatent) and bld.base == baselines.sd21_base
+    assert bld.unet.config.in_channels == 4 and bld.tokenizer.pad_token == "!"  # SD2.1's tokenizer pads with "!"
+    assert (
+        bld.settings == BUILD["blended_latent"] and built["sd15_inpaint"].inpainter.pipe.unet.config.in_channels == 9
+    )
+    sd15 = {**BUILD, "blended_latent": replace(BUILD["blended_latent"], base="sd15_t2i")}
+    found, unavailable = build_methods(["blended_latent_diffusion"], tiny_artifact.path, CFG, **sd15)
+    assert unavailable == {} and found["blended_latent_diffusion"].base == baselines.sd15_t2i
 
 
 def test_blended_latent_diffusion_9ch_replaces_the_background_latents_at_every_step(built, monkeypatch):
@@ -146,7 +139,7 @@ def test_every_method_samples_as_its_sampling_options_say(tiny_artifact, BUILD, 
     import facepaint.evaluation.methods.brushnet as bn
 
     options = replace(CFG, steps=6, strength=0.5, scheduler="dpm", guidance_scale=1.0)
-    names = [*INPAINTING, "brushnet"]
+    names = [*(n for n in INPAINTING if n != "blended_latent_diffusion"), "brushnet"]  # BLD: its code's sampling
     ours = replace(EVAL.brushnet, scheduler="sampling")
     found, unavailable = build_methods(names, tiny_artifact.path, options, **{**BUILD, "brushnet": ours})
     assert list(found) == names and unavailable == {}
@@ -193,7 +186,7 @@ def test_measure_reports_cpu_time(built, outputs):
 
 
 def test_a_missing_text_to_image_base_makes_bld_unavailable_naming_the_files(tiny_artifact, BUILD, tmp_path):
-    missing = replace(BUILD["baselines"], sd15_t2i=str(tmp_path / "nowhere"))
+    missing = replace(BUILD["baselines"], sd21_base=str(tmp_path / "nowhere"))
     found, unavailable = build_methods(
         ["sd15_inpaint", "blended_latent_diffusion"], tiny_artifact.path, CFG, **{**BUILD, "baselines": missing}
     )
@@ -244,7 +237,8 @@ def test_paint_by_example_offline_is_unavailable_and_says_how_to_supply_it(tiny_
         "from facepaint.method.options import SamplingOptions\n"
         f"found, unavailable = build_methods(['paint_by_example', 'sd15_inpaint'], {str(tiny_artifact.path)!r}, "
         f"SamplingOptions(**{asdict(CFG)!r}), device='cpu', dtype='fp32', "
-        f"baselines={asdict(baselines)!r}, brushnet={asdict(EVAL.brushnet)!r}, diptych={asdict(EVAL.diptych)!r})\n"
+        f"baselines={asdict(baselines)!r}, brushnet={asdict(EVAL.brushnet)!r}, diptych={asdict(EVAL.diptych)!r}, "
+        f"blended_latent={asdict(EVAL.blended_latent)!r})\n"
         "print(sorted(found)); print(unavailable['paint_by_example'])\n"
     )
     listed, reason = out.splitlines()[-2:]

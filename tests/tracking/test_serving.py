@@ -58,6 +58,7 @@ def served(tiny_artifact, tmp_path_factory):
         from tracking import registry, runs
 
         mlflow = runs._mlflow()
+        mlflow.set_experiment("serving")  # in this store: an earlier test's active experiment is another store's
         with mlflow.start_run():
             uri = registry.log_pyfunc(tiny_artifact.path)
         model = mlflow.pyfunc.load_model(uri)

@@ -101,3 +101,40 @@ def test_the_parser_shows_a_broken_label():
     """The checks above see a label that is missing (a guard that the line parser finds nested keys)."""
     assert "[ours]" in PARAMS["sampling.sigma"] and "[paper]" not in PARAMS["sampling.steps"]
     assert "evaluate.baselines.sd15_t2i" in PARAMS and "evaluate.baselines.sd15_t2i" in PROFILE
+
+
+# Phrases that claim more than the publication states: it names no base, scheduler or settings for the baselines
+# beyond "run with its public code in the same inference environment", and no region for its background figures.
+OVERCLAIMS = re.compile(
+    r"as published|official settings?|official code's settings|figures imply|the region the published"
+    r"|region those numbers imply",
+    re.IGNORECASE,
+)
+
+
+def test_no_text_a_reader_sees_claims_more_than_the_publication_states():
+    """README, docs, params.yaml, the profiles and the evaluation's table text (its headings and the methods'
+    labels) call nothing "as published" or "official settings", and do not present our background region as
+    the one the published figures imply."""
+    paths = [
+        REPO / "README.md",
+        *sorted((REPO / "docs").glob("*.md")),
+        REPO / "params.yaml",
+        *sorted((REPO / "profiles").glob("*.yaml")),
+        REPO / "facepaint" / "evaluation" / "tables.py",
+        REPO / "facepaint" / "evaluation" / "methods" / "base.py",
+    ]
+    found = [
+        f"{p.relative_to(REPO)}:{n}: {line.strip()}"
+        for p in paths
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if OVERCLAIMS.search(line)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_a_baseline_base_model_is_not_labelled_paper():
+    """The publication names no base model for any baseline: the profile's baseline weights carry no [paper]."""
+    for key, text in PROFILE.items():
+        if key.startswith("evaluate.baselines."):
+            assert "[paper]" not in text, (key, text)

@@ -3,34 +3,43 @@
 The publication turns subject-driven generation into inpainting: a diptych whose left panel holds the reference
 and whose right panel is to be inpainted, a diptych text prompt, FLUX.1-dev with the alimama-creative inpainting
 ControlNet, and a "reference attention enhancement" that scales up the attention from the right panel to the left
-one. Here the reference is the photo itself and the right panel is the same photo with its face M masked, so the
-inpainting redraws the face under the edit prompt while it looks at the untouched face next to it. The output is
-the right panel cut out and resized back to the photo's resolution R.
+one. Here the reference is the photo itself (by default its face on white, as the official code whitens the
+reference's background) and the right panel is inpainted whole under the edit prompt, as in the official code
+(`mask: face` [ours] masks only the face M in a copy of the photo instead). The output is the right panel cut out
+and resized back to the photo's resolution R.
 
 What comes from where (the official code is chaehunshin/DiptychPrompting, `diptych_prompting_inference.py`,
-commit 36d1035; the paper's own text was not readable here beyond its abstract):
-- prompt template, word for word (`DIPTYCH_PROMPT`): official code. `subject` names the subject; for faces that
+commit 7a5099b, line numbers below; the paper's own text was not readable here beyond its abstract):
+- prompt template, word for word (`DIPTYCH_PROMPT`, its lines 342-344). `subject` names the subject; for faces that
   name is our choice (a setting).
-- layout: two square panels side by side; the official code uses 768 px panels plus an 8 px margin on every side
-  (`pixel_offset`), i.e. a 1568 x 784 diptych, and crops the margin off the result. It resizes the reference to
-  the whole 784 px panel and returns the inner 768 px, a slight zoom. We need the output aligned with the photo
-  (background PSNR, blending), so the photo is resized to the inner `panel` size and the margin is its edge pixels
-  replicated (our choice); cropping the margin then gives back exactly the photo's frame.
-- reference: the publication removes the reference's background (Grounded-SAM, white fill). `remove_background`
-  does the same with the face mask M as the subject's segmentation (white outside M); off, the left panel is the
-  photo itself (this project's choice for face editing: M holds face parts only, so whiting out the rest would
-  also hide the hair that attribute prompts edit).
-- mask: the official code masks the whole right panel; we mask only M inside the right panel (face editing), the
-  rest of the right panel is context the ControlNet sees. No dilation (our choice).
-- reference attention enhancement (`ReferenceAttentionProcessor`): official code. In every attention layer of the
-  FLUX transformer (all 19 double-stream and 38 single-stream blocks, not the ControlNet's), at every step and for
-  both classifier-free-guidance branches and all heads, the softmax attention weights of right-panel image queries
-  on left-panel image keys are multiplied by lambda after the softmax, without renormalising; text tokens and all
-  other query/key pairs are untouched.
-- sampling: official code: 30 steps, FLUX.1-dev's distilled guidance 3.5, true classifier-free guidance 3.5 with
-  the negative prompt "", ControlNet conditioning scale 0.95, lambda 1.3, seed 42 (the evaluation passes its own).
-  The pipeline is the alimama one: start from pure noise, condition the ControlNet on the masked diptych, decode the
-  whole diptych; nothing is pasted back (no latent blending), so the background passes through FLUX and its VAE.
+- precision (`dtype`): its code loads FLUX.1-dev (transformer, VAE, CLIP, T5) and the ControlNet in bf16 (lines
+  296-303); so does this method by default, whatever `evaluate.dtype` the SD1.5 methods use (the CPU runs fp32,
+  as everywhere in this project). diffusers documents that FLUX in fp16 differs (its T5 overflows there).
+- layout (`mask: right_panel`, its code, lines 329-352): two square panels side by side, each `panel` (768) plus
+  `pixel_offset` (8) on every side, i.e. a 1568 x 784 diptych. The reference is resized (bicubic) to the whole
+  784 px left panel; the right panel is black and masked whole, margins included; the result is the right panel
+  with the margin cropped off (lines 375-376), the inner 768 px: a slight zoom of the reference's frame.
+  `mask: face` is [ours] (face editing): the photo is resized to the inner `panel` size with its edge pixels
+  replicated over the margin, in both panels, and only M is masked in the right panel (no dilation), the rest of
+  the right panel being context the ControlNet sees; cropping the margin then gives back exactly the photo's frame.
+- reference (`remove_background`, its code: true, lines 313-326 and 349): its code segments the reference with
+  Grounded-SAM (IDEA-Research/grounding-dino-tiny finds the subject by its name, threshold 0.3; the first box goes
+  to facebook/sam-vit-base; the mask is refined to its largest outer contour, filled) and puts it on white. Those
+  two models are not among this project's weights, so [ours] the segmentation is the face mask M (resized to the
+  panel, binarized at 0.5), refined as its code refines SAM's mask (largest outer contour, filled, `_segment`):
+  the face on white. M holds face parts only, so the hair is whitened too.
+- reference attention enhancement (`ReferenceAttentionProcessor`, lines 176-280 and 354-357). In every attention
+  layer of the FLUX transformer (all 19 double-stream and 38 single-stream blocks, not the ControlNet's), at every
+  step and for both classifier-free-guidance branches and all heads, the softmax attention weights of right-panel
+  image queries on left-panel image keys are multiplied by lambda after the softmax, without renormalising; text
+  tokens and all other query/key pairs are untouched. (Its code takes that softmax in the model's dtype, bf16; we
+  take it in fp32.)
+- sampling (lines 284-291 and 359-373): 30 steps, FLUX.1-dev's distilled guidance 3.5, true classifier-free
+  guidance 3.5 with the negative prompt "", ControlNet conditioning scale 0.95, lambda 1.3, seed 42 (the
+  evaluation passes its own). The pipeline is the alimama one (`pipeline_flux_controlnet_inpaint.py`): start from
+  pure noise, condition the ControlNet on the masked diptych, decode the whole diptych; nothing is pasted back (no
+  latent blending), so the background passes through FLUX and its VAE. (It samples the masked image's VAE latents
+  from the global RNG; we use the edit's generator.)
 
 The alimama ControlNet vs diffusers (installed diffusers 0.42.1). The published checkpoint
 (alimama-creative/FLUX.1-dev-Controlnet-Inpainting-Beta: config.json + one 4.28 GB bf16
@@ -77,7 +86,8 @@ from PIL import Image
 
 from facepaint.common.checks import check_fields
 from facepaint.evaluation.methods.base import LABELS, EditInput, Method, MethodUnavailable
-from facepaint.method.models import TINY_TEXT, hub_unreachable
+from facepaint.method.models import TINY_TEXT, hub_unreachable, pick_dtype
+from facepaint.method.speed import DTYPES
 
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
 INPAINT_CONTROLNET = "alimama-creative/FLUX.1-dev-Controlnet-Inpainting-Beta"
@@ -87,6 +97,7 @@ DIPTYCH_PROMPT = (
     "A diptych with two side-by-side images of same {subject}. On the left, a photo of {subject}. "
     "On the right, replicate this {subject} exactly but as {target}"
 )
+MASKS = ("right_panel", "face")  # evaluate.diptych.mask: the official code's layout | ours (see the docstring)
 T5_MAX_TOKENS = 512  # FLUX.1-dev's T5 tokenizer length (model_max_length of its tokenizer_2)
 
 # Published configs (their config.json), so the full-size architecture can be built without a download.
@@ -459,8 +470,8 @@ class DiptychPipeline(FluxControlNetInpaintPipeline):
 class Diptych:
     """What the pipeline receives for one edit."""
 
-    image: np.ndarray  # uint8 (side, 2 * side, 3): reference panel | photo panel
-    mask: np.ndarray  # bool (side, 2 * side): True = inpaint (the face, right panel only)
+    image: np.ndarray  # uint8 (side, 2 * side, 3): reference panel | right panel (black, or the photo: `face`)
+    mask: np.ndarray  # bool (side, 2 * side): True = inpaint (the whole right panel, or M in it: `face`)
     prompt: str
 
 
@@ -468,9 +479,27 @@ def _resize(a: np.ndarray, size: int, resample) -> np.ndarray:
     return np.asarray(Image.fromarray(a).resize((size, size), resample))
 
 
+def _segment(mask: np.ndarray) -> np.ndarray:
+    """A binary segmentation refined as the official code refines SAM's mask (`refine_masks` with
+    polygon_refinement=True, `mask_to_polygon`, `polygon_to_mask`): its largest outer contour, filled."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return np.zeros(mask.shape, bool)
+    polygon = max(contours, key=cv2.contourArea).reshape(-1, 2)
+    return cv2.fillPoly(np.zeros(mask.shape, np.uint8), [polygon.astype(np.int32)], color=(255,)) > 0
+
+
+def _on_white(image: np.ndarray, subject: np.ndarray) -> np.ndarray:
+    """The official code's background removal: the subject's pixels on white (255)."""
+    return np.where(subject[..., None], image, np.uint8(255))
+
+
 class DiptychPrompting(Method):
-    """Diptych Prompting as an editing method: the photo beside itself with its face masked, inpainted by FLUX.1-dev
-    with the alimama ControlNet and the reference attention enhancement; returns the right panel at R x R."""
+    """Diptych Prompting as an editing method: the photo (its face on white) as the reference beside a right panel
+    inpainted by FLUX.1-dev with the alimama ControlNet and the reference attention enhancement (`settings.mask`
+    says what is inpainted); returns the right panel without its margin, at R x R."""
 
     name, label = "diptych_prompting", LABELS["diptych_prompting"]
 
@@ -480,20 +509,30 @@ class DiptychPrompting(Method):
         pipe.set_progress_bar_config(disable=True)
 
     def diptych(self, x: EditInput) -> Diptych:
-        """The diptych for one edit: the photo resized to `panel`, its edges replicated over the margin, twice;
-        the left panel's background white when `remove_background`; the face mask M in the right panel only."""
+        """The diptych for one edit. `mask: right_panel` (the official code): the photo resized to the whole
+        panel (`side`) on the left, a black right panel masked whole. `mask: face` [ours]: the photo resized to
+        `panel`, its edges replicated over the margin, in both panels, and M masked in the right panel only.
+        With `remove_background` the reference's pixels outside the segmentation (`_segment` of M) are white."""
         s, r = self.settings, x.image.shape[0]
         if x.image.shape != (r, r, 3) or x.image.dtype != np.uint8 or x.mask.shape != (r, r):
             raise ValueError(
                 f"expected a square uint8 (R, R, 3) photo and an (R, R) mask, got {x.image.dtype} {x.image.shape} "
                 f"and {x.mask.shape}"
             )
+        prompt = DIPTYCH_PROMPT.format(subject=s.subject, target=x.prompt)
+        if s.mask == "right_panel":  # the official code's make_diptych and mask_image (its lines 329-352)
+            reference = _resize(x.image, s.side, Image.BICUBIC)
+            if s.remove_background:
+                face = _resize(x.mask.astype(np.uint8) * 255, s.side, Image.BILINEAR) > 127  # binarized at 0.5
+                reference = _on_white(reference, _segment(face))
+            mask = np.zeros((s.side, 2 * s.side), bool)
+            mask[:, s.side :] = True
+            return Diptych(np.concatenate([reference, np.zeros_like(reference)], axis=1), mask, prompt)
         pad = ((s.pixel_offset,) * 2, (s.pixel_offset,) * 2)
         photo = np.pad(_resize(x.image, s.panel, Image.BICUBIC), (*pad, (0, 0)), mode="edge")
         face = _resize(x.mask.astype(np.uint8) * 255, s.panel, Image.BILINEAR) > 127  # binarized at 0.5
         face = np.pad(face, pad)
-        reference = np.where(face[..., None], photo, np.uint8(255)) if s.remove_background else photo
-        prompt = DIPTYCH_PROMPT.format(subject=s.subject, target=x.prompt)
+        reference = _on_white(photo, _segment(face)) if s.remove_background else photo
         return Diptych(
             np.concatenate([reference, photo], axis=1), np.concatenate([np.zeros_like(face), face], 1), prompt
         )
@@ -702,9 +741,11 @@ class DiptychSettings:
     attention_scale: float  # lambda = 1.3: right-panel -> left-panel attention weights are multiplied by it
     panel: int  # 768: the photo's size inside each panel
     pixel_offset: int  # 8: margin around each panel, cropped off the result
-    subject: str  # the subject's name in the prompt; the publication's is the reference's class name
-    remove_background: bool  # the publication: True (reference on white); for faces we use False (the photo)
+    subject: str  # the subject's name in the prompt; the official code's is the reference's class name
+    remove_background: bool  # True: the reference on white (its code: Grounded-SAM; here [ours] M, `_segment`)
     max_sequence_length: int  # 512: T5 tokens, FLUX.1-dev's and every FLUX pipeline's (alimama's included)
+    dtype: str  # bf16: the official code's, for every FLUX part; fp16 | bf16 | fp32 (the CPU runs fp32)
+    mask: str  # right_panel: the official code's layout (whole right panel inpainted); face: [ours] only M
 
     def __post_init__(self):
         check_fields(self, "evaluate.diptych")
@@ -727,6 +768,16 @@ class DiptychSettings:
             )
         if not self.subject.strip():
             raise ValueError("diptych subject must name the subject, e.g. 'person'")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"diptych dtype must be one of {DTYPES} (the official code: bf16), got {self.dtype!r}")
+        if self.mask not in MASKS:
+            raise ValueError(
+                f"diptych mask must be one of {MASKS} (right_panel: the official code's), got {self.mask!r}"
+            )
+
+    def torch_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype FLUX, its text encoders, its VAE and the ControlNet load in: `dtype`, fp32 on the CPU."""
+        return pick_dtype(self.dtype, torch.device(device))
 
     @property
     def side(self) -> int:

@@ -12,6 +12,7 @@
     brushnet                      BrushNet as its public script runs it (`brushnet`): its base (Realistic Vision
                                   V6.0 B1, an SD1.5 fine-tune), UniPC, 50 steps; decoded as it is
     diptych_prompting             Diptych Prompting on FLUX.1-dev + an inpainting ControlNet (`diptych`)
+                                  in its own precision (evaluate.diptych.dtype: its code's bf16)
     paint_by_example              diffusers' PaintByExamplePipeline, conditioned on an exemplar face instead of text
 
 One module per method beside this one (`inpaint` holds the four SD1.5 inpainting rows). Where each baseline's
@@ -165,7 +166,7 @@ def build_methods(
         d = settings(DiptychSettings, diptych, "evaluate.diptych")
         try:
             built["diptych_prompting"] = load_diptych(
-                baselines.flux, baselines.flux_controlnet, d, device=dev, torch_dtype=torch_dtype
+                baselines.flux, baselines.flux_controlnet, d, device=dev, torch_dtype=d.torch_dtype(dev)
             )
         except MethodUnavailable as e:
             unavailable["diptych_prompting"] = str(e)

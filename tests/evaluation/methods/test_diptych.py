@@ -1,7 +1,8 @@
 """facepaint.evaluation.methods.diptych on tiny random FLUX + inpainting-ControlNet models saved in the real
 layouts and loaded through `load_diptych`: the edit's contract, the diptych and control input the pipeline
-receives, the reference attention enhancement on small attention modules, MethodUnavailable for missing weights,
-and the published ControlNet's shapes (built on the meta device) against diffusers' own class."""
+receives (the official code's layout, and ours for `mask: face`), its precision, the reference attention
+enhancement on small attention modules, MethodUnavailable for missing weights, and the published ControlNet's
+shapes (built on the meta device) against diffusers' own class."""
 
 import json
 import shutil
@@ -15,6 +16,7 @@ from diffusers import FluxControlNetModel
 from diffusers.models.transformers.transformer_flux import FluxAttention, FluxAttnProcessor
 from PIL import Image
 
+from facepaint.evaluation.methods import diptych, registry
 from facepaint.evaluation.methods.base import EditInput, MethodUnavailable
 from facepaint.evaluation.methods.diptych import (
     DIPTYCH_PROMPT,
@@ -30,9 +32,13 @@ from facepaint.evaluation.methods.diptych import (
     save_tiny_flux,
     save_tiny_flux_controlnet,
 )
+from facepaint.evaluation.run import EvalConfig, _methods
+from facepaint.method.options import SamplingOptions
+from tests.helpers import config
 
-# The official code's settings (chaehunshin/DiptychPrompting, diptych_prompting_inference.py); the tests shrink
-# the panel and the steps only.
+# The official code's settings (chaehunshin/DiptychPrompting, diptych_prompting_inference.py: argparse defaults
+# lines 284-291, pipeline call 359-373, bf16 lines 296-303, layout 329-352); `subject` is ours (its is the
+# reference's class name). The tests shrink the panel and the steps only.
 PUBLISHED = DiptychSettings(
     steps=30,
     guidance_scale=3.5,
@@ -43,11 +49,14 @@ PUBLISHED = DiptychSettings(
     panel=768,
     pixel_offset=8,
     subject="person",
-    remove_background=False,
+    remove_background=True,
     max_sequence_length=512,
+    dtype="bf16",
+    mask="right_panel",
 )
 # 48 px panels (8 px margins), a 96 x 48 diptych; 128 T5 tokens hold the prompt with the tiny tokenizer.
 SETTINGS = replace(PUBLISHED, steps=2, panel=32, max_sequence_length=128)
+FACE = replace(SETTINGS, mask="face", remove_background=False)  # [ours]: only M inpainted, the photo as reference
 RES = 40  # the photo's resolution R (resized to the 32 px panel and back)
 
 
@@ -91,8 +100,90 @@ class Recorder:
         return self.pipe(**kwargs)
 
 
-def test_the_pipeline_gets_the_photo_twice_and_the_face_masked_in_the_right_panel_only(method, monkeypatch):
-    x, side, o = edit_input(), SETTINGS.side, SETTINGS.pixel_offset
+def test_params_yaml_runs_the_official_code_s_values():
+    """params.yaml's evaluate.diptych is the official code's, the demo's panel size apart (profiles/paper.yaml
+    sets its 768)."""
+    assert config("evaluate", EvalConfig).diptych == replace(PUBLISHED, panel=128)
+
+
+def recorded_call(method, monkeypatch, x):
+    """(the pipeline's keyword arguments, the ControlNet's control input) of one edit."""
+    recorder, controls = Recorder(method.pipe), []
+    monkeypatch.setattr(method, "pipe", recorder)
+    hook = method.pipe.pipe.controlnet.register_forward_pre_hook(
+        lambda mod, args, kwargs: controls.append(kwargs["controlnet_cond"]), with_kwargs=True
+    )
+    try:
+        method.edit(x)
+    finally:
+        hook.remove()
+    (call,) = recorder.calls
+    (cond,) = {id(c): c for c in controls}.values()  # the same control input at every step
+    return call, cond
+
+
+def packed_keep(mask: np.ndarray) -> np.ndarray:
+    """The ControlNet's extra 4 features: the keep-mask (1 = keep) nearest-neighbour at the 8x latent grid,
+    packed 2 x 2 (alimama's prepare_image_with_mask)."""
+    keep = 1 - mask[::8, ::8].astype(np.float32)
+    h, w = keep.shape[0] // 2, keep.shape[1] // 2
+    return keep.reshape(h, 2, w, 2).transpose(0, 2, 1, 3).reshape(h * w, 4)
+
+
+def test_the_pipeline_gets_the_official_code_s_diptych(method, monkeypatch):
+    """The official layout (its make_diptych, mask_image, segment_image): a (side, 2 side) diptych; on the left
+    the photo resized (bicubic) to the whole side, margins included, its background white (the segmentation:
+    [ours] M); on the right black, masked whole, margins included; the left panel wholly kept."""
+    x, side = edit_input(), SETTINGS.side
+    call, cond = recorded_call(method, monkeypatch, x)
+    image, mask = np.asarray(call["image"]), np.asarray(call["mask_image"]) > 127
+    assert image.shape == (side, 2 * side, 3) and mask.shape == (side, 2 * side)
+    assert not mask[:, :side].any() and mask[:, side:].all()
+    assert (image[:, side:] == 0).all()
+    full = np.asarray(Image.fromarray(x.image).resize((side, side), Image.BICUBIC))
+    face = np.asarray(Image.fromarray(x.mask.astype(np.uint8) * 255).resize((side, side), Image.BILINEAR)) > 127
+    assert 0 < face.mean() < 1 and np.array_equal(image[:, :side][face], full[face])
+    assert (image[:, :side][~face] == 255).all()
+    packed = packed_keep(mask)
+    assert cond.shape[-1] == 68 and np.array_equal(cond[0, :, 64:].numpy(), packed)
+    h, w = side // 16, 2 * side // 16
+    assert (packed.reshape(h, w, 4)[:, : w // 2] == 1).all() and (packed.reshape(h, w, 4)[:, w // 2 :] == 0).all()
+
+
+def test_the_result_is_the_right_panel_without_its_margin(method, monkeypatch):
+    """Its code returns result.crop((width, 0, 2 width, height)).crop((o, o, width - o, height - o)); we resize
+    that inner panel (bicubic) to R."""
+    side, o, panel = SETTINGS.side, SETTINGS.pixel_offset, SETTINGS.panel
+    rng = np.random.default_rng(3)
+    generated = rng.integers(0, 256, (side, 2 * side, 3)).astype(np.float32) / 255
+    monkeypatch.setattr(method, "pipe", lambda **kwargs: generated)
+    out = method.edit(edit_input())
+    inner = np.asarray(Image.fromarray(np.rint(generated * 255).astype(np.uint8)).crop((side, 0, 2 * side, side)))
+    inner = inner[o : side - o, o : side - o]
+    assert inner.shape == (panel, panel, 3)
+    assert np.array_equal(out, np.asarray(Image.fromarray(inner).resize((RES, RES), Image.BICUBIC)))
+
+
+def test_the_reference_segmentation_is_refined_as_the_official_code_refines_sam_s(method):
+    """Its polygon_refinement: only the largest outer contour, filled (a hole inside M is kept, a smaller
+    second region is whitened)."""
+    x = edit_input()
+    mask = np.zeros((RES, RES), bool)
+    mask[4:28, 4:28] = True
+    mask[12:18, 12:18] = False  # a hole
+    mask[32:37, 32:37] = True  # a smaller second region
+    d, side = method.diptych(replace(x, mask=mask)), SETTINGS.side
+    left = d.image[:, :side]
+    full = np.asarray(Image.fromarray(x.image).resize((side, side), Image.BICUBIC))
+    at = lambda v: round(v * side / RES)  # noqa: E731  a photo coordinate in the panel
+    assert np.array_equal(left[at(15), at(15)], full[at(15), at(15)])  # the hole's centre: the photo
+    assert (left[at(34.5), at(34.5)] == 255).all()  # the second region's centre: white
+    assert (left[0, 0] == 255).all() and np.array_equal(left[at(6), at(6)], full[at(6), at(6)])
+
+
+def test_mask_face_is_ours_the_photo_twice_and_the_face_masked_in_the_right_panel_only(method, monkeypatch):
+    monkeypatch.setattr(method, "settings", FACE)
+    x, side, o = edit_input(), FACE.side, FACE.pixel_offset
     recorder, controls = Recorder(method.pipe), []
     monkeypatch.setattr(method, "pipe", recorder)
     hook = method.pipe.pipe.controlnet.register_forward_pre_hook(
@@ -120,19 +211,45 @@ def test_the_pipeline_gets_the_photo_twice_and_the_face_masked_in_the_right_pane
     assert call["controlnet_conditioning_scale"] == 0.95 and call["true_guidance_scale"] == 3.5
     # The ControlNet's extra 4 features are the keep-mask (1 = keep) at latent resolution, packed 2 x 2.
     (cond,) = {id(c): c for c in controls}.values()  # the same control input at every step
-    keep = 1 - mask[::8, ::8].astype(np.float32)  # nearest-neighbour to the 8x latent grid
-    h, w = keep.shape[0] // 2, keep.shape[1] // 2
-    packed = keep.reshape(h, 2, w, 2).transpose(0, 2, 1, 3).reshape(h * w, 4)
+    packed = packed_keep(mask)
+    h, w = mask.shape[0] // 16, mask.shape[1] // 16
     assert cond.shape[-1] == 68 and np.array_equal(cond[0, :, 64:].numpy(), packed)
     assert packed.reshape(h, w, 4)[:, : w // 2].min() == 1 and packed.min() == 0  # left panel fully kept
 
 
-def test_remove_background_puts_the_reference_face_on_white(method, monkeypatch):
-    monkeypatch.setattr(method, "settings", replace(SETTINGS, remove_background=True))
-    d, side = method.diptych(edit_input()), SETTINGS.side
+def test_remove_background_puts_the_reference_face_on_white_with_mask_face_too(method, monkeypatch):
+    monkeypatch.setattr(method, "settings", replace(FACE, remove_background=True))
+    d, side = method.diptych(edit_input()), FACE.side
     face = d.mask[:, side:]
     assert (d.image[:, :side][~face] == 255).all()
     assert np.array_equal(d.image[:, :side][face], d.image[:, side:][face])
+
+
+def test_the_precision_is_the_official_code_s_bf16_on_a_gpu_and_fp32_on_the_cpu():
+    assert PUBLISHED.torch_dtype(torch.device("cuda")) == torch.bfloat16
+    assert PUBLISHED.torch_dtype(torch.device("cpu")) == torch.float32
+    assert replace(PUBLISHED, dtype="fp16").torch_dtype(torch.device("cuda")) == torch.float16
+    with pytest.raises(ValueError, match="diptych dtype"):
+        replace(PUBLISHED, dtype="float16")
+    with pytest.raises(ValueError, match="diptych mask"):
+        replace(PUBLISHED, mask="M")
+
+
+def test_build_methods_loads_diptych_in_its_own_dtype_not_evaluate_dtype(tiny_artifact, monkeypatch):
+    """evaluate.dtype (fp16 here: the SD1.5 methods') does not reach FLUX: the evaluation's build_methods loads it
+    in evaluate.diptych.dtype (pick_dtype made device-blind, so that the CPU shows what a GPU would get)."""
+    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    monkeypatch.setattr(diptych, "pick_dtype", lambda dtype, device: table[dtype])
+    calls = []
+
+    def load(*args, **kwargs):
+        calls.append(kwargs)
+        raise MethodUnavailable("recorded")
+
+    monkeypatch.setattr(registry, "load_diptych", load)
+    cfg = replace(config("evaluate", EvalConfig), dtype="fp16", diptych=SETTINGS)
+    _methods(["diptych_prompting"], tiny_artifact.path, cfg, config("sampling", SamplingOptions, steps=2), "cpu")
+    assert [c["torch_dtype"] for c in calls] == [torch.bfloat16]
 
 
 def test_wrong_inputs_are_refused(method):

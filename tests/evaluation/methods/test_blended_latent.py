@@ -217,7 +217,8 @@ def test_settings_are_checked():
 def test_bld_runs_on_the_full_size_sd21_base_architecture(tmp_path, capsys):
     """SD2.1-base's full architecture (random weights, 5 GB in fp32) saved in the hub's diffusers layout, loaded by
     the real loader, edits skimage's astronaut at 512 px in fp32 on the CPU: the public loop at steps=2 (25% of
-    2 skips none: t = 500, 0). Prints the times and the peak memory."""
+    2 skips none: t = 500, 0). Prints the times and the peak memory: on 2 shared CPU cores, saving 42 s, the edit
+    233 s, peak RSS 6.2 GiB (5 minutes in all)."""
     import resource
 
     from skimage import data

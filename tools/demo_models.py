@@ -3,7 +3,8 @@
 So the demo's evaluation runs every baseline through the same loading code as the real weights.
 
     data/demo_models/sd15_t2i/         a diffusers SD1.5 text-to-image pipeline (4-channel UNet): BrushNet's
-                                       frozen base (and Blended Latent Diffusion's with blended_latent.base)
+                                       frozen base (its script's Realistic Vision is an SD1.5 fine-tune: the
+                                       demo's brushnet_base points here too), BLD's with blended_latent.base
     data/demo_models/sd21_base/        a diffusers SD2.1-base text-to-image pipeline: Blended Latent
                                        Diffusion's (its public code's default model)
     data/demo_models/brushnet/         BrushNet as TencentARC ships it (config.json + safetensors)

@@ -64,7 +64,7 @@ BLD_MODELS = {"sd21_base": SD21_BASE, "sd15_t2i": SD15_T2I}  # the hub ids of BL
 
 @dataclass
 class Baselines:  # params.yaml `evaluate.baselines`: each a Hugging Face id or a local directory
-    sd15_t2i: str  # SD1.5 text-to-image (4-channel UNet): BrushNet's base (and BLD's with blended_latent.base)
+    sd15_t2i: str  # SD1.5 text-to-image (4-channel UNet): BrushNet's and BLD's [ours] base (their settings' base)
     sd21_base: str  # SD2.1-base text-to-image: Blended Latent Diffusion's public code's default model
     brushnet: str  # TencentARC's SD1.5 BrushNet, segmentation-mask checkpoint (config.json + safetensors)
     brushnet_base: str  # BrushNet's public script's base: Realistic Vision V6.0 B1 (an SD1.5 fine-tune)

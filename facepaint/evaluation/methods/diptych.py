@@ -32,8 +32,8 @@ commit 7a5099b, line numbers below; the paper's own text was not readable here b
   layer of the FLUX transformer (all 19 double-stream and 38 single-stream blocks, not the ControlNet's), at every
   step and for both classifier-free-guidance branches and all heads, the softmax attention weights of right-panel
   image queries on left-panel image keys are multiplied by lambda after the softmax, without renormalising; text
-  tokens and all other query/key pairs are untouched. (Its code takes that softmax in the model's dtype, bf16; we
-  take it in fp32.)
+  tokens and all other query/key pairs are untouched. The scores, their softmax and the scaling are taken in the
+  model's dtype (bf16), as its code takes them.
 - sampling (lines 284-291 and 359-373): 30 steps, FLUX.1-dev's distilled guidance 3.5, true classifier-free
   guidance 3.5 with the negative prompt "", ControlNet conditioning scale 0.95, lambda 1.3, seed 42 (the
   evaluation passes its own). The pipeline is the alimama one (`pipeline_flux_controlnet_inpaint.py`): start from
@@ -290,11 +290,10 @@ class ReferenceAttentionProcessor(FluxAttnProcessor):
 
     def weights(self, query: torch.Tensor, key: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
         """(B, H, q, S) attention weights of `query` (B, q, H, D) on all keys, the columns of left-panel keys
-        multiplied by the scale (the softmax in float32, returned in the query's dtype)."""
-        scores = torch.einsum("bqhd,bkhd->bhqk", query, key) * query.shape[-1] ** -0.5
-        weights = scores.float().softmax(dim=-1)
+        multiplied by the scale, all in the query's dtype as the official code computes them (bf16 there)."""
+        weights = (torch.einsum("bqhd,bkhd->bhqk", query, key) * query.shape[-1] ** -0.5).softmax(dim=-1)
         weights[..., left] *= self.scale
-        return weights.to(query.dtype)
+        return weights
 
 
 # ----------------------------------------------------------------------------------- the models

@@ -329,6 +329,28 @@ def test_scale_above_1_strengthens_right_panel_queries_on_left_panel_keys_only(d
     assert (ours[:, right] - default[:, right]).abs().amin(dim=-1).gt(0).all()
 
 
+def test_the_weights_are_the_official_codes_in_bf16():
+    """Its processor (diptych_prompting_inference.py, the `attn_enforce` branch): `(einsum(q, k) * scale).softmax(-1)`
+    in the model's dtype, then right-panel image rows on left-panel image columns `*= attn_enforce`, all in bf16;
+    written here as their (B, H, S, D) layout on the diptych's (height, width) token grid."""
+    module, n = attention_module(True).to(torch.bfloat16), GRID[0] * GRID[1]
+    inputs, rope = attention_inputs(True)
+    inputs = {k: v.to(torch.bfloat16) for k, v in inputs.items()}
+    query, key, _ = ReferenceAttentionProcessor.project(
+        module, inputs["hidden_states"], inputs["encoder_hidden_states"], rope
+    )
+    right, left = diptych_token_panels(GRID, TEXT + n)
+    ours = ReferenceAttentionProcessor(1.3).weights(query[:, right], key, left)
+    q, k = query.transpose(1, 2), key.transpose(1, 2)  # (B, H, S, D)
+    probs = (torch.einsum("bhqd,bhkd->bhqk", q, k) * q.shape[-1] ** -0.5).softmax(dim=-1)
+    h, w = GRID
+    img = probs[:, :, -n:, -n:].reshape(2, 2, h, w, h, w)
+    img[:, :, :, w // 2 :, :, : w // 2] *= 1.3
+    probs[:, :, -n:, -n:] = img.reshape(2, 2, n, n)
+    assert ours.dtype == torch.bfloat16
+    assert torch.equal(ours, probs[:, :, right])
+
+
 def test_the_enhancement_needs_the_token_grid():
     with pytest.raises(ValueError, match="diptych_grid"):
         run(attention_module(True), ReferenceAttentionProcessor(1.3), True)

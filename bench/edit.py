@@ -185,7 +185,7 @@ def build_editor(
     """FaceEditor on the shared components with the speed options `speed`, at the artifact's conditions;
     `helper`: FaceHelper's keyword arguments (detector_weights, ...). The scheduler is a sampling option of
     each edit."""
-    from facepaint.editing.helper import FaceHelper
+    from facepaint.method.face_helper import FaceHelper
 
     c = artifact.conditions
     inpainter = Inpainter(comps, adapter, c.adapter_scale, c.resolution, device=device, speed_options=speed)
@@ -352,7 +352,7 @@ def face_pipelines(photo, truths, mask, conditions, sigma_px: float, repeats: in
     mesh), the automatic `mesh` masks, alignment and crops (`helper.prepare`), and paste-back (`helper.paste`);
     and the same with the user's mask. The faces found and the false ones, against the composite's truths.
     Target (issue 21): under 0.5 s per 12 MP photo with 4 faces on 2 CPU cores."""
-    from facepaint.editing.helper import FaceHelper
+    from facepaint.method.face_helper import FaceHelper
     from tools.composites import match
 
     out = {}

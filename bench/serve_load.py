@@ -77,7 +77,7 @@ def astronaut(size: int) -> tuple[bytes, bytes]:
 
     photo = Image.fromarray(data.astronaut()).resize((size, size), Image.Resampling.BILINEAR)
     mask = np.zeros((512, 512), np.uint8)
-    cv2.ellipse(mask, (224, 122), (40, 48), 0, 0, 360, 255, -1)  # tests/editing/astronaut.py's FACE
+    cv2.ellipse(mask, (224, 122), (40, 48), 0, 0, 360, 255, -1)  # tests/method/astronaut.py's FACE
     return png_bytes(photo), png_bytes(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
 
 

@@ -5,8 +5,8 @@ passes silently. Property-based (hypothesis, derandomized so a run is reproducib
     files, every PIL colour mode, extreme sizes, animated images, EXIF orientations, oversized headers:
     a uint8 RGB image of the right size or ImageError; a decompression bomb is refused before decoding
     (the process's peak memory does not grow).
-(b) masks (`editing.helper.fit_mask` and `load_mask`, `common.images.load_mask` and `decode_png`): arbitrary arrays,
-    shapes, dtypes, NaN, arbitrary bytes: a bool mask or ImageError / EditError / ValueError.
+(b) masks (`method.face_helper.fit_mask` and `load_mask`, `common.images.load_mask` and `decode_png`):
+    arbitrary arrays, shapes, dtypes, NaN, arbitrary bytes: a bool mask or ImageError / EditError / ValueError.
 (c) params.yaml (`stages.common.section` for every section): wrong types, NaN, inf, negatives, huge
     numbers, missing, unknown and nested keys: a config that satisfies the rules below, or SystemExit
     naming the key.
@@ -49,10 +49,10 @@ from facepaint.common import images as images_mod
 from facepaint.common.checks import MAX_SEED
 from facepaint.common.images import MAX_PIXELS, ImageError, decode_png, encode_png, load_rgb
 from facepaint.common.images import load_mask as load_part_mask
-from facepaint.editing.detection import DETECTORS, parse_selection
 from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options, split_options
-from facepaint.editing.helper import MAX_MIN_FACE, MAX_PADDING, EditError, FaceHelper, fit_mask
-from facepaint.editing.helper import load_mask as load_face_mask
+from facepaint.method.detection import DETECTORS, parse_selection
+from facepaint.method.face_helper import MAX_MIN_FACE, MAX_PADDING, EditError, FaceHelper, fit_mask
+from facepaint.method.face_helper import load_mask as load_face_mask
 from facepaint.method.options import MAX_GUIDANCE, MAX_SIGMA, MAX_STEPS, SCHEDULERS, SamplingOptions
 
 # PIL warns about the corrupt files and oversized headers this file makes on purpose (and refuses them)
@@ -456,7 +456,7 @@ def mask_files(draw):
 @given(mask_files())
 @fuzz(500)
 def test_face_mask_files(case):
-    count("b: editing.helper.load_mask files")
+    count("b: method.face_helper.load_mask files")
     data, (w, h) = case
     path = SCRATCH / "mask.img"
     path.write_bytes(data)

@@ -266,7 +266,7 @@ def test_an_edit_with_the_demo_model_reaches_no_host(demo_clone, tmp_path):
     """`facepaint edit` of a real photo (the astronaut) with the model `dvc repro` built."""
     from PIL import Image
 
-    from tests.editing import astronaut
+    from tests.method import astronaut
 
     clone, env, _, _ = demo_clone
     log = tmp_path / "edit.log"
@@ -318,7 +318,7 @@ def test_the_app_reaches_no_host(demo_app, tmp_path):
     from gradio_client import Client, handle_file
     from PIL import Image
 
-    from tests.editing import astronaut
+    from tests.method import astronaut
 
     url, log = demo_app
     before = len(attempts(log))

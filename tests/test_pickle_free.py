@@ -12,7 +12,7 @@ profiles/; not tests/ or the virtual environment) refuses, naming file:line:
   to a pickled `.bin` when a folder has no safetensors.
 Calls are resolved through the module's imports (`import numpy as np`, `from torch import load`, ...).
 Third-party code is not scanned: facexlib's own `init_parsing_model`/`init_detection_model` unpickle, which
-is why facepaint.method.masks and facepaint.editing.detection load those weights themselves with `weights_only=True`.
+is why facepaint.method.masks and facepaint.method.detection load those weights themselves with `weights_only=True`.
 """
 
 from __future__ import annotations

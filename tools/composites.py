@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facepaint.editing.alignment import similarity
+from facepaint.method.alignment import similarity
 
 
 @dataclass

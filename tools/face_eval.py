@@ -1,5 +1,5 @@
 """Compare the face detectors side by side on real photos with known faces: MediaPipe (BlazeFace + FaceMesh,
-`facepaint.editing.detection.MediaPipeDetector`) and OpenCV's frontal-face cascade (`CascadeDetector`).
+`facepaint.method.detection.MediaPipeDetector`) and OpenCV's frontal-face cascade (`CascadeDetector`).
 
     python -m tools.face_eval [--root ../shared/fixtures/celebamask-hq-mini] [--json out.json] [--preview DIR]
                               [--portraits N] [--composites N] [--detectors mediapipe,opencv] [--raise 0.15,0.25]
@@ -54,8 +54,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facepaint.editing.alignment import TEMPLATE_512, align
-from facepaint.editing.detection import Face
+from facepaint.method.alignment import TEMPLATE_512, align
+from facepaint.method.detection import Face
 from tools.composites import Truth, composite, match, portrait_landmarks
 
 FACE_PARTS = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "mouth", "u_lip", "l_lip")
@@ -75,7 +75,7 @@ def fixture_ids(root: Path) -> list[int]:
 
 
 def make_detectors(names) -> dict:
-    from facepaint.editing.detection import CascadeDetector, MediaPipeDetector
+    from facepaint.method.detection import CascadeDetector, MediaPipeDetector
 
     made = {}
     for name in names:

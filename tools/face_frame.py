@@ -5,7 +5,7 @@
 Runs the cascade detector on every portrait (each is one CelebA-HQ frame), keeps the largest face near the
 centre, and prints the median box side / frame side and the median offset of the frame's centre from the
 box centre (in frame sides), with their spread; and how far the fixture's annotated eye centres lie from
-the 5-point template's eyes. The printed dict is what facepaint.editing.alignment.BOX_FRAME holds.
+the 5-point template's eyes. The printed dict is what facepaint.method.alignment.BOX_FRAME holds.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facepaint.editing.alignment import TEMPLATE_512
-from facepaint.editing.detection import CascadeDetector
+from facepaint.method.alignment import TEMPLATE_512
+from facepaint.method.detection import CascadeDetector
 from tools.composites import portrait_landmarks
 
 

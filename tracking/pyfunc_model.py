@@ -10,7 +10,7 @@
     # (faces: all | largest | "0,2"; min_face px), as text or numbers
     out["image"][0]        # PNG bytes of the edited photo: its provenance in a text chunk, a signed C2PA manifest
 
-Faces are detected and each selected face is edited (facepaint.editing.helper); without a mask the automatic
+Faces are detected and each selected face is edited (facepaint.method.face_helper); without a mask the automatic
 mask is BiSeNet's when its weights are available (see facepaint.method.masks), else the face mesh's outline
 (MediaPipe's model files are logged with the model).
 

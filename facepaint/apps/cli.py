@@ -601,9 +601,9 @@ def edit_batch(editor: FaceEditor, batch, args, options, choices, bar, single: b
     from tqdm import tqdm
 
     from facepaint.common.images import ImageError
-    from facepaint.editing.detection import FaceError
-    from facepaint.editing.helper import EditError
     from facepaint.editing.safety import UnsafeResultError
+    from facepaint.method.detection import FaceError
+    from facepaint.method.face_helper import EditError
 
     failed, ready = 0, []  # (prepared photo, output) of this batch
     for photo, mask, out in batch:
@@ -656,7 +656,7 @@ def detect_command(args) -> int:
     from facepaint.common.images import ImageError, read_photo
     from facepaint.common.io import atomic_path, write_json
     from facepaint.editing.choices import parse_edit_options
-    from facepaint.editing.detection import make_detector
+    from facepaint.method.detection import make_detector
     from facepaint.method.models import ModelLoadError
 
     try:

@@ -49,10 +49,10 @@ from facepaint.apps.releases import DEFAULT_MODEL, release_uri, release_uris, re
 from facepaint.common.errors import FacepaintError
 from facepaint.common.images import ImageError, check_image_file, load_rgb, resize_binary
 from facepaint.common.limits import MAX_BYTES, MAX_PIXELS, MAX_STEPS, check_prompt
-from facepaint.editing.detection import Face, FaceError
 from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options
-from facepaint.editing.helper import MASK_BACKENDS, EditError, fit_mask
 from facepaint.editing.safety import UnsafeResultError
+from facepaint.method.detection import Face, FaceError
+from facepaint.method.face_helper import MASK_BACKENDS, EditError, fit_mask
 from facepaint.method.masks import default_bisenet_path
 from facepaint.method.models import ModelLoadError
 from facepaint.method.options import SamplingOptions

@@ -1,6 +1,6 @@
 """Editing a photo (SPEC section 4): `FaceEditor` conducts one edit with a trained artifact.
 
-    validate the options -> `FaceHelper.prepare` (facepaint.editing.helper: detect, select, align and mask each
+    validate the options -> `FaceHelper.prepare` (facepaint.method.face_helper: detect, select, align and mask each
     face at the model's resolution) -> `Inpainter.generate` (facepaint.method.generate: every face of every
     photo in one batch) -> the base model's safety checker (facepaint.editing.safety) -> `FaceHelper.paste`
     (the crops and their soft masks warped back, I_blend = I_result * M_soft + I * (1 - M_soft) at full
@@ -32,16 +32,16 @@ import numpy as np
 
 from facepaint.common.checks import MAX_SEED, check_number
 from facepaint.common.limits import check_prompt
-from facepaint.editing import alignment
 from facepaint.editing import watermark as wm
 
 # re-exported: light, for the parser
 from facepaint.editing.choices import CHOICES, SAMPLING, EditChoices, parse_edit_options, split_options  # noqa: F401
-from facepaint.editing.helper import FaceHelper
 from facepaint.editing.provenance import png_bytes, provenance, save_png
 from facepaint.editing.safety import NOT_SHIPPED, OFF, RAN, SafetyChecker, UnsafeResultError, unsafe_message
+from facepaint.method import alignment
 from facepaint.method.artifact import Artifact, apply_artifact, load_artifact
 from facepaint.method.blend import sigma_pixels
+from facepaint.method.face_helper import FaceHelper
 from facepaint.method.generate import Inpainter, per_image
 from facepaint.method.models import load_components, pick_device, pick_dtype
 from facepaint.method.options import SamplingOptions

@@ -158,7 +158,7 @@ def test_the_mask_editor_canvas_maps_back_to_the_photo():
     up to the canvas's size, at the canvas's resolution above it; a mask the app put there (MaskStart) is used
     at full resolution where it was not corrected; a layer of the photo's own size is taken as it is."""
     from facepaint.apps.web import EDITOR_CANVAS, MaskStart, editor_mask, mask_editor_value, mask_layer
-    from facepaint.editing.helper import EditError
+    from facepaint.method.face_helper import EditError
 
     for h, w in ((512, 512), (300, 500), (700, 333), (1000, 37), (2000, 3000)):
         m = np.zeros((h, w), bool)
@@ -217,10 +217,10 @@ def test_without_parser_weights_the_automatic_mask_is_the_face_mesh(tiny_artifac
     itself (provenance mask "mesh")."""
     from facepaint.apps import web
     from facepaint.apps.web import App, AppConfig, EditRequest
-    from tests.editing import astronaut
+    from tests.method import astronaut
 
     monkeypatch.setattr(web, "default_bisenet_path", lambda: tmp_path / "absent.pth")
-    monkeypatch.setattr("facepaint.editing.helper.default_bisenet_path", lambda: tmp_path / "absent.pth")
+    monkeypatch.setattr("facepaint.method.face_helper.default_bisenet_path", lambda: tmp_path / "absent.pth")
     app = App(AppConfig(str(tiny_artifact.path), examples=None, releases=False, workdir=str(tmp_path)))
     assert app.auto_mask == "mesh" and app.mask_notice.startswith("Automatic face mask: the face mesh")
     assert "demo model" in app.demo_notice and "edits are noise" in app.demo_notice  # random weights: said so

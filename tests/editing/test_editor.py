@@ -15,20 +15,20 @@ from facepaint.common.images import ImageError, load_rgb
 from facepaint.data.masks import annotation_union
 from facepaint.editing import editor as editor_mod
 from facepaint.editing import watermark as wm
-from facepaint.editing.detection import FaceError
 from facepaint.editing.editor import EditChoices, FaceEditor, parse_edit_options, split_options
-from facepaint.editing.helper import EditError, FaceHelper
 from facepaint.editing.provenance import read_provenance
 from facepaint.method import generate as generate_mod
 from facepaint.method.artifact import ArtifactError, load_artifact, save_artifact
 from facepaint.method.blend import pixel_blend
+from facepaint.method.detection import FaceError
+from facepaint.method.face_helper import EditError, FaceHelper
 from facepaint.method.generate import Inpainter
 from facepaint.method.masks import BISENET_CLASSES, face_crop
 from facepaint.method.models import ModelLoadError, tiny_components
 from facepaint.method.options import SamplingOptions
 from facepaint.method.speed import Speed
-from tests.editing import astronaut
 from tests.helpers import assert_close_images, box_mask, random_adapter, textured, tiny_conditions
+from tests.method import astronaut
 
 RES = 64
 # sigma is in pixels of a 512 px face crop: 8.0 is the 1 px soft mask at the tiny model's 64 px that these tests

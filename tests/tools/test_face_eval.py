@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from facepaint.editing.alignment import TEMPLATE_512
-from facepaint.editing.detection import Face
+from facepaint.method.alignment import TEMPLATE_512
+from facepaint.method.detection import Face
 from tools.composites import to_canvas
 from tools.face_eval import PREVIEW, eye_errors, floor_errors, iou, measure, table
 

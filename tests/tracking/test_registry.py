@@ -131,10 +131,10 @@ def test_pyfunc_model_without_a_mask_uses_the_face_mesh_it_carries(logged, monke
     import mlflow
     from PIL import Image
 
-    from tests.editing import astronaut
+    from tests.method import astronaut
 
     monkeypatch.setenv("FACEPAINT_FACE_MODELS", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr("facepaint.editing.helper.default_bisenet_path", lambda: tmp_path / "absent.pth")
+    monkeypatch.setattr("facepaint.method.face_helper.default_bisenet_path", lambda: tmp_path / "absent.pth")
     buf = io.BytesIO()
     Image.fromarray(astronaut.photo()).save(buf, format="PNG")
     model = mlflow.pyfunc.load_model(logged)

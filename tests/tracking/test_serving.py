@@ -39,7 +39,7 @@ def pixels(data: bytes) -> np.ndarray:
 def astronaut_request():
     """(photo PNG, mask PNG): the astronaut portrait at 256 px with her face painted (a real face: the detector,
     the alignment and the face mesh all run)."""
-    from tests.editing import astronaut
+    from tests.method import astronaut
 
     photo = Image.fromarray(astronaut.photo()).resize((256, 256), Image.Resampling.BILINEAR)
     mask = Image.fromarray(astronaut.face_mask().astype(np.uint8) * 255).resize((256, 256), Image.Resampling.NEAREST)

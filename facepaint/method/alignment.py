@@ -1,10 +1,10 @@
 """Alignment: a similarity transform from the photo to the model's square crop, and back.
 
-    `Face` (facepaint.editing.detection) -> `align`: a similarity transform photo -> crop at the model's
+    `Face` (facepaint.method.detection) -> `align`: a similarity transform photo -> crop at the model's
     resolution (landmarks: least squares onto the 5-point template; box only: a square around the box
     scaled as CelebA-HQ frames its faces, turned by the detector's roll) -> `warp_crop` -> [edit in crop
     space] -> `warp_back`: a crop-space array through the inverse transform onto the photo's pixels (only
-    the region it covers; facepaint.editing.helper composites the faces).
+    the region it covers; facepaint.method.face_helper composites the faces).
 
 Why it is built this way:
 - The model was trained on CelebA-HQ, whose faces are aligned upright at a fixed scale. The standard
@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from facepaint.editing.detection import Face, FaceError
+from facepaint.method.detection import Face, FaceError
 
 # The standard 5-point face template at 512 px (left eye, right eye, nose tip, left and right mouth
 # corners, left = the photo's left), as facexlib's FaceRestoreHelper uses it for FFHQ-aligned 512 px faces.

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facepaint.common.errors import FacepaintError
-from facepaint.editing.choices import DETECTORS, parse_selection  # re-exported: light, for the parser
+from facepaint.method.face_options import DETECTORS, parse_selection  # noqa: F401  re-exported
 from facepaint.method.models import ModelLoadError, facexlib_cache, facexlib_weights, pick_device
 
 RETINAFACE_FILE = "detection_Resnet50_Final.pth"

@@ -1,4 +1,4 @@
-"""One photo's round trip (facepaint.editing.helper): `FaceHelper.prepare` (detect, align, the user's mask as the
+"""One photo's round trip (facepaint.method.face_helper): `FaceHelper.prepare` (detect, align, the user's mask as the
 authority region by region, or the automatic mask), `FaceHelper.paste` and `photo_mask`, and the pieces under
 them: `territory`, `hold`, `group_regions`, `paste` and `composite`, on composites of real portraits (the
 fixture's and the public-domain astronaut's)."""
@@ -8,13 +8,13 @@ import warnings
 import numpy as np
 import pytest
 
-from facepaint.editing.alignment import align, crop_footprint, warp_back, warp_crop
-from facepaint.editing.detection import Face
-from facepaint.editing.helper import EditError, FaceHelper, composite, group_regions, hold, paste, territory
+from facepaint.method.alignment import align, crop_footprint, warp_back, warp_crop
 from facepaint.method.blend import soft_mask
+from facepaint.method.detection import Face
+from facepaint.method.face_helper import EditError, FaceHelper, composite, group_regions, hold, paste, territory
 from facepaint.method.masks import BISENET_CLASSES
-from tests.editing import astronaut
 from tests.helpers import box_mask, tiny_conditions
+from tests.method import astronaut
 from tools.composites import composite as make_composite
 
 RES = 64
@@ -334,7 +334,7 @@ def test_a_face_crop_is_widened_to_hold_its_whole_mask_region():
 def test_the_automatic_mask_without_parser_weights_is_the_face_mesh(monkeypatch, tmp_path):
     """No BiSeNet weights: MediaPipe finds the astronaut's three heads and the face mesh's outline is each face's
     mask; it covers the hand-painted face ellipse and little else."""
-    monkeypatch.setattr("facepaint.editing.helper.default_bisenet_path", lambda: tmp_path / "absent.pth")
+    monkeypatch.setattr("facepaint.method.face_helper.default_bisenet_path", lambda: tmp_path / "absent.pth")
     helper = FaceHelper(RES, PARTS, device="cpu")
     photo, _, mask, _ = astronaut.heads()
     prepared = helper.prepare(photo)

@@ -1,4 +1,4 @@
-"""Aligning faces to the model's framing (facepaint.editing.alignment): the similarity from landmarks or a
+"""Aligning faces to the model's framing (facepaint.method.alignment): the similarity from landmarks or a
 box, the warps photo -> crop -> photo, and the roll of a parser's eye line."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from facepaint.editing.alignment import (
+from facepaint.method.alignment import (
     TEMPLATE_512,
     align,
     crop_footprint,
@@ -18,10 +18,10 @@ from facepaint.editing.alignment import (
     warp_crop,
     warp_mask_to_crop,
 )
-from facepaint.editing.detection import Face
+from facepaint.method.detection import Face
 from facepaint.method.masks import BISENET_CLASSES
-from tests.editing import astronaut
 from tests.helpers import box_mask, textured
+from tests.method import astronaut
 from tools.composites import composite as make_composite
 from tools.composites import portrait_landmarks
 

@@ -1,4 +1,4 @@
-"""Finding faces in users' photos (facepaint.editing.detection): MediaPipe's detector and face mesh and OpenCV's
+"""Finding faces in users' photos (facepaint.method.detection): MediaPipe's detector and face mesh and OpenCV's
 cascade on real portraits (the public-domain astronaut's, and composites of the fixture's), photos turned by a
 quarter, RetinaFace through its real loader, and which faces to edit."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from facepaint.editing.detection import (
+from facepaint.method.detection import (
     CascadeDetector,
     Face,
     FaceError,
@@ -21,7 +21,7 @@ from facepaint.editing.detection import (
     select_faces,
 )
 from facepaint.method.models import ModelLoadError
-from tests.editing import astronaut
+from tests.method import astronaut
 from tools.composites import composite as make_composite
 from tools.composites import match
 

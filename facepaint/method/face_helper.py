@@ -1,8 +1,8 @@
 """One photo's round trip through the model, the way facexlib's FaceRestoreHelper does it for GFPGAN:
 
-    photo -> `FaceHelper.prepare`: detect (facepaint.editing.detection) -> select (all | largest | indices,
+    photo -> `FaceHelper.prepare`: detect (facepaint.method.detection) -> select (all | largest | indices,
              narrower than min_face skipped with a warning) -> align each face to the training data's framing at
-             the model's resolution (facepaint.editing.alignment) -> M per face: automatic (`mask_backend`:
+             the model's resolution (facepaint.method.alignment) -> M per face: automatic (`mask_backend`:
              BiSeNet on the aligned crop, or the face mesh's outline), or the user's mask, region by region
              (`_user_jobs`) -> `Prepared`
           -> [the editor generates each crop]
@@ -39,8 +39,10 @@ import numpy as np
 from facepaint.common.checks import check_number
 from facepaint.common.errors import FacepaintError
 from facepaint.common.images import ImageError, load_rgb, read_photo, resize_binary
-from facepaint.editing import alignment
-from facepaint.editing.choices import (  # re-exported
+from facepaint.method import alignment
+from facepaint.method.blend import pixel_blend, soft_mask
+from facepaint.method.detection import Face, FaceError, make_detector, select_faces
+from facepaint.method.face_options import (  # re-exported
     DETECTORS,
     MASK_BACKENDS,
     MAX_MIN_FACE,
@@ -49,8 +51,6 @@ from facepaint.editing.choices import (  # re-exported
     PADDING,
     parse_selection,
 )
-from facepaint.editing.detection import Face, FaceError, make_detector, select_faces
-from facepaint.method.blend import pixel_blend, soft_mask
 from facepaint.method.masks import (
     BISENET_CLASSES,
     BISENET_SIZE,

@@ -41,8 +41,8 @@ def heads(places=GROUP, canvas=(701, 301), seed=5):
     landmarks) and its 2x3 similarity portrait -> canvas; `mask` the union of the face ellipses."""
     import cv2
 
-    from facepaint.editing.alignment import similarity
-    from facepaint.editing.detection import Face
+    from facepaint.method.alignment import similarity
+    from facepaint.method.detection import Face
     from tools.composites import paste_portrait, texture, to_canvas
 
     w, h = canvas

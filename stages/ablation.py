@@ -33,11 +33,12 @@ from facepaint.method.artifact import load_artifact
 from facepaint.method.models import ModelConfig
 from facepaint.method.options import SamplingOptions
 from facepaint.method.train import TrainConfig
-from stages.common import ABLATION, CAPTIONS, LATENTS, MASKS, MODEL, cli, data_root, keys, load_params, section
+from stages.common import ABLATION, CAPTIONS, LATENTS, MASKS, MODEL, cli, dataset, keys, load_params, section
 
 # The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these).
 PARAMS = (
     "data.root",
+    "data.layout",
     "ablation",
     "model",
     "sampling",
@@ -65,7 +66,7 @@ BOOKKEEPING = ()
 
 
 def run(
-    root: Path,
+    root,  # a Dataset (stages.common.dataset), or the CelebAMask-HQ root
     cfg: AblationConfig,
     model: ModelConfig,
     train_cfg: TrainConfig,
@@ -100,7 +101,7 @@ def run(
 def main() -> None:
     params = load_params()
     run(
-        data_root(params),
+        dataset(params),
         section(params, "ablation", AblationConfig),
         section(params, "model", ModelConfig),
         section(params, "train", TrainConfig),

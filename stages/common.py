@@ -31,6 +31,7 @@ PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 PARAMS_CHECKED = Path("data/params.ok")  # constant; every stage depends on it, to run after the params check
 DEMO = Path("data/demo")
 DEMO_MODELS = Path("data/demo_models")  # tiny random baseline models (tools/demo_models.py)
+FACES = Path("data/faces")  # the dataset index (and, for a folder of photos, its aligned crops)
 SPLIT = Path("data/split.parquet")
 MASKS = Path("data/masks.parquet")
 MASKS_METRICS = Path("data/masks_metrics.json")
@@ -129,6 +130,19 @@ def data_root(params: dict) -> Path:
     if not root:
         raise SystemExit("params.yaml: data.root is not set (the CelebAMask-HQ directory, e.g. data/demo)")
     return Path(root)
+
+
+def data_layout(params: dict) -> str:
+    """params.yaml `data.layout`: celebamask (data.root in CelebAMask-HQ's layout) or folder (a folder of photos)."""
+    return (params.get("data") or {}).get("layout", "celebamask")
+
+
+def dataset(params: dict):
+    """The images the stages after `faces` read: data.root itself (celebamask), or the faces stage's crops."""
+    from facepaint.data.faces import Dataset
+
+    layout = data_layout(params)
+    return Dataset(FACES, "folder") if layout == "folder" else Dataset(data_root(params), layout)
 
 
 # ------------------------------------------------------------------------------------------ reports

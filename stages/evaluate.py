@@ -23,16 +23,16 @@ from facepaint.evaluation.outputs import write_evaluation
 from facepaint.evaluation.run import EvalConfig, evaluate_methods
 from facepaint.method.artifact import load_artifact
 from facepaint.method.options import SamplingOptions
-from stages.common import CAPTIONS, EVALUATE, FID_STATS, MASKS, MODEL, SPLIT, cli, data_root, load_params, section
+from stages.common import CAPTIONS, EVALUATE, FID_STATS, MASKS, MODEL, SPLIT, cli, dataset, load_params, section
 
-PARAMS = ("data.root", "evaluate", "sampling")  # the params.yaml keys this stage's outputs depend on
+PARAMS = ("data.root", "data.layout", "evaluate", "sampling")  # the params.yaml keys this stage's outputs depend on
 # MLflow run tracking writes only to the tracking store and never fails the stage: its code cannot change
 # the outputs, so it is not a DVC dep (tools/stage_deps.py does not follow it; editing it does not rerun).
 BOOKKEEPING = ("tracking",)  # this stage uses tracking.runs only
 
 
 def run(
-    root: Path,
+    root,  # a Dataset (stages.common.dataset), or the CelebAMask-HQ root
     cfg: EvalConfig,
     sampling: SamplingOptions,
     model: Path = MODEL,
@@ -78,7 +78,7 @@ def track(metrics: dict, cfg: EvalConfig, sampling: SamplingOptions, out: Path, 
 
 def main() -> None:
     params = load_params()
-    run(data_root(params), section(params, "evaluate", EvalConfig), section(params, "sampling", SamplingOptions))
+    run(dataset(params), section(params, "evaluate", EvalConfig), section(params, "sampling", SamplingOptions))
 
 
 if __name__ == "__main__":

@@ -15,14 +15,14 @@ from pathlib import Path
 from facepaint.common.io import atomic_dir, read_parquet, read_parquet_metadata
 from facepaint.data.latents import LatentConfig, compute_latents, vae_downsampling, write_index
 from facepaint.method.models import ModelConfig, load_components
-from stages.common import LATENTS, MASKS, SPLIT, cli, data_root, finish, keys, load_params, section
+from stages.common import LATENTS, MASKS, SPLIT, cli, dataset, finish, keys, load_params, section
 
 # The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these): not its speed knobs.
-PARAMS = ("data.root", "model", *keys("latents", LatentConfig, except_=LatentConfig.SPEED_KNOBS))
+PARAMS = ("data.root", "data.layout", "model", *keys("latents", LatentConfig, except_=LatentConfig.SPEED_KNOBS))
 
 
 def run(
-    root: Path,
+    root,  # a Dataset (stages.common.dataset), or the CelebAMask-HQ root
     model: ModelConfig,
     cfg: LatentConfig,
     split: Path = SPLIT,
@@ -61,7 +61,7 @@ def run(
 
 def main() -> None:
     params = load_params()
-    run(data_root(params), section(params, "model", ModelConfig), section(params, "latents", LatentConfig))
+    run(dataset(params), section(params, "model", ModelConfig), section(params, "latents", LatentConfig))
 
 
 if __name__ == "__main__":

@@ -21,15 +21,16 @@ from pathlib import Path
 import pandas as pd
 
 from facepaint.common.io import read_parquet, write_json, write_parquet
+from facepaint.data.faces import as_dataset
 from facepaint.data.masks import MaskConfig, compute_masks, iou_summary, make_parser, mask_metadata, parser_name
-from stages.common import MASKS, MASKS_METRICS, SPLIT, cli, data_root, finish, keys, load_params, section
+from stages.common import MASKS, MASKS_METRICS, SPLIT, cli, dataset, finish, keys, load_params, section
 
 # The params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these): not its speed knobs.
-PARAMS = ("data.root", *keys("masks", MaskConfig, except_=MaskConfig.SPEED_KNOBS))
+PARAMS = ("data.root", "data.layout", *keys("masks", MaskConfig, except_=MaskConfig.SPEED_KNOBS))
 
 
 def run(
-    root: Path,
+    root,  # a Dataset (stages.common.dataset), or the CelebAMask-HQ root
     cfg: MaskConfig,
     split: Path = SPLIT,
     out: Path = MASKS,
@@ -51,7 +52,7 @@ def run(
     if len(df):
         print(f"masks: beta mean {df.beta.mean():.3f} (min {df.beta.min():.3f}, max {df.beta.max():.3f})")
     print(f"masks: IoU of the {name or 'parser'}'s masks vs the annotations:", iou)
-    write_parquet(df, out, metadata={"root": str(root), "masks": mask_metadata(cfg, parser)})
+    write_parquet(df, out, metadata={"root": str(as_dataset(root).root), "masks": mask_metadata(cfg, parser)})
     beta = {"mean": float(df.beta.mean()), "min": float(df.beta.min()), "max": float(df.beta.max())} if len(df) else {}
     # iou_parser_vs_annotations keeps its name (its readers): "parser" is whichever automatic back-end ran
     write_json(
@@ -63,7 +64,7 @@ def run(
 
 def main() -> None:
     params = load_params()
-    run(data_root(params), section(params, "masks", MaskConfig))
+    run(dataset(params), section(params, "masks", MaskConfig))
 
 
 if __name__ == "__main__":

@@ -61,13 +61,19 @@ OK_TEXT = "params.yaml passed stages/params.py; every stage depends on this file
 
 
 @dataclass
-class DataConfig:  # params.yaml `data` (stages.common.data_root reads it)
-    root: str  # a dataset in the official CelebAMask-HQ layout
+class DataConfig:  # params.yaml `data` (stages.common.data_root and data_layout read it)
+    root: str  # the dataset: a CelebAMask-HQ copy, or a folder of photos
+    layout: str  # celebamask | folder (facepaint.data.faces.LAYOUTS)
 
     def __post_init__(self):
         check_fields(self, "data")
         if not self.root.strip():
             raise ValueError("data.root must name the dataset directory, e.g. data/demo")
+        if self.layout not in ("celebamask", "folder"):
+            raise ValueError(
+                f"data.layout must be celebamask (the CelebAMask-HQ layout) or folder (a folder of photos), "
+                f"got {self.layout!r}"
+            )
 
 
 # Every section of params.yaml and the config class that reads it ("module:Class": loaded by name, so that
@@ -76,6 +82,7 @@ class DataConfig:  # params.yaml `data` (stages.common.data_root reads it)
 SECTIONS = {
     "data": DataConfig,
     "demo": "tools.demo:DemoConfig",
+    "faces": "facepaint.data.faces:FacesConfig",
     "split": "facepaint.data.split:SplitConfig",
     "masks": "facepaint.data.masks:MaskConfig",
     "captions": "facepaint.data.captions:CaptionConfig",

@@ -13,13 +13,38 @@ from pathlib import Path
 
 import pandas as pd
 
-from facepaint.common.io import write_parquet
+from facepaint.common.io import read_parquet, write_parquet
 from facepaint.common.report import StageReport
 from facepaint.data import celebamask
+from facepaint.data.faces import INDEX
 from facepaint.data.split import SplitConfig, split_ids
-from stages.common import SPLIT, cli, data_root, finish, load_params, section
+from stages.common import FACES, SPLIT, cli, data_layout, data_root, finish, load_params, section
 
-PARAMS = ("data.root", "split")  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
+PARAMS = (
+    "data.root",
+    "data.layout",
+    "split",
+)  # the params.yaml keys this stage's outputs depend on (dvc.yaml lists exactly these)
+
+
+def run_folder(cfg: SplitConfig, faces: Path = FACES, out: Path = SPLIT) -> pd.DataFrame:
+    """A folder's faces split by photo (the faces stage's `group`): the faces of one photo are all train or all
+    test, so no photo is both learnt and evaluated on."""
+    index = read_parquet(faces / INDEX)
+    groups = split_ids(index["group"].unique(), cfg)
+    df = pd.DataFrame({"id": index["id"].to_numpy(), "split": index["group"].map(groups).to_numpy()})
+    df["present"] = True
+    finish(StageReport("split", total=len(df), counted="faces"), cfg.max_malformed_fraction, "max_malformed_fraction")
+    n = df.groupby("split").size().to_dict()
+    photos = pd.Series(groups).value_counts().to_dict()
+    print(
+        f"split: {n.get('train', 0)} train / {n.get('test', 0)} test faces "
+        f"(from {photos.get('train', 0)} / {photos.get('test', 0)} photos)"
+    )
+    if not n.get("test") or not n.get("train"):
+        print(f"split: warning: {len(groups)} photo(s) give no {'test' if not n.get('test') else 'train'} face")
+    write_parquet(df, out, metadata={"layout": "folder", "split": asdict(cfg)})
+    return df
 
 
 def run(root: Path, cfg: SplitConfig, out: Path = SPLIT) -> pd.DataFrame:
@@ -51,7 +76,8 @@ def run(root: Path, cfg: SplitConfig, out: Path = SPLIT) -> pd.DataFrame:
 
 def main() -> None:
     params = load_params()
-    run(data_root(params), section(params, "split", SplitConfig))
+    cfg = section(params, "split", SplitConfig)
+    run_folder(cfg) if data_layout(params) == "folder" else run(data_root(params), cfg)
 
 
 if __name__ == "__main__":

@@ -591,12 +591,44 @@ def _plain_join(items: list[str]) -> str:
 class CaptionConfig:  # params.yaml `captions`
     n_candidates: int  # caption candidates per image (SPEC: about 10)
     seed: int
+    fallback: str  # a folder's photo without NAME.txt: this one caption (it invents no attribute)
 
     def __post_init__(self):
         check_fields(self, "captions")
+        if not self.fallback.strip() or len(self.fallback) > 300:
+            raise ValueError(f"captions.fallback must be a short caption, e.g. 'a photo of a person', got {self.fallback!r}")
         if self.n_candidates < 1:
             raise ValueError(f"captions.n_candidates must be at least 1, got {self.n_candidates}")
         check_number("captions.seed", self.seed, 0, MAX_SEED, whole=True)
+
+
+def folder_captions(
+    index: pd.DataFrame, splits: pd.Series, cfg: CaptionConfig, eval_prompts: list[str] | None = None
+) -> pd.DataFrame:
+    """The caption table of a folder's faces (facepaint.data.faces' index: its `captions` column, the lines of
+    each photo's NAME.txt), as `build_captions` returns it. A face without captions gets `cfg.fallback`. A test
+    face's evaluation prompt is the folder's evaluation prompts (`eval_prompts.txt`, one per line) in turn, or,
+    without that file, its own first caption: the held-out caption the photo came with."""
+    table = index.set_index("id").loc[splits.index]
+    cands = [list(c) if len(c) else [cfg.fallback] for c in table["captions"]]
+    split_values = splits.astype(str).to_numpy()
+    prompts, k = [], 0
+    for split, c in zip(split_values.tolist(), cands):
+        if split != "test":
+            prompts.append(None)
+        elif eval_prompts:
+            prompts.append(eval_prompts[k % len(eval_prompts)])
+            k += 1
+        else:
+            prompts.append(c[0])
+    return pd.DataFrame(
+        {
+            "id": pd.Series(splits.index.to_numpy(), dtype="int64"),
+            "split": pd.Series(split_values, dtype=object),
+            "candidates": pd.Series(cands, dtype=object),
+            "eval_prompt": pd.Series(prompts, dtype=object),
+        }
+    )
 
 
 def build_captions(attributes: pd.DataFrame, splits: pd.Series, cfg: CaptionConfig) -> pd.DataFrame:

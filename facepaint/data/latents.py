@@ -34,7 +34,7 @@ from facepaint.common.checks import check_fields, check_number
 from facepaint.common.images import ImageError, decode_png, load_rgb, worker_context
 from facepaint.common.io import atomic_path, write_json
 from facepaint.common.report import StageReport
-from facepaint.data import celebamask
+from facepaint.data.faces import as_dataset
 from facepaint.method.models import pick_device, pick_dtype
 
 FLIPS = ("none", "horizontal")
@@ -71,7 +71,7 @@ def vae_downsampling(vae) -> int:
 
 class _Images(torch.utils.data.Dataset):
     def __init__(self, root, masks: pd.DataFrame, resolution: int):
-        self.root, self.masks, self.resolution = root, masks.reset_index(drop=True), resolution
+        self.dataset, self.masks, self.resolution = as_dataset(root), masks.reset_index(drop=True), resolution
 
     def __len__(self):
         return len(self.masks)
@@ -81,7 +81,7 @@ class _Images(torch.utils.data.Dataset):
         image_id = int(row["id"])
         try:
             loaded = load_rgb(
-                celebamask.image_path(self.root, image_id), require_square=True, draft_size=self.resolution
+                self.dataset.image_path(image_id), require_square=True, draft_size=self.resolution
             )
         except ImageError as e:
             return {"id": image_id, "error": str(e)}

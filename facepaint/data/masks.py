@@ -39,6 +39,7 @@ from facepaint.common.images import ImageError, encode_png, load_mask, load_rgb,
 from facepaint.common.report import StageReport
 from facepaint.data import celebamask
 from facepaint.data.celebamask import check_parts
+from facepaint.data.faces import as_dataset, load_crop_mask
 from facepaint.method import mediapipe
 from facepaint.method.masks import BISENET_SIZE, BiSeNetParser, face_mask, parts_union_from_labels
 from facepaint.method.mediapipe import MeshMasker
@@ -137,10 +138,17 @@ class _Inputs(torch.utils.data.Dataset):
 
     def __init__(self, root, ids, cfg: MaskConfig, parse: bool):
         # parse: an automatic back-end runs, on the decoded pixels (BISENET_SIZE square, uint8 RGB)
-        self.root, self.ids, self.cfg, self.parse = root, list(ids), cfg, parse
+        self.dataset, self.ids, self.cfg, self.parse = as_dataset(root), list(ids), cfg, parse
 
     def __len__(self):
         return len(self.ids)
+
+    def annotation(self, image_id: int) -> tuple[np.ndarray, list[str]]:
+        """The dataset's own M: the union of the part masks (CelebAMask-HQ), or the crop's mask the faces stage
+        wrote (a folder: the user's mask where given, else the automatic one)."""
+        if self.dataset.layout == "folder":
+            return load_crop_mask(self.dataset, image_id), []
+        return annotation_union(self.dataset.root, image_id, self.cfg.parts)
 
     def __getitem__(self, i):
         image_id = int(self.ids[i])
@@ -149,7 +157,7 @@ class _Inputs(torch.utils.data.Dataset):
         try:
             size = BISENET_SIZE if self.parse else cfg.resolution
             loaded = load_rgb(
-                celebamask.image_path(self.root, image_id), min_size=cfg.min_size, require_square=True, draft_size=size
+                self.dataset.image_path(image_id), min_size=cfg.min_size, require_square=True, draft_size=size
             )
             item["notes"] += loaded.notes
             item["size"] = loaded.original_size
@@ -157,11 +165,11 @@ class _Inputs(torch.utils.data.Dataset):
                 im = loaded.image.resize((BISENET_SIZE, BISENET_SIZE), Image.Resampling.BILINEAR)
                 item["pixels"] = np.asarray(im, dtype=np.uint8)
             if cfg.backend == "annotations":
-                item["annotation"], notes = annotation_union(self.root, image_id, cfg.parts)
+                item["annotation"], notes = self.annotation(image_id)
                 item["notes"] += notes
             elif self.parse:  # the ground truth beside the parser's mask, where the dataset has it
                 try:
-                    item["annotation"], _ = annotation_union(self.root, image_id, cfg.parts)
+                    item["annotation"], _ = self.annotation(image_id)
                 except ImageError:
                     pass
         except ImageError as e:

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from facepaint.common.checks import MAX_SEED, check_fields, check_number, settings
 from facepaint.common.errors import FacepaintError
 from facepaint.common.images import decode_png, load_rgb, resize_binary, resize_rgb
-from facepaint.data import celebamask
+from facepaint.data.faces import as_dataset, sha256_file
 from facepaint.evaluation.methods.base import EditInput, measure
 from facepaint.evaluation.methods.blended_latent import BlendedLatentSettings
 from facepaint.evaluation.methods.brushnet import BrushNetSettings
@@ -154,7 +154,7 @@ class Sample:
 def load_sample(root, row: pd.Series, resolution: int, sigma: float) -> Sample:
     """A test photo at the evaluation `resolution` (the model's) with its face mask M from the masks table
     and M_soft = G_sigma * M (`sigma`: `SamplingOptions.sigma`, in pixels of a 512 px crop)."""
-    image = resize_rgb(load_rgb(celebamask.image_path(root, int(row["id"]))).image, resolution)
+    image = resize_rgb(load_rgb(as_dataset(root).image_path(int(row["id"]))).image, resolution)
     mask = resize_binary(decode_png(row["mask"]), resolution)
     return Sample(int(row["id"]), image, mask, soft_mask(mask, sigma_pixels(sigma, resolution)), float(mask.mean()))
 
@@ -482,11 +482,15 @@ class EvaluationError(FacepaintError):
 def fid_reference(fid, root, ids: list[int], resolution: int, cache: Path | None):
     """Inception statistics of the real test images `ids` at `resolution`, cached in `cache` (a directory)
     under a key naming the exact images, resolution and extractor; None for no cache."""
-    key = hashlib.sha256(json.dumps([str(Path(root).resolve()), ids, resolution, fid.name]).encode()).hexdigest()
+    dataset = as_dataset(root)
+    files = [sha256_file(dataset.image_path(i)) for i in ids]  # the content: a folder's crops share their paths
+    key = hashlib.sha256(
+        json.dumps([str(Path(dataset.root).resolve()), ids, files, resolution, fid.name]).encode()
+    ).hexdigest()
     path = None if cache is None else Path(cache) / f"{key[:16]}.npz"
     if path is not None and path.is_file():
         return fid.load_stats(path)
-    images = (resize_rgb(load_rgb(celebamask.image_path(root, i)).image, resolution) for i in ids)
+    images = (resize_rgb(load_rgb(dataset.image_path(i)).image, resolution) for i in ids)
     mu, sigma, n = fid.reference_stats(images)
     if path is None:
         return mu, sigma, n

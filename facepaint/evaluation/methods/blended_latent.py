@@ -239,7 +239,7 @@ class BlendedLatent(Method):
     def generate(self, image: np.ndarray, mask: np.ndarray, prompt: str, seed: int) -> np.ndarray:
         """uint8 (R, R, 3): `image` edited where `mask` by the public code's loop (module docstring)."""
         s, dev, dtype = self.settings, self.device, self.unet.dtype
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).float() / 127.5 - 1
+        pixels = torch.from_numpy(np.array(image, copy=True)).float() / 127.5 - 1
         pixels = pixels.permute(2, 0, 1)[None].to(dev, self.vae.dtype)
         source = (self.vae.encode(pixels).latent_dist.mean * LATENT_SCALE).to(dtype)
         m = edit_mask(mask, self.latent_size).to(dev, dtype)

@@ -1,6 +1,7 @@
 """captions: ~10 caption candidates per image from its attributes, and each test image's evaluation prompt.
 
-Inputs:  data.root (attribute file), data/split.parquet, params `captions`
+Inputs:  data.root's attribute file (celebamask) or data/faces/labels.parquet (a folder's captions),
+         data/split.parquet, params `captions`
 Outputs: data/captions.parquet (id, split, candidates: list<string>, eval_prompt)
 Run:     dvc repro captions     (or: python -m stages.captions)
 """
@@ -15,7 +16,7 @@ import pandas as pd
 from facepaint.common.io import read_parquet, read_parquet_metadata, write_parquet
 from facepaint.data import celebamask
 from facepaint.data.captions import CaptionConfig, build_captions, folder_captions
-from facepaint.data.faces import INDEX
+from facepaint.data.faces import LABELS
 from stages.common import CAPTIONS, FACES, SPLIT, cli, data_layout, data_root, load_params, section
 
 PARAMS = (
@@ -30,9 +31,10 @@ def run(
 ) -> pd.DataFrame:
     present = read_parquet(split).query("present").set_index("id")["split"]
     if layout == "folder":  # the photos' own captions (NAME.txt), or the one neutral fallback: no attribute invented
-        prompts = read_parquet_metadata(faces / INDEX).get("eval_prompts")
-        df = folder_captions(read_parquet(faces / INDEX), present, cfg, prompts)
-        own = int((read_parquet(faces / INDEX)["captions"].map(len) > 0).sum())
+        labels = read_parquet(faces / LABELS)
+        prompts = read_parquet_metadata(faces / LABELS).get("eval_prompts")
+        df = folder_captions(labels, present, cfg, prompts)
+        own = int((labels["captions"].map(len) > 0).sum())
         print(
             f"captions: {own} of {len(df)} faces have their photo's captions, the others {cfg.fallback!r}; "
             f"evaluation prompts from {'eval_prompts.txt' if prompts else 'the held-out captions'}"

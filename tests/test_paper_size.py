@@ -273,3 +273,55 @@ def test_the_sd15_baselines_run_on_their_full_size_architectures(fixture_root, t
         out = m.edit(x)
         assert out.shape == (512, 512, 3) and out.dtype == np.uint8, name
         assert (out[fm.mask] != image[fm.mask]).any(), name
+
+
+def test_a_folder_of_photos_trains_on_the_full_size_architecture(
+    fixture_root, tmp_path, monkeypatch, random_bisenet_weights
+):
+    """data.layout: folder at the paper profile's sizes: four fixture portraits made into a user's messy folder
+    (re-encoded, shrunk, EXIF-rotated, one pasted rolled onto a larger canvas), the faces stage's 512 px crops with
+    BiSeNet's masks (random weights), the split by photo, the crops' masks, captions from NAME.txt or the
+    fallback, the full-size VAE's latents and 2 training steps of the full-size UNet. About 4 minutes."""
+    from facepaint.data.faces import FacesConfig
+    from stages import faces
+    from stages.common import FACES
+    from tools.composites import portrait_landmarks
+    from tools.photo_folder import photo_folder
+
+    portraits = []
+    for i in sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())[:8]:
+        im = np.asarray(Image.open(image_path(fixture_root, i)).convert("RGB"))
+        lm, _, _ = portrait_landmarks(fixture_root, i, im.shape[0])
+        if lm is not None and len(portraits) < 4:
+            portraits.append((im, lm[:2]))
+    photo_folder(tmp_path / "photos", portraits, seed=0, broken=False)
+    weights = tmp_path / "sd15-inpainting-random"
+    save_pipeline(sd15_random_components(seed=0), weights)
+    params = load_params(REPO / "params.yaml", profile="paper")
+    model = section(params, "model", ModelConfig, pretrained=str(weights))
+    monkeypatch.chdir(tmp_path)
+    t = time.perf_counter()
+    fcfg = section(params, "faces", FacesConfig, mask_backend="bisenet", device="cpu")
+    assert fcfg.size == 512
+    index = faces.run(
+        tmp_path / "photos", "folder", fcfg, params["masks"]["parts"], bisenet_weights=str(random_bisenet_weights)
+    )
+    assert len(index) == 4 and set(index.mask_from) == {"bisenet"}
+    split.run_folder(section(params, "split", SplitConfig, train_parts=1, test_parts=1))
+    from stages.common import dataset
+
+    ds = dataset({"data": {"root": str(tmp_path / "photos"), "layout": "folder"}})
+    assert ds.root == FACES
+    mask_cfg = section(params, "masks", MaskConfig, backend="annotations", batch_size=2, workers=0)
+    table = masks.run(ds, mask_cfg, progress=False)
+    assert len(table) == 4 and table.beta.between(0.05, 0.9).all()
+    captions.run(tmp_path / "photos", section(params, "captions", CaptionConfig), layout="folder")
+    index_ = latents.run(ds, model, section(params, "latents", LatentConfig, batch_size=2, workers=0), progress=False)
+    assert index_["latent_shape"] == [4, 64, 64] and index_["resolution"] == 512 and index_["count"] >= 1
+    result = train.run(
+        model,
+        section(params, "train", TrainConfig, batch_size=2, max_steps=2, log_every=1, checkpoint_every=0),
+        progress=False,
+    )
+    assert result.metrics["steps"] == 2
+    print(json.dumps({"folder_pipeline_s": round(time.perf_counter() - t, 1), "faces": len(index)}))

@@ -43,7 +43,8 @@ PER_PHOTO = ("all", "largest")
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 MASK_SUFFIX = "_mask"  # NAME_mask.png: the user's mask of NAME.jpg
 CAPTION_SUFFIX = ".txt"  # NAME.txt: caption candidates of NAME.jpg, one per line
-INDEX = "index.parquet"
+INDEX = "index.parquet"  # the images (and what later stages read of them, by SHA-256)
+LABELS = "labels.parquet"  # what they are labelled with: CelebA attributes (their file's SHA-256) or captions
 EVAL_PROMPTS = "eval_prompts.txt"  # at the folder's top: the evaluation's prompts, one per line (optional)
 CROPS, MASKS = "crops", "masks"
 MAX_CAPTION_CHARS = 2000  # a caption line longer than this is cut (CLIP reads 77 tokens anyway)
@@ -126,8 +127,8 @@ def _sha_of_files(paths: list[Path]) -> str | None:
 
 
 def index_celebamask(root: str | os.PathLike, workers: int = 4) -> tuple[pd.DataFrame, dict]:
-    """(one row per id of the attribute file: id, image_sha (None: no image), parts_sha (None: no part mask);
-    metadata with the attribute file's SHA-256). Reads every byte the later stages read, no more."""
+    """(one row per id of the attribute file or image folder: id, image_sha (None: no image), parts_sha (None:
+    no part mask); metadata with the attribute file's SHA-256). Reads every byte the later stages read."""
     root = Path(root)
     attr_file = root / celebamask.ATTRIBUTE_FILE
     if not attr_file.is_file():
@@ -259,7 +260,8 @@ def extract_faces(
             report.add_unusable(name, _reason(e, name, rel, folder.root, cfg, helper))
             continue
         for w in caught:
-            report.add_warning(name, _short(str(w.message), folder.root))
+            text = _short(str(w.message), folder.root).removeprefix(f"{folder.root / rel}: ").removeprefix(f"{name}: ")
+            report.add_warning(name, text.replace("--min-face", "faces.min_face"))
         h, w_ = prepared.photo.shape[:2]
         for job in prepared.jobs:
             crop_png = out / CROPS / f"{next_id}.png"

@@ -139,3 +139,19 @@ def test_a_caption_edit_changes_the_labels_and_not_the_index(folder, faces, tmp_
     assert read_parquet(again / INDEX).equals(read_parquet(out / INDEX))
     assert read_parquet_metadata(again / INDEX) == {**read_parquet_metadata(out / INDEX), "root": str(copy)}
     assert not read_parquet(again / LABELS).equals(read_parquet(out / LABELS))
+
+
+def test_the_masks_stage_takes_each_crops_m_as_the_faces_stage_made_it(faces):
+    from facepaint.common.images import decode_png, load_mask, resize_binary
+    from facepaint.data.faces import Dataset
+    from facepaint.data.masks import MaskConfig, compute_masks
+
+    out, df = faces
+    cfg = MaskConfig(backend="annotations", parts=list(PARTS), resolution=64, latent_factor=8, bisenet_weights=None,
+                     batch_size=2, device="cpu", half=False, channels_last=False, workers=0, min_size=32,
+                     max_unusable_fraction=0.0)  # fmt: skip
+    table, report = compute_masks(Dataset(out, "folder"), df.id.tolist(), cfg, progress=False)
+    assert not report.unusable and len(table) == len(df)
+    for _, row in table.iterrows():
+        made = resize_binary(load_mask(out / "masks" / f"{row.id}.png"), 64)
+        assert (decode_png(row["mask"]) == made).mean() > 0.99

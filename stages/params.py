@@ -92,6 +92,7 @@ SECTIONS = {
     "sampling": "facepaint.method.options:SamplingOptions",
     "evaluate": "facepaint.evaluation.run:EvalConfig",
     "ablation": "facepaint.evaluation.ablation:AblationConfig",
+    "gan": "facepaint.evaluation.msagan:GanConfig",
     "register": "stages.register:RegisterConfig",
     "retrain": "flows.retrain:RetrainConfig",
 }

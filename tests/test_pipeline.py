@@ -24,11 +24,11 @@ def test_one_name_per_concept():
     """Each dvc.yaml stage runs stages/<name>.py, depends on it, and its params are its own section (plus
     the shared data, model and sampling sections, and keys of other sections that it reads, declared one key
     at a time: the train and evaluate settings that the loss ablation trains and evaluates its variants
-    with)."""
+    with; the face parts and BiSeNet weights the faces stage masks a folder's crops with, whose home is `masks`)."""
     stages = load_yaml("dvc.yaml")["stages"]
     params = load_yaml("params.yaml")
     shared = {"data", "model", "sampling"}
-    borrowed = {"ablation": {"train", "evaluate"}}
+    borrowed = {"ablation": {"train", "evaluate"}, "faces": {"masks"}}
     for name, stage in stages.items():
         assert stage["cmd"] == f"python -m stages.{name}"
         assert (REPO / "stages" / f"{name}.py").is_file()

@@ -491,7 +491,7 @@ def test_build_captions_table(tmp_path):
     table = _table(rows)
     chosen = [1029, 1003, 1017, 1000, 1011, 1022]  # unsorted, a subset
     splits = pd.Series(["train", "test", "test", "train", "train", "test"], index=pd.Index(chosen, name="id"))
-    df = build_captions(table, splits, CaptionConfig(n_candidates=5, seed=1))
+    df = build_captions(table, splits, CaptionConfig(n_candidates=5, seed=1, fallback="a photo of a person"))
     assert list(df.columns) == ["id", "split", "candidates", "eval_prompt"]
     assert df["id"].dtype == "int64"
     assert df["id"].tolist() == sorted(chosen)

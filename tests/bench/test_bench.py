@@ -31,6 +31,7 @@ def run_bench(name: str, tmp_path: Path, *args: str) -> tuple[str, dict]:
     return proc.stdout, json.loads(out.read_text())
 
 
+@pytest.mark.slow  # each runs its benchmark end to end in a new process (15-30 s): --runslow
 def test_train_bench(tmp_path):
     stdout, result = run_bench(
         "train", tmp_path, "--steps", "1", "--warmup", "1", "--variants", "baseline,default+classic"
@@ -81,6 +82,7 @@ def test_train_bench_refuses_an_unknown_variant(tmp_path):
     assert proc.returncode != 0 and "unknown variant 'default+turbo'" in proc.stderr
 
 
+@pytest.mark.slow  # each runs its benchmark end to end in a new process (15-30 s): --runslow
 def test_edit_bench(tmp_path):
     stdout, result = run_bench(
         "edit", tmp_path, "--steps", "2", "--batch", "2", "--repeats", "1", "--variants", "baseline", "optimized"
@@ -126,6 +128,7 @@ def test_edit_bench(tmp_path):
     }  # Speed's defaults on a CPU
 
 
+@pytest.mark.slow  # each runs its benchmark end to end in a new process (15-30 s): --runslow
 def test_precompute_bench(tmp_path):
     # `--data demo`: a generated set (tools/demo.py), so the test needs no ../shared fixture
     stdout, result = run_bench("precompute", tmp_path, "--data", "demo", "--n", "4", "--batch", "2", "--workers", "0")

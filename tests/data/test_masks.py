@@ -343,9 +343,10 @@ def mesh_masker():
     return mediapipe.MeshMasker(download=False)
 
 
-def test_mesh_backend_on_real_fixture(fixture_root, mesh_masker, tmp_path):
+def test_mesh_backend_on_real_fixture(fixture_root, mesh_masker, tmp_path, monkeypatch):
     """On real portraits the stage's mesh masks are MeshMasker's (on the image decoded as for BiSeNet) at the
     training resolution, close to the annotated face (IoU > 0.7 on average), and the metrics name the mesh."""
+    monkeypatch.chdir(tmp_path)  # the stage writes its report under data/reports of the working directory
     from facepaint.common.images import load_rgb
     from facepaint.common.io import write_parquet
 

@@ -41,10 +41,22 @@ def folder(tmp_path_factory):
     return root
 
 
+@pytest.fixture(autouse=True)
+def elsewhere(tmp_path, monkeypatch):
+    """The stages write their reports under data/reports of the working directory: not the project's."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def faces(folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "faces"
-    df = faces_stage.run(folder, "folder", CFG, PARTS, out=out, progress=False)
+    import os
+
+    out, here = tmp_path_factory.mktemp("data") / "faces", os.getcwd()
+    os.chdir(out.parent)
+    try:
+        df = faces_stage.run(folder, "folder", CFG, PARTS, out=out, progress=False)
+    finally:
+        os.chdir(here)
     return out, df
 
 

@@ -34,6 +34,7 @@ from PIL import Image
 from facepaint.common.checks import check_fields, check_number
 from facepaint.common.errors import FacepaintError
 from facepaint.common.images import ImageError, encode_png, load_mask
+from facepaint.common.io import sha256_file
 from facepaint.common.report import DatasetError, StageReport
 from facepaint.data import celebamask
 from facepaint.method.face_options import DETECTORS, MASK_BACKENDS, MAX_MIN_FACE
@@ -106,14 +107,6 @@ def as_dataset(root) -> Dataset:
 
 
 # ------------------------------------------------------------------------------------------ hashing
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sha_of_files(paths: list[Path]) -> str | None:

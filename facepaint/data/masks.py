@@ -22,7 +22,6 @@ resolution (NaN where one of them is missing): how far the automatic masks are f
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 
 from facepaint.common.checks import check_fields, check_number
 from facepaint.common.images import ImageError, encode_png, load_mask, load_rgb, resize_binary, worker_context
+from facepaint.common.io import sha256_file
 from facepaint.common.report import StageReport
 from facepaint.data import celebamask
 from facepaint.data.celebamask import check_parts
@@ -120,14 +120,6 @@ def annotation_union(root, image_id: int, parts) -> tuple[np.ndarray, list[str]]
     if "skin" in parts and "skin" not in found:
         notes.append("no skin part mask")
     return union, notes
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------- the stage
@@ -322,7 +314,7 @@ def mask_metadata(cfg: MaskConfig, parser: BiSeNetParser | MeshMasker | None = N
     meta["parts"] = list(cfg.parts)
     if cfg.backend == "bisenet" and parser is not None:  # M is the parser's (else it only gave iou_annotations)
         meta["bisenet_weights"] = str(parser.weights)
-        meta["bisenet_sha256"] = file_sha256(parser.weights)
+        meta["bisenet_sha256"] = sha256_file(parser.weights)
     if cfg.backend == "mesh":
         meta["mesh_model"] = MeshMasker.name
         meta["mesh_files"] = dict(mediapipe.FILES)  # name -> SHA-256

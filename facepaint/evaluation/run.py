@@ -46,7 +46,8 @@ from tqdm.auto import tqdm
 from facepaint.common.checks import MAX_SEED, check_fields, check_number, settings
 from facepaint.common.errors import FacepaintError
 from facepaint.common.images import decode_png, load_rgb, resize_binary, resize_rgb
-from facepaint.data.faces import as_dataset, sha256_file
+from facepaint.common.io import sha256_file
+from facepaint.data.faces import as_dataset
 from facepaint.evaluation.methods.base import EditInput, measure
 from facepaint.evaluation.methods.blended_latent import BlendedLatentSettings
 from facepaint.evaluation.methods.brushnet import BrushNetSettings

@@ -18,13 +18,13 @@ from facepaint.common.images import decode_png
 from facepaint.common.io import read_parquet_metadata
 from facepaint.common.report import DatasetError
 from facepaint.data import celebamask
+from facepaint.common.io import sha256_file
 from facepaint.data.masks import (
     BACKENDS,
     NO_FACE,
     MaskConfig,
     annotation_union,
     compute_masks,
-    file_sha256,
     iou,
     iou_summary,
     mask_metadata,
@@ -80,7 +80,7 @@ def test_metadata_holds_what_made_the_table_and_nothing_else(random_bisenet_weig
     parser = BiSeNetParser(c.bisenet_weights, "cpu")
     parsed = mask_metadata(c, parser)
     assert parsed["bisenet_weights"] == str(random_bisenet_weights)
-    assert parsed["bisenet_sha256"] == file_sha256(random_bisenet_weights) and len(parsed["bisenet_sha256"]) == 64
+    assert parsed["bisenet_sha256"] == sha256_file(random_bisenet_weights) and len(parsed["bisenet_sha256"]) == 64
     # with the annotations backend the parser only gave iou_annotations: M is not its, the metadata says nothing
     assert "bisenet_sha256" not in mask_metadata(cfg(bisenet_weights=str(random_bisenet_weights)), parser)
     # the mesh's masks carry the model files that made them, by SHA-256

@@ -26,11 +26,10 @@ from facepaint.common.io import atomic_dir, atomic_path, read_parquet, write_jso
 from facepaint.data import celebamask
 from facepaint.data.faces import as_dataset
 from facepaint.evaluation.msagan import (
-    Discriminator,
     GanConfig,
     attribute_accuracy,
-    init_weights,
     load_gan_data,
+    networks,
     train_gan,
 )
 from stages.common import SPLIT, cli, dataset, keys, load_params, section
@@ -43,7 +42,6 @@ BOOKKEEPING = ("tracking",)  # MLflow tracking only: it cannot change the output
 
 def run(root, cfg: GanConfig, split: Path = SPLIT, out: Path = GAN, checkpoints: Path = GAN_CHECKPOINTS,
         progress: bool = True) -> dict:  # fmt: skip
-    import torch
     from safetensors.torch import save_file
 
     ds = as_dataset(root)
@@ -64,10 +62,7 @@ def run(root, cfg: GanConfig, split: Path = SPLIT, out: Path = GAN, checkpoints:
     test, skipped_test = load_gan_data(ds, test_ids, attrs, cfg)
     rows = []
     G, D, steps = train_gan(data, cfg, checkpoints, progress=progress, log=lambda s, d: rows.append({"step": s, **d}))
-    with torch.random.fork_rng(devices=[]):  # the critic before training, for the accuracy it started from
-        torch.manual_seed(cfg.seed)
-        D0 = Discriminator(cfg.image_size, cfg.channels)
-        D0.apply(init_weights)
+    D0 = networks(cfg)[1]  # the critic before training, for the accuracy it started from
     positive = float(test.c.mean()) if len(test.c) else float("nan")
     result = {
         "attribute": cfg.attribute,

@@ -325,3 +325,84 @@ def test_a_folder_of_photos_trains_on_the_full_size_architecture(
     )
     assert result.metrics["steps"] == 2
     print(json.dumps({"folder_pipeline_s": round(time.perf_counter() - t, 1), "faces": len(index)}))
+
+
+def test_blended_diffusion_and_msagan_run_at_full_size(fixture_root, tmp_path, monkeypatch):
+    """Blended Diffusion on guided-diffusion's full-size 256 px UNet (553 M parameters) and CLIP ViT-B/16, random,
+    saved as their public files and loaded through `build_methods`; MSaGAN trained by the gan stage at the paper
+    profile's size (128 px, 32 channels, batch 16) for 2 steps on 36 fixture photos; one edit each of a 512 px
+    fixture photo. Prints their times and the process's peak memory."""
+    import resource
+
+    import pandas as pd
+
+    from facepaint.common.images import load_rgb, resize_rgb
+    from facepaint.data.masks import annotation_union
+    from facepaint.evaluation.methods.base import EditInput
+    from facepaint.evaluation.methods.blended_diffusion import save_random_open_clip, vit_b16_config
+    from facepaint.evaluation.methods.guided_unet import UNCOND_256, save_random_guided_checkpoint
+    from facepaint.evaluation.methods.registry import build_methods
+    from facepaint.evaluation.msagan import GanConfig
+    from facepaint.method.adapter import FaceAdapter
+    from facepaint.method.artifact import freeze_all_but_kv, save_artifact
+    from facepaint.method.blend import soft_mask
+    from facepaint.method.masks import face_mask
+    from facepaint.method.models import tiny_components
+    from stages import gan
+    from tests.helpers import tiny_conditions
+
+    monkeypatch.chdir(tmp_path)
+    params = load_params(REPO / "params.yaml", profile="paper")
+    t = time.perf_counter()
+    save_random_guided_checkpoint(tmp_path / "256x256_diffusion_uncond.pt", UNCOND_256, 0)
+    save_random_open_clip(tmp_path / "clip", vit_b16_config(), 0)
+    saved_s = time.perf_counter() - t
+
+    ids = sorted(int(x) for x in (fixture_root / "ids.txt").read_text().split())[:36]
+    split_file = tmp_path / "split.parquet"
+    pd.DataFrame({"id": ids, "split": ["train"] * 32 + ["test"] * 4, "present": True}).to_parquet(split_file)
+    gan_cfg = section(params, "gan", GanConfig, max_steps=2, device="cpu")
+    assert (gan_cfg.image_size, gan_cfg.channels, gan_cfg.batch_size) == (128, 32, 16)
+    t = time.perf_counter()
+    trained = gan.run(fixture_root, gan_cfg, split=split_file, out=tmp_path / "gan", checkpoints=tmp_path / "ck",
+                      progress=False)  # fmt: skip
+    gan_s = time.perf_counter() - t
+    assert trained["steps"] == 2 and trained["train_images"] == 32
+
+    comps = tiny_components(seed=0, parts=("unet", "text_encoder"))  # only the artifact's conditions are read
+    freeze_all_but_kv(comps.unet)
+    artifact = save_artifact(
+        tmp_path / "model", comps.unet, FaceAdapter(comps.text_encoder.config.hidden_size), tiny_conditions(512)
+    )
+    cfg = section(params, "evaluate", EvalConfig, dtype="fp32")
+    baselines = replace(cfg.baselines, guided_diffusion=str(tmp_path / "256x256_diffusion_uncond.pt"),
+                        clip_vit_b16=str(tmp_path / "clip"), msagan=str(tmp_path / "gan" / "model"))  # fmt: skip
+    bd = replace(cfg.blended_diffusion, skip_timesteps=98, batch_size=1, iterations_num=1)  # 2 of its steps
+    assert bd.model == "uncond_256"
+    names = ["blended_diffusion", "msagan"]
+    t = time.perf_counter()
+    methods, unavailable = build_methods(
+        names, artifact.path, section(params, "sampling", SamplingOptions), device="cpu", dtype="fp32",
+        baselines=baselines, brushnet=cfg.brushnet, diptych=cfg.diptych, blended_latent=cfg.blended_latent,
+        blended_diffusion=bd,
+    )  # fmt: skip
+    load_s = time.perf_counter() - t
+    assert list(methods) == names and unavailable == {}
+    assert sum(p.numel() for p in methods["blended_diffusion"].unet.parameters()) == 552_814_086
+
+    i = ids[-1]
+    image = resize_rgb(load_rgb(image_path(fixture_root, i)).image, 512)
+    fm = face_mask(annotation_union(fixture_root, i, section(params, "masks", MaskConfig).parts)[0], 512, 8)
+    soft = soft_mask(fm.mask, sigma_pixels(section(params, "sampling", SamplingOptions).sigma, 512))
+    x = EditInput(image, fm.mask, soft, fm.beta, "a photo of a smiling woman", 0)
+    figures = {"save_s": round(saved_s, 1), "gan_2_steps_s": round(gan_s, 1), "load_s": round(load_s, 1)}
+    for name, m in methods.items():
+        assert m.applies(x), name
+        t = time.perf_counter()
+        out = m.edit(x)
+        figures[f"{name}_edit_s"] = round(time.perf_counter() - t, 1)
+        assert out.shape == (512, 512, 3) and out.dtype == np.uint8, name
+        assert np.array_equal(out[soft == 0], image[soft == 0]), name
+        assert (out[fm.mask] != image[fm.mask]).any(), name
+    figures["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 1)
+    print(json.dumps(figures))

@@ -10,6 +10,10 @@ So the demo's evaluation runs every baseline through the same loading code as th
     data/demo_models/brushnet/         BrushNet as TencentARC ships it (config.json + safetensors)
     data/demo_models/flux/             a diffusers FLUX.1-dev pipeline (Diptych Prompting's base)
     data/demo_models/flux_controlnet/  alimama's inpainting ControlNet layout (extra_condition_channels 4)
+    data/demo_models/guided_diffusion.pt  a tiny guided-diffusion UNet (guided_unet.TINY) saved as openai saves
+                                       256x256_diffusion_uncond.pt (Blended Diffusion's)
+    data/demo_models/clip_vit_b16/     a tiny CLIP of ViT-B/16's design in open_clip's folder layout (Blended
+                                       Diffusion's)
 
 They are random: what they edit means nothing, and the demo's figures only show that the code runs. The
 paper profile points `evaluate.baselines` at the public checkpoints instead.
@@ -19,9 +23,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from facepaint.evaluation.methods.blended_diffusion import TINY_CLIP, save_random_open_clip
 from facepaint.evaluation.methods.blended_latent import save_sd21_base
 from facepaint.evaluation.methods.brushnet import save_tiny_brushnet
 from facepaint.evaluation.methods.diptych import save_tiny_flux, save_tiny_flux_controlnet
+from facepaint.evaluation.methods.guided_unet import TINY, save_random_guided_checkpoint
 from facepaint.method.models import save_tiny_t2i
 
 
@@ -32,4 +38,6 @@ def write(out: Path, seed: int) -> list[str]:
     save_tiny_brushnet(out / "brushnet", seed)
     save_tiny_flux(out / "flux", seed)
     save_tiny_flux_controlnet(out / "flux_controlnet", seed)
-    return ["sd15_t2i", "sd21_base", "brushnet", "flux", "flux_controlnet"]
+    save_random_guided_checkpoint(out / "guided_diffusion.pt", TINY, seed)
+    save_random_open_clip(out / "clip_vit_b16", TINY_CLIP, seed)
+    return ["sd15_t2i", "sd21_base", "brushnet", "flux", "flux_controlnet", "guided_diffusion.pt", "clip_vit_b16"]

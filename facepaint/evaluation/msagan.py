@@ -50,13 +50,30 @@ from facepaint.common.checks import MAX_SEED, check_fields, check_number
 
 VARIANTS = ("E1D1", "E1D2", "E2D1", "E2D2")
 MASK_LOSSES = ("sde", "mae", "mse", "none")
+INITS = ("sagan", "pytorch")
 # The face parts whose union is an attribute's guide mask. Mouth_Slightly_Open is the publication's; the others
 # are [ours] (the region a change of that attribute touches).
 GUIDE_PARTS = {
     "Mouth_Slightly_Open": ("u_lip", "mouth", "l_lip"),
     "Smiling": ("u_lip", "mouth", "l_lip"),
     "Eyeglasses": ("eye_g", "l_eye", "r_eye"),
+    "Blond_Hair": ("hair",),
 }
+# The words of an evaluation prompt that ask for the attribute (whole words, any case): the evaluation's MSaGAN
+# edits the pairs whose prompt has one (facepaint.data.captions.eval_prompt writes "smiling", "glasses", "blond").
+PROMPT_WORDS = {
+    "Mouth_Slightly_Open": ("open mouth", "mouth open", "mouth slightly open", "parted lips"),
+    "Smiling": ("smiling", "smile", "smiles"),
+    "Eyeglasses": ("glasses", "eyeglasses", "spectacles"),
+    "Blond_Hair": ("blond", "blonde"),
+}
+
+
+def asks_for(prompt: str, attribute: str) -> bool:
+    """Whether `prompt` asks for `attribute` (one of PROMPT_WORDS' phrases as whole words)."""
+    import re
+
+    return any(re.search(rf"\b{re.escape(w)}\b", prompt, re.IGNORECASE) for w in PROMPT_WORDS[attribute])
 
 
 @dataclass
@@ -80,6 +97,7 @@ class GanConfig:  # params.yaml `gan`
     max_steps: int | None  # generator steps; overrides epochs when set (the demo's)
     checkpoint_every: int  # generator steps between checkpoints (0: only at the end)
     seed: int
+    init: str  # sagan: N(0, 0.02) weights, zero biases (SaGAN's code) | pytorch: PyTorch's default initialisation
     device: str
 
     SPEED_KNOBS = ("device", "checkpoint_every")
@@ -108,6 +126,8 @@ class GanConfig:  # params.yaml `gan`
             check_number("gan.max_steps", self.max_steps, 1, 10_000_000, whole=True)
         check_number("gan.checkpoint_every", self.checkpoint_every, 0, 10_000_000, whole=True)
         check_number("gan.seed", self.seed, 0, MAX_SEED, whole=True)
+        if self.init not in INITS:
+            raise ValueError(f"gan.init must be one of {INITS}, got {self.init!r}")
 
 
 # ------------------------------------------------------------------------------------------ networks
@@ -192,6 +212,17 @@ class Discriminator(nn.Module):
     def forward(self, x):
         h = self.body(x)
         return self.critic(h), torch.sigmoid(self.cls(h)).flatten()
+
+
+def networks(cfg: GanConfig) -> tuple[Generator, Discriminator]:
+    """The untrained generator and critic of `cfg`, initialised from `cfg.seed` (`cfg.init`)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        G, D = Generator(cfg.variant, cfg.channels), Discriminator(cfg.image_size, cfg.channels)
+        if cfg.init == "sagan":
+            G.apply(init_weights)
+            D.apply(init_weights)
+    return G, D
 
 
 def init_weights(module: nn.Module) -> None:
@@ -303,11 +334,7 @@ def train_gan(
     device = torch.device("cpu" if cfg.device in ("auto", "cpu") and not torch.cuda.is_available() else
                           ("cuda" if cfg.device == "auto" else cfg.device))  # fmt: skip
     gen = torch.Generator().manual_seed(cfg.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        G, D = Generator(cfg.variant, cfg.channels), Discriminator(cfg.image_size, cfg.channels)
-        G.apply(init_weights)
-        D.apply(init_weights)
+    G, D = networks(cfg)
     G, D = G.to(device), D.to(device)
     g_opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     d_opt = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))

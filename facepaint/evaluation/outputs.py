@@ -34,7 +34,8 @@ def evaluation_metrics(ev: Evaluation, cfg: EvalConfig, artifact_version: str) -
     r = ev.result
     fid = {}
     if "fid" in cfg.metrics:
-        fid = {name: {"fid": r.fid[name]} if name in r.fid else {"fid": "unavailable"} for name in r.summary}
+        fid = {name: {"fid": r.fid[name]} if r.fid.get(name) is not None else {"fid": "unavailable"}
+               for name in r.summary}  # fmt: skip
     metrics = {
         "definitions": DEFINITIONS,
         "pairs": len(ev.pairs),
@@ -47,6 +48,8 @@ def evaluation_metrics(ev: Evaluation, cfg: EvalConfig, artifact_version: str) -
         "off_methods": ev.off_methods,
         "off_metrics": ev.off_metrics,
         "failed_methods": r.failed,
+        "skipped_methods": r.skipped,  # edited no pair (MSaGAN when no prompt asks for its attribute)
+        "method_notes": ev.method_notes,
         "notes": ev.notes,
     }
     _mark(metrics["methods"], {m: w for m, w in ev.unavailable_metrics.items() if m != "fid"}, lambda w: "unavailable")
@@ -97,6 +100,8 @@ def write_evaluation(
         model_name=model_name,
         off_methods=ev.off_methods,
         off_metrics=ev.off_metrics,
+        skipped=r.skipped,
+        method_notes=ev.method_notes,
     )
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(table)

@@ -32,6 +32,8 @@ def boundary_profile(samples: list[Sample], outputs: dict[str, list[np.ndarray]]
     for method, outs in outputs.items():
         sums, counts = np.zeros(2 * radius + 1), np.zeros(2 * radius + 1)
         for s, d, out in zip(samples, dists, outs):
+            if out is None:  # a pair the method does not edit
+                continue
             diff = np.abs(out.astype(np.float32) - s.image.astype(np.float32)).mean(axis=2)
             sel = np.abs(d) <= radius
             np.add.at(sums, d[sel] + radius, diff[sel])
@@ -183,6 +185,13 @@ def sample_grid(
         for c, name in enumerate(cols):
             ax = axes[r][c]
             img = s.image if name == "input" else outputs[name][r]
+            if img is None:  # a pair the method does not edit (MSaGAN: another attribute's prompt)
+                ax.text(0.5, 0.5, "not edited\n(prompt not\nits attribute's)", ha="center", va="center", fontsize=7,
+                        color="0.4", transform=ax.transAxes)  # fmt: skip
+                ax.set_xticks([]), ax.set_yticks([])
+                if r == 0:
+                    ax.set_title("\n".join(_wrap(labels.get(name, name), 26)), fontsize=8)
+                continue
             ax.imshow(np.asarray(Image.fromarray(img).resize((cell, cell))))
             if name == "input":
                 ax.contour(

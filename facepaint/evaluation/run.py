@@ -49,6 +49,7 @@ from facepaint.common.images import decode_png, load_rgb, resize_binary, resize_
 from facepaint.common.io import sha256_file
 from facepaint.data.faces import as_dataset
 from facepaint.evaluation.methods.base import EditInput, measure
+from facepaint.evaluation.methods.blended_diffusion import BlendedDiffusionSettings
 from facepaint.evaluation.methods.blended_latent import BlendedLatentSettings
 from facepaint.evaluation.methods.brushnet import BrushNetSettings
 from facepaint.evaluation.methods.diptych import DiptychSettings
@@ -89,14 +90,20 @@ class EvalConfig:  # params.yaml `evaluate` (how the methods sample: params.yaml
     brushnet: dict  # BrushNet's options (facepaint.evaluation.methods.brushnet.BrushNetSettings)
     diptych: dict  # Diptych Prompting's sampling (facepaint.evaluation.methods.diptych.DiptychSettings)
     blended_latent: dict  # BLD's settings (facepaint.evaluation.methods.blended_latent.BlendedLatentSettings)
+    blended_diffusion: dict  # Blended Diffusion's (facepaint.evaluation.methods.blended_diffusion)
 
     def __post_init__(self):
         # the mappings: `settings`
-        check_fields(self, "evaluate", skip=("baselines", "brushnet", "diptych", "blended_latent"))
+        check_fields(
+            self, "evaluate", skip=("baselines", "brushnet", "diptych", "blended_latent", "blended_diffusion")
+        )
         self.baselines = settings(Baselines, self.baselines, "evaluate.baselines")
         self.brushnet = settings(BrushNetSettings, self.brushnet, "evaluate.brushnet")
         self.diptych = settings(DiptychSettings, self.diptych, "evaluate.diptych")
         self.blended_latent = settings(BlendedLatentSettings, self.blended_latent, "evaluate.blended_latent")
+        self.blended_diffusion = settings(
+            BlendedDiffusionSettings, self.blended_diffusion, "evaluate.blended_diffusion"
+        )
         self.methods, self.metrics = list(self.methods), list(self.metrics)
         unknown = [m for m in self.methods if m not in METHODS] + [m for m in self.metrics if m not in METRICS]
         if unknown:
@@ -295,8 +302,9 @@ class EvalResult:
     table: pd.DataFrame  # one row per (method, pair)
     summary: dict  # per method aggregates
     fid: dict  # per method FID (when available)
-    outputs: dict  # method -> list of uint8 outputs, in pair order
+    outputs: dict  # method -> list of uint8 outputs, in pair order (None: a pair the method does not edit)
     failed: dict  # method -> error text
+    skipped: dict = field(default_factory=dict)  # method -> why it edited no pair
 
 
 def run(
@@ -319,16 +327,21 @@ def run(
         EditInput(s.image, s.mask, s.soft, s.beta, p, int(seed), exemplar=e)
         for s, p, seed, e in zip(samples, pairs["prompt"], pairs["seed"], exemplars)
     ]
-    rows, outputs, failed = [], {}, {}
+    rows, outputs, failed, skipped = [], {}, {}, {}
     bar = tqdm(total=len(methods) * len(inputs), desc="evaluate", unit="edit", disable=not progress)
     for name, method in methods.items():
         bar.set_postfix(method=name)
+        todo = [method.applies(x) for x in inputs]  # a method may edit only some pairs (MSaGAN: its attribute's)
+        if not any(todo):
+            skipped[name] = method.scope()
+            bar.update(len(inputs))
+            continue
         outs, timing = [], []
         try:
             for _ in range(cfg.warmup):
-                method.edit(inputs[0])
-            for x in inputs:
-                out, t = measure(method, x, device)
+                method.edit(inputs[todo.index(True)])
+            for x, do in zip(inputs, todo):
+                out, t = measure(method, x, device) if do else (None, None)
                 outs.append(out)
                 timing.append(t)
                 bar.update(1)
@@ -336,11 +349,14 @@ def run(
             failed[name] = error_text(e)
             bar.update(len(inputs) - len(outs))
             continue
-        outputs[name] = outs
-        for s, x, out, t in zip(samples, inputs, outs, timing):
+        outputs[name] = outs  # in pair order; None for a pair it does not edit
+        for k, (s, x, out, t) in enumerate(zip(samples, inputs, outs, timing)):
+            if out is None:
+                continue
             rows.append(
                 {
                     "method": name,
+                    "pair": k,
                     "id": s.id,
                     "prompt": x.prompt,
                     "seed": x.seed,
@@ -352,14 +368,19 @@ def run(
     bar.close()
     table = pd.DataFrame(rows)
     if pickscore is not None and len(table):
-        scores = {name: pickscore(outs, list(pairs["prompt"])) for name, outs in outputs.items()}
-        table["pickscore"] = [scores[m][k % len(samples)] for k, m in enumerate(table["method"])]
+        scores = {}
+        for name, outs in outputs.items():
+            done = [k for k, o in enumerate(outs) if o is not None]
+            got = pickscore([outs[k] for k in done], [pairs["prompt"].iloc[k] for k in done])
+            scores.update({(name, k): v for k, v in zip(done, got)})
+        table["pickscore"] = [scores[(m, k)] for m, k in zip(table["method"], table["pair"])]
     fids = {}
     if fid is not None and fid_reference is not None:
         for name, outs in outputs.items():
-            fids[name] = fid.score(iter(outs), fid_reference)
+            done = [o for o in outs if o is not None]  # FID needs two images for a covariance
+            fids[name] = fid.score(iter(done), fid_reference) if len(done) >= 2 else None
     summary = summarise(table) if len(table) else {}
-    return EvalResult(table, summary, fids, outputs, failed)
+    return EvalResult(table, summary, fids, outputs, failed, skipped)
 
 
 # ------------------------------------------------------------------------- the stages' shared path
@@ -379,6 +400,7 @@ class Evaluation:
     notes: list = field(default_factory=list)
     off_methods: dict = field(default_factory=dict)  # name -> why (switched_off): not attempted
     off_metrics: dict = field(default_factory=dict)  # name -> why (switched_off): not attempted
+    method_notes: dict = field(default_factory=dict)  # name -> how it ran (Method.note)
 
 
 def prepare(root, masks: pd.DataFrame, captions: pd.DataFrame, cfg: EvalConfig, resolution: int, sigma: float):
@@ -431,6 +453,7 @@ def evaluate_methods(
         notes,
         off_methods=switched_off(cfg.methods, METHODS, "methods", demo),
         off_metrics=switched_off(cfg.metrics, METRICS, "metrics", demo, _downloads()),
+        method_notes={n: m.note for n, m in methods.items() if m.note},
     )
 
 
@@ -473,6 +496,7 @@ def _methods(names: list[str], artifact, cfg: EvalConfig, sampling: SamplingOpti
         brushnet=cfg.brushnet,
         diptych=cfg.diptych,
         blended_latent=cfg.blended_latent,
+        blended_diffusion=cfg.blended_diffusion,
     )
 
 

@@ -76,15 +76,24 @@ def markdown_table(
     off_methods: dict | None = None,
     off_metrics: dict | None = None,
     model_name: str | None = None,
+    skipped: dict | None = None,
+    method_notes: dict | None = None,
 ) -> str:
     """Table 2 (every method) and Table 1 (blending) of our run beside the published figures, then the
     other regions (see the module docstring for what each region is). `model_note`: what a reader must know
     of the model first (a demo model with random weights: its figures are not the method's). `off_methods`,
     `off_metrics` ({name: why}): left out by the settings, never attempted; their cells read "off". `model_name`:
-    what the evaluated model was trained from (ModelConfig.name), named in the heading."""
+    what the evaluated model was trained from (ModelConfig.name), named in the heading. `skipped` ({name: why}):
+    methods that edited no pair; `method_notes` ({name: text}): how a method ran, under the table. A method that
+    edited fewer than `n_pairs` pairs says how many beside its name."""
     labels = LABELS
     label = lambda m: labels.get(m, m)  # noqa: E731
-    missing = {**unavailable_methods, **failed}
+    skipped, method_notes = skipped or {}, method_notes or {}
+    missing = {**unavailable_methods, **failed, **skipped}
+
+    def row_label(m: str, s: dict) -> str:
+        return label(m) + (f" ({s['pairs']} of {n_pairs} pairs)" if s.get("pairs", n_pairs) < n_pairs else "")
+
     off_metrics = off_metrics or {}
     cell = lambda metric, text: "off" if metric in off_metrics else text  # noqa: E731
     lines = [
@@ -109,7 +118,7 @@ def markdown_table(
     header = ["method", "FID", "PSNR dB (outside M)", "LPIPS (outside M)", "PickScore", "seconds / edit", "peak MiB"]
     rows = [
         [
-            label(m),
+            row_label(m, s),
             cell("fid", _fmt(fid.get(m), 3)),
             fmt_pm(s, "psnr_bg", 3),
             cell("lpips", fmt_pm(s, "lpips_bg", 4)),
@@ -166,7 +175,7 @@ def markdown_table(
         ],
         [
             [
-                label(m),
+                row_label(m, s),
                 fmt_pm(s, "psnr_dilated", 3),
                 fmt_pm(s, "psnr_outside_soft", 3),
                 f"{s['changed_outside_soft']:,}",
@@ -179,9 +188,13 @@ def markdown_table(
     )
     notes = [f"- {label(m)}: not available: {why}" for m, why in unavailable_methods.items()]
     notes += [f"- {label(m)}: failed: {why}" for m, why in failed.items()]
+    notes += [f"- {label(m)}: no pair edited: {why}" for m, why in skipped.items()]
     notes += [f"- {metric_label(m)}: unavailable: {why}" for m, why in unavailable_metrics.items()]
     if notes:
         lines += ["", "n/a:", *notes]
+    how = [f"- {label(m)}: {text}" for m, text in method_notes.items() if m in summary or m in skipped]
+    if how:
+        lines += ["", "How they ran:", *how]
     off = [f"- {label(m)}: {why}" for m, why in (off_methods or {}).items()]
     off += [f"- {metric_label(m)}: {why}" for m, why in off_metrics.items()]
     if off:

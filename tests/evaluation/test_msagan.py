@@ -20,7 +20,7 @@ from facepaint.evaluation.msagan import (
 CFG = GanConfig(
     attribute="Smiling", variant="E2D2", mask_loss="sde", lambda_mask=10.0, lambda_cycle=20.0, lambda_self=100.0,
     lambda_gp=10.0, lambda_cls=1.0, d_iters=2, lr=2e-4, beta1=0.5, beta2=0.999, image_size=64, channels=4,
-    batch_size=4, epochs=1, max_steps=4, checkpoint_every=0, seed=3, device="cpu",
+    batch_size=4, epochs=1, max_steps=4, checkpoint_every=0, seed=3, init="sagan", device="cpu",
 )  # fmt: skip
 
 

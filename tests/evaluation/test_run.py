@@ -5,6 +5,7 @@ shared path of evaluate_methods and evaluate_variants, the real-photo blending c
 import json
 import math
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import torch
 
 from facepaint.common.io import read_parquet, read_parquet_metadata
 from facepaint.evaluation import run as ev
+from facepaint.evaluation.msagan import GanConfig, asks_for
 from facepaint.method.blend import sigma_pixels, soft_mask
 from facepaint.method.options import SamplingOptions
 from tests.helpers import config
@@ -38,6 +40,7 @@ def BUILD(baselines):
         brushnet=e.brushnet,
         diptych=e.diptych,
         blended_latent=e.blended_latent,
+        blended_diffusion=e.blended_diffusion,
     )
 
 
@@ -262,6 +265,14 @@ def test_sigma_changes_the_blended_background_only(shared):
         )
 
 
+def gan_stage(project: Path) -> None:
+    """The gan stage in `project` (cwd), two steps: data/gan/model, which evaluate.baselines.msagan names."""
+    from stages import gan
+
+    if not (project / "data/gan/model/gan.json").is_file():
+        gan.run(project / "data/demo", config("gan", GanConfig, max_steps=2), progress=False)
+
+
 def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, tmp_path):
     """All outputs are written; the demo profile's settings leave out what needs downloaded weights (FID, LPIPS,
     PickScore, Paint-by-Example): off in the demo profile, with the reason, never a number nor "unavailable"."""
@@ -269,6 +280,7 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
     from stages import evaluate as stage
 
     monkeypatch.chdir(demo_project)
+    gan_stage(demo_project)
     cfg = ecfg(n_pairs=3, warmup=0, background_dilation=1, grid_photos=2, profile_radius=4, fid_reference_size=4)
     options = sampling(steps=2)
     out = tmp_path / "evaluate"
@@ -289,6 +301,17 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
     table2 = {"ours", "ours_no_blend", "sd15_inpaint", "blended_latent_diffusion", "brushnet", "diptych_prompting"}
     assert saved["pairs"] == 3 and table2 | {"blended_latent_diffusion_9ch"} <= set(saved["methods"])
     assert saved["unavailable_methods"] == {} and saved["failed_methods"] == {}
+    # the two editors outside the paper's comparison ran too: MSaGAN on the pairs that ask for its attribute
+    assert "blended_diffusion" in saved["methods"] and "pixel space" in saved["method_notes"]["blended_diffusion"]
+    attribute = config("gan", GanConfig).attribute
+    asking = [p for p in pd.read_parquet(out / "per_image.parquet").query("method == 'ours'")["prompt"]
+              if asks_for(p, attribute)]  # fmt: skip
+    if asking:
+        assert (
+            saved["methods"]["msagan"]["pairs"] == len(asking) and "takes no text" in saved["method_notes"]["msagan"]
+        )
+    else:
+        assert attribute in saved["skipped_methods"]["msagan"]
     assert set(saved["off_methods"]) == {"paint_by_example"} and set(saved["off_metrics"]) == {
         "fid",
         "lpips",
@@ -310,7 +333,7 @@ def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, 
     table = (out / "table.md").read_text()
     assert "Blended Latent Diffusion" in table and "- Paint-by-Example: off in the demo profile" in table
     per_image = pd.read_parquet(out / "per_image.parquet")
-    assert len(per_image) == 3 * len(saved["methods"])
+    assert len(per_image) == sum(m["pairs"] for m in saved["methods"].values())
     meta = read_parquet_metadata(out / "per_image.parquet")  # the settings that made it
     assert meta["sampling"] == asdict(options) and meta["evaluate"]["n_pairs"] == 3
 

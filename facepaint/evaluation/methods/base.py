@@ -23,6 +23,8 @@ LABELS = {
     "paint_by_example": "Paint-by-Example",
     "brushnet": "BrushNet",
     "diptych_prompting": "Diptych Prompting",
+    "blended_diffusion": "Blended Diffusion",
+    "msagan": "MSaGAN",
 }
 
 
@@ -55,9 +57,18 @@ class Method:
 
     name: str
     label: str
+    note: str | None = None  # what a reader of the table must know of how it ran (its own size, no text, ...)
 
     def edit(self, x: EditInput) -> np.ndarray:
         raise NotImplementedError
+
+    def applies(self, x: EditInput) -> bool:
+        """Whether it edits this pair (MSaGAN: only pairs whose prompt asks for its attribute)."""
+        return True
+
+    def scope(self) -> str:
+        """Why it edits no pair when `applies` is false for all of them."""
+        return "it edits none of the pairs"
 
     def modules(self) -> list[torch.nn.Module]:
         """The networks an edit runs (for the memory the method would need alone on the GPU)."""

@@ -14,6 +14,11 @@
     diptych_prompting             Diptych Prompting on FLUX.1-dev + an inpainting ControlNet (`diptych`)
                                   in its own precision (evaluate.diptych.dtype: its code's bf16)
     paint_by_example              diffusers' PaintByExamplePipeline, conditioned on an exemplar face instead of text
+    blended_diffusion             Blended Diffusion in pixel space as its public code runs it (`blended_diffusion`):
+                                  guided-diffusion's unconditional 256 px UNet guided by CLIP ViT-B/16, the noised
+                                  photo blended in outside the mask at every step (not in the paper's comparison)
+    msagan                        the gan stage's MSaGAN generator: no text, its one attribute, on the pairs whose
+                                  prompt asks for it (`msagan_edit`; not in the paper's comparison)
 
 One module per method beside this one (`inpaint` holds the four SD1.5 inpainting rows). Where each baseline's
 weights come from is params.yaml `evaluate.baselines` (`Baselines`): the paper profile names the public
@@ -34,6 +39,7 @@ from functools import partial
 
 from facepaint.common.checks import check_fields, settings
 from facepaint.evaluation.methods.base import LABELS, Method, MethodUnavailable
+from facepaint.evaluation.methods.blended_diffusion import BlendedDiffusionSettings, load_blended_diffusion
 from facepaint.evaluation.methods.blended_latent import (
     SD21_BASE,
     BlendedLatent,
@@ -43,6 +49,7 @@ from facepaint.evaluation.methods.blended_latent import (
 from facepaint.evaluation.methods.brushnet import BrushNetSettings, load_brushnet
 from facepaint.evaluation.methods.diptych import DiptychSettings, load_diptych
 from facepaint.evaluation.methods.inpaint import Inpaint
+from facepaint.evaluation.methods.msagan_edit import load_msagan
 from facepaint.evaluation.methods.paint_by_example import PaintByExample
 from facepaint.method.artifact import apply_artifact, load_artifact
 from facepaint.method.generate import Inpainter
@@ -71,6 +78,11 @@ class Baselines:  # params.yaml `evaluate.baselines`: each a Hugging Face id or 
     flux: str  # FLUX.1-dev (diffusers layout): Diptych Prompting's base
     flux_controlnet: str  # alimama's FLUX.1-dev inpainting ControlNet (Beta)
     paint_by_example: str  # Paint-by-Example's pipeline
+    guided_diffusion: str  # guided-diffusion's 256x256_diffusion_uncond.pt (a file): Blended Diffusion's UNet
+    clip_vit_b16: (
+        str  # OpenAI's CLIP ViT-B/16 for open_clip (a local-dir folder or an hf-hub: id): Blended Diffusion's
+    )
+    msagan: str  # the gan stage's model folder (data/gan/model)
 
     def __post_init__(self):
         check_fields(self, "evaluate.baselines")
@@ -92,6 +104,7 @@ def build_methods(
     brushnet: BrushNetSettings,
     diptych: DiptychSettings,
     blended_latent: BlendedLatentSettings,
+    blended_diffusion: BlendedDiffusionSettings | dict | None = None,
 ) -> tuple[dict[str, Method], dict[str, str]]:
     """(the methods that could be built, in the order of `names`; {name: reason} for the unavailable ones).
 
@@ -175,6 +188,21 @@ def build_methods(
             built["paint_by_example"] = PaintByExample(baselines.paint_by_example, options, dev, torch_dtype)
         except MethodUnavailable as e:
             unavailable["paint_by_example"] = str(e)
+    if "blended_diffusion" in names:
+        if blended_diffusion is None:
+            raise ValueError("blended_diffusion: its settings (params.yaml evaluate.blended_diffusion) are needed")
+        bd = settings(BlendedDiffusionSettings, blended_diffusion, "evaluate.blended_diffusion")
+        try:  # in the evaluation's precision on a GPU (its code: the UNet in fp16, CLIP as clip.load gives it)
+            built["blended_diffusion"] = load_blended_diffusion(
+                baselines.guided_diffusion, baselines.clip_vit_b16, bd, trained.resolution, dev, torch_dtype
+            )
+        except MethodUnavailable as e:
+            unavailable["blended_diffusion"] = str(e)
+    if "msagan" in names:
+        try:
+            built["msagan"] = load_msagan(baselines.msagan, trained.resolution, dev)
+        except MethodUnavailable as e:
+            unavailable["msagan"] = str(e)
     return {n: built[n] for n in names if n in built}, unavailable
 
 

@@ -90,10 +90,11 @@ def run(root, cfg: GanConfig, split: Path = SPLIT, out: Path = GAN, checkpoints:
         line_chart(log["step"], series, out / "plots" / "loss.png", "MSaGAN losses", "generator step", "loss")
     shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing to resume
     checkpoints.mkdir(parents=True, exist_ok=True)
+    pct = lambda v: "n/a" if v is None else f"{v:.0%}"  # noqa: E731
     print(
         f"gan: {cfg.variant} ({cfg.mask_loss} mask loss), {steps} steps on {len(data.x)} photos; "
-        f"{cfg.attribute} accuracy on {len(test.x)} held-out photos {result['test_accuracy']} "
-        f"(untrained {result['test_accuracy_untrained']}, chance {result['chance']})"
+        f"{cfg.attribute} accuracy on {len(test.x)} held-out photos {pct(result['test_accuracy'])} "
+        f"(untrained {pct(result['test_accuracy_untrained'])}, chance {pct(result['chance'])})"
     )
     track(result, cfg, out)
     return result

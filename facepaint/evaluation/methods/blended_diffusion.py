@@ -38,6 +38,7 @@ float64 like guided-diffusion's.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -202,6 +203,7 @@ def load_clip(spec: str, device, dtype=torch.float32):
             f"open_clip_model.safetensors); download {OPENAI_VIT_B16.removeprefix('hf-hub:')} from the Hugging Face "
             "hub into a directory and set evaluate.baselines.clip_vit_b16 to it"
         )
+    logging.disable(logging.INFO)  # open_clip narrates each step of the loading on the root logger
     try:
         model = open_clip.create_model(name, device="cpu", require_pretrained=True)
         tokenizer = open_clip.get_tokenizer(name)
@@ -210,6 +212,8 @@ def load_clip(spec: str, device, dtype=torch.float32):
             f"Blended Diffusion's CLIP ViT-B/16 could not be loaded from {spec}: {type(e).__name__}: {e}; download "
             f"{OPENAI_VIT_B16.removeprefix('hf-hub:')} into a directory and set evaluate.baselines.clip_vit_b16 to it"
         ) from e
+    finally:
+        logging.disable(logging.NOTSET)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False), tokenizer
 
 

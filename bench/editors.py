@@ -3,6 +3,7 @@
     python bench/editors.py                      # every case on the CPU (about 15 minutes on 2 cores)
     python bench/editors.py --device cuda        # on a GPU: Blended Diffusion's full sampling too
     python bench/editors.py --cases bd-tiny,gan-demo
+    python bench/editors.py --device cuda --dtype fp16 --cases bd-full   # in the evaluation's GPU precision
 
 Cases (random weights through the real loaders: nothing is downloaded; speed and memory do not depend on the
 weights' values):
@@ -68,6 +69,8 @@ def _params():
 
 
 def case_bd(name: str, device, args) -> dict:
+    import torch
+
     from facepaint.evaluation.methods.blended_diffusion import (
         TINY_CLIP,
         load_blended_diffusion,
@@ -91,11 +94,16 @@ def case_bd(name: str, device, args) -> dict:
         save_random_open_clip(Path(tmp) / "clip", clip_cfg, 0)
         saved = time.perf_counter() - t0
         t0 = time.perf_counter()
-        method = load_blended_diffusion(str(Path(tmp) / "gd.pt"), str(Path(tmp) / "clip"), cfg, 128, device)
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+        if device.type != "cuda":
+            dtype = torch.float32
+        method = load_blended_diffusion(str(Path(tmp) / "gd.pt"), str(Path(tmp) / "clip"), cfg, 128, device, dtype)
         loaded = time.perf_counter() - t0
     x = _edit_input(128)
     steps = cfg.timestep_respacing - cfg.skip_timesteps
-    out = {"save_s": saved, "load_s": loaded, **_timed(lambda: method.edit(x), device),
+    edited = method.edit(x)  # the warm-up
+    out = {"save_s": saved, "load_s": loaded, **_timed(lambda: method.edit(x), device, warm=True), "dtype": str(dtype),
+           "changed_inside_mean": float(abs(edited[x.mask].astype(float) - x.image[x.mask]).mean()),
            "steps": steps, "samples": cfg.batch_size * cfg.iterations_num, "unet_px": arch.image_size}  # fmt: skip
     out["s_per_step"] = out["s_per_edit"] / steps / cfg.iterations_num
     if name == "bd-full":  # its code's whole edit: 75 steps x 4 samples x 8 iterations
@@ -148,8 +156,9 @@ def case_gan(name: str, device, args) -> dict:
             "gan_px": s, "channels": cfg.channels, **_peak(device)}  # fmt: skip
 
 
-def _timed(fn, device) -> dict:
-    fn()  # warm-up
+def _timed(fn, device, warm: bool = False) -> dict:
+    if not warm:
+        fn()  # warm-up
     _sync(device)
     t0 = time.perf_counter()
     fn()
@@ -185,6 +194,12 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--bd-cpu-steps", type=int, default=2, help="steps of bd-full on the CPU")
     ap.add_argument("--gan-steps", type=int, default=3, help="timed training steps per gan case")
+    ap.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=("fp32", "fp16", "bf16"),
+        help="Blended Diffusion's UNet and CLIP on a GPU (the evaluation's evaluate.dtype); the CPU: fp32",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     names = [c for c in args.cases.split(",") if c]

@@ -86,8 +86,10 @@ def run(root, cfg: GanConfig, split: Path = SPLIT, out: Path = GAN, checkpoints:
         log.to_csv(tmp, index=False)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     if len(log):
-        series = {k: log[k] for k in ("d_wasserstein", "g_adv", "g_cycle", "g_self", "g_mask")}
-        line_chart(log["step"], series, out / "plots" / "loss.png", "MSaGAN losses", "generator step", "loss")
+        names = ("d_wasserstein", "d_cls", "d_gp", "g_adv", "g_cls", "g_cycle", "g_self", "g_mask")
+        series = {k: log[k] for k in names}
+        line_chart(log["step"], series, out / "plots" / "loss.png", "MSaGAN losses", "generator step", "loss",
+                   panels=True)  # fmt: skip
     shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing to resume
     checkpoints.mkdir(parents=True, exist_ok=True)
     pct = lambda v: "n/a" if v is None else f"{v:.0%}"  # noqa: E731

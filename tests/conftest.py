@@ -84,15 +84,17 @@ def demo_copy(demo_root, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory) -> Path:
     """A project directory with the data stages run on a small demo set (64 px, 24 images): the
-    inputs of the train stage (data/latents, data/captions.parquet) and a params.yaml for it."""
+    inputs of the train stage (data/latents, data/captions.parquet), the gan stage's MSaGAN (2 steps: the
+    evaluation's `msagan`) and a params.yaml for them."""
     import yaml
 
     from facepaint.data.captions import CaptionConfig
     from facepaint.data.latents import LatentConfig
     from facepaint.data.masks import MaskConfig
     from facepaint.data.split import SplitConfig
+    from facepaint.evaluation.msagan import GanConfig
     from facepaint.method.models import ModelConfig
-    from stages import captions, demo, latents, masks, split
+    from stages import captions, demo, gan, latents, masks, split
     from stages.common import section
     from tools.demo import DemoConfig
 
@@ -101,6 +103,7 @@ def demo_project(tmp_path_factory) -> Path:
     params["demo"].update(n_images=24, size=64, mask_size=64)
     params["masks"].update(resolution=64, min_size=32, workers=0)
     params["latents"].update(workers=0)
+    params["gan"].update(max_steps=2)
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     cwd = os.getcwd()
     os.chdir(project)
@@ -115,6 +118,7 @@ def demo_project(tmp_path_factory) -> Path:
             section(params, "latents", LatentConfig),
             progress=False,
         )
+        gan.run(Path("data/demo"), section(params, "gan", GanConfig), progress=False)
     finally:
         os.chdir(cwd)
     return project

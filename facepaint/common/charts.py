@@ -18,15 +18,32 @@ def line_chart(
     y_label: str,
     smooth: int = 0,
     log_y: bool = False,
+    panels: bool = False,
 ) -> Path:
     """One PNG line chart of each named series against `x` (written atomically to `path`). `smooth` > 1 adds
-    each series' running mean over that many points, drawn over the raw values in a lighter line."""
+    each series' running mean over that many points, drawn over the raw values in a lighter line. `panels`: one
+    panel per series, one above the other with a shared x axis (for series of different scales)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = np.asarray(x, dtype=float)
+    if panels:
+        n = len(series)
+        fig, axes = plt.subplots(n, 1, figsize=(7, 1.6 * n + 0.8), dpi=120, sharex=True, squeeze=False)
+        for i, (ax, (name, y)) in enumerate(zip(axes[:, 0], series.items())):
+            ax.plot(x, np.asarray(y, dtype=float), color=f"C{i}", linewidth=1)
+            ax.set_ylabel(name, fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_title(title)
+        axes[-1, 0].set_xlabel(x_label)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        return path
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for i, (name, y) in enumerate(series.items()):
         y = np.asarray(y, dtype=float)

@@ -5,7 +5,6 @@ shared path of evaluate_methods and evaluate_variants, the real-photo blending c
 import json
 import math
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -265,22 +264,13 @@ def test_sigma_changes_the_blended_background_only(shared):
         )
 
 
-def gan_stage(project: Path) -> None:
-    """The gan stage in `project` (cwd), two steps: data/gan/model, which evaluate.baselines.msagan names."""
-    from stages import gan
-
-    if not (project / "data/gan/model/gan.json").is_file():
-        gan.run(project / "data/demo", config("gan", GanConfig, max_steps=2), progress=False)
-
-
 def test_stage_end_to_end_on_the_demo(demo_project, tiny_artifact, monkeypatch, tmp_path):
     """All outputs are written; the demo profile's settings leave out what needs downloaded weights (FID, LPIPS,
     PickScore, Paint-by-Example): off in the demo profile, with the reason, never a number nor "unavailable"."""
 
     from stages import evaluate as stage
 
-    monkeypatch.chdir(demo_project)
-    gan_stage(demo_project)
+    monkeypatch.chdir(demo_project)  # its data/gan/model: the gan stage's 2-step MSaGAN
     cfg = ecfg(n_pairs=3, warmup=0, background_dilation=1, grid_photos=2, profile_radius=4, fid_reference_size=4)
     options = sampling(steps=2)
     out = tmp_path / "evaluate"

@@ -184,6 +184,7 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(demo_project, tmp_path)
         os.chdir(REPO)
 
 
+@pytest.mark.slow  # two processes on the 2-core CI machine: about 18 s of the default run's 10 minutes
 def test_two_process_ddp_matches_one_process(uninterrupted, demo_project, tmp_path):
     """`accelerate launch` with 2 CPU processes (torchrun + gloo DDP) runs the stage unchanged; each
     process takes half of the same global batch, so the result equals the single-process run up to

@@ -335,7 +335,7 @@ class BlendedDiffusion(Method):
         start = diff.num_timesteps - s.skip_timesteps - 1
         x = diff.q_sample(init_b, start, torch.randn_like(init_b))
         pred = None
-        for i in tqdm(range(start, -1, -1), desc="blended diffusion", leave=False, disable=True):
+        for i in tqdm(range(start, -1, -1), desc="blended diffusion", unit="step", leave=False, disable=None):
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 out = diff.p_mean_variance(self.unet, x, i)

@@ -38,12 +38,7 @@ def line_chart(
             ax.grid(alpha=0.3)
         axes[0, 0].set_title(title)
         axes[-1, 0].set_xlabel(x_label)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        return path
+        return _save(fig, path)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for i, (name, y) in enumerate(series.items()):
         y = np.asarray(y, dtype=float)
@@ -61,6 +56,13 @@ def line_chart(
     ax.set(title=title, xlabel=x_label, ylabel=y_label)
     ax.grid(alpha=0.3)
     ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Lay out `fig`, write it as a PNG atomically to `path`, close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -188,11 +188,8 @@ def sample_grid(
             if img is None:  # a pair the method does not edit (MSaGAN: another attribute's prompt)
                 ax.text(0.5, 0.5, "not edited\n(prompt not\nits attribute's)", ha="center", va="center", fontsize=7,
                         color="0.4", transform=ax.transAxes)  # fmt: skip
-                ax.set_xticks([]), ax.set_yticks([])
-                if r == 0:
-                    ax.set_title("\n".join(_wrap(labels.get(name, name), 26)), fontsize=8)
-                continue
-            ax.imshow(np.asarray(Image.fromarray(img).resize((cell, cell))))
+            else:
+                ax.imshow(np.asarray(Image.fromarray(img).resize((cell, cell))))
             if name == "input":
                 ax.contour(
                     np.asarray(Image.fromarray(s.mask.astype(np.uint8) * 255).resize((cell, cell))) > 127,

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from facepaint.common.checks import MAX_SEED, check_fields, check_number
 from facepaint.evaluation.methods.base import EditInput, Method, MethodUnavailable, check_input
 from facepaint.evaluation.methods.guided_unet import ARCHS, GuidedCheckpointError, GuidedUNetArch, load_guided_unet
+from facepaint.method.blend import pixel_blend
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -295,9 +296,8 @@ class BlendedDiffusion(Method):
             torch.manual_seed(x.seed % (MAX_SEED + 1))
             edited = self.run(_to_tensor(photo, self.device), mask, x.prompt)
         out = edited[0].permute(1, 2, 0).add(1).mul(127.5).round().clamp(0, 255).byte().cpu().numpy()
-        back = _resize(out, self.resolution, Image.LANCZOS).astype(np.float32)
-        soft = x.soft[..., None].astype(np.float32)
-        return np.clip(np.rint(soft * back + (1 - soft) * x.image), 0, 255).astype(np.uint8)
+        back = _resize(out, self.resolution, Image.LANCZOS)
+        return pixel_blend(x.image, back, x.soft)  # the blend ours uses, with M_soft
 
     def text_embedding(self, prompt: str) -> torch.Tensor:
         with torch.no_grad():

@@ -18,6 +18,7 @@ import torch
 
 from facepaint.evaluation.methods.base import EditInput, Method, MethodUnavailable, check_input
 from facepaint.evaluation.msagan import GanConfig, Generator, asks_for, to_tensor
+from facepaint.method.blend import pixel_blend
 
 GENERATOR = "generator.safetensors"
 GAN_JSON = "gan.json"
@@ -54,9 +55,8 @@ class MSaGANEdit(Method):
         small = to_tensor([resize_rgb(Image.fromarray(x.image), self.cfg.image_size)]).to(self.device)
         edited, _ = self.G(small, torch.ones(1, device=self.device))
         out = edited[0].permute(1, 2, 0).add(1).mul(127.5).round().clamp(0, 255).byte().cpu().numpy()
-        back = resize_rgb(Image.fromarray(out), self.resolution).astype(np.float32)
-        soft = x.soft[..., None].astype(np.float32)
-        return np.clip(np.rint(soft * back + (1 - soft) * x.image), 0, 255).astype(np.uint8)
+        back = resize_rgb(Image.fromarray(out), self.resolution)
+        return pixel_blend(x.image, back, x.soft)  # the blend ours uses, with M_soft
 
 
 def load_msagan(model_dir: str | Path, resolution: int, device) -> MSaGANEdit:

@@ -79,9 +79,7 @@ class Baselines:  # params.yaml `evaluate.baselines`: each a Hugging Face id or 
     flux_controlnet: str  # alimama's FLUX.1-dev inpainting ControlNet (Beta)
     paint_by_example: str  # Paint-by-Example's pipeline
     guided_diffusion: str  # guided-diffusion's 256x256_diffusion_uncond.pt (a file): Blended Diffusion's UNet
-    clip_vit_b16: (
-        str  # OpenAI's CLIP ViT-B/16 for open_clip (a local-dir folder or an hf-hub: id): Blended Diffusion's
-    )
+    clip_vit_b16: str  # Blended Diffusion's OpenAI CLIP ViT-B/16: an open_clip local-dir folder or an hf-hub: id
     msagan: str  # the gan stage's model folder (data/gan/model)
 
     def __post_init__(self):

@@ -71,13 +71,9 @@ def _params():
 def case_bd(name: str, device, args) -> dict:
     import torch
 
-    from facepaint.evaluation.methods.blended_diffusion import (
-        TINY_CLIP,
-        load_blended_diffusion,
-        save_random_open_clip,
-        vit_b16_config,
-    )
+    from facepaint.evaluation.methods.blended_diffusion import load_blended_diffusion
     from facepaint.evaluation.methods.guided_unet import ARCHS, save_random_guided_checkpoint
+    from facepaint.evaluation.methods.open_clip_model import TINY_CLIP, save_random_open_clip, vit_b16_config
     from facepaint.evaluation.run import EvalConfig
     from stages.common import section
 

@@ -339,8 +339,8 @@ def test_blended_diffusion_and_msagan_run_at_full_size(fixture_root, tmp_path, m
     from facepaint.common.images import load_rgb, resize_rgb
     from facepaint.data.masks import annotation_union
     from facepaint.evaluation.methods.base import EditInput
-    from facepaint.evaluation.methods.blended_diffusion import save_random_open_clip, vit_b16_config
     from facepaint.evaluation.methods.guided_unet import UNCOND_256, save_random_guided_checkpoint
+    from facepaint.evaluation.methods.open_clip_model import save_random_open_clip, vit_b16_config
     from facepaint.evaluation.methods.registry import build_methods
     from facepaint.evaluation.msagan import GanConfig
     from facepaint.method.adapter import FaceAdapter

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facepaint.evaluation.methods.blended_diffusion import TINY_CLIP, save_random_open_clip
 from facepaint.evaluation.methods.blended_latent import save_sd21_base
 from facepaint.evaluation.methods.brushnet import save_tiny_brushnet
 from facepaint.evaluation.methods.diptych import save_tiny_flux, save_tiny_flux_controlnet
 from facepaint.evaluation.methods.guided_unet import TINY, save_random_guided_checkpoint
+from facepaint.evaluation.methods.open_clip_model import TINY_CLIP, save_random_open_clip
 from facepaint.method.models import save_tiny_t2i
 
 

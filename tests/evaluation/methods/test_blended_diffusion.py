@@ -14,13 +14,11 @@ import torch
 
 from facepaint.evaluation.methods.base import EditInput, MethodUnavailable
 from facepaint.evaluation.methods.blended_diffusion import (
-    TINY_CLIP,
     Augmentations,
     BlendedDiffusionSettings,
     Respaced,
     clip_loss,
     load_blended_diffusion,
-    save_random_open_clip,
     space_timesteps,
     spherical_distance,
 )
@@ -34,6 +32,7 @@ from facepaint.evaluation.methods.guided_unet import (
     save_random_guided_checkpoint,
     to_guided_state_dict,
 )
+from facepaint.evaluation.methods.open_clip_model import TINY_CLIP, save_random_open_clip
 from facepaint.evaluation.run import EvalConfig
 from tests.helpers import config
 
@@ -270,7 +269,7 @@ def test_missing_weights_make_it_unavailable_with_what_to_supply(tmp_path, weigh
 def test_the_hub_clip_offline_is_unavailable_not_a_crash(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
-    from facepaint.evaluation.methods.blended_diffusion import OPENAI_VIT_B16, load_clip
+    from facepaint.evaluation.methods.open_clip_model import OPENAI_VIT_B16, load_clip
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on a machine without internet
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))

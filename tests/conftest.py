@@ -23,6 +23,11 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 
 
+def pytest_configure(config):
+    # the property tests' example counts (tests/test_bad_input.py): all of them with --runslow, a third by default
+    os.environ.setdefault("FACEPAINT_FUZZ_SCALE", "1" if config.getoption("--runslow") else "0.34")
+
+
 def pytest_itemcollected(item):
     """A test that reads the fixture is a fixture test, marked or not: `-m fixture` selects it."""
     if "fixture_root" in getattr(item, "fixturenames", ()) and "fixture" not in item.keywords:
@@ -181,17 +186,65 @@ def baselines(demo_models):
     return b
 
 
-@pytest.fixture
-def offline(tmp_path):
-    """Run Python `code` in a fresh process as on a machine without internet (HF_HUB_OFFLINE, an empty
-    HF cache) and return what it printed; fails the test when the process fails."""
+# The offline process: runs each snippet it is sent (one JSON line) in a fresh namespace and answers with what the
+# snippet printed; the libraries' imports (5-8 s a process) are paid once per test session.
+OFFLINE_WORKER = r"""
+import contextlib, io, json, sys, traceback
+answer = sys.stdout
+for line in sys.stdin:
+    out, error = io.StringIO(), None
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(compile(json.loads(line), "<offline snippet>", "exec"), {"__name__": "__offline__"})
+    except BaseException:
+        error = traceback.format_exc()
+    answer.write(json.dumps({"stdout": out.getvalue(), "error": error}) + "\n")
+    answer.flush()
+"""
+
+
+@pytest.fixture(scope="session")
+def offline_process(tmp_path_factory):
+    """One Python process as on a machine without internet: HF_HUB_OFFLINE, an empty HF cache, no PATH."""
     import subprocess
     import sys
 
+    tmp = tmp_path_factory.mktemp("offline")
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp / "hf"), "PATH": ""}
+    with open(tmp / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", OFFLINE_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+            text=True, env=env, cwd=REPO,
+        )  # fmt: skip
+    yield proc, tmp / "stderr.txt"
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def offline(offline_process):
+    """Run Python `code` as on a machine without internet (HF_HUB_OFFLINE, an empty HF cache) and return what it
+    printed; fails the test when the code raises. (One process serves the session's snippets, each in a fresh
+    namespace; what a snippet imports stays imported, as the libraries' offline switches are read at import.)"""
+    import json
+    import queue
+    import threading
+
+    proc, stderr = offline_process
+
     def run(code: str) -> str:
-        env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PATH": ""}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
-        return out.stdout
+        answers: queue.Queue = queue.Queue()
+        proc.stdin.write(json.dumps(code) + "\n")
+        proc.stdin.flush()
+        threading.Thread(target=lambda: answers.put(proc.stdout.readline()), daemon=True).start()
+        try:
+            line = answers.get(timeout=120)
+        except queue.Empty:
+            proc.kill()
+            pytest.fail(f"the offline process did not answer in 120 s; its stderr: {stderr.read_text()[-2000:]}")
+        assert line, f"the offline process ended; its stderr: {stderr.read_text()[-2000:]}"
+        answer = json.loads(line)
+        assert answer["error"] is None, answer["error"][-2000:]
+        return answer["stdout"]
 
     return run

@@ -25,6 +25,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import shutil
 import string
 import struct
@@ -67,9 +68,12 @@ atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 
 
 def fuzz(max_examples: int):
-    """hypothesis settings of this file: reproducible (derandomized), no example database in the checkout."""
+    """hypothesis settings of this file: reproducible (derandomized), no example database in the checkout;
+    `max_examples` with --runslow, a third of it (at least 20) in the default run ($FACEPAINT_FUZZ_SCALE, set by
+    tests/conftest.py, scales it)."""
+    scale = float(os.environ.get("FACEPAINT_FUZZ_SCALE", "1"))
     return settings(
-        max_examples=max_examples,
+        max_examples=max(20, round(max_examples * scale)) if scale < 1 else max_examples,
         deadline=None,
         database=None,
         derandomize=True,

@@ -204,6 +204,7 @@ def run_blocked(code: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # ~12 s of subprocesses; test_layers' static walk checks the same imports in the default run
 def test_the_package_works_with_mlflow_prefect_and_dvc_unimportable(tiny_artifact, tmp_path):
     """Every module of facepaint/ imports, and `facepaint edit` edits a photo, with the orchestration's
     libraries made unimportable; a registry URI then says what is missing."""
@@ -242,6 +243,7 @@ print(json.dumps({{"modules": modules, "edit": edit, "registry": registry, "bloc
     assert "is an MLflow model URI, but MLflow cannot be imported" in proc.stderr
 
 
+@pytest.mark.slow  # the guard above can fail (slow with it)
 def test_the_blocker_really_blocks(tmp_path):
     """The guard can fail: in the same environment the orchestration itself cannot run."""
     proc = run_blocked("import tracking.runs\ntracking.runs._mlflow()", tmp_path)

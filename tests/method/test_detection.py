@@ -43,6 +43,7 @@ def composite_detection(root, seed: int) -> dict:
     return {"faces": len(big), "found": sum(k in found for k in big), "false": len(false), "detections": len(faces)}
 
 
+@pytest.mark.slow  # the cascade on 8 composites of 2400x1600: ~22 s of the default run
 @pytest.mark.parametrize("seed", range(COMPOSITES))
 def test_the_offline_detector_finds_the_faces_of_a_composite(fixture_root, seed):
     """OpenCV's cascade (turned +-15 and +-30 degrees) on one composite: at most one of its faces >= 120 px is
@@ -51,6 +52,7 @@ def test_the_offline_detector_finds_the_faces_of_a_composite(fixture_root, seed)
     assert tally["faces"] - tally["found"] <= 1 and tally["false"] <= 1, tally
 
 
+@pytest.mark.slow
 def test_the_offline_detector_finds_nine_in_ten_faces_of_composites(fixture_root):
     """Over the 8 composites: at least 90% of the faces >= 120 px wide are found (computed here, so it runs
     and fails on its own, under -k too)."""

@@ -140,6 +140,7 @@ def test_training_changes_only_kv_and_adapter_and_is_repeatable(uninterrupted, d
     assert all(torch.equal(again[k], w[k]) for k in w)
 
 
+@pytest.mark.slow  # ~20 s; the resume itself is checked in-process by tests/test_faults.py's damaged-checkpoint runs
 def test_sigkill_then_resume_is_bit_identical(uninterrupted, demo_project, tmp_path):
     """A real SIGKILL part-way through, then the same command again: the resumed run ends with the
     weights (and logged losses) of the uninterrupted run, bit for bit."""

@@ -187,6 +187,7 @@ def test_the_stage_fails_naming_the_key_and_writes_nothing(tmp_path):
     assert proc.returncode == 0 and not (tmp_path / PARAMS_CHECKED).exists(), proc.stderr
 
 
+@pytest.mark.slow  # ~11 s: a copy of the tree and a stage process
 def test_a_check_that_needs_torch_is_run_with_the_real_libraries(tmp_path):
     """If a config's check uses a stand-in (here: CaptionConfig calls torch), the stage checks again with the
     real libraries instead of answering from a stand-in."""

@@ -573,6 +573,7 @@ def post(url: str, body) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
+@pytest.mark.slow  # ~20 s to start `mlflow models serve`; test_serving.py checks the handler in-process
 def test_mlflow_serves_the_champion_over_http(served):
     """The public HTTP interface (docs/operations.md, serving): a real POST edits a photo; malformed requests get a 4xx
     with a message."""

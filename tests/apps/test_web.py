@@ -609,6 +609,7 @@ def in_view(page, selector: str) -> bool:
 
 
 @pytest.mark.fixture
+@pytest.mark.slow  # a 20-step edit watched in the browser: ~15 s
 def test_the_page_shows_the_edit_progress_and_the_result_in_view(server, browser, fixture_root, tmp_path):
     """At 1400x1000 the photo, the mask editor, the result and the Edit button are in one view; the uploaded mask
     image stays where it was put; during an edit the status says the denoising step ("denoising step 3/20"); after

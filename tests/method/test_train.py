@@ -92,11 +92,28 @@ def _log(work: Path) -> list:
     return pd.read_csv(work / "data/train/log.csv")[["step", "loss", "lr_kv"]].values.tolist()
 
 
+def _train_here(project: Path, work: Path) -> None:
+    """The train stage in this process, on one thread as the subprocesses (OMP_NUM_THREADS=1): CPU reductions
+    depend on the thread count."""
+    from stages import train as stage
+
+    _write_params(project, work)
+    os.chdir(work)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        params = yaml.safe_load(Path("params.yaml").read_text())
+        stage.run(MODEL, config("train", TrainConfig, **params["train"]), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+        os.chdir(REPO)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(demo_project, tmp_path_factory):
+    """The reference run (in this process; the SIGKILL and DDP tests compare their processes' runs with it)."""
     work = tmp_path_factory.mktemp("whole")
-    _write_params(demo_project, work)
-    subprocess.run([sys.executable, "-m", "stages.train"], cwd=work, env=_env(), check=True, capture_output=True)
+    _train_here(demo_project, work)
     return work
 
 
@@ -123,19 +140,8 @@ def test_training_changes_only_kv_and_adapter_and_is_repeatable(uninterrupted, d
     metrics = json.loads((uninterrupted / "data/train/metrics.json").read_text())
     assert metrics["trainable_parameters"]["kv"] == sum(v.numel() for v in kv.values())
     assert not list((uninterrupted / "data/checkpoints").glob("step-*"))  # cleaned up when done
-    # In-process, same params and thread count: the same weights bit for bit.
-    from stages import train as stage
-
-    _write_params(demo_project, tmp_path)
-    os.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the subprocess (OMP_NUM_THREADS=1): CPU reductions depend on it
-    try:
-        params = yaml.safe_load(Path("params.yaml").read_text())
-        stage.run(MODEL, config("train", TrainConfig, **params["train"]), progress=False)
-    finally:
-        torch.set_num_threads(threads)
-        os.chdir(REPO)
+    # Again, same params and thread count: the same weights bit for bit (across processes: the SIGKILL test).
+    _train_here(demo_project, tmp_path)
     again = _weights(tmp_path)
     assert all(torch.equal(again[k], w[k]) for k in w)
 

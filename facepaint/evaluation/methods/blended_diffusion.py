@@ -20,7 +20,8 @@ learned sigmas; CLIP ViT-B/16 (OpenAI's weights, through open_clip). An edit of 
    of a sample and summed over samples. x_{i-1} = mean + exp(log Sigma / 2) z (no noise at i = 0).
 3. Background blending after every step (its postprocess_fn): x_{i-1} <- x_{i-1} m + q_sample(x, i) (1 - m), the
    photo noised with fresh noise to step i, the step just taken (its code's level; the paper writes i - 1).
-4. The result: the last step's x0_hat, the photo restored outside m (`enforce_background`, its default).
+4. The result: the last step's x0_hat, the photo restored outside m (`enforce_background`, its default), cut
+   to 8 bits as its code saves it (torchvision's to_pil_image: truncated, not rounded).
 
 Its code ranks the `batch_size` x `iterations_num` results by the unaugmented CLIP distance of the masked result
 (resized to CLIP's size, unnormalised, as its `unaugmented_clip_distance`); this method returns the best-ranked
@@ -225,7 +226,8 @@ class BlendedDiffusion(Method):
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(x.seed % (MAX_SEED + 1))
             edited = self.run(_to_tensor(photo, self.device), mask, x.prompt)
-        out = edited[0].permute(1, 2, 0).add(1).mul(127.5).round().clamp(0, 255).byte().cpu().numpy()
+        # to 8 bits as its code saves the result (torchvision's to_pil_image of (x + 1) / 2 clamped: truncated)
+        out = edited[0].permute(1, 2, 0).add(1).div(2).clamp(0, 1).mul(255).byte().cpu().numpy()
         back = _resize(out, self.resolution, Image.LANCZOS)
         return pixel_blend(x.image, back, x.soft)  # the blend ours uses, with M_soft
 

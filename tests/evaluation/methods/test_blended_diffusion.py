@@ -238,6 +238,18 @@ def test_an_edit_is_deterministic_in_its_seed(method):
     assert method.note and "256" not in method.note and f"{method.arch.image_size} px" in method.note
 
 
+def test_the_result_is_cut_to_8_bits_as_its_code_saves_it(method, monkeypatch):
+    """Its code saves x0 with torchvision's to_pil_image((x + 1) / 2 clamped to [0, 1]): times 255, truncated."""
+    size = method.arch.image_size
+    assert size == RES  # no resize on the way, so the 8-bit image is the edit (M_soft = 1 everywhere)
+    levels = torch.linspace(-1.2, 1.2, 3 * size * size).reshape(1, 3, size, size) + 0.7 / 127.5
+    monkeypatch.setattr(method, "run", lambda init, mask, prompt: levels)
+    x = edit_input()
+    out = method.edit(EditInput(x.image, x.mask, np.ones_like(x.soft), x.beta, x.prompt, x.seed))
+    expected = np.floor(levels[0].permute(1, 2, 0).add(1).div(2).clamp(0, 1).mul(255).numpy()).astype(np.uint8)
+    assert np.array_equal(out, expected)
+
+
 def test_the_best_ranked_sample_is_returned(method, monkeypatch):
     """batch_size x iterations_num samples, ranked by the unaugmented CLIP distance of the masked result."""
     monkeypatch.setattr(method.s, "batch_size", 2)

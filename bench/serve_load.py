@@ -96,16 +96,15 @@ def pixels(data: bytes) -> np.ndarray:
 def tiny_model(root: Path) -> tuple[str, str]:
     """The tests' tiny trained artifact, logged and registered as champion in a sqlite store under `root`
     (MLFLOW_TRACKING_URI is set to it). Returns (artifact dir, the champion's URI)."""
-    import torch
     import yaml
 
     from facepaint.data.masks import MaskConfig
-    from facepaint.method.adapter import FaceAdapter
-    from facepaint.method.artifact import Conditions, freeze_all_but_kv, save_artifact
-    from facepaint.method.models import ModelConfig, tiny_components
+    from facepaint.method.artifact import Conditions
+    from facepaint.method.models import ModelConfig
     from facepaint.method.train import TrainConfig
     from stages.common import section
     from stages.register import RegisterConfig
+    from tools.tiny_artifact import save_tiny_trained_artifact
     from tracking import registry, runs
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -118,16 +117,7 @@ def tiny_model(root: Path) -> tuple[str, str]:
         mask_backend=masks.backend,
         latent_factor=masks.latent_factor,
     )
-    comps = tiny_components(seed=0, parts=("unet", "text_encoder"))
-    kv = freeze_all_but_kv(comps.unet)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        adapter = FaceAdapter(comps.text_encoder.config.hidden_size)
-        with torch.no_grad():
-            for p in kv.values():
-                p.add_(0.05)
-            adapter.w2.weight.normal_()
-    artifact = save_artifact(root / "artifact" / "model", comps.unet, adapter, conditions)
+    artifact = save_tiny_trained_artifact(root / "artifact" / "model", conditions)
     os.environ["FACEPAINT_TRACKING"] = "on"
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     cwd = os.getcwd()

@@ -146,22 +146,9 @@ def random_bisenet_weights(tmp_path_factory) -> Path:
 def tiny_artifact(tmp_path_factory):
     """A 'trained' tiny artifact (64 px): k/v moved away from the base model and
     an adapter with non-zero W2, so every part of it changes an edit. Returns facepaint's Artifact."""
-    import torch
+    from tools.tiny_artifact import save_tiny_trained_artifact
 
-    from facepaint.method.adapter import FaceAdapter
-    from facepaint.method.artifact import freeze_all_but_kv, save_artifact
-    from facepaint.method.models import tiny_components
-
-    comps = tiny_components(seed=0, parts=("unet", "text_encoder"))
-    kv = freeze_all_but_kv(comps.unet)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        adapter = FaceAdapter(comps.text_encoder.config.hidden_size)
-        with torch.no_grad():
-            for p in kv.values():
-                p.add_(0.05)
-            adapter.w2.weight.normal_()
-    return save_artifact(tmp_path_factory.mktemp("art") / "model", comps.unet, adapter, tiny_conditions(64))
+    return save_tiny_trained_artifact(tmp_path_factory.mktemp("art") / "model", tiny_conditions(64))
 
 
 @pytest.fixture(scope="session")

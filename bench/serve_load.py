@@ -98,26 +98,13 @@ def tiny_model(root: Path) -> tuple[str, str]:
     (MLFLOW_TRACKING_URI is set to it). Returns (artifact dir, the champion's URI)."""
     import yaml
 
-    from facepaint.data.masks import MaskConfig
-    from facepaint.method.artifact import Conditions
-    from facepaint.method.models import ModelConfig
-    from facepaint.method.train import TrainConfig
     from stages.common import section
     from stages.register import RegisterConfig
-    from tools.tiny_artifact import save_tiny_trained_artifact
+    from tools.tiny_artifact import save_tiny_trained_artifact, tiny_conditions
     from tracking import registry, runs
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    masks = section(params, "masks", MaskConfig)
-    conditions = Conditions(
-        model=section(params, "model", ModelConfig),
-        resolution=64,
-        adapter_scale=section(params, "train", TrainConfig).adapter_scale,
-        parts=masks.parts,
-        mask_backend=masks.backend,
-        latent_factor=masks.latent_factor,
-    )
-    artifact = save_tiny_trained_artifact(root / "artifact" / "model", conditions)
+    artifact = save_tiny_trained_artifact(root / "artifact" / "model", tiny_conditions(params, 64))
     os.environ["FACEPAINT_TRACKING"] = "on"
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     cwd = os.getcwd()

@@ -22,20 +22,11 @@ def tiny_conditions(resolution: int = 64, **changes):
     """The Conditions of a tiny-model artifact trained at `resolution` with the demo's params."""
     import dataclasses
 
-    from facepaint.data.masks import MaskConfig
-    from facepaint.method.artifact import Conditions
-    from facepaint.method.models import ModelConfig
-    from facepaint.method.train import TrainConfig
+    import yaml
 
-    m = config("masks", MaskConfig)
-    c = Conditions(
-        model=config("model", ModelConfig),
-        resolution=resolution,
-        adapter_scale=config("train", TrainConfig).adapter_scale,
-        parts=m.parts,
-        mask_backend=m.backend,
-        latent_factor=m.latent_factor,
-    )
+    from tools import tiny_artifact
+
+    c = tiny_artifact.tiny_conditions(yaml.safe_load((REPO / "params.yaml").read_text()), resolution)
     return dataclasses.replace(c, **changes)
 
 

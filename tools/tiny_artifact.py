@@ -2,14 +2,33 @@
 moved away from the base model and the face adapter's W2 drawn non-zero, so each part of the artifact changes an
 edit (an untrained adapter's zero W2 would not).
 
-    artifact = save_tiny_trained_artifact(path, conditions)
+    artifact = save_tiny_trained_artifact(path, tiny_conditions(params, 64))
 
-Used by tests/conftest.py's `tiny_artifact` and bench/serve_load.py."""
+Used by tests/conftest.py's `tiny_artifact` (and tests/helpers.py's `tiny_conditions`) and bench/serve_load.py."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+
+def tiny_conditions(params: dict, resolution: int):
+    """The Conditions of a tiny-model artifact trained at `resolution` with `params` (params.yaml's sections)."""
+    from facepaint.data.masks import MaskConfig
+    from facepaint.method.artifact import Conditions
+    from facepaint.method.models import ModelConfig
+    from facepaint.method.train import TrainConfig
+    from stages.common import section
+
+    masks = section(params, "masks", MaskConfig)
+    return Conditions(
+        model=section(params, "model", ModelConfig),
+        resolution=resolution,
+        adapter_scale=section(params, "train", TrainConfig).adapter_scale,
+        parts=masks.parts,
+        mask_backend=masks.backend,
+        latent_factor=masks.latent_factor,
+    )
 
 
 def save_tiny_trained_artifact(path: str | os.PathLike, conditions):
